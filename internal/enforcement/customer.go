@@ -1,0 +1,472 @@
+package enforcement
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/limitr/limitr/internal/num"
+	"github.com/limitr/limitr/internal/policies"
+)
+
+// MaxIDLength bounds customer ids and alt ids.
+const MaxIDLength = 256
+
+// customer is one customer's mutable state. The profile (plan, type, refs, ...) is an
+// immutable value swapped atomically, so plan resolution through refs reads other
+// customers without taking their locks; meters and overrides are guarded by mu.
+type customer struct {
+	mu        sync.Mutex
+	id        string
+	info      atomic.Pointer[profile]
+	meters    []*meter
+	overrides map[string]*override
+	idem      map[string]idemRecord
+	deleted   bool
+}
+
+type profile struct {
+	plan     string // "" inherits through refs
+	typ      string
+	label    string
+	refs     []string
+	altIDs   []string
+	metadata map[string]any
+	tz       string
+	loc      *time.Location // nil: the policy's zone
+	anchor   time.Time      // billing anchor for monthly:anchor
+	created  time.Time
+}
+
+// meter is the usage of one entitlement in the current period.
+type meter struct {
+	ent      string
+	credit   string
+	started  int64 // unix nanoseconds: start of the current period
+	value    num.Dec
+	overhead num.Dec // runes spent this period
+}
+
+func (m *meter) startedAt() time.Time { return time.Unix(0, m.started).UTC() }
+
+// override is a customer-specific limit: the fields the caller named, laid over the
+// plan limit. It is compiled per policy version so a policy swap re-bases it.
+type override struct {
+	spec     Override
+	compiled *policies.CompiledLimit
+	policy   *policies.Policy
+}
+
+type idemRecord struct {
+	allowed bool
+	at      int64
+}
+
+// Override names the limit fields to change for one customer; empty fields keep the
+// plan's value. Quantities are numbers or unit strings ("1TiB").
+type Override struct {
+	Value        string    `json:"value,omitempty"`
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	Credit       string    `json:"credit,omitempty"`
+	Mode         string    `json:"mode,omitempty"`
+	Increment    string    `json:"increment,omitempty"`
+	Minimum      string    `json:"minimum,omitempty"`
+	Resets       *bool     `json:"resets,omitempty"`
+	ResetInc     string    `json:"reset_inc,omitempty"`
+	ResetSch     string    `json:"reset_sch,omitempty"`
+	HardTrailing *bool     `json:"hard_trailing,omitempty"`
+	GrantsApply  *bool     `json:"grants_apply,omitempty"`
+}
+
+// CustomerSpec describes a customer to create or update.
+type CustomerSpec struct {
+	ID       string
+	Plan     string
+	Type     *string
+	Label    *string
+	Refs     []string
+	RefsSet  bool
+	AltIDs   []string
+	Metadata map[string]any
+	Timezone *string
+	Anchor   *time.Time
+}
+
+// Validate checks the spec's own fields.
+func (s *CustomerSpec) Validate() error {
+	if err := validID("id", s.ID); err != nil {
+		return err
+	}
+	for i, r := range s.Refs {
+		if err := validID(fmt.Sprintf("refs[%d]", i), r); err != nil {
+			return err
+		}
+		if r == s.ID {
+			return fmt.Errorf("%w: refs[%d]: a customer cannot reference itself", ErrInvalidCustomer, i)
+		}
+	}
+	for i, a := range s.AltIDs {
+		if err := validID(fmt.Sprintf("alt_ids[%d]", i), a); err != nil {
+			return err
+		}
+	}
+	if s.Type != nil && *s.Type == "" {
+		return fmt.Errorf("%w: type: must not be empty", ErrInvalidCustomer)
+	}
+	if s.Timezone != nil && *s.Timezone != "" {
+		if _, err := time.LoadLocation(*s.Timezone); err != nil {
+			return fmt.Errorf("%w: timezone: unknown time zone %q", ErrInvalidCustomer, *s.Timezone)
+		}
+	}
+	return nil
+}
+
+func validID(field, id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: %s: must not be empty", ErrInvalidCustomer, field)
+	case len(id) > MaxIDLength:
+		return fmt.Errorf("%w: %s: longer than %d bytes", ErrInvalidCustomer, field, MaxIDLength)
+	case !utf8.ValidString(id):
+		return fmt.Errorf("%w: %s: not valid UTF-8", ErrInvalidCustomer, field)
+	}
+	return nil
+}
+
+// resolvePlan finds the plan a customer is on: its own plan if it names one, else the
+// first ref (depth-first, in refs order) that resolves one, else the default plan.
+func (e *Engine) resolvePlan(p *policies.Policy, prof *profile) *policies.CompiledPlan {
+	if pl := e.planThroughRefs(p, prof, nil); pl != nil {
+		return pl
+	}
+	return p.DefaultPlan
+}
+
+func (e *Engine) planThroughRefs(p *policies.Policy, prof *profile, seen map[*profile]bool) *policies.CompiledPlan {
+	if prof.plan != "" {
+		if pl := p.Plan(prof.plan); pl != nil {
+			return pl
+		}
+	}
+	if len(prof.refs) == 0 {
+		return nil
+	}
+	if seen == nil {
+		seen = map[*profile]bool{}
+	}
+	seen[prof] = true
+	for _, r := range prof.refs {
+		rc := e.byID(r)
+		if rc == nil {
+			continue
+		}
+		rp := rc.info.Load()
+		if seen[rp] {
+			continue
+		}
+		if pl := e.planThroughRefs(p, rp, seen); pl != nil {
+			return pl
+		}
+	}
+	return nil
+}
+
+// scopeOwner walks refs breadth-first for the customer of the given type that owns
+// a scoped entitlement's meter.
+func (e *Engine) scopeOwner(c *customer, scope string) *customer {
+	queue := []*customer{c}
+	seen := map[*customer]bool{c: true}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		for _, r := range cur.info.Load().refs {
+			rc := e.byID(r)
+			if rc == nil || seen[rc] {
+				continue
+			}
+			if rc.info.Load().typ == scope {
+				return rc
+			}
+			seen[rc] = true
+			queue = append(queue, rc)
+		}
+	}
+	return nil
+}
+
+func (c *customer) meter(ent string) *meter {
+	for _, m := range c.meters {
+		if m.ent == ent {
+			return m
+		}
+	}
+	return nil
+}
+
+func (c *customer) location(p *policies.Policy) *time.Location {
+	if loc := c.info.Load().loc; loc != nil {
+		return loc
+	}
+	return p.Location
+}
+
+// CreateCustomer creates a customer, or updates it when the id (or an alt id) exists,
+// as the reference engine does. On update, fields the spec leaves unset are kept
+// (the reference engine wipes refs; we don't).
+func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Customer, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	p := e.policy.Load()
+	now := e.now()
+	if spec.Plan != "" && p.Plan(spec.Plan) == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownPlan, spec.Plan)
+	}
+	if existing := e.lookup(spec.ID); existing != nil {
+		return e.updateCustomer(p, existing, spec)
+	}
+	prof := &profile{typ: "user", label: "User", created: now, anchor: now}
+	applySpec(prof, spec)
+	prof.plan = spec.Plan
+	if prof.plan == "" {
+		if e.planThroughRefs(p, prof, nil) == nil {
+			if p.DefaultPlan == nil {
+				return nil, fmt.Errorf("%w: no plan given, no ref has one and the policy has no default plan", ErrUnknownPlan)
+			}
+			prof.plan = p.DefaultPlan.Name
+		}
+	}
+	c := &customer{id: spec.ID}
+	c.info.Store(prof)
+	if plan := e.resolvePlan(p, prof); plan != nil {
+		for _, ce := range plan.Limited {
+			if ce.Scope != "" && ce.Scope != prof.typ {
+				continue // metered on the scoped customer, not here
+			}
+			c.meters = append(c.meters, &meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano()})
+		}
+	}
+	if err := e.register(c, spec.AltIDs); err != nil {
+		return nil, err
+	}
+	snap := e.snapshotLocked(p, c)
+	e.emit(Event{Type: EventCustomerSet, Customer: snap, Time: now})
+	return snap, nil
+}
+
+func applySpec(prof *profile, spec CustomerSpec) {
+	if spec.Type != nil {
+		prof.typ = *spec.Type
+	}
+	if spec.Label != nil {
+		prof.label = *spec.Label
+	}
+	if spec.RefsSet {
+		prof.refs = slices.Clone(spec.Refs)
+	}
+	if spec.Metadata != nil {
+		prof.metadata = maps.Clone(spec.Metadata)
+	}
+	if spec.Timezone != nil {
+		prof.tz = *spec.Timezone
+		prof.loc = nil
+		if prof.tz != "" {
+			prof.loc, _ = time.LoadLocation(prof.tz)
+		}
+	}
+	if spec.Anchor != nil && !spec.Anchor.IsZero() {
+		prof.anchor = *spec.Anchor
+	}
+}
+
+// register adds a new customer and its alt ids under the shard locks.
+func (e *Engine) register(c *customer, alts []string) error {
+	s := &e.shards[shardFor(c.id)]
+	s.mu.Lock()
+	if s.byID[c.id] != nil || s.byAlt[c.id] != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %q was created concurrently", ErrInvalidCustomer, c.id)
+	}
+	s.byID[c.id] = c
+	s.mu.Unlock()
+	return e.addAltIDs(c, alts)
+}
+
+func (e *Engine) addAltIDs(c *customer, alts []string) error {
+	for _, a := range alts {
+		if a == c.id {
+			continue
+		}
+		s := &e.shards[shardFor(a)]
+		s.mu.Lock()
+		owner := s.byID[a]
+		if owner == nil {
+			owner = s.byAlt[a]
+		}
+		if owner != nil && owner != c {
+			s.mu.Unlock()
+			return fmt.Errorf("%w: %q", ErrAltIDTaken, a)
+		}
+		s.byAlt[a] = c
+		s.mu.Unlock()
+		for {
+			old := c.info.Load()
+			if slices.Contains(old.altIDs, a) {
+				break
+			}
+			np := *old
+			np.altIDs = append(slices.Clone(old.altIDs), a)
+			if c.info.CompareAndSwap(old, &np) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (e *Engine) updateCustomer(p *policies.Policy, c *customer, spec CustomerSpec) (*Customer, error) {
+	c.mu.Lock()
+	if c.deleted {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q", ErrUnknownCustomer, spec.ID)
+	}
+	np := *c.info.Load()
+	applySpec(&np, spec)
+	np.plan = spec.Plan
+	if np.plan == "" && e.planThroughRefs(p, &np, nil) == nil && p.DefaultPlan != nil {
+		np.plan = p.DefaultPlan.Name
+	}
+	c.info.Store(&np)
+	c.mu.Unlock()
+	if err := e.addAltIDs(c, spec.AltIDs); err != nil {
+		return nil, err
+	}
+	snap := e.snapshot(p, c)
+	e.emit(Event{Type: EventCustomerSet, Customer: snap, Time: e.now()})
+	return snap, nil
+}
+
+// SetCustomerPlan moves a customer to another plan. Meters for entitlements the new
+// plan limits are created (or, with overwriteMeters, started afresh); kept meters keep
+// their usage, and new ones align to the period of the meters already running.
+func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwriteMeters bool) error {
+	p := e.policy.Load()
+	c := e.lookup(id)
+	if c == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	next := p.Plan(plan)
+	if next == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownPlan, plan)
+	}
+	now := e.now()
+	c.mu.Lock()
+	if c.deleted {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	old := c.info.Load()
+	prev := e.resolvePlan(p, old)
+	if prev == next && old.plan == plan {
+		c.mu.Unlock()
+		return nil
+	}
+	// Keep new meters in step with the periods already running on the old plan.
+	anchor := now.UnixNano()
+	if !overwriteMeters && prev != nil {
+		first := true
+		for _, ce := range prev.Limited {
+			if m := c.meter(ce.Name); m != nil && (first || m.started < anchor) {
+				anchor, first = m.started, false
+			}
+		}
+	}
+	for _, ce := range next.Limited {
+		if ce.Scope != "" && ce.Scope != old.typ {
+			continue
+		}
+		m := c.meter(ce.Name)
+		switch {
+		case m == nil:
+			c.meters = append(c.meters, &meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: anchor})
+		case overwriteMeters:
+			*m = meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano()}
+		}
+	}
+	np := *old
+	np.plan = plan
+	c.info.Store(&np)
+	snap := e.snapshotLocked(p, c)
+	c.mu.Unlock()
+	prevName := ""
+	if prev != nil {
+		prevName = prev.Name
+	}
+	e.emit(Event{Type: EventCustomerSet, Customer: snap, Time: now})
+	e.emit(Event{Type: EventCustomerPlanChanged, Customer: snap, PreviousPlan: prevName, NewPlan: plan, Plan: plan, Time: now})
+	return nil
+}
+
+// DeleteCustomer removes a customer and its alt ids.
+func (e *Engine) DeleteCustomer(ctx context.Context, id string) error {
+	p := e.policy.Load()
+	c := e.lookup(id)
+	if c == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	c.mu.Lock()
+	if c.deleted {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	snap := e.snapshotLocked(p, c)
+	c.deleted = true
+	c.mu.Unlock()
+	e.emit(Event{Type: EventCustomerRemoved, Customer: snap, Time: e.now()})
+	s := &e.shards[shardFor(c.id)]
+	s.mu.Lock()
+	if s.byID[c.id] == c {
+		delete(s.byID, c.id)
+	}
+	s.mu.Unlock()
+	for _, a := range c.info.Load().altIDs {
+		s := &e.shards[shardFor(a)]
+		s.mu.Lock()
+		if s.byAlt[a] == c {
+			delete(s.byAlt, a)
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Customer returns a snapshot of a customer.
+func (e *Engine) Customer(ctx context.Context, id string) (*Customer, error) {
+	c := e.lookup(id)
+	if c == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	return e.snapshot(e.policy.Load(), c), nil
+}
+
+// Customers returns snapshots of every customer, ordered by id.
+func (e *Engine) Customers(ctx context.Context) []*Customer {
+	p := e.policy.Load()
+	var out []*Customer
+	e.forEachCustomer(func(c *customer) { out = append(out, e.snapshot(p, c)) })
+	slices.SortFunc(out, func(a, b *Customer) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}

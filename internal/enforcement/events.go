@@ -1,0 +1,313 @@
+package enforcement
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/limitr/limitr/internal/num"
+	"github.com/limitr/limitr/internal/policies"
+	"github.com/limitr/limitr/internal/policies/doctree"
+)
+
+// Event types, named as the reference engine names them.
+const (
+	EventMeterChanged        = "meter-changed"
+	EventMeterOverage        = "meter-overage"
+	EventMeterLimit          = "meter-limit"
+	EventMeterReset          = "meter-reset"
+	EventCustomerSet         = "customer-set"
+	EventCustomerRemoved     = "customer-removed"
+	EventCustomerPlanChanged = "customer-plan-changed"
+)
+
+// Event is a state change, delivered synchronously to handlers after it happened.
+type Event struct {
+	Type string
+	Time time.Time
+	// Customer is the customer concerned: for meter events, the meter's owner.
+	Customer          *Customer
+	Caller            string
+	Entitlement       string
+	Plan              string
+	Credit            string
+	Meter             *MeterChange
+	Remaining         *float64
+	Overage           *float64
+	GrantValueApplied *float64
+	OveragePrice      *float64
+	InvalidValue      *float64
+	EventData         map[string]any
+	PreviousPlan      string
+	NewPlan           string
+
+	credit *policies.CompiledCredit
+	shape  string // the payload shape: for meter-reset, the call's main event type
+}
+
+// MeterChange is the meter part of a meter event's payload.
+type MeterChange struct {
+	Old          float64
+	Value        float64
+	Limit        float64
+	Invalid      *float64
+	Diff         float64
+	Overhead     float64
+	OverheadDiff float64
+	PriceDiff    *float64
+}
+
+type namedHandler struct {
+	name string
+	fn   func(Event)
+}
+
+// AddHandler registers fn under name, replacing a handler of the same name. Handlers
+// run synchronously, in registration order, after the state change and outside any
+// engine lock, so a handler may call back into the engine.
+func (e *Engine) AddHandler(name string, fn func(Event)) {
+	if fn == nil {
+		return
+	}
+	e.hmu.Lock()
+	defer e.hmu.Unlock()
+	cur := *e.handlers.Load()
+	next := slices.DeleteFunc(slices.Clone(cur), func(h namedHandler) bool { return h.name == name })
+	next = append(next, namedHandler{name: name, fn: fn})
+	e.handlers.Store(&next)
+}
+
+// RemoveHandler unregisters a handler.
+func (e *Engine) RemoveHandler(name string) {
+	e.hmu.Lock()
+	defer e.hmu.Unlock()
+	cur := *e.handlers.Load()
+	next := slices.DeleteFunc(slices.Clone(cur), func(h namedHandler) bool { return h.name == name })
+	e.handlers.Store(&next)
+}
+
+func (e *Engine) hasHandlers() bool { return len(*e.handlers.Load()) > 0 }
+
+func (e *Engine) emit(ev Event) {
+	for _, h := range *e.handlers.Load() {
+		h.fn(ev)
+	}
+}
+
+func f64(d num.Dec) *float64 {
+	f := num.Float64(d)
+	return &f
+}
+
+// meterEvents builds a committed or denied call's events in the reference order:
+// meter-overage, then meter-reset, then meter-changed; or meter-reset then meter-limit.
+// Caller holds the owner's lock.
+func (e *Engine) meterEvents(p *policies.Policy, res resolution, m *meter, d decision, call Call, now time.Time) []Event {
+	var c num.Calc
+	l := d.limit
+	base := Event{
+		Time:        now,
+		Customer:    e.snapshotLocked(p, res.owner),
+		Caller:      res.caller.id,
+		Entitlement: res.ce.Name,
+		Plan:        res.plan.Name,
+		Credit:      l.Credit.Name,
+		EventData:   call.EventData,
+		credit:      l.Credit,
+	}
+	priceDiff := e.priceDiff(p, l, d)
+	var out []Event
+	if !d.commit {
+		ev := base
+		ev.Type, ev.shape = EventMeterLimit, EventMeterLimit
+		invalid := num.Float64(d.newValue)
+		ev.Meter = &MeterChange{
+			Value:        num.Float64(d.meterValue),
+			Limit:        num.Float64(l.Value),
+			Invalid:      &invalid,
+			Diff:         num.Float64(d.amount),
+			Overhead:     num.Float64(d.overheadBefore),
+			OverheadDiff: num.Float64(d.overhead),
+			PriceDiff:    priceDiff,
+		}
+		ev.InvalidValue = &invalid
+		ev.Overage = f64(d.overage)
+		if d.reset {
+			r := ev
+			r.Type = EventMeterReset
+			out = append(out, r)
+		}
+		return append(out, ev)
+	}
+	ev := base
+	ev.Meter = &MeterChange{
+		Old:          num.Float64(d.prior),
+		Value:        num.Float64(d.newValue),
+		Limit:        num.Float64(l.Value),
+		Diff:         num.Float64(c.Sub(d.newValue, d.meterValue)),
+		Overhead:     num.Float64(c.Add(d.overheadBefore, d.overhead)),
+		OverheadDiff: num.Float64(d.overhead),
+		PriceDiff:    priceDiff,
+	}
+	ev.Remaining = f64(c.Sub(l.Value, d.newValue))
+	overageEvent := !d.ownValid && d.overage.IsPos()
+	if overageEvent {
+		ov := ev
+		ov.Type, ov.shape = EventMeterOverage, EventMeterOverage
+		ov.Overage = f64(d.overage)
+		ov.OveragePrice = priceDiff
+		out = append(out, ov)
+		ev = ov
+	}
+	if d.reset {
+		r := ev
+		r.Type = EventMeterReset
+		if r.shape == "" {
+			r.shape = EventMeterChanged
+		}
+		out = append(out, r)
+	}
+	changed := d.reset || !d.newValue.Equal(d.meterValue) || !d.overhead.IsZero()
+	if !overageEvent && changed {
+		ev.Type, ev.shape = EventMeterChanged, EventMeterChanged
+		out = append(out, ev)
+	}
+	return out
+}
+
+// priceDiff prices the billable units this call adds (negative when a decrement
+// moves back past the limit). Nil when the credit has no price.
+func (e *Engine) priceDiff(p *policies.Policy, l *policies.CompiledLimit, d decision) *float64 {
+	var c num.Calc
+	billable := num.Max(num.Zero, c.Sub(d.meterValue, l.Value))
+	after := num.Max(num.Zero, c.Sub(d.newValue, l.Value))
+	diff := c.Sub(after, billable)
+	price, ok := priceUnits(p, l.Credit, diff, billable)
+	if !ok || c.Err != nil {
+		return nil
+	}
+	return f64(price)
+}
+
+// JSON returns the payload in the reference engine's shape and field names.
+func (ev Event) JSON() []byte {
+	var b bytes.Buffer
+	w := jsonWriter{b: &b}
+	b.WriteByte('{')
+	switch ev.Type {
+	case EventCustomerSet, EventCustomerRemoved:
+		b.Reset()
+		out, _ := json.Marshal(ev.Customer)
+		return out
+	case EventCustomerPlanChanged:
+		w.field("previous_plan", ev.PreviousPlan)
+		w.field("new_plan", ev.NewPlan)
+		w.field("customer", ev.Customer)
+	default:
+		m := ev.Meter
+		if m == nil {
+			m = &MeterChange{}
+		}
+		w.key("meter")
+		mw := jsonWriter{b: &b}
+		b.WriteByte('{')
+		if ev.shape == EventMeterLimit {
+			mw.field("value", m.Value)
+			mw.field("limit", m.Limit)
+			mw.field("invalid", m.Invalid)
+		} else {
+			mw.field("old", m.Old)
+			mw.field("value", m.Value)
+			mw.field("limit", m.Limit)
+		}
+		mw.field("diff", m.Diff)
+		mw.field("overhead", m.Overhead)
+		mw.field("overhead_diff", m.OverheadDiff)
+		mw.field("price_diff", m.PriceDiff)
+		b.WriteByte('}')
+		w.field("customer", ev.Customer)
+		w.field("entitlement", ev.Entitlement)
+		w.field("plan", ev.Plan)
+		w.key("credit")
+		b.Write(creditJSON(ev.Credit, ev.credit))
+		if ev.shape == EventMeterLimit {
+			w.field("invalid_value", ev.InvalidValue)
+			w.field("overage", ev.Overage)
+		} else {
+			w.field("remaining", ev.Remaining)
+			if ev.Overage != nil || ev.GrantValueApplied != nil {
+				w.field("overage", ev.Overage)
+			}
+			if ev.GrantValueApplied != nil {
+				w.field("grant_value_applied", ev.GrantValueApplied)
+			}
+			if ev.shape == EventMeterOverage {
+				w.field("overage_price", ev.OveragePrice)
+			}
+		}
+		w.field("event_data", ev.EventData)
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+func creditJSON(name string, c *policies.CompiledCredit) []byte {
+	if c == nil {
+		out, _ := json.Marshal(map[string]string{"name": name})
+		return out
+	}
+	n, err := doctree.Encode(c.Credit.Tree(), doctree.FormatJSON)
+	if err != nil {
+		out, _ := json.Marshal(map[string]string{"name": name})
+		return out
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, n); err != nil {
+		return n
+	}
+	// Name the credit inside its object, as the reference payload carries the record.
+	out := compact.Bytes()
+	if len(out) > 2 {
+		return append([]byte(`{"name":`+strconv.Quote(name)+`,`), out[1:]...)
+	}
+	return []byte(`{"name":` + strconv.Quote(name) + `}`)
+}
+
+// jsonWriter writes object members in a fixed order.
+type jsonWriter struct {
+	b     *bytes.Buffer
+	count int
+}
+
+func (w *jsonWriter) key(k string) {
+	if w.count > 0 {
+		w.b.WriteByte(',')
+	}
+	w.count++
+	w.b.WriteString(strconv.Quote(k))
+	w.b.WriteByte(':')
+}
+
+func (w *jsonWriter) field(k string, v any) {
+	w.key(k)
+	switch x := v.(type) {
+	case *float64:
+		if x == nil {
+			w.b.WriteString("null")
+			return
+		}
+		w.b.WriteString(strconv.FormatFloat(*x, 'g', -1, 64))
+		return
+	case float64:
+		w.b.WriteString(strconv.FormatFloat(x, 'g', -1, 64))
+		return
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		w.b.WriteString("null")
+		return
+	}
+	w.b.Write(out)
+}

@@ -1,0 +1,60 @@
+package num
+
+import (
+	"math"
+	"testing"
+)
+
+func TestFromFloat64(t *testing.T) {
+	cases := []struct {
+		in   float64
+		want string
+	}{
+		{0, "0"}, {0.1, "0.1"}, {-0.1, "-0.1"}, {1, "1"}, {120000, "120000"},
+		{6e-6, "0.000006"}, {1.25, "1.25"}, {1e15, "1000000000000000"},
+		{123456.789, "123456.789"}, {-2.5e-3, "-0.0025"}, {1e-19, "0.0000000000000000001"},
+	}
+	for _, c := range cases {
+		got, err := FromFloat64(c.in)
+		if err != nil {
+			t.Fatalf("%v: %v", c.in, err)
+		}
+		if !got.Equal(MustParse(c.want)) {
+			t.Errorf("FromFloat64(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+	for _, bad := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), 1e18, -1e19} {
+		if _, err := FromFloat64(bad); err == nil {
+			t.Errorf("FromFloat64(%v): want error", bad)
+		}
+	}
+}
+
+func TestTenTenthsFitOne(t *testing.T) {
+	var c Calc
+	sum := Zero
+	tenth, _ := FromFloat64(0.1)
+	for range 10 {
+		sum = c.Add(sum, tenth)
+	}
+	if c.Err != nil || !sum.Equal(One) {
+		t.Fatalf("sum = %v, err %v", sum, c.Err)
+	}
+}
+
+func TestFromFloat64NoAlloc(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() { _, _ = FromFloat64(4200.5) })
+	if allocs != 0 {
+		t.Fatalf("allocs = %v", allocs)
+	}
+}
+
+func TestCalcKeepsFirstError(t *testing.T) {
+	var c Calc
+	big := MustParse("9999999999999999999")
+	_ = c.Add(big, big)
+	_ = c.Quo(One, Zero)
+	if c.Err == nil {
+		t.Fatal("want overflow error")
+	}
+}

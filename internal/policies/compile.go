@@ -1,0 +1,275 @@
+package policies
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/limitr/limitr/internal/num"
+	"github.com/limitr/limitr/internal/period"
+	"github.com/limitr/limitr/internal/policies/doctree"
+	"github.com/limitr/limitr/internal/quantity"
+)
+
+// Mode is a limit's enforcement mode.
+type Mode uint8
+
+// Modes, in the order the reference engine documents them.
+const (
+	Hard Mode = iota
+	Soft
+	Observe
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Soft:
+		return ModeSoft
+	case Observe:
+		return ModeObserve
+	}
+	return ModeHard
+}
+
+func parseMode(s string) Mode {
+	switch s {
+	case ModeSoft:
+		return Soft
+	case ModeObserve:
+		return Observe
+	}
+	return Hard
+}
+
+// Policy is a compiled, immutable policy. Everything the hot path needs is resolved
+// to indexes and exact decimals in the credit's units, so a decision never parses,
+// converts units or walks the document.
+type Policy struct {
+	Doc      *Document
+	Hash     string // sha256 of the canonical JSON form: the version identity
+	Location *time.Location
+
+	Credits      []*CompiledCredit
+	creditIndex  map[string]*CompiledCredit
+	Entitlements []string // every entitlement name any plan defines, in first-seen order
+	entIndex     map[string]int
+	Plans        []*CompiledPlan
+	planIndex    map[string]*CompiledPlan
+	DefaultPlan  *CompiledPlan
+}
+
+// CompiledCredit is a credit with its unit resolved.
+type CompiledCredit struct {
+	*Credit
+	Unit quantity.Unit // zero for unitless (float/int) credits
+	Int  bool          // amounts truncate toward zero per call
+}
+
+// CompiledPlan is a plan whose entitlements are indexed by the policy-wide entitlement index.
+type CompiledPlan struct {
+	*Plan
+	ents    []*CompiledEntitlement
+	Limited []*CompiledEntitlement // entitlements with a limit, in document order
+}
+
+// CompiledEntitlement is one plan's entitlement.
+type CompiledEntitlement struct {
+	*Entitlement
+	Index int
+	Limit *CompiledLimit // nil for a feature gate
+}
+
+// CompiledLimit is a limit in its credit's units.
+type CompiledLimit struct {
+	Src          *Limit
+	Credit       *CompiledCredit
+	Mode         Mode
+	Value        num.Dec
+	Increment    num.Dec
+	Minimum      num.Dec
+	HasMinimum   bool
+	HardTrailing bool
+	GrantsApply  bool
+	Reset        period.Spec // zero when the limit never resets
+	ExpiresOn    time.Time   // overrides only
+
+	GovernorEnabled  bool
+	GovernorCapacity num.Dec
+	GovernorRefill   num.Dec // tokens per millisecond
+	EWMAAlpha        num.Dec
+}
+
+// Resets reports whether the limit has periods.
+func (l *CompiledLimit) Resets() bool { return l.Reset.Every > 0 || !l.Reset.Schedule.IsZero() }
+
+// Load parses, validates and compiles a document.
+func Load(data []byte, f doctree.Format) (*Policy, error) {
+	doc, err := Parse(data, f)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(doc)
+}
+
+// Compile builds the enforcement view of a validated document.
+func Compile(doc *Document) (*Policy, error) {
+	p := &Policy{
+		Doc:         doc,
+		Location:    time.UTC,
+		creditIndex: map[string]*CompiledCredit{},
+		entIndex:    map[string]int{},
+		planIndex:   map[string]*CompiledPlan{},
+	}
+	if doc.Timezone != "" {
+		loc, err := time.LoadLocation(doc.Timezone)
+		if err != nil {
+			return nil, &ValidationError{Problems: []Problem{{Path: "policy.timezone", Message: err.Error()}}}
+		}
+		p.Location = loc
+	}
+	for _, c := range doc.Credits {
+		cc := &CompiledCredit{Credit: c, Int: c.StofUnits == UnitsInt}
+		if c.StofUnits != UnitsInt && c.StofUnits != UnitsFloat {
+			cc.Unit, _ = quantity.LookupUnit(c.StofUnits)
+		}
+		p.Credits = append(p.Credits, cc)
+		p.creditIndex[c.Name] = cc
+	}
+	for _, pl := range doc.Plans {
+		for _, e := range pl.Entitlements {
+			if _, ok := p.entIndex[e.Name]; !ok {
+				p.entIndex[e.Name] = len(p.Entitlements)
+				p.Entitlements = append(p.Entitlements, e.Name)
+			}
+		}
+	}
+	var ps problems
+	for _, pl := range doc.Plans {
+		cp := &CompiledPlan{Plan: pl, ents: make([]*CompiledEntitlement, len(p.Entitlements))}
+		for _, e := range pl.Entitlements {
+			ce := &CompiledEntitlement{Entitlement: e, Index: p.entIndex[e.Name]}
+			if e.Limit != nil {
+				l, err := p.CompileLimit(e.Limit)
+				if err != nil {
+					ps.add(join(join(join(join("policy.plans", pl.Name), "entitlements"), e.Name), "limit"), "%v", err)
+					continue
+				}
+				ce.Limit = l
+				cp.Limited = append(cp.Limited, ce)
+			}
+			cp.ents[ce.Index] = ce
+		}
+		p.Plans = append(p.Plans, cp)
+		p.planIndex[pl.Name] = cp
+		if pl.Default && p.DefaultPlan == nil {
+			p.DefaultPlan = cp
+		}
+	}
+	if err := ps.err(); err != nil {
+		return nil, err
+	}
+	canonical, err := doctree.Encode(Tree(doc), doctree.FormatJSON)
+	if err != nil {
+		return nil, fmt.Errorf("policies: canonical form: %w", err)
+	}
+	sum := sha256.Sum256(canonical)
+	p.Hash = hex.EncodeToString(sum[:])
+	return p, nil
+}
+
+// CompileLimit resolves a limit against this policy's credits. Used for plan limits and
+// for customer overrides built at run time.
+func (p *Policy) CompileLimit(l *Limit) (*CompiledLimit, error) {
+	c := p.creditIndex[l.Credit]
+	if c == nil {
+		return nil, fmt.Errorf("credit %q does not exist", l.Credit)
+	}
+	conv := func(a Amount, field string) (num.Dec, error) {
+		v, err := ToCreditUnits(c.Credit, a.Q)
+		if err != nil {
+			return num.Dec{}, fmt.Errorf("%s: %w", field, err)
+		}
+		return v, nil
+	}
+	cl := &CompiledLimit{
+		Src:          l,
+		Credit:       c,
+		Mode:         parseMode(l.Mode),
+		HardTrailing: l.HardTrailing,
+		GrantsApply:  l.GrantsApply,
+		ExpiresOn:    l.OverrideExpiresOn,
+		EWMAAlpha:    l.EWMAAlpha,
+	}
+	var err error
+	if cl.Value, err = conv(l.Value, "value"); err != nil {
+		return nil, err
+	}
+	cl.Increment = num.One
+	if l.Increment.Set {
+		if cl.Increment, err = conv(l.Increment, "increment"); err != nil {
+			return nil, err
+		}
+	}
+	if l.Minimum.Set {
+		cl.HasMinimum = true
+		if cl.Minimum, err = conv(l.Minimum, "minimum"); err != nil {
+			return nil, err
+		}
+	}
+	if l.Resets {
+		if l.ResetSch != "" {
+			s, err := period.ParseSchedule(l.ResetSch)
+			if err != nil {
+				return nil, err
+			}
+			cl.Reset.Schedule = s
+		} else {
+			cl.Reset.Every = l.ResetInc.D
+			if cl.Reset.Every <= 0 {
+				cl.Reset.Every = defaultResetPeriod
+			}
+		}
+	}
+	if l.GovernorEnabled && l.GovernorCapacity.Set && l.GovernorRefillRate.Set {
+		cl.GovernorEnabled = cl.Mode == Hard
+		if cl.GovernorCapacity, err = conv(l.GovernorCapacity, "governor_capacity"); err != nil {
+			return nil, err
+		}
+		cl.GovernorRefill = l.GovernorRefillRate.Q.Value
+	}
+	return cl, nil
+}
+
+// Credit returns a credit by name.
+func (p *Policy) Credit(name string) *CompiledCredit { return p.creditIndex[name] }
+
+// Plan returns a plan by name.
+func (p *Policy) Plan(name string) *CompiledPlan { return p.planIndex[name] }
+
+// EntitlementIndex returns the policy-wide index of an entitlement name.
+func (p *Policy) EntitlementIndex(name string) (int, bool) {
+	i, ok := p.entIndex[name]
+	return i, ok
+}
+
+// Entitlement returns the plan's entitlement at a policy-wide index, or nil.
+func (cp *CompiledPlan) Entitlement(i int) *CompiledEntitlement {
+	if i < 0 || i >= len(cp.ents) {
+		return nil
+	}
+	return cp.ents[i]
+}
+
+// Topup returns the plan's topup by name, or nil.
+func (cp *CompiledPlan) Topup(name string) *Topup {
+	for _, t := range cp.Topups {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// Marshal writes the document in the given format.
+func (p *Policy) Marshal(f doctree.Format) ([]byte, error) { return Encode(p.Doc, f) }

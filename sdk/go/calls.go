@@ -1,0 +1,156 @@
+package limitr
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/limitr/limitr/internal/enforcement"
+	"github.com/limitr/limitr/internal/num"
+)
+
+// CallOption configures one call.
+type CallOption func(*enforcement.Call)
+
+// WithoutEvents suppresses every event the call would emit; state still changes.
+func WithoutEvents() CallOption { return func(c *enforcement.Call) { c.NoEvents = true } }
+
+// WithEventData attaches context to the call: it travels in event payloads as
+// event_data and feeds cost expressions.
+func WithEventData(data map[string]any) CallOption {
+	return func(c *enforcement.Call) { c.EventData = data }
+}
+
+// WithOverhead sets this call's provider cost in runes, instead of the credit's rate.
+func WithOverhead(runes float64) CallOption {
+	return func(c *enforcement.Call) {
+		d, err := num.FromFloat64(runes)
+		if err == nil {
+			c.HasOverhead, c.Overhead = true, d
+		}
+	}
+}
+
+// WithIdempotencyKey makes a retried call with the same key return the first answer
+// without counting again. Keys are remembered per customer (default 24 hours).
+func WithIdempotencyKey(key string) CallOption {
+	return func(c *enforcement.Call) { c.IdempotencyKey = key }
+}
+
+func (p *Policy) do(ctx context.Context, call enforcement.Call, commit bool, opts []CallOption) (bool, error) {
+	if err := p.open(); err != nil {
+		return false, err
+	}
+	for _, o := range opts {
+		o(&call)
+	}
+	if commit {
+		return p.eng.Allow(ctx, call)
+	}
+	return p.eng.Check(ctx, call)
+}
+
+func amount(v float64) (num.Dec, error) {
+	d, err := num.FromFloat64(v)
+	if err != nil {
+		return d, fmt.Errorf("%w: %w", ErrInvalidQuantity, err)
+	}
+	return d, nil
+}
+
+// Allow meters amount (in the credit's units) against a customer's entitlement and
+// reports whether the call is allowed. A denied call changes nothing except a due
+// period reset. An entitlement not on the customer's plan is simply false.
+func (p *Policy) Allow(ctx context.Context, customer, entitlement string, amt float64, opts ...CallOption) (bool, error) {
+	d, err := amount(amt)
+	if err != nil {
+		return false, err
+	}
+	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d}, true, opts)
+}
+
+// AllowUnits is Allow with a quantity string such as "500MB", converted exactly into
+// the credit's units.
+func (p *Policy) AllowUnits(ctx context.Context, customer, entitlement, quantity string, opts ...CallOption) (bool, error) {
+	if quantity == "" {
+		return false, fmt.Errorf("%w: empty quantity", ErrInvalidQuantity)
+	}
+	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Quantity: quantity}, true, opts)
+}
+
+// Check makes the decision Allow would make, without changing anything.
+func (p *Policy) Check(ctx context.Context, customer, entitlement string, amt float64, opts ...CallOption) (bool, error) {
+	d, err := amount(amt)
+	if err != nil {
+		return false, err
+	}
+	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d}, false, opts)
+}
+
+// CheckUnits is Check with a quantity string.
+func (p *Policy) CheckUnits(ctx context.Context, customer, entitlement, quantity string, opts ...CallOption) (bool, error) {
+	if quantity == "" {
+		return false, fmt.Errorf("%w: empty quantity", ErrInvalidQuantity)
+	}
+	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Quantity: quantity}, false, opts)
+}
+
+// Increment meters the limit's increment (default 1). False for a feature gate.
+func (p *Policy) Increment(ctx context.Context, customer, entitlement string, opts ...CallOption) (bool, error) {
+	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Step: enforcement.StepIncrement}, true, opts)
+}
+
+// Decrement gives back the limit's increment. Decrements are never denied by a limit.
+func (p *Policy) Decrement(ctx context.Context, customer, entitlement string, opts ...CallOption) (bool, error) {
+	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Step: enforcement.StepDecrement}, true, opts)
+}
+
+// Set moves the meter to value, as a call of (value − current usage).
+func (p *Policy) Set(ctx context.Context, customer, entitlement string, value float64, opts ...CallOption) (bool, error) {
+	d, err := amount(value)
+	if err != nil {
+		return false, err
+	}
+	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d, SetTo: true}, true, opts)
+}
+
+// Value returns the customer's usage in the current period, in the credit's units.
+func (p *Policy) Value(ctx context.Context, customer, entitlement string) (float64, error) {
+	if err := p.open(); err != nil {
+		return 0, err
+	}
+	return float(p.eng.Value(ctx, customer, entitlement))
+}
+
+// ValuePercent returns the share of the limit used, in percent.
+func (p *Policy) ValuePercent(ctx context.Context, customer, entitlement string) (float64, error) {
+	if err := p.open(); err != nil {
+		return 0, err
+	}
+	return float(p.eng.ValuePercent(ctx, customer, entitlement))
+}
+
+// Remaining returns what is left of the limit this period (negative past a soft
+// limit). ErrNoLimit for feature gates and observe limits.
+func (p *Policy) Remaining(ctx context.Context, customer, entitlement string) (float64, error) {
+	if err := p.open(); err != nil {
+		return 0, err
+	}
+	return float(p.eng.Remaining(ctx, customer, entitlement))
+}
+
+// Limit returns the customer's effective limit. ErrNoLimit for gates and observe limits.
+func (p *Policy) Limit(ctx context.Context, customer, entitlement string) (float64, error) {
+	if err := p.open(); err != nil {
+		return 0, err
+	}
+	return float(p.eng.Limit(ctx, customer, entitlement))
+}
+
+// Resets returns when the current period ends; the zero time if the limit never resets.
+func (p *Policy) Resets(ctx context.Context, customer, entitlement string) (time.Time, error) {
+	if err := p.open(); err != nil {
+		return time.Time{}, err
+	}
+	return p.eng.Resets(ctx, customer, entitlement)
+}
