@@ -24,10 +24,14 @@ type customer struct {
 	mu        sync.Mutex
 	id        string
 	info      atomic.Pointer[profile]
-	meters    []*meter
+	meters    []meter
 	overrides map[string]*override
 	idem      map[string]idemRecord
 	deleted   bool
+	// The plan resolved for cachedFor, when the customer names its plan itself (plans
+	// inherited through refs can change under us and are resolved each time).
+	cachedFor  *policies.Policy
+	cachedPlan *policies.CompiledPlan
 }
 
 type profile struct {
@@ -50,6 +54,10 @@ type meter struct {
 	started  int64 // unix nanoseconds: start of the current period
 	value    num.Dec
 	overhead num.Dec // runes spent this period
+	// periodEnd caches when the current period ends under periodOf, so a warm call
+	// skips calendar maths: no reset is due while now < periodEnd.
+	periodEnd int64
+	periodOf  *policies.CompiledLimit
 }
 
 func (m *meter) startedAt() time.Time { return time.Unix(0, m.started).UTC() }
@@ -200,12 +208,33 @@ func (e *Engine) scopeOwner(c *customer, scope string) *customer {
 }
 
 func (c *customer) meter(ent string) *meter {
-	for _, m := range c.meters {
-		if m.ent == ent {
-			return m
+	for i := range c.meters {
+		if c.meters[i].ent == ent {
+			return &c.meters[i]
 		}
 	}
 	return nil
+}
+
+// planLocked resolves the customer's plan, from the cache when it can. Caller holds c.mu.
+func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledPlan {
+	if c.cachedFor == p {
+		return c.cachedPlan
+	}
+	prof := c.info.Load()
+	pl := e.resolvePlan(p, prof)
+	if pl != nil && prof.plan == pl.Name {
+		c.cachedFor, c.cachedPlan = p, pl
+	}
+	return pl
+}
+
+// invalidateLocked drops every cache derived from the profile. Caller holds c.mu.
+func (c *customer) invalidateLocked() {
+	c.cachedFor, c.cachedPlan = nil, nil
+	for i := range c.meters {
+		c.meters[i].periodOf = nil
+	}
 }
 
 func (c *customer) location(p *policies.Policy) *time.Location {
@@ -248,7 +277,7 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			if ce.Scope != "" && ce.Scope != prof.typ {
 				continue // metered on the scoped customer, not here
 			}
-			c.meters = append(c.meters, &meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano()})
+			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano()})
 		}
 	}
 	if err := e.register(c, spec.AltIDs); err != nil {
@@ -342,6 +371,7 @@ func (e *Engine) updateCustomer(p *policies.Policy, c *customer, spec CustomerSp
 		np.plan = p.DefaultPlan.Name
 	}
 	c.info.Store(&np)
+	c.invalidateLocked()
 	c.mu.Unlock()
 	if err := e.addAltIDs(c, spec.AltIDs); err != nil {
 		return nil, err
@@ -393,7 +423,7 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 		m := c.meter(ce.Name)
 		switch {
 		case m == nil:
-			c.meters = append(c.meters, &meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: anchor})
+			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: anchor})
 		case overwriteMeters:
 			*m = meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano()}
 		}
@@ -401,6 +431,7 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 	np := *old
 	np.plan = plan
 	c.info.Store(&np)
+	c.invalidateLocked()
 	snap := e.snapshotLocked(p, c)
 	c.mu.Unlock()
 	prevName := ""

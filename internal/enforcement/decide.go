@@ -71,10 +71,10 @@ func (e *Engine) resolve(p *policies.Policy, id, ent string) (resolution, error)
 }
 
 // Allow decides a call and commits it when allowed.
-func (e *Engine) Allow(ctx context.Context, call Call) (bool, error) { return e.call(call, true) }
+func (e *Engine) Allow(ctx context.Context, call Call) (bool, error) { return e.call(&call, true) }
 
 // Check decides a call exactly as Allow would, without changing anything.
-func (e *Engine) Check(ctx context.Context, call Call) (bool, error) { return e.call(call, false) }
+func (e *Engine) Check(ctx context.Context, call Call) (bool, error) { return e.call(&call, false) }
 
 // decision is the outcome of the shared decision path.
 type decision struct {
@@ -92,7 +92,7 @@ type decision struct {
 	commit   bool // the meter moves
 }
 
-func (e *Engine) call(call Call, commit bool) (bool, error) {
+func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	p := e.policy.Load()
 	var q quantity.Quantity
 	if call.Quantity != "" {
@@ -101,17 +101,12 @@ func (e *Engine) call(call Call, commit bool) (bool, error) {
 			return false, fmt.Errorf("%w: %w", ErrInvalidQuantity, err)
 		}
 	}
-	res, err := e.resolve(p, call.Customer, call.Entitlement)
+	res, err := e.resolveLocked(p, call.Customer, call.Entitlement)
 	if err != nil || res.ce == nil {
 		return false, err
 	}
 	now := e.now()
 	owner := res.owner
-	owner.mu.Lock()
-	if owner.deleted {
-		owner.mu.Unlock()
-		return false, fmt.Errorf("%w: %q", ErrUnknownCustomer, call.Customer)
-	}
 	if commit && call.IdempotencyKey != "" {
 		if rec, ok := owner.idem[call.IdempotencyKey]; ok && now.UnixNano()-rec.at < int64(e.idemTTL) {
 			owner.mu.Unlock()
@@ -138,7 +133,8 @@ func (e *Engine) call(call Call, commit bool) (bool, error) {
 	case call.Step == StepDecrement:
 		amount = limit.Increment.Neg()
 	}
-	d, err := e.decide(p, owner, limit, m, amount, call, now, commit)
+	var d decision
+	err = e.decide(&d, p, owner, limit, m, amount, call, now, commit)
 	if err != nil {
 		owner.mu.Unlock()
 		return false, err
@@ -147,8 +143,8 @@ func (e *Engine) call(call Call, commit bool) (bool, error) {
 	if commit {
 		if d.commit {
 			if m == nil {
-				m = &meter{ent: res.ce.Name, started: now.UnixNano()}
-				owner.meters = append(owner.meters, m)
+				owner.meters = append(owner.meters, meter{ent: res.ce.Name, started: now.UnixNano()})
+				m = &owner.meters[len(owner.meters)-1]
 			}
 			m.credit = limit.Credit.Name
 			m.value = d.newValue
@@ -159,7 +155,7 @@ func (e *Engine) call(call Call, commit bool) (bool, error) {
 			e.remember(owner, call.IdempotencyKey, d.valid, now)
 		}
 		if !call.NoEvents && e.hasHandlers() {
-			events = e.meterEvents(p, res, m, d, call, now)
+			events = e.meterEvents(p, res, &d, call, now)
 		}
 	}
 	owner.mu.Unlock()
@@ -175,15 +171,16 @@ func (e *Engine) call(call Call, commit bool) (bool, error) {
 // decide runs the reference engine's decision steps on one meter. With commit it
 // applies a due period reset (the one state change a denied call may make); without,
 // the reset is only computed.
-func (e *Engine) decide(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call Call, now time.Time, commit bool) (decision, error) {
+func (e *Engine) decide(d *decision, p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool) error {
 	var c num.Calc
 	credit := limit.Credit
-	d := decision{limit: limit}
+	d.limit = limit
 	if m != nil {
 		d.prior, d.meterValue, d.overheadBefore = m.value, m.value, m.overhead
-		if limit.Resets() {
+		if limit.Resets() && (m.periodOf != limit || now.UnixNano() >= m.periodEnd) {
 			prof := owner.info.Load()
-			start := limit.Reset.CurrentStart(m.startedAt(), now, owner.location(p), prof.anchor)
+			loc := owner.location(p)
+			start := limit.Reset.CurrentStart(m.startedAt(), now, loc, prof.anchor)
 			if start.UnixNano() != m.started {
 				d.reset = true
 				d.meterValue, d.overheadBefore = num.Zero, num.Zero
@@ -191,6 +188,9 @@ func (e *Engine) decide(p *policies.Policy, owner *customer, limit *policies.Com
 					m.started = start.UnixNano()
 					m.value, m.overhead = num.Zero, num.Zero
 				}
+			}
+			if !d.reset || commit {
+				m.periodOf, m.periodEnd = limit, periodEnd(limit, start, loc, prof.anchor)
 			}
 		}
 	}
@@ -204,7 +204,7 @@ func (e *Engine) decide(p *policies.Policy, owner *customer, limit *policies.Com
 	switch {
 	case call.HasOverhead:
 		d.overhead = call.Overhead
-	case amount.IsZero():
+	case amount.IsZero() || credit.OverheadCost.IsZero():
 		d.overhead = num.Zero
 	default:
 		d.overhead = c.Mul(amount, credit.OverheadCost)
@@ -213,18 +213,73 @@ func (e *Engine) decide(p *policies.Policy, owner *customer, limit *policies.Com
 	if limit.HasMinimum && d.newValue.Cmp(limit.Minimum) < 0 {
 		d.newValue = limit.Minimum
 	}
-	if d.newValue.Cmp(d.meterValue) > 0 {
-		d.overage = c.Sub(d.newValue, num.Max(d.meterValue, limit.Value))
-	} else {
-		d.overage = c.Sub(d.newValue, limit.Value)
-	}
 	if c.Err != nil {
-		return d, c.Err
+		return c.Err
 	}
 	d.ownValid = limitAllows(limit, d.newValue, d.meterValue)
 	d.valid = d.ownValid
 	d.commit = d.valid || limit.Mode == policies.Soft || call.Force
-	return d, nil
+	if !d.ownValid || e.hasHandlers() {
+		// The part of the call above max(previous meter, limit); when the meter was
+		// already past the limit, the whole call.
+		if d.newValue.Cmp(d.meterValue) > 0 {
+			d.overage = c.Sub(d.newValue, num.Max(d.meterValue, limit.Value))
+		} else {
+			d.overage = c.Sub(d.newValue, limit.Value)
+		}
+	}
+	return c.Err
+}
+
+// periodEnd is the first instant at which the period starting at start is over. A
+// duration grid keeps its boundary instant in the old period; a calendar period ends
+// exactly at the next boundary.
+func periodEnd(l *policies.CompiledLimit, start time.Time, loc *time.Location, anchor time.Time) int64 {
+	if l.Reset.Every > 0 {
+		return start.UnixNano() + int64(l.Reset.Every) + 1
+	}
+	return l.Reset.Schedule.Next(start, loc, anchor).UnixNano()
+}
+
+// resolveLocked is resolve for the hot path: it returns with the owner's lock held,
+// using the caller's cached plan. On error or when not entitled, no lock is held.
+func (e *Engine) resolveLocked(p *policies.Policy, id, ent string) (resolution, error) {
+	idx, ok := p.EntitlementIndex(ent)
+	if !ok {
+		return resolution{}, fmt.Errorf("%w: %q", ErrUnknownEntitlement, ent)
+	}
+	c := e.lookup(id)
+	if c == nil {
+		return resolution{}, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	c.mu.Lock()
+	if c.deleted {
+		c.mu.Unlock()
+		return resolution{}, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	res := resolution{caller: c, owner: c, plan: c.planLocked(e, p)}
+	if res.plan != nil {
+		res.ce = res.plan.Entitlement(idx)
+	}
+	if res.ce == nil {
+		c.mu.Unlock()
+		return res, nil
+	}
+	if res.ce.Scope != "" && res.ce.Scope != c.info.Load().typ {
+		c.mu.Unlock()
+		res.owner = e.scopeOwner(c, res.ce.Scope)
+		if res.owner == nil {
+			res.ce = nil
+			return res, nil
+		}
+		res.owner.mu.Lock()
+		if res.owner.deleted {
+			res.owner.mu.Unlock()
+			res.ce = nil
+			return res, nil
+		}
+	}
+	return res, nil
 }
 
 // limitAllows is Limit.check: observe never denies, decrements and no-ops never trip,

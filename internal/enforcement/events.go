@@ -104,7 +104,7 @@ func f64(d num.Dec) *float64 {
 // meterEvents builds a committed or denied call's events in the reference order:
 // meter-overage, then meter-reset, then meter-changed; or meter-reset then meter-limit.
 // Caller holds the owner's lock.
-func (e *Engine) meterEvents(p *policies.Policy, res resolution, m *meter, d decision, call Call, now time.Time) []Event {
+func (e *Engine) meterEvents(p *policies.Policy, res resolution, d *decision, call *Call, now time.Time) []Event {
 	var c num.Calc
 	l := d.limit
 	base := Event{
@@ -179,7 +179,7 @@ func (e *Engine) meterEvents(p *policies.Policy, res resolution, m *meter, d dec
 
 // priceDiff prices the billable units this call adds (negative when a decrement
 // moves back past the limit). Nil when the credit has no price.
-func (e *Engine) priceDiff(p *policies.Policy, l *policies.CompiledLimit, d decision) *float64 {
+func (e *Engine) priceDiff(p *policies.Policy, l *policies.CompiledLimit, d *decision) *float64 {
 	var c num.Calc
 	billable := num.Max(num.Zero, c.Sub(d.meterValue, l.Value))
 	after := num.Max(num.Zero, c.Sub(d.newValue, l.Value))

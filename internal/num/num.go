@@ -43,6 +43,10 @@ func FromFloat64(f float64) (Dec, error) {
 	if f == 0 {
 		return Zero, nil
 	}
+	// Whole amounts (token counts, seats, bytes) are the common case and need no formatting.
+	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return decimal.New(int64(f), 0)
+	}
 	var buf [32]byte
 	b := strconv.AppendFloat(buf[:0], f, 'e', -1, 64)
 	neg := false
@@ -123,10 +127,16 @@ func MustParse(s string) Dec { return decimal.MustParse(s) }
 type Calc struct{ Err error }
 
 func (c *Calc) keep(d Dec, err error) Dec {
-	if err != nil && c.Err == nil {
-		c.Err = fmt.Errorf("%w: %w", ErrOutOfRange, err)
+	if err != nil {
+		c.fail(err)
 	}
 	return d
+}
+
+func (c *Calc) fail(err error) {
+	if c.Err == nil {
+		c.Err = fmt.Errorf("%w: %w", ErrOutOfRange, err)
+	}
 }
 
 // Add returns a+b.

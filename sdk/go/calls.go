@@ -41,8 +41,15 @@ func (p *Policy) do(ctx context.Context, call enforcement.Call, commit bool, opt
 	if err := p.open(); err != nil {
 		return false, err
 	}
-	for _, o := range opts {
-		o(&call)
+	if len(opts) > 0 {
+		// Options take a pointer; copying through the heap only when there are any keeps
+		// the common call allocation-free.
+		c := new(enforcement.Call)
+		*c = call
+		for _, o := range opts {
+			o(c)
+		}
+		call = *c
 	}
 	if commit {
 		return p.eng.Allow(ctx, call)

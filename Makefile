@@ -1,0 +1,56 @@
+# The two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+GO_MIN := 1.26
+STATICCHECK_VERSION := v0.8.2
+
+.PHONY: all demo test test-short bench fuzz lint check-go services build tidy-check
+
+all: test
+
+check-go:
+	@command -v $(GO) >/dev/null 2>&1 || { echo "make: Go $(GO_MIN)+ is required: install it from https://go.dev/dl and put it on PATH" >&2; exit 1; }
+	@v=$$($(GO) env GOVERSION | sed 's/^go//'); \
+	if [ "$$(printf '%s\n%s\n' "$(GO_MIN)" "$$v" | sort -V | head -n1)" != "$(GO_MIN)" ]; then \
+	  echo "make: Go $(GO_MIN)+ is required, found $$v" >&2; exit 1; fi
+
+services:
+	@scripts/services.sh >/dev/null
+
+build: check-go
+	$(GO) build -o bin/limitr ./cmd/limitr
+
+## demo: the AI-product quick start on examples/policies/quickstart-ai.json
+demo: check-go
+	$(GO) run ./examples/quickstart
+
+## test: every test, against real Postgres and Redis on 127.0.0.1
+test: check-go
+	@eval "$$(scripts/services.sh)"; \
+	$(GO) test -count=1 -timeout 20m ./... && \
+	$(GO) test -count=1 -race -timeout 10m ./internal/enforcement/... ./sdk/go/... && \
+	$(GO) run ./cmd/limitr test examples/scenarios
+
+test-short: check-go
+	$(GO) test -short ./...
+
+## bench: hot-path benchmarks with the baseline in the same run
+bench: check-go
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./sdk/go/ ./internal/enforcement/
+
+fuzz: check-go
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/quantity/
+	$(GO) test -run '^$$' -fuzz FuzzParseSchedule -fuzztime 30s ./internal/period/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 20s ./internal/policies/doctree/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeYAML -fuzztime 20s ./internal/policies/doctree/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeTOML -fuzztime 20s ./internal/policies/doctree/
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./internal/policies/
+
+lint: check-go
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+tidy-check: check-go
+	@cp go.mod /tmp/go.mod.bak; cp go.sum /tmp/go.sum.bak; $(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then git diff -- go.mod go.sum; cp /tmp/go.mod.bak go.mod; cp /tmp/go.sum.bak go.sum; echo "go mod tidy changes go.mod/go.sum" >&2; exit 1; fi
