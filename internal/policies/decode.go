@@ -3,8 +3,6 @@ package policies
 import (
 	"errors"
 	"math"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/limitr/limitr/internal/num"
@@ -166,18 +164,22 @@ func Decode(root *doctree.Node) (*Document, error) {
 		Exchange:           Exchange{GrantStrategy: GrantExpiresFirst},
 	}
 	var policy *doctree.Node
-	d.fields(root, "", func(k string, v *doctree.Node, p string) bool {
-		if k != "policy" {
-			return false
+	switch {
+	case root == nil || root.Kind == doctree.Null:
+		probs.add("(document)", "is empty")
+	case root.Kind != doctree.Map:
+		probs.add("(document)", "must be an object with a \"policy\" key, got %s", root.Kind)
+	default:
+		d.fields(root, "", func(k string, v *doctree.Node, p string) bool {
+			if k != "policy" {
+				return false
+			}
+			policy = v
+			return true
+		})
+		if policy == nil {
+			probs.add("policy", "is required: the document's top-level key must be \"policy\"")
 		}
-		policy = v
-		return true
-	})
-	if root != nil && root.Kind == doctree.Map && policy == nil {
-		probs.add("policy", "is required: the document's top-level key must be \"policy\"")
-	}
-	if root == nil || root.Kind == doctree.Null {
-		probs.add("", "document is empty")
 	}
 	d.fields(policy, "policy", func(k string, v *doctree.Node, p string) bool {
 		switch k {
@@ -568,7 +570,12 @@ func (d *decoder) notification(name string, n *doctree.Node, path string) *Notif
 func Parse(data []byte, f doctree.Format) (*Document, error) {
 	root, err := doctree.Decode(data, f)
 	if err != nil {
-		return nil, &ValidationError{Problems: []Problem{{Message: err.Error()}}}
+		pr := Problem{Path: "(document)", Message: err.Error()}
+		var de *doctree.Error
+		if errors.As(err, &de) {
+			pr.Line = de.Line
+		}
+		return nil, &ValidationError{Problems: []Problem{pr}}
 	}
 	doc, derr := Decode(root)
 	verr := Validate(doc)
@@ -600,6 +607,3 @@ func dedupe(ps []Problem) []Problem {
 	return out
 }
 
-func formatMillis(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
-
-func trimQuotes(s string) string { return strings.Trim(s, `"`) }
