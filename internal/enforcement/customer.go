@@ -402,7 +402,7 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 	}
 	old := c.info.Load()
 	prev := e.resolvePlan(p, old)
-	if prev == next && old.plan == plan {
+	if prev == next {
 		c.mu.Unlock()
 		return nil
 	}

@@ -152,7 +152,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 			m.overhead = c.Add(d.overheadBefore, d.overhead)
 		}
 		if call.IdempotencyKey != "" {
-			e.remember(owner, call.IdempotencyKey, d.valid, now)
+			e.remember(owner, call.IdempotencyKey, d.valid || d.commit, now)
 		}
 		if !call.NoEvents && e.hasHandlers() {
 			events = e.meterEvents(p, res, &d, call, now)

@@ -107,12 +107,19 @@ func f64(d num.Dec) *float64 {
 func (e *Engine) meterEvents(p *policies.Policy, res resolution, d *decision, call *Call, now time.Time) []Event {
 	var c num.Calc
 	l := d.limit
+	// The payload names the meter owner's plan; the limit itself comes from the caller's.
+	ownerPlan := res.plan.Name
+	if res.owner != res.caller {
+		if pl := e.resolvePlan(p, res.owner.info.Load()); pl != nil {
+			ownerPlan = pl.Name
+		}
+	}
 	base := Event{
 		Time:        now,
 		Customer:    e.snapshotLocked(p, res.owner),
 		Caller:      res.caller.id,
 		Entitlement: res.ce.Name,
-		Plan:        res.plan.Name,
+		Plan:        ownerPlan,
 		Credit:      l.Credit.Name,
 		EventData:   call.EventData,
 		credit:      l.Credit,
@@ -124,7 +131,7 @@ func (e *Engine) meterEvents(p *policies.Policy, res resolution, d *decision, ca
 		ev.Type, ev.shape = EventMeterLimit, EventMeterLimit
 		invalid := num.Float64(d.newValue)
 		ev.Meter = &MeterChange{
-			Value:        num.Float64(d.meterValue),
+			Value:        num.Float64(d.prior),
 			Limit:        num.Float64(l.Value),
 			Invalid:      &invalid,
 			Diff:         num.Float64(d.amount),

@@ -606,4 +606,3 @@ func dedupe(ps []Problem) []Problem {
 	}
 	return out
 }
-

@@ -68,7 +68,7 @@ func (v *validator) credit(c *Credit, path string) {
 		v.ps.add(join(path, "overhead_cost"), "must not be negative")
 	}
 	if c.Price != nil && c.Price.Amount.IsNeg() {
-		v.ps.add(join(path, "price.amount"), "must not be negative")
+		v.ps.add(join(join(path, "price"), "amount"), "must not be negative")
 	}
 	switch c.StofUnits {
 	case UnitsFloat, UnitsInt:
@@ -314,7 +314,7 @@ func (v *validator) topup(t *Topup, path string) {
 	}
 	v.amountFor(c, t.Value, join(path, "value"), true)
 	if t.Price != nil && t.Price.Amount.IsNeg() {
-		v.ps.add(join(path, "price.amount"), "must not be negative")
+		v.ps.add(join(join(path, "price"), "amount"), "must not be negative")
 	}
 	switch t.ResetMode {
 	case ResetHard, ResetAdd, ResetRollover:

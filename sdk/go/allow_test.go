@@ -65,11 +65,11 @@ func TestAllowSequences(t *testing.T) {
 // §5 step 16 / DESIGN difference 2: a denied call changes no state at all.
 func TestDeniedCallChangesNothing(t *testing.T) {
 	cases := []struct {
-		name, ent string
+		name, ent  string
 		fill, call float64
 	}{
-		{"hard over", "api", 8, 5},           // §5.1 hard
-		{"hard at limit", "api", 10, 1},      // §5.1 hard, meter full
+		{"hard over", "api", 8, 5},                 // §5.1 hard
+		{"hard at limit", "api", 10, 1},            // §5.1 hard, meter full
 		{"trailing after crossing", "trail", 6, 1}, // §5 step 14 hard_trailing
 		{"zero limit", "zero", 0, 1},
 		{"int credit", "tokens", 100, 1.9},
@@ -247,7 +247,7 @@ func TestSet(t *testing.T) {
 func TestOverheadRecorded(t *testing.T) {
 	e := newEnv(t, basePolicy)
 	e.customer("u", "free")
-	e.allow("u", "soft", 4)                           // 4 × 0.5 = 2 runes
+	e.allow("u", "soft", 4)                            // 4 × 0.5 = 2 runes
 	e.allow("u", "soft", 2, limitr.WithOverhead(1.25)) // explicit
 	e.rec.reset()
 	e.allow("u", "soft", 0, limitr.WithOverhead(0.75)) // §5.8: zero units, overhead only

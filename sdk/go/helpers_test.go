@@ -226,3 +226,7 @@ func approx(a, b float64) bool {
 	}
 	return d < 1e-9
 }
+
+func withType(t string) limitr.CustomerOption { return limitr.WithCustomerType(t) }
+
+func withRefs(ids ...string) limitr.CustomerOption { return limitr.WithRefs(ids...) }

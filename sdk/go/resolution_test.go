@@ -57,10 +57,10 @@ func TestScopedEntitlement(t *testing.T) {
 	}{
 		{"alice", 2, true, 2},
 		{"bob", 1, true, 3},
-		{"bob", 1, false, 3},   // limit 3 shared by the org
+		{"bob", 1, false, 3}, // limit 3 shared by the org
 		{"alice", -1, true, 2},
 		{"alice", 1, true, 3},
-		{"org", 1, false, 3},   // the org itself uses the same meter
+		{"org", 1, false, 3}, // the org itself uses the same meter
 	}
 	for i, s := range steps {
 		if got := e.allow(s.who, "seats", s.amt); got != s.want {
@@ -114,5 +114,47 @@ func TestAltIDs(t *testing.T) {
 	_, err := e.p.CreateCustomer(e.ctx, "v", "free", limitr.WithAltIDs("stripe_cus_1"))
 	if err == nil {
 		t.Error("alt id taken twice without error")
+	}
+}
+
+// §4.3: for a scoped entitlement the limit comes from the CALLER's plan, the meter and
+// overrides from the scoped owner; meter events name the owner as customer and its plan (§11.2).
+func TestScopedLimitFromCallerPlan(t *testing.T) {
+	e := newEnv(t, basePolicy)
+	e.customer("org", "free", limitr.WithCustomerType("org")) // free: seats 3
+	e.customer("vip", "pro", limitr.WithRefs("org"))          // pro: seats 5
+	e.customer("std", "free", limitr.WithRefs("org"))
+	if l, err := e.p.Limit(e.ctx, "vip", "seats"); err != nil || l != 5 {
+		t.Errorf("vip Limit(seats) = (%v, %v), want 5 (caller's plan)", l, err)
+	}
+	if l, err := e.p.Limit(e.ctx, "std", "seats"); err != nil || l != 3 {
+		t.Errorf("std Limit(seats) = (%v, %v), want 3", l, err)
+	}
+	if !e.allow("vip", "seats", 4) {
+		t.Error("vip Allow(4) denied under its plan's limit of 5")
+	}
+	if e.allow("std", "seats", 1) {
+		t.Error("std Allow(1) allowed with the org meter at 4 of std's 3")
+	}
+	ev, ok := e.rec.last(limitr.EventMeterChanged)
+	if !ok {
+		t.Fatal("no meter-changed")
+	}
+	m := payload(t, ev)
+	if cust, _ := m["customer"].(map[string]any); cust["id"] != "org" {
+		t.Errorf("meter-changed customer = %v, want the meter owner org", cust["id"])
+	}
+	if m["plan"] != "free" {
+		t.Errorf("meter-changed plan = %v, want the owner's plan \"free\" (§11.2: plan = owner's plan name)", m["plan"])
+	}
+	// §4.4: overrides on a scoped entitlement live on the owner and apply to every member.
+	if err := e.p.CreateCustomerOverride(e.ctx, "std", "seats", limitr.Override{Value: "10"}); err != nil {
+		t.Fatal(err)
+	}
+	if c := mustCustomer(t, e, "org"); c.Overrides["seats"].Value != "10" {
+		t.Errorf("override not stored on the org: %+v", c.Overrides)
+	}
+	if !e.allow("std", "seats", 1) {
+		t.Error("std denied after the org override of 10")
 	}
 }

@@ -15,16 +15,16 @@ func TestAllowUnits(t *testing.T) {
 		want    bool
 		wantVal float64
 	}{
-		{"decimal GB", "3GB", true, 3000},                 // §3 memory: GB = 1e9 bytes
-		{"decimal MB", "500MB", true, 500},                // §3
-		{"binary MiB", "10MiB", true, 10.48576},           // §3 / §17 V2: 10MiB = 10.48576MB exactly
-		{"binary TiB over limit", "1TiB", false, 0},       // §3: 1TiB = 1099511.627776MB > 5000MB
-		{"bytes", "2000000bytes", true, 2},                // §3 bytes suffix
-		{"space allowed", "500 MB", true, 500},            // DESIGN difference 8: space between number and unit
-		{"unitless is credit unit", "7", true, 7},         // §3 to_units: unitless = target unit
-		{"exactly the limit", "5GB", true, 5000},          // §5 step 14 inclusive, exact
+		{"decimal GB", "3GB", true, 3000},           // §3 memory: GB = 1e9 bytes
+		{"decimal MB", "500MB", true, 500},          // §3
+		{"binary MiB", "10MiB", true, 10.48576},     // §3 / §17 V2: 10MiB = 10.48576MB exactly
+		{"binary TiB over limit", "1TiB", false, 0}, // §3: 1TiB = 1099511.627776MB > 5000MB
+		{"bytes", "2000000bytes", true, 2},          // §3 bytes suffix
+		{"space allowed", "500 MB", true, 500},      // DESIGN difference 8: space between number and unit
+		{"unitless is credit unit", "7", true, 7},   // §3 to_units: unitless = target unit
+		{"exactly the limit", "5GB", true, 5000},    // §5 step 14 inclusive, exact
 		{"one byte over the limit", "5000000001bytes", false, 0},
-		{"bits", "8000000bits", true, 1},                  // §3 bit = 1/8 byte
+		{"bits", "8000000bits", true, 1}, // §3 bit = 1/8 byte
 		{"KB", "1500KB", true, 1.5},
 	}
 	for _, tc := range cases {
@@ -66,11 +66,11 @@ func TestAllowUnitsInvalid(t *testing.T) {
 	cases := []struct {
 		name, ent, qty string
 	}{
-		{"lowercase unit", "storage", "3gb"},   // §3: case-sensitive
-		{"plural unit", "storage", "3 GBs"},    // unknown unit
-		{"empty", "storage", ""},               // nothing to parse
+		{"lowercase unit", "storage", "3gb"}, // §3: case-sensitive
+		{"plural unit", "storage", "3 GBs"},  // unknown unit
+		{"empty", "storage", ""},             // nothing to parse
 		{"garbage", "storage", "lots"},
-		{"cross category", "storage", "3s"},    // DESIGN 8: cross-category conversions are errors (named by units, not the string)
+		{"cross category", "storage", "3s"},              // DESIGN 8: cross-category conversions are errors (named by units, not the string)
 		{"units on unitless float credit", "api", "3MB"}, // DESIGN: units on a 'float' credit are an error
 		{"units on unitless int credit", "tokens", "3MB"},
 	}
