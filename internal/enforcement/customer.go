@@ -23,15 +23,28 @@ const MaxIDLength = 256
 type customer struct {
 	mu        sync.Mutex
 	id        string
+	seq       uint64 // creation order: locks on several customers are taken in seq order
 	info      atomic.Pointer[profile]
+	planCache atomic.Pointer[planCacheEntry]
+	capCount  atomic.Int32 // len(caps), readable without the lock
 	meters    []meter
 	overrides map[string]*override
+	grants    []*grant
+	caps      []*spendCap
 	idem      map[string]idemRecord
 	deleted   bool
-	// The plan resolved for cachedFor, when the customer names its plan itself (plans
-	// inherited through refs can change under us and are resolved each time).
-	cachedFor  *policies.Policy
-	cachedPlan *policies.CompiledPlan
+	// topupsFor/topupsPlan record the policy and plan included topups were last synced to.
+	topupsFor  *policies.Policy
+	topupsPlan *policies.CompiledPlan
+}
+
+// planCacheEntry is the plan resolved for a policy version and profile, kept when the
+// customer names its plan itself (plans inherited through refs can change under us
+// and are resolved each time).
+type planCacheEntry struct {
+	policy *policies.Policy
+	prof   *profile
+	plan   *policies.CompiledPlan
 }
 
 type profile struct {
@@ -58,6 +71,84 @@ type meter struct {
 	// skips calendar maths: no reset is due while now < periodEnd.
 	periodEnd int64
 	periodOf  *policies.CompiledLimit
+	ext       *meterExt // holds, governor, history, attribution; nil until needed
+}
+
+// meterExt is the meter state only some entitlements need.
+type meterExt struct {
+	holds        []hold
+	govInit      bool
+	govTokens    num.Dec
+	govLast      int64
+	history      [3]sample
+	histLen      int
+	grantCovered num.Dec // units of this period's overage paid by grants
+	topupRevenue num.Dec // topup revenue recognised this period (runes)
+	estimates    map[string]*estimator
+}
+
+type sample struct {
+	at    int64
+	delta float64
+}
+
+type hold struct {
+	id       string
+	value    num.Dec
+	overhead num.Dec
+	expires  int64
+	basis    float64
+	segment  string
+}
+
+func (m *meter) extension() *meterExt {
+	if m.ext == nil {
+		m.ext = &meterExt{}
+	}
+	return m.ext
+}
+
+// resetPeriod zeroes what belongs to a period; holds and estimates survive it.
+func (m *meter) resetPeriod(start int64) {
+	m.started = start
+	m.value, m.overhead = num.Zero, num.Zero
+	if x := m.ext; x != nil {
+		x.govInit, x.govTokens, x.govLast = false, num.Zero, 0
+		x.histLen = 0
+		x.grantCovered, x.topupRevenue = num.Zero, num.Zero
+	}
+}
+
+// held sums unexpired holds at now.
+func (m *meter) held(now int64) num.Dec {
+	if m == nil || m.ext == nil || len(m.ext.holds) == 0 {
+		return num.Zero
+	}
+	var c num.Calc
+	sum := num.Zero
+	for _, h := range m.ext.holds {
+		if h.expires > now {
+			sum = c.Add(sum, h.value)
+		}
+	}
+	return sum
+}
+
+func (m *meter) pruneHolds(now int64) {
+	if m.ext == nil {
+		return
+	}
+	m.ext.holds = slices.DeleteFunc(m.ext.holds, func(h hold) bool { return h.expires <= now })
+}
+
+func (m *meter) record(now int64, delta num.Dec) {
+	x := m.extension()
+	if x.histLen == len(x.history) {
+		copy(x.history[:], x.history[1:])
+		x.histLen--
+	}
+	x.history[x.histLen] = sample{at: now, delta: num.Float64(delta)}
+	x.histLen++
 }
 
 func (m *meter) startedAt() time.Time { return time.Unix(0, m.started).UTC() }
@@ -216,22 +307,24 @@ func (c *customer) meter(ent string) *meter {
 	return nil
 }
 
-// planLocked resolves the customer's plan, from the cache when it can. Caller holds c.mu.
+// planLocked resolves the customer's plan, from the cache when it can. Safe without
+// c.mu: the cache entry names the profile it was computed from.
 func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledPlan {
-	if c.cachedFor == p {
-		return c.cachedPlan
-	}
 	prof := c.info.Load()
+	if pc := c.planCache.Load(); pc != nil && pc.policy == p && pc.prof == prof {
+		return pc.plan
+	}
 	pl := e.resolvePlan(p, prof)
 	if pl != nil && prof.plan == pl.Name {
-		c.cachedFor, c.cachedPlan = p, pl
+		c.planCache.Store(&planCacheEntry{policy: p, prof: prof, plan: pl})
 	}
 	return pl
 }
 
 // invalidateLocked drops every cache derived from the profile. Caller holds c.mu.
 func (c *customer) invalidateLocked() {
-	c.cachedFor, c.cachedPlan = nil, nil
+	c.planCache.Store(nil)
+	c.topupsFor, c.topupsPlan = nil, nil
 	for i := range c.meters {
 		c.meters[i].periodOf = nil
 	}
@@ -270,7 +363,7 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			prof.plan = p.DefaultPlan.Name
 		}
 	}
-	c := &customer{id: spec.ID}
+	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1)}
 	c.info.Store(prof)
 	if plan := e.resolvePlan(p, prof); plan != nil {
 		for _, ce := range plan.Limited {

@@ -3,6 +3,7 @@ package enforcement
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/limitr/limitr/internal/num"
@@ -20,6 +21,13 @@ const (
 	StepDecrement Step = -1
 )
 
+// CallCap is a ceiling for one call only: the call may not consume more than Value
+// of Credit ("rune" when empty).
+type CallCap struct {
+	Credit string
+	Value  num.Dec
+}
+
 // Call is one metering request. Amount is in the credit's units unless Quantity is set.
 type Call struct {
 	Customer    string
@@ -35,7 +43,9 @@ type Call struct {
 	HasOverhead    bool
 	Overhead       num.Dec // runes, used when HasOverhead
 	IdempotencyKey string
-	Force          bool
+	// Force meters past hard limits, caps and the governor (used by Settle).
+	Force bool
+	Caps  []CallCap
 }
 
 // resolution is who and what a call is about.
@@ -55,13 +65,12 @@ func (e *Engine) resolve(p *policies.Policy, id, ent string) (resolution, error)
 	if c == nil {
 		return resolution{}, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
 	}
-	prof := c.info.Load()
-	res := resolution{caller: c, owner: c, plan: e.resolvePlan(p, prof)}
+	res := resolution{caller: c, owner: c, plan: c.planLocked(e, p)}
 	if res.plan == nil {
 		return res, nil
 	}
 	res.ce = res.plan.Entitlement(idx)
-	if res.ce != nil && res.ce.Scope != "" && res.ce.Scope != prof.typ {
+	if res.ce != nil && res.ce.Scope != "" && res.ce.Scope != c.info.Load().typ {
 		res.owner = e.scopeOwner(c, res.ce.Scope)
 		if res.owner == nil {
 			res.ce = nil
@@ -76,20 +85,59 @@ func (e *Engine) Allow(ctx context.Context, call Call) (bool, error) { return e.
 // Check decides a call exactly as Allow would, without changing anything.
 func (e *Engine) Check(ctx context.Context, call Call) (bool, error) { return e.call(&call, false) }
 
-// decision is the outcome of the shared decision path.
+// denial says what stopped a call.
+type denial uint8
+
+const (
+	notDenied denial = iota
+	deniedByCap
+	deniedByGovernor
+	deniedByLimit
+)
+
+// decision is the outcome of the shared decision path. Everything in it is computed
+// from state without changing it; commit applies it.
 type decision struct {
-	limit      *policies.CompiledLimit
-	amount     num.Dec
-	overhead   num.Dec // this call's cost, runes
-	reset      bool
-	prior      num.Dec // meter value before the call, before any reset
-	meterValue num.Dec // this period's value before the call
-	overheadBefore,
-	newValue,
-	overage num.Dec
-	ownValid bool
-	valid    bool
-	commit   bool // the meter moves
+	limit          *policies.CompiledLimit
+	amount         num.Dec
+	overhead       num.Dec // this call's cost, runes
+	reset          bool
+	resetStart     int64
+	prior          num.Dec // meter value before the call, before any reset
+	meterValue     num.Dec // this period's value before the call
+	overheadBefore num.Dec
+	newValue       num.Dec
+	held           num.Dec
+	overage        num.Dec // the call's own overage (holds never create overage)
+	gateOverage    num.Dec
+	position       num.Dec // meter value − limit before the call
+	billable       num.Dec
+	grantsPooled   num.Dec // grant balance available past the limit
+	coverAll       bool    // a hard limit passes because grants cover the whole overage
+	ownValid       bool
+	valid          bool
+	commit         bool // the meter moves
+	denied         denial
+	deniedCap      int // index into caps when deniedByCap
+	govTokens      num.Dec
+	caps           []capRef
+	locked         []*customer
+}
+
+// allowed is the call's answer.
+func (d *decision) allowed() bool { return d.denied == notDenied && d.commit }
+
+// checked is what Check answers: the same decision, without the commit.
+func (d *decision) checked() bool {
+	return d.denied != deniedByCap && d.denied != deniedByGovernor && (d.valid || d.limit.Mode != policies.Hard)
+}
+
+// callScratch holds per-call buffers on the stack so a warm call does not allocate.
+type callScratch struct {
+	locks  [4]*customer
+	caps   [4]capRef
+	grants [8]grantState
+	hold   [4]*customer
 }
 
 func (e *Engine) call(call *Call, commit bool) (bool, error) {
@@ -101,22 +149,28 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 			return false, fmt.Errorf("%w: %w", ErrInvalidQuantity, err)
 		}
 	}
-	res, err := e.resolveLocked(p, call.Customer, call.Entitlement)
+	res, err := e.resolve(p, call.Customer, call.Entitlement)
 	if err != nil || res.ce == nil {
 		return false, err
+	}
+	var scratch callScratch
+	locks := e.lockCall(&res, &scratch)
+	if res.owner.deleted {
+		unlockAll(locks)
+		return false, fmt.Errorf("%w: %q", ErrUnknownCustomer, call.Customer)
 	}
 	now := e.now()
 	owner := res.owner
 	if commit && call.IdempotencyKey != "" {
 		if rec, ok := owner.idem[call.IdempotencyKey]; ok && now.UnixNano()-rec.at < int64(e.idemTTL) {
-			owner.mu.Unlock()
+			unlockAll(locks)
 			return rec.allowed, nil
 		}
 	}
 	limit := owner.effectiveLimit(p, res.ce, now)
 	if limit == nil {
 		// A feature gate: entitled means allowed; there is nothing to step.
-		owner.mu.Unlock()
+		unlockAll(locks)
 		return call.Step == StepNone, nil
 	}
 	m := owner.meter(res.ce.Name)
@@ -125,7 +179,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	case call.Quantity != "":
 		amount, err = policies.ToCreditUnits(limit.Credit.Credit, q)
 		if err != nil {
-			owner.mu.Unlock()
+			unlockAll(locks)
 			return false, fmt.Errorf("%w: %w", ErrInvalidQuantity, err)
 		}
 	case call.Step == StepIncrement:
@@ -133,63 +187,82 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	case call.Step == StepDecrement:
 		amount = limit.Increment.Neg()
 	}
+	if len(owner.grants) > 0 || len(res.plan.Compiled) > 0 {
+		e.syncIncludedLocked(p, owner, now.UnixNano())
+	}
 	var d decision
-	err = e.decide(&d, p, owner, limit, m, amount, call, now, commit)
-	if err != nil {
-		owner.mu.Unlock()
+	d.caps, d.locked = scratch.caps[:0], locks
+	if err := e.decide(&d, p, &res, locks, limit, m, amount, call, now, scratch.grants[:0]); err != nil {
+		unlockAll(locks)
 		return false, err
 	}
-	var events []Event
-	if commit {
-		if d.commit {
-			if m == nil {
-				owner.meters = append(owner.meters, meter{ent: res.ce.Name, started: now.UnixNano()})
-				m = &owner.meters[len(owner.meters)-1]
-			}
-			m.credit = limit.Credit.Name
-			m.value = d.newValue
-			var c num.Calc
-			m.overhead = c.Add(d.overheadBefore, d.overhead)
-		}
-		if call.IdempotencyKey != "" {
-			e.remember(owner, call.IdempotencyKey, d.valid || d.commit, now)
-		}
-		if !call.NoEvents && e.hasHandlers() {
-			events = e.meterEvents(p, res, &d, call, now)
-		}
+	if !commit {
+		unlockAll(locks)
+		return d.checked(), nil
 	}
-	owner.mu.Unlock()
+	events := e.commit(&d, p, &res, m, call, now)
+	if call.IdempotencyKey != "" {
+		e.remember(owner, call.IdempotencyKey, d.allowed(), now)
+	}
+	unlockAll(locks)
 	for i := range events {
 		e.emit(events[i])
 	}
-	if !commit {
-		return d.valid || limit.Mode != policies.Hard, nil
-	}
-	return d.valid || d.commit, nil
+	return d.allowed(), nil
 }
 
-// decide runs the reference engine's decision steps on one meter. With commit it
-// applies a due period reset (the one state change a denied call may make); without,
-// the reset is only computed.
-func (e *Engine) decide(d *decision, p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool) error {
+// lockCall locks the meter owner and every customer whose caps can apply, in creation
+// order, so two calls that share customers can never deadlock.
+func (e *Engine) lockCall(res *resolution, s *callScratch) []*customer {
+	locks := append(s.locks[:0], res.owner)
+	if res.caller.capCount.Load() > 0 || len(res.caller.info.Load().refs) > 0 {
+		for _, h := range e.capHolders(res.caller, s.hold[:0]) {
+			if !slices.Contains(locks, h) {
+				locks = append(locks, h)
+			}
+		}
+	}
+	if len(locks) > 1 {
+		slices.SortFunc(locks, func(a, b *customer) int {
+			switch {
+			case a.seq < b.seq:
+				return -1
+			case a.seq > b.seq:
+				return 1
+			}
+			return 0
+		})
+	}
+	for _, c := range locks {
+		c.mu.Lock()
+	}
+	return locks
+}
+
+func unlockAll(locks []*customer) {
+	for i := len(locks) - 1; i >= 0; i-- {
+		locks[i].mu.Unlock()
+	}
+}
+
+// decide runs the reference engine's decision steps on one meter, computing everything
+// from the current state without changing it.
+func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked []*customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, grantBuf []grantState) error {
 	var c num.Calc
+	owner := res.owner
 	credit := limit.Credit
 	d.limit = limit
+	nowNs := now.UnixNano()
 	if m != nil {
 		d.prior, d.meterValue, d.overheadBefore = m.value, m.value, m.overhead
-		if limit.Resets() && (m.periodOf != limit || now.UnixNano() >= m.periodEnd) {
+		if limit.Resets() && (m.periodOf != limit || nowNs >= m.periodEnd) {
 			prof := owner.info.Load()
 			loc := owner.location(p)
 			start := limit.Reset.CurrentStart(m.startedAt(), now, loc, prof.anchor)
 			if start.UnixNano() != m.started {
-				d.reset = true
+				d.reset, d.resetStart = true, start.UnixNano()
 				d.meterValue, d.overheadBefore = num.Zero, num.Zero
-				if commit {
-					m.started = start.UnixNano()
-					m.value, m.overhead = num.Zero, num.Zero
-				}
-			}
-			if !d.reset || commit {
+			} else {
 				m.periodOf, m.periodEnd = limit, periodEnd(limit, start, loc, prof.anchor)
 			}
 		}
@@ -201,34 +274,282 @@ func (e *Engine) decide(d *decision, p *policies.Policy, owner *customer, limit 
 		amount = amount.Trunc(0)
 	}
 	d.amount = amount
-	switch {
-	case call.HasOverhead:
-		d.overhead = call.Overhead
-	case amount.IsZero() || credit.OverheadCost.IsZero():
-		d.overhead = num.Zero
-	default:
-		d.overhead = c.Mul(amount, credit.OverheadCost)
-	}
+	d.overhead = e.callOverhead(credit, amount, call)
 	d.newValue = c.Add(d.meterValue, amount)
 	if limit.HasMinimum && d.newValue.Cmp(limit.Minimum) < 0 {
 		d.newValue = limit.Minimum
 	}
+	if amount.IsPos() && m != nil {
+		d.held = m.held(nowNs)
+	} else {
+		d.held = num.Zero
+	}
+	gateValue := c.Add(amount, d.held)
+	gateNew := c.Add(d.newValue, d.held)
+	// The part of the call above max(previous meter, limit); when the meter was already
+	// past the limit, the whole call.
+	if d.newValue.Cmp(d.meterValue) > 0 {
+		d.overage = c.Sub(d.newValue, num.Max(d.meterValue, limit.Value))
+	} else {
+		d.overage = c.Sub(d.newValue, limit.Value)
+	}
+	gateMeter := c.Add(d.meterValue, d.held)
+	if gateNew.Cmp(gateMeter) > 0 {
+		d.gateOverage = c.Sub(gateNew, num.Max(gateMeter, limit.Value))
+	} else {
+		d.gateOverage = c.Sub(gateNew, limit.Value)
+	}
+	d.position = c.Sub(d.meterValue, limit.Value)
+	d.billable = num.Max(num.Zero, d.position)
+	d.grantsPooled = num.Zero
+	grantsApply := limit.GrantsApply && limit.Mode != policies.Observe && len(owner.grants) > 0
+	if grantsApply {
+		states := owner.grantStates(p, nowNs, grantBuf)
+		d.grantsPooled = pooled(p, owner, credit.Name, d.billable, states)
+	}
 	if c.Err != nil {
 		return c.Err
 	}
-	d.ownValid = limitAllows(limit, d.newValue, d.meterValue)
-	d.valid = d.ownValid
-	d.commit = d.valid || limit.Mode == policies.Soft || call.Force
-	if !d.ownValid || e.hasHandlers() {
-		// The part of the call above max(previous meter, limit); when the meter was
-		// already past the limit, the whole call.
-		if d.newValue.Cmp(d.meterValue) > 0 {
-			d.overage = c.Sub(d.newValue, num.Max(d.meterValue, limit.Value))
-		} else {
-			d.overage = c.Sub(d.newValue, limit.Value)
+
+	// Caps: every applicable cap must have room for the call, first counting grant-paid
+	// units, then (ignore_grants caps) only what grants do not pay for.
+	if !call.Force && amount.IsPos() {
+		covered := num.Zero
+		if grantsApply && d.gateOverage.IsPos() {
+			covered = num.Min(d.gateOverage, d.grantsPooled)
+		}
+		use := capUse{credit: credit.Name, units: gateValue, overage: num.Max(num.Zero, d.gateOverage),
+			covered: covered, position: d.position, billable: d.billable, overhead: d.overhead}
+		e.collectCaps(d, p, res, locked, call, nowNs)
+		for i := range d.caps {
+			cr := &d.caps[i]
+			u := use
+			if !cr.cap.cfg.IgnoreGrants {
+				u.covered = num.Zero
+			}
+			cr.use, cr.ok = cr.cap.consumption(p, &u)
+			if cr.ok && !cr.cap.hasRoom(cr.state.meter, cr.use) {
+				d.denied, d.deniedCap = deniedByCap, i
+				return nil
+			}
 		}
 	}
-	return c.Err
+
+	// The governor smooths bursts under a hard limit; a denied call spends no tokens.
+	if !call.Force && limit.GovernorEnabled && limit.Mode == policies.Hard && amount.IsPos() {
+		d.govTokens = governorTokens(limit, m, d.reset, nowNs)
+		if amount.Cmp(d.govTokens) > 0 {
+			d.denied = deniedByGovernor
+			return nil
+		}
+	}
+
+	d.ownValid = limitAllows(limit, d.newValue, d.meterValue)
+	gateValid := limitAllows(limit, gateNew, gateMeter)
+	if d.ownValid && !gateValid && grantsApply {
+		gateValid = d.grantsPooled.Cmp(d.gateOverage) >= 0
+	}
+	d.valid = d.ownValid && gateValid
+	if !d.valid && limit.Mode == policies.Hard && !call.Force && grantsApply &&
+		d.overage.IsPos() && d.grantsPooled.Cmp(d.gateOverage) >= 0 {
+		// Hard limits take grants all or nothing: full coverage, or deny.
+		d.valid, d.coverAll = true, true
+	}
+	d.commit = d.valid || limit.Mode == policies.Soft || call.Force
+	if !d.commit {
+		d.denied = deniedByLimit
+	}
+	return nil
+}
+
+// collectCaps lists the caps that apply to the call: the caller's own, shared caps of
+// customers up its refs (filtered by shared_with), and the call's own ceilings.
+func (e *Engine) collectCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, call *Call, now int64) {
+	ent, credit := res.ce.Name, d.limit.Credit.Name
+	callerType := res.caller.info.Load().typ
+	for _, h := range locked {
+		if h.deleted || len(h.caps) == 0 {
+			continue
+		}
+		loc, anchor := h.location(p), h.info.Load().anchor
+		for _, sc := range h.caps {
+			if h != res.caller && (!sc.cfg.Shared || (len(sc.cfg.SharedWith) > 0 && !slices.Contains(sc.cfg.SharedWith, callerType))) {
+				continue
+			}
+			if !sc.appliesTo(p, ent, credit) {
+				continue
+			}
+			st := sc.at(now, loc, anchor)
+			if st.expired {
+				continue
+			}
+			d.caps = append(d.caps, capRef{holder: h, cap: sc, state: st})
+		}
+	}
+	for _, cc := range call.Caps {
+		cr := cc.Credit
+		if cr == "" {
+			cr = "rune"
+		}
+		sc := &spendCap{cfg: Cap{ID: "call", Credit: cr}, credit: cr, ceiling: cc.Value}
+		if !sc.appliesTo(p, ent, credit) {
+			continue
+		}
+		d.caps = append(d.caps, capRef{cap: sc, state: capState{meter: num.Zero}})
+	}
+}
+
+// governorTokens is the bucket's level at now: full when first used or after a reset,
+// refilled by elapsed milliseconds × rate up to capacity.
+func governorTokens(l *policies.CompiledLimit, m *meter, reset bool, now int64) num.Dec {
+	if m == nil || m.ext == nil || !m.ext.govInit || reset {
+		return l.GovernorCapacity
+	}
+	var c num.Calc
+	elapsedMs := num.FromInt((now - m.ext.govLast) / int64(time.Millisecond))
+	tokens := c.Add(m.ext.govTokens, c.Mul(elapsedMs, l.GovernorRefill))
+	if c.Err != nil || tokens.Cmp(l.GovernorCapacity) > 0 {
+		return l.GovernorCapacity
+	}
+	return tokens
+}
+
+// callOverhead is this call's provider cost in runes: explicit, the credit's cost
+// expression, or units × overhead_cost.
+func (e *Engine) callOverhead(credit *policies.CompiledCredit, amount num.Dec, call *Call) num.Dec {
+	switch {
+	case call.HasOverhead:
+		return call.Overhead
+	case amount.IsZero():
+		return num.Zero
+	case credit.Cost != nil:
+		if v, err := credit.Cost.Eval(amount, credit.OverheadCost, call.EventData); err == nil {
+			return v
+		}
+	}
+	if credit.OverheadCost.IsZero() {
+		return num.Zero
+	}
+	var c num.Calc
+	v := c.Mul(amount, credit.OverheadCost)
+	if c.Err != nil {
+		return num.Zero
+	}
+	return v
+}
+
+// commit applies a decision: the due reset (even for a denied call), then for an
+// allowed call the meter, governor, grants and caps. It returns the events to emit.
+func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, m *meter, call *Call, now time.Time) []Event {
+	var c num.Calc
+	owner := res.owner
+	nowNs := now.UnixNano()
+	if d.reset {
+		m.resetPeriod(d.resetStart)
+		m.periodOf, m.periodEnd = d.limit, periodEnd(d.limit, time.Unix(0, d.resetStart), owner.location(p), owner.info.Load().anchor)
+	}
+	if m != nil && d.amount.IsPos() {
+		m.pruneHolds(nowNs)
+	}
+	events := !call.NoEvents && e.hasHandlers()
+	if d.denied != notDenied && d.denied != deniedByLimit {
+		if !events {
+			return nil
+		}
+		return e.denialEvents(p, res, d, call, now)
+	}
+	if !d.commit {
+		if !events {
+			return nil
+		}
+		return e.meterEvents(p, res, d, call, now, grantDraw{}, d.overage)
+	}
+	if m == nil {
+		owner.meters = append(owner.meters, meter{ent: res.ce.Name, started: nowNs})
+		m = &owner.meters[len(owner.meters)-1]
+	}
+	m.credit = d.limit.Credit.Name
+	m.value = d.newValue
+	m.overhead = c.Add(d.overheadBefore, d.overhead)
+	if d.limit.GovernorEnabled && d.amount.IsPos() && !call.Force {
+		x := m.extension()
+		x.govInit, x.govTokens, x.govLast = true, c.Sub(d.govTokens, d.amount), nowNs
+	}
+	if d.limit.GovernorEnabled || m.ext != nil {
+		m.record(nowNs, d.amount)
+	}
+	draw, left := grantDraw{}, d.overage
+	grantsApply := d.limit.GrantsApply && d.limit.Mode != policies.Observe && len(owner.grants) > 0
+	if (d.coverAll || !d.ownValid) && d.overage.IsPos() && grantsApply {
+		owner.currentGrants(p, nowNs)
+		draw, left = drawGrants(p, owner, d.limit.Credit.Name, d.overage, d.billable)
+		if draw.applied.IsPos() {
+			x := m.extension()
+			x.grantCovered = c.Add(x.grantCovered, draw.applied)
+			x.topupRevenue = c.Add(x.topupRevenue, draw.topup)
+		}
+	}
+	moved := e.commitCaps(d, p, res, draw.applied, now)
+	if !events {
+		return nil
+	}
+	out := e.meterEvents(p, res, d, call, now, draw, left)
+	return append(out, e.capEvents(p, res, d, moved, call, now)...)
+}
+
+// commitCaps advances every applicable cap by what the call consumed. Caps move even
+// past their ceiling when the call was forced. It returns the caps that moved.
+func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, covered num.Dec, now time.Time) []capMove {
+	if len(d.caps) == 0 && res.caller.capCount.Load() == 0 && len(res.caller.info.Load().refs) == 0 {
+		return nil
+	}
+	if len(d.caps) == 0 {
+		// Gates are skipped for non-positive and forced calls; caps still follow them.
+		e.collectCaps(d, p, res, d.locked, &Call{}, now.UnixNano())
+		if len(d.caps) == 0 {
+			return nil
+		}
+	}
+	var c num.Calc
+	overage := num.Max(num.Zero, d.overage)
+	var moved []capMove
+	for i := range d.caps {
+		cr := &d.caps[i]
+		if cr.holder == nil {
+			continue // call-scoped caps only gate
+		}
+		u := capUse{credit: d.limit.Credit.Name, units: d.amount, overage: overage, position: d.position,
+			billable: d.billable, overhead: d.overhead, covered: num.Zero}
+		if cr.cap.cfg.IgnoreGrants {
+			u.covered = covered
+		}
+		if d.amount.IsNeg() {
+			u.overage = num.Zero
+		}
+		use, ok := cr.cap.consumption(p, &u)
+		if !ok || use.IsZero() {
+			continue
+		}
+		if use.IsNeg() && !cr.cap.cfg.FollowDecrements {
+			continue
+		}
+		if d.amount.IsZero() && !cr.cap.cfg.OverheadCost {
+			continue
+		}
+		sc := cr.cap
+		sc.settle(cr.state)
+		before := sc.meterValue
+		sc.meterValue = c.Add(sc.meterValue, use)
+		crossed := before.Cmp(sc.ceiling) < 0 && sc.meterValue.Cmp(sc.ceiling) >= 0
+		moved = append(moved, capMove{holder: cr.holder, cap: sc, crossed: crossed})
+	}
+	return moved
+}
+
+type capMove struct {
+	holder  *customer
+	cap     *spendCap
+	crossed bool
 }
 
 // periodEnd is the first instant at which the period starting at start is over. A
@@ -239,47 +560,6 @@ func periodEnd(l *policies.CompiledLimit, start time.Time, loc *time.Location, a
 		return start.UnixNano() + int64(l.Reset.Every) + 1
 	}
 	return l.Reset.Schedule.Next(start, loc, anchor).UnixNano()
-}
-
-// resolveLocked is resolve for the hot path: it returns with the owner's lock held,
-// using the caller's cached plan. On error or when not entitled, no lock is held.
-func (e *Engine) resolveLocked(p *policies.Policy, id, ent string) (resolution, error) {
-	idx, ok := p.EntitlementIndex(ent)
-	if !ok {
-		return resolution{}, fmt.Errorf("%w: %q", ErrUnknownEntitlement, ent)
-	}
-	c := e.lookup(id)
-	if c == nil {
-		return resolution{}, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
-	}
-	c.mu.Lock()
-	if c.deleted {
-		c.mu.Unlock()
-		return resolution{}, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
-	}
-	res := resolution{caller: c, owner: c, plan: c.planLocked(e, p)}
-	if res.plan != nil {
-		res.ce = res.plan.Entitlement(idx)
-	}
-	if res.ce == nil {
-		c.mu.Unlock()
-		return res, nil
-	}
-	if res.ce.Scope != "" && res.ce.Scope != c.info.Load().typ {
-		c.mu.Unlock()
-		res.owner = e.scopeOwner(c, res.ce.Scope)
-		if res.owner == nil {
-			res.ce = nil
-			return res, nil
-		}
-		res.owner.mu.Lock()
-		if res.owner.deleted {
-			res.owner.mu.Unlock()
-			res.ce = nil
-			return res, nil
-		}
-	}
-	return res, nil
 }
 
 // limitAllows is Limit.check: observe never denies, decrements and no-ops never trip,

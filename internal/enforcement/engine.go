@@ -25,6 +25,11 @@ type Engine struct {
 	handlers atomic.Pointer[[]namedHandler]
 	hmu      sync.Mutex // serialises handler registration; dispatch reads the atomic slice
 	idemTTL  time.Duration
+
+	customerSeq atomic.Uint64
+	grantSeq    atomic.Uint64
+	holdSeq     atomic.Uint64
+	estimates   estimateBook
 }
 
 type shard struct {

@@ -20,7 +20,14 @@ const (
 	EventMeterReset          = "meter-reset"
 	EventCustomerSet         = "customer-set"
 	EventCustomerRemoved     = "customer-removed"
-	EventCustomerPlanChanged = "customer-plan-changed"
+	EventCustomerPlanChanged  = "customer-plan-changed"
+	EventMeterGoverned        = "meter-governed"
+	EventCapLimit             = "cap-limit"
+	EventCapThresholdCrossed  = "cap-threshold-crossed"
+	EventCustomerTopupGranted = "customer-topup-granted"
+	EventCustomerCapAdded     = "customer-cap-added"
+	EventCustomerCapReset     = "customer-cap-reset"
+	EventCustomerCapRemoved   = "customer-cap-removed"
 )
 
 // Event is a state change, delivered synchronously to handlers after it happened.
@@ -42,9 +49,25 @@ type Event struct {
 	EventData         map[string]any
 	PreviousPlan      string
 	NewPlan           string
+	Governor          *GovernorState
+	Cap               *Cap
+	CapID             string
+	Topup             *TopupGranted
+	// Notification is set when the event is delivered under a policy notification's
+	// name (Type is then that name, and Source the original event type).
+	Notification string
+	Source       string
 
-	credit *policies.CompiledCredit
-	shape  string // the payload shape: for meter-reset, the call's main event type
+	credit   *policies.CompiledCredit
+	topupDef *policies.CompiledTopup
+	shape    string // the payload shape: for meter-reset, the call's main event type
+}
+
+// GovernorState is the governor part of a meter-governed payload.
+type GovernorState struct {
+	Tokens    float64
+	Capacity  float64
+	Requested float64
 }
 
 // MeterChange is the meter part of a meter event's payload.
@@ -104,26 +127,10 @@ func f64(d num.Dec) *float64 {
 // meterEvents builds a committed or denied call's events in the reference order:
 // meter-overage, then meter-reset, then meter-changed; or meter-reset then meter-limit.
 // Caller holds the owner's lock.
-func (e *Engine) meterEvents(p *policies.Policy, res resolution, d *decision, call *Call, now time.Time) []Event {
+func (e *Engine) meterEvents(p *policies.Policy, res *resolution, d *decision, call *Call, now time.Time, draw grantDraw, left num.Dec) []Event {
 	var c num.Calc
 	l := d.limit
-	// The payload names the meter owner's plan; the limit itself comes from the caller's.
-	ownerPlan := res.plan.Name
-	if res.owner != res.caller {
-		if pl := e.resolvePlan(p, res.owner.info.Load()); pl != nil {
-			ownerPlan = pl.Name
-		}
-	}
-	base := Event{
-		Time:        now,
-		Customer:    e.snapshotLocked(p, res.owner),
-		Caller:      res.caller.id,
-		Entitlement: res.ce.Name,
-		Plan:        ownerPlan,
-		Credit:      l.Credit.Name,
-		EventData:   call.EventData,
-		credit:      l.Credit,
-	}
+	base := e.baseEvent(p, res, d, call, now)
 	priceDiff := e.priceDiff(p, l, d)
 	var out []Event
 	if !d.commit {
@@ -159,12 +166,23 @@ func (e *Engine) meterEvents(p *policies.Policy, res resolution, d *decision, ca
 		PriceDiff:    priceDiff,
 	}
 	ev.Remaining = f64(c.Sub(l.Value, d.newValue))
-	overageEvent := !d.ownValid && d.overage.IsPos()
+	grantsInvolved := draw.applied.IsPos() || (d.overage.IsPos() && !d.ownValid && len(res.owner.grants) > 0)
+	if grantsInvolved {
+		ev.GrantValueApplied = f64(draw.applied)
+		ev.Overage = f64(left)
+	}
+	overageEvent := !d.ownValid && !d.coverAll && left.IsPos()
 	if overageEvent {
 		ov := ev
 		ov.Type, ov.shape = EventMeterOverage, EventMeterOverage
-		ov.Overage = f64(d.overage)
-		ov.OveragePrice = priceDiff
+		ov.Overage = f64(left)
+		if draw.applied.IsPos() {
+			if price, ok := priceUnits(p, l.Credit, left, c.Add(d.billable, draw.applied)); ok {
+				ov.OveragePrice = f64(price)
+			}
+		} else {
+			ov.OveragePrice = priceDiff
+		}
 		out = append(out, ov)
 		ev = ov
 	}
@@ -180,6 +198,86 @@ func (e *Engine) meterEvents(p *policies.Policy, res resolution, d *decision, ca
 	if !overageEvent && changed {
 		ev.Type, ev.shape = EventMeterChanged, EventMeterChanged
 		out = append(out, ev)
+	}
+	return out
+}
+
+func (e *Engine) baseEvent(p *policies.Policy, res *resolution, d *decision, call *Call, now time.Time) Event {
+	// The payload names the meter owner's plan; the limit itself comes from the caller's.
+	ownerPlan := res.plan.Name
+	if res.owner != res.caller {
+		if pl := e.resolvePlan(p, res.owner.info.Load()); pl != nil {
+			ownerPlan = pl.Name
+		}
+	}
+	return Event{
+		Time:        now,
+		Customer:    e.snapshotLocked(p, res.owner),
+		Caller:      res.caller.id,
+		Entitlement: res.ce.Name,
+		Plan:        ownerPlan,
+		Credit:      d.limit.Credit.Name,
+		EventData:   call.EventData,
+		credit:      d.limit.Credit,
+	}
+}
+
+// denialEvents reports a call stopped by a cap or the governor (plus a due reset).
+func (e *Engine) denialEvents(p *policies.Policy, res *resolution, d *decision, call *Call, now time.Time) []Event {
+	var out []Event
+	ev := e.baseEvent(p, res, d, call, now)
+	l := d.limit
+	switch d.denied {
+	case deniedByGovernor:
+		ev.Type, ev.shape = EventMeterGoverned, EventMeterGoverned
+		ev.Meter = &MeterChange{Value: num.Float64(d.meterValue), Limit: num.Float64(l.Value), Overhead: num.Float64(d.overheadBefore)}
+		ev.Governor = &GovernorState{Tokens: num.Float64(d.govTokens), Capacity: num.Float64(l.GovernorCapacity), Requested: num.Float64(d.amount)}
+	case deniedByCap:
+		cr := d.caps[d.deniedCap]
+		ev.Type, ev.shape = EventCapLimit, EventCapLimit
+		if cr.holder != nil && cr.holder != res.owner {
+			ev.Customer = e.snapshotLocked(p, cr.holder)
+		}
+		if cr.holder == nil {
+			ev.Customer = e.snapshotLocked(p, res.caller)
+		}
+		var c num.Calc
+		capCfg := cr.cap.cfg
+		capCfg.Credit, capCfg.Value, capCfg.MeterValue = cr.cap.credit, num.Float64(cr.cap.ceiling), num.Float64(cr.state.meter)
+		ev.Cap = &capCfg
+		ev.CapID = capCfg.ID
+		ev.Meter = &MeterChange{
+			Value: num.Float64(d.meterValue), Limit: num.Float64(l.Value),
+			Diff: num.Float64(c.Sub(d.newValue, d.meterValue)), Overhead: num.Float64(d.overheadBefore),
+			OverheadDiff: num.Float64(d.overhead), PriceDiff: e.priceDiff(p, l, d),
+		}
+	}
+	if d.reset {
+		r := ev
+		r.Type = EventMeterReset
+		out = append(out, r)
+	}
+	return append(out, ev)
+}
+
+// capEvents reports caps that crossed their threshold and the other customers whose
+// caps moved. Caller holds every holder's lock.
+func (e *Engine) capEvents(p *policies.Policy, res *resolution, d *decision, moved []capMove, call *Call, now time.Time) []Event {
+	var out []Event
+	others := map[*customer]bool{}
+	for _, mv := range moved {
+		if mv.crossed {
+			snap := e.snapshotLocked(p, mv.holder)
+			cfg := snap.Caps[mv.cap.cfg.ID]
+			out = append(out, Event{Type: EventCapThresholdCrossed, shape: EventCapThresholdCrossed, Time: now, Customer: snap,
+				Caller: res.caller.id, Entitlement: res.ce.Name, Cap: &cfg, CapID: cfg.ID})
+		}
+		if mv.holder != res.owner {
+			others[mv.holder] = true
+		}
+	}
+	for h := range others {
+		out = append(out, Event{Type: EventCustomerSet, Time: now, Customer: e.snapshotLocked(p, h)})
 	}
 	return out
 }
@@ -212,14 +310,63 @@ func (ev Event) JSON() []byte {
 		w.field("previous_plan", ev.PreviousPlan)
 		w.field("new_plan", ev.NewPlan)
 		w.field("customer", ev.Customer)
+	case EventCustomerTopupGranted:
+		w.field("customer", ev.Customer)
+		if ev.Topup != nil {
+			w.field("topup_name", ev.Topup.Topup)
+			w.field("plan_name", ev.Topup.Plan)
+			w.field("grant_id", ev.Topup.Grant)
+		}
+		w.key("topup")
+		if ev.topupDef != nil {
+			b.Write(treeJSON(ev.topupDef.Tree()))
+		} else {
+			b.WriteString("null")
+		}
+	case EventCustomerCapAdded, EventCustomerCapReset:
+		w.field("customer", ev.Customer)
+		w.field("cap", ev.Cap)
+	case EventCustomerCapRemoved:
+		w.field("customer", ev.Customer)
+		w.field("id", ev.CapID)
+	case EventCapThresholdCrossed:
+		w.field("customer", ev.Customer)
+		w.field("caller", ev.Caller)
+		w.field("entitlement", ev.Entitlement)
+		w.field("cap", ev.Cap)
 	default:
 		m := ev.Meter
 		if m == nil {
 			m = &MeterChange{}
 		}
+		if ev.shape == EventCapLimit {
+			w.field("caller", ev.Caller)
+		}
 		w.key("meter")
 		mw := jsonWriter{b: &b}
 		b.WriteByte('{')
+		if ev.shape == EventMeterGoverned {
+			mw.field("value", m.Value)
+			mw.field("limit", m.Limit)
+			mw.field("overhead", m.Overhead)
+			b.WriteByte('}')
+			w.field("customer", ev.Customer)
+			w.field("entitlement", ev.Entitlement)
+			w.field("plan", ev.Plan)
+			w.key("credit")
+			b.Write(creditJSON(ev.Credit, ev.credit))
+			w.field("event_data", ev.EventData)
+			w.key("governor")
+			gw := jsonWriter{b: &b}
+			b.WriteByte('{')
+			if g := ev.Governor; g != nil {
+				gw.field("tokens", g.Tokens)
+				gw.field("capacity", g.Capacity)
+				gw.field("requested", g.Requested)
+			}
+			b.WriteString("}}")
+			return b.Bytes()
+		}
 		if ev.shape == EventMeterLimit {
 			mw.field("value", m.Value)
 			mw.field("limit", m.Limit)
@@ -239,7 +386,9 @@ func (ev Event) JSON() []byte {
 		w.field("plan", ev.Plan)
 		w.key("credit")
 		b.Write(creditJSON(ev.Credit, ev.credit))
-		if ev.shape == EventMeterLimit {
+		if ev.shape == EventCapLimit {
+			w.field("cap", ev.Cap)
+		} else if ev.shape == EventMeterLimit {
 			w.field("invalid_value", ev.InvalidValue)
 			w.field("overage", ev.Overage)
 		} else {
@@ -265,21 +414,25 @@ func creditJSON(name string, c *policies.CompiledCredit) []byte {
 		out, _ := json.Marshal(map[string]string{"name": name})
 		return out
 	}
-	n, err := doctree.Encode(c.Credit.Tree(), doctree.FormatJSON)
-	if err != nil {
-		out, _ := json.Marshal(map[string]string{"name": name})
-		return out
-	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, n); err != nil {
-		return n
-	}
 	// Name the credit inside its object, as the reference payload carries the record.
-	out := compact.Bytes()
+	out := treeJSON(c.Credit.Tree())
 	if len(out) > 2 {
 		return append([]byte(`{"name":`+strconv.Quote(name)+`,`), out[1:]...)
 	}
 	return []byte(`{"name":` + strconv.Quote(name) + `}`)
+}
+
+// treeJSON renders a document node as compact JSON.
+func treeJSON(n *doctree.Node) []byte {
+	raw, err := doctree.Encode(n, doctree.FormatJSON)
+	if err != nil {
+		return []byte("null")
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return raw
+	}
+	return compact.Bytes()
 }
 
 // jsonWriter writes object members in a fixed order.

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/limitr/limitr/internal/billing/rating"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/period"
+	"github.com/limitr/limitr/internal/policies/expr"
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/quantity"
 )
@@ -57,20 +59,46 @@ type Policy struct {
 	Plans        []*CompiledPlan
 	planIndex    map[string]*CompiledPlan
 	DefaultPlan  *CompiledPlan
+	// Exchange prices every credit in runes through pairs and credit prices.
+	Exchange      *rating.Exchange
+	Notifications []*CompiledNotification
+}
+
+// CompiledNotification is a notification with its condition compiled.
+type CompiledNotification struct {
+	Name  string
+	Match *expr.Match
 }
 
 // CompiledCredit is a credit with its unit resolved.
 type CompiledCredit struct {
 	*Credit
-	Unit quantity.Unit // zero for unitless (float/int) credits
-	Int  bool          // amounts truncate toward zero per call
+	Unit  quantity.Unit // zero for unitless (float/int) credits
+	Int   bool          // amounts truncate toward zero per call
+	Curve *rating.Curve // nil when the credit has no price of its own
+	Cost  *expr.Cost    // the overhead expression, nil for units × overhead_cost
 }
 
 // CompiledPlan is a plan whose entitlements are indexed by the policy-wide entitlement index.
 type CompiledPlan struct {
 	*Plan
-	ents    []*CompiledEntitlement
-	Limited []*CompiledEntitlement // entitlements with a limit, in document order
+	ents     []*CompiledEntitlement
+	Limited  []*CompiledEntitlement // entitlements with a limit, in document order
+	Compiled []*CompiledTopup       // topups in document order
+}
+
+// CompiledTopup is a topup with its amounts in its credit's units.
+type CompiledTopup struct {
+	*Topup
+	Credit       *CompiledCredit
+	Value        num.Dec
+	Reset        period.Spec
+	RolloverMin  *num.Dec
+	RolloverMax  *num.Dec
+	RolloverPct  *num.Dec
+	MaxBalance   *num.Dec
+	ExpiresAfter time.Duration
+	PriceAmount  *num.Dec
 }
 
 // CompiledEntitlement is one plan's entitlement.
@@ -136,6 +164,35 @@ func Compile(doc *Document) (*Policy, error) {
 		p.Credits = append(p.Credits, cc)
 		p.creditIndex[c.Name] = cc
 	}
+	var ps problems
+	curves := map[string]rating.Curve{}
+	for _, cc := range p.Credits {
+		path := join("policy.credits", cc.Name)
+		if cv, ok := curveOf(cc.Credit); ok {
+			cc.Curve = &cv
+			curves[cc.Name] = cv
+		}
+		if cc.Overhead != "" {
+			cost, err := expr.CompileCost(cc.Overhead)
+			if err != nil {
+				ps.add(join(path, "overhead"), "%v", err)
+			}
+			cc.Cost = cost
+		}
+	}
+	pairs := make([]rating.Pair, 0, len(doc.Exchange.Pairs))
+	for _, pr := range doc.Exchange.Pairs {
+		pairs = append(pairs, rating.Pair{Name: pr.Name, Value: pr.Value, Currency: pr.Currency})
+	}
+	p.Exchange = rating.NewExchange(pairs, curves)
+	for _, n := range doc.Notifications {
+		m, err := expr.CompileMatch(n.Matches)
+		if err != nil {
+			ps.add(join(join("policy.notifications", n.Name), "matches"), "%v", err)
+			continue
+		}
+		p.Notifications = append(p.Notifications, &CompiledNotification{Name: n.Name, Match: m})
+	}
 	for _, pl := range doc.Plans {
 		for _, e := range pl.Entitlements {
 			if _, ok := p.entIndex[e.Name]; !ok {
@@ -144,7 +201,6 @@ func Compile(doc *Document) (*Policy, error) {
 			}
 		}
 	}
-	var ps problems
 	for _, pl := range doc.Plans {
 		cp := &CompiledPlan{Plan: pl, ents: make([]*CompiledEntitlement, len(p.Entitlements))}
 		for _, e := range pl.Entitlements {
@@ -159,6 +215,14 @@ func Compile(doc *Document) (*Policy, error) {
 				cp.Limited = append(cp.Limited, ce)
 			}
 			cp.ents[ce.Index] = ce
+		}
+		for _, t := range pl.Topups {
+			ct, err := p.compileTopup(t)
+			if err != nil {
+				ps.add(join(join(join("policy.plans", pl.Name), "topups"), t.Name), "%v", err)
+				continue
+			}
+			cp.Compiled = append(cp.Compiled, ct)
 		}
 		p.Plans = append(p.Plans, cp)
 		p.planIndex[pl.Name] = cp
@@ -239,6 +303,91 @@ func (p *Policy) CompileLimit(l *Limit) (*CompiledLimit, error) {
 		cl.GovernorRefill = l.GovernorRefillRate.Q.Value
 	}
 	return cl, nil
+}
+
+// curveOf builds a credit's own price curve, if it has one.
+func curveOf(c *Credit) (rating.Curve, bool) {
+	model, err := rating.ParseModel(c.PricingModel)
+	if err != nil {
+		return rating.Curve{}, false
+	}
+	cv := rating.Curve{Model: model}
+	switch model {
+	case rating.Flat:
+		if c.Price == nil {
+			return rating.Curve{}, false
+		}
+		cv.Price = c.Price.Amount
+	default:
+		if len(c.Tiers) == 0 {
+			return rating.Curve{}, false
+		}
+		for _, t := range c.Tiers {
+			cv.Tiers = append(cv.Tiers, rating.Tier{UpTo: t.UpTo, Price: t.Price.Amount})
+		}
+	}
+	return cv, true
+}
+
+func (p *Policy) compileTopup(t *Topup) (*CompiledTopup, error) {
+	c := p.creditIndex[t.Credit]
+	if c == nil {
+		return nil, fmt.Errorf("credit %q does not exist", t.Credit)
+	}
+	ct := &CompiledTopup{Topup: t, Credit: c, ExpiresAfter: t.ExpiresAfter.D}
+	var err error
+	if ct.Value, err = ToCreditUnits(c.Credit, t.Value.Q); err != nil {
+		return nil, fmt.Errorf("value: %w", err)
+	}
+	opt := func(a Amount, field string, dst **num.Dec, inCredit bool) {
+		if !a.Set || err != nil {
+			return
+		}
+		v := a.Q.Value
+		if inCredit {
+			if v, err = ToCreditUnits(c.Credit, a.Q); err != nil {
+				err = fmt.Errorf("%s: %w", field, err)
+				return
+			}
+		}
+		*dst = &v
+	}
+	opt(t.RolloverMin, "rollover_min", &ct.RolloverMin, true)
+	opt(t.RolloverMax, "rollover_max", &ct.RolloverMax, true)
+	opt(t.RolloverPct, "rollover_pct", &ct.RolloverPct, false)
+	opt(t.MaxBalance, "max_balance", &ct.MaxBalance, true)
+	if err != nil {
+		return nil, err
+	}
+	if t.Price != nil {
+		amt := t.Price.Amount
+		ct.PriceAmount = &amt
+	}
+	if t.Resets {
+		if t.ResetSch != "" {
+			s, err := period.ParseSchedule(t.ResetSch)
+			if err != nil {
+				return nil, err
+			}
+			ct.Reset.Schedule = s
+		} else {
+			ct.Reset.Every = t.ResetInc.D
+			if ct.Reset.Every <= 0 {
+				ct.Reset.Every = defaultResetPeriod
+			}
+		}
+	}
+	return ct, nil
+}
+
+// Topup returns the plan's compiled topup by name, or nil.
+func (cp *CompiledPlan) CompiledTopup(name string) *CompiledTopup {
+	for _, t := range cp.Compiled {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
 }
 
 // Credit returns a credit by name.

@@ -178,7 +178,7 @@ func (pl *Plan) tree() *doctree.Node {
 	if len(pl.Topups) > 0 {
 		ts := doctree.NewMap()
 		for _, t := range pl.Topups {
-			ts.Set(t.Name, t.tree())
+			ts.Set(t.Name, t.Tree())
 		}
 		m.Set("topups", ts)
 	}
@@ -225,7 +225,8 @@ func (l *Limit) Tree() *doctree.Node {
 	return m
 }
 
-func (t *Topup) tree() *doctree.Node {
+// Tree converts the topup into a tree node.
+func (t *Topup) Tree() *doctree.Node {
 	m := doctree.NewMap()
 	setStr(m, "description", t.Description, "")
 	m.Set("credit", doctree.Str(t.Credit))
