@@ -14,12 +14,12 @@ import (
 
 // Event types, named as the reference engine names them.
 const (
-	EventMeterChanged        = "meter-changed"
-	EventMeterOverage        = "meter-overage"
-	EventMeterLimit          = "meter-limit"
-	EventMeterReset          = "meter-reset"
-	EventCustomerSet         = "customer-set"
-	EventCustomerRemoved     = "customer-removed"
+	EventMeterChanged         = "meter-changed"
+	EventMeterOverage         = "meter-overage"
+	EventMeterLimit           = "meter-limit"
+	EventMeterReset           = "meter-reset"
+	EventCustomerSet          = "customer-set"
+	EventCustomerRemoved      = "customer-removed"
 	EventCustomerPlanChanged  = "customer-plan-changed"
 	EventMeterGoverned        = "meter-governed"
 	EventCapLimit             = "cap-limit"

@@ -9,8 +9,8 @@ import (
 	"github.com/limitr/limitr/internal/billing/rating"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/period"
-	"github.com/limitr/limitr/internal/policies/expr"
 	"github.com/limitr/limitr/internal/policies/doctree"
+	"github.com/limitr/limitr/internal/policies/expr"
 	"github.com/limitr/limitr/internal/quantity"
 )
 
