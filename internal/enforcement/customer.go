@@ -373,10 +373,11 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano()})
 		}
 	}
+	e.syncIncludedLocked(p, c, now.UnixNano())
 	if err := e.register(c, spec.AltIDs); err != nil {
 		return nil, err
 	}
-	snap := e.snapshotLocked(p, c)
+	snap := e.snapshot(p, c)
 	e.emit(Event{Type: EventCustomerSet, Customer: snap, Time: now})
 	return snap, nil
 }
@@ -525,6 +526,7 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 	np.plan = plan
 	c.info.Store(&np)
 	c.invalidateLocked()
+	e.syncIncludedLocked(p, c, now.UnixNano())
 	snap := e.snapshotLocked(p, c)
 	c.mu.Unlock()
 	prevName := ""

@@ -46,6 +46,8 @@ type Call struct {
 	// Force meters past hard limits, caps and the governor (used by Settle).
 	Force bool
 	Caps  []CallCap
+	// Reservation tunes Reserve; other calls ignore it.
+	Reservation ReserveOptions
 }
 
 // resolution is who and what a call is about.

@@ -113,10 +113,42 @@ func (e *Engine) RemoveHandler(name string) {
 
 func (e *Engine) hasHandlers() bool { return len(*e.handlers.Load()) > 0 }
 
+// emit delivers an event: first under the name of every policy notification whose
+// condition matches it (meter and cap events only), then as itself.
 func (e *Engine) emit(ev Event) {
-	for _, h := range *e.handlers.Load() {
+	hs := *e.handlers.Load()
+	if len(hs) == 0 {
+		return
+	}
+	if p := e.policy.Load(); len(p.Notifications) > 0 && notifiable(ev.Type) {
+		var payload map[string]any
+		if err := json.Unmarshal(ev.JSON(), &payload); err == nil {
+			for _, n := range p.Notifications {
+				if ok, _ := n.Match.Eval(ev.Type, payload); ok {
+					nev := ev
+					nev.Notification, nev.Source, nev.Type = n.Name, ev.Type, n.Name
+					if nev.shape == "" {
+						nev.shape = ev.Type
+					}
+					for _, h := range hs {
+						h.fn(nev)
+					}
+				}
+			}
+		}
+	}
+	for _, h := range hs {
 		h.fn(ev)
 	}
+}
+
+func notifiable(t string) bool {
+	switch t {
+	case EventMeterChanged, EventMeterOverage, EventMeterLimit, EventMeterReset, EventMeterGoverned,
+		EventCapLimit, EventCapThresholdCrossed:
+		return true
+	}
+	return false
 }
 
 func f64(d num.Dec) *float64 {
@@ -301,7 +333,11 @@ func (ev Event) JSON() []byte {
 	var b bytes.Buffer
 	w := jsonWriter{b: &b}
 	b.WriteByte('{')
-	switch ev.Type {
+	typ := ev.Type
+	if ev.Source != "" {
+		typ = ev.Source
+	}
+	switch typ {
 	case EventCustomerSet, EventCustomerRemoved:
 		b.Reset()
 		out, _ := json.Marshal(ev.Customer)

@@ -16,6 +16,9 @@ type reading struct {
 	meter   bool
 	started time.Time
 	pending bool
+	grants  num.Dec // pooled grant balance past the limit, when grants apply
+	tokens  num.Dec // governor tokens available, when a governor runs
+	govern  bool
 }
 
 // read resolves a customer's entitlement and reports the current period without
@@ -33,8 +36,9 @@ func (e *Engine) read(id, ent string) (reading, error) {
 	owner := res.owner
 	owner.mu.Lock()
 	defer owner.mu.Unlock()
-	r := reading{limit: owner.effectiveLimit(p, res.ce, now)}
-	if m := owner.meter(res.ce.Name); m != nil {
+	r := reading{limit: owner.effectiveLimit(p, res.ce, now), grants: num.Zero}
+	m := owner.meter(res.ce.Name)
+	if m != nil {
 		r.meter, r.value, r.started = true, m.value, m.startedAt()
 		if r.limit != nil && r.limit.Resets() {
 			start := r.limit.Reset.CurrentStart(r.started, now, owner.location(p), owner.info.Load().anchor)
@@ -42,6 +46,15 @@ func (e *Engine) read(id, ent string) (reading, error) {
 				r.value, r.started, r.pending = num.Zero, start, true
 			}
 		}
+	}
+	if l := r.limit; l != nil && l.GrantsApply && l.Mode != policies.Observe && len(owner.grants) > 0 {
+		var c num.Calc
+		billable := num.Max(num.Zero, c.Sub(r.value, l.Value))
+		r.grants = pooled(p, owner, l.Credit.Name, billable, owner.grantStates(p, now.UnixNano(), nil))
+	}
+	if l := r.limit; l != nil && l.GovernorEnabled {
+		r.govern = true
+		r.tokens = governorTokens(l, m, r.pending, now.UnixNano())
 	}
 	return r, nil
 }
@@ -58,17 +71,46 @@ func (e *Engine) Remaining(ctx context.Context, id, ent string) (num.Dec, error)
 	if err != nil {
 		return num.Dec{}, err
 	}
-	var c num.Calc
-	return c.Sub(r.limit.Value, r.value), c.Err
+	return r.remaining()
 }
 
-// Limit returns the effective limit in the credit's units.
+// remaining is limit − usage, where grants extend the limit past whichever of the two
+// is higher.
+func (r reading) remaining() (num.Dec, error) {
+	var c num.Calc
+	lval := r.limit.Value
+	if r.grants.IsPos() {
+		lval = c.Add(num.Max(r.value, lval), r.grants)
+	}
+	return c.Sub(lval, r.value), c.Err
+}
+
+// Limit returns the effective limit in the credit's units, plus the grant balance
+// available past it.
 func (e *Engine) Limit(ctx context.Context, id, ent string) (num.Dec, error) {
 	r, err := e.limited(id, ent)
 	if err != nil {
 		return num.Dec{}, err
 	}
-	return r.limit.Value, nil
+	var c num.Calc
+	return c.Add(r.limit.Value, r.grants), c.Err
+}
+
+// Allowance is what a call could use right now: Remaining, further bounded by the
+// governor's tokens when one runs.
+func (e *Engine) Allowance(ctx context.Context, id, ent string) (num.Dec, error) {
+	r, err := e.limited(id, ent)
+	if err != nil {
+		return num.Dec{}, err
+	}
+	rem, err := r.remaining()
+	if err != nil {
+		return rem, err
+	}
+	if r.govern {
+		return num.Min(rem, r.tokens), nil
+	}
+	return rem, nil
 }
 
 // ValuePercent returns the share of the limit used, as 100 − remaining percent. A zero
@@ -79,10 +121,14 @@ func (e *Engine) ValuePercent(ctx context.Context, id, ent string) (num.Dec, err
 		return num.Dec{}, err
 	}
 	var c num.Calc
+	lval := r.limit.Value
+	if r.grants.IsPos() {
+		lval = c.Add(num.Max(r.value, lval), r.grants)
+	}
 	remainingPct := num.Zero
-	if !r.limit.Value.IsZero() {
-		left := num.Max(num.Zero, c.Sub(r.limit.Value, r.value))
-		remainingPct = c.Mul(c.Quo(left, r.limit.Value), num.Hundred)
+	if !lval.IsZero() {
+		left := num.Max(num.Zero, c.Sub(lval, r.value))
+		remainingPct = c.Mul(c.Quo(left, lval), num.Hundred)
 	}
 	return c.Sub(num.Hundred, remainingPct), c.Err
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/limitr/limitr/internal/num"
@@ -449,7 +450,7 @@ func grantOutput(g *grant) Grant {
 	if !g.def.reset.IsZero() {
 		out.Resets = true
 		if g.def.reset.Every > 0 {
-			out.ResetInc = g.def.reset.Every.String()
+			out.ResetInc = strconv.FormatInt(g.def.reset.Every.Milliseconds(), 10) + "ms"
 		} else {
 			out.ResetSch = g.def.reset.Schedule.String()
 		}
