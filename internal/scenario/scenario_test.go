@@ -247,7 +247,7 @@ func TestDiscover(t *testing.T) {
 	for _, f := range files {
 		seen[f]++
 	}
-	if seen["../../examples/scenarios/seats.yaml"] != 1 || seen["../../examples/scenarios/pending/ai-credits-grants.yaml"] != 1 {
+	if seen["../../examples/scenarios/seats.yaml"] != 1 || seen["../../examples/scenarios/ai-credits-grants.yaml"] != 1 || len(files) != len(seen) {
 		t.Errorf("%v", files)
 	}
 }
