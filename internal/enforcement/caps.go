@@ -273,25 +273,23 @@ func (e *Engine) capHolders(caller *customer, buf []*customer) []*customer {
 	if caller.capCount.Load() > 0 {
 		buf = append(buf, caller)
 	}
-	refs := caller.info.Load().refs
-	if len(refs) == 0 {
+	if len(caller.info.Load().refs) == 0 {
 		return buf
 	}
-	queue := []*customer{caller}
-	seen := map[*customer]bool{caller: true}
-	for len(queue) > 0 {
-		cur := queue[0]
-		queue = queue[1:]
-		for _, r := range cur.info.Load().refs {
+	// Breadth-first over refs; ref chains are short, so a linear "seen" check over a
+	// stack array beats a map and keeps the call allocation-free.
+	var visitedBuf [16]*customer
+	visited := append(visitedBuf[:0], caller)
+	for next := 0; next < len(visited); next++ {
+		for _, r := range visited[next].info.Load().refs {
 			rc := e.byID(r)
-			if rc == nil || seen[rc] {
+			if rc == nil || slices.Contains(visited, rc) {
 				continue
 			}
-			seen[rc] = true
+			visited = append(visited, rc)
 			if rc.capCount.Load() > 0 {
 				buf = append(buf, rc)
 			}
-			queue = append(queue, rc)
 		}
 	}
 	return buf

@@ -122,8 +122,6 @@ type decision struct {
 	denied         denial
 	deniedCap      int // index into caps when deniedByCap
 	govTokens      num.Dec
-	caps           []capRef
-	locked         []*customer
 }
 
 // allowed is the call's answer.
@@ -193,8 +191,8 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 		e.syncIncludedLocked(p, owner, now.UnixNano())
 	}
 	var d decision
-	d.caps, d.locked = scratch.caps[:0], locks
-	if err := e.decide(&d, p, &res, locks, limit, m, amount, call, now, scratch.grants[:0]); err != nil {
+	caps, err := e.decide(&d, p, &res, locks, limit, m, amount, call, now, scratch.grants[:0], scratch.caps[:0])
+	if err != nil {
 		unlockAll(locks)
 		return false, err
 	}
@@ -202,7 +200,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 		unlockAll(locks)
 		return d.checked(), nil
 	}
-	events := e.commit(&d, p, &res, m, call, now)
+	events := e.commit(&d, p, &res, locks, caps, m, call, now)
 	if call.IdempotencyKey != "" {
 		e.remember(owner, call.IdempotencyKey, d.allowed(), now)
 	}
@@ -249,7 +247,7 @@ func unlockAll(locks []*customer) {
 
 // decide runs the reference engine's decision steps on one meter, computing everything
 // from the current state without changing it.
-func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked []*customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, grantBuf []grantState) error {
+func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked []*customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, grantBuf []grantState, caps []capRef) ([]capRef, error) {
 	var c num.Calc
 	owner := res.owner
 	credit := limit.Credit
@@ -310,7 +308,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 		d.grantsPooled = pooled(p, owner, credit.Name, d.billable, states)
 	}
 	if c.Err != nil {
-		return c.Err
+		return caps, c.Err
 	}
 
 	// Caps: every applicable cap must have room for the call, first counting grant-paid
@@ -322,9 +320,9 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 		}
 		use := capUse{credit: credit.Name, units: gateValue, overage: num.Max(num.Zero, d.gateOverage),
 			covered: covered, position: d.position, billable: d.billable, overhead: d.overhead}
-		e.collectCaps(d, p, res, locked, call, nowNs)
-		for i := range d.caps {
-			cr := &d.caps[i]
+		caps = e.collectCaps(caps, d, p, res, locked, call, nowNs)
+		for i := range caps {
+			cr := &caps[i]
 			u := use
 			if !cr.cap.cfg.IgnoreGrants {
 				u.covered = num.Zero
@@ -332,7 +330,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 			cr.use, cr.ok = cr.cap.consumption(p, &u)
 			if cr.ok && !cr.cap.hasRoom(cr.state.meter, cr.use) {
 				d.denied, d.deniedCap = deniedByCap, i
-				return nil
+				return caps, nil
 			}
 		}
 	}
@@ -342,7 +340,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 		d.govTokens = governorTokens(limit, m, d.reset, nowNs)
 		if amount.Cmp(d.govTokens) > 0 {
 			d.denied = deniedByGovernor
-			return nil
+			return caps, nil
 		}
 	}
 
@@ -361,12 +359,12 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	if !d.commit {
 		d.denied = deniedByLimit
 	}
-	return nil
+	return caps, nil
 }
 
 // collectCaps lists the caps that apply to the call: the caller's own, shared caps of
 // customers up its refs (filtered by shared_with), and the call's own ceilings.
-func (e *Engine) collectCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, call *Call, now int64) {
+func (e *Engine) collectCaps(caps []capRef, d *decision, p *policies.Policy, res *resolution, locked []*customer, call *Call, now int64) []capRef {
 	ent, credit := res.ce.Name, d.limit.Credit.Name
 	callerType := res.caller.info.Load().typ
 	for _, h := range locked {
@@ -385,7 +383,7 @@ func (e *Engine) collectCaps(d *decision, p *policies.Policy, res *resolution, l
 			if st.expired {
 				continue
 			}
-			d.caps = append(d.caps, capRef{holder: h, cap: sc, state: st})
+			caps = append(caps, capRef{holder: h, cap: sc, state: st})
 		}
 	}
 	for _, cc := range call.Caps {
@@ -397,8 +395,9 @@ func (e *Engine) collectCaps(d *decision, p *policies.Policy, res *resolution, l
 		if !sc.appliesTo(p, ent, credit) {
 			continue
 		}
-		d.caps = append(d.caps, capRef{cap: sc, state: capState{meter: num.Zero}})
+		caps = append(caps, capRef{cap: sc, state: capState{meter: num.Zero}})
 	}
+	return caps
 }
 
 // governorTokens is the bucket's level at now: full when first used or after a reset,
@@ -442,7 +441,7 @@ func (e *Engine) callOverhead(credit *policies.CompiledCredit, amount num.Dec, c
 
 // commit applies a decision: the due reset (even for a denied call), then for an
 // allowed call the meter, governor, grants and caps. It returns the events to emit.
-func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, m *meter, call *Call, now time.Time) []Event {
+func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked []*customer, caps []capRef, m *meter, call *Call, now time.Time) []Event {
 	var c num.Calc
 	owner := res.owner
 	nowNs := now.UnixNano()
@@ -458,7 +457,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, m *met
 		if !events {
 			return nil
 		}
-		return e.denialEvents(p, res, d, call, now)
+		return e.denialEvents(p, res, d, caps, call, now)
 	}
 	if !d.commit {
 		if !events {
@@ -491,7 +490,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, m *met
 			x.topupRevenue = c.Add(x.topupRevenue, draw.topup)
 		}
 	}
-	moved := e.commitCaps(d, p, res, draw.applied, now)
+	moved := e.commitCaps(d, p, res, locked, caps, draw.applied, now)
 	if !events {
 		return nil
 	}
@@ -501,22 +500,22 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, m *met
 
 // commitCaps advances every applicable cap by what the call consumed. Caps move even
 // past their ceiling when the call was forced. It returns the caps that moved.
-func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, covered num.Dec, now time.Time) []capMove {
-	if len(d.caps) == 0 && res.caller.capCount.Load() == 0 && len(res.caller.info.Load().refs) == 0 {
+func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, caps []capRef, covered num.Dec, now time.Time) []capMove {
+	if len(caps) == 0 && res.caller.capCount.Load() == 0 && len(res.caller.info.Load().refs) == 0 {
 		return nil
 	}
-	if len(d.caps) == 0 {
+	if len(caps) == 0 {
 		// Gates are skipped for non-positive and forced calls; caps still follow them.
-		e.collectCaps(d, p, res, d.locked, &Call{}, now.UnixNano())
-		if len(d.caps) == 0 {
+		caps = e.collectCaps(caps, d, p, res, locked, &Call{}, now.UnixNano())
+		if len(caps) == 0 {
 			return nil
 		}
 	}
 	var c num.Calc
 	overage := num.Max(num.Zero, d.overage)
 	var moved []capMove
-	for i := range d.caps {
-		cr := &d.caps[i]
+	for i := range caps {
+		cr := &caps[i]
 		if cr.holder == nil {
 			continue // call-scoped caps only gate
 		}

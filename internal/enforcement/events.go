@@ -255,7 +255,7 @@ func (e *Engine) baseEvent(p *policies.Policy, res *resolution, d *decision, cal
 }
 
 // denialEvents reports a call stopped by a cap or the governor (plus a due reset).
-func (e *Engine) denialEvents(p *policies.Policy, res *resolution, d *decision, call *Call, now time.Time) []Event {
+func (e *Engine) denialEvents(p *policies.Policy, res *resolution, d *decision, caps []capRef, call *Call, now time.Time) []Event {
 	var out []Event
 	ev := e.baseEvent(p, res, d, call, now)
 	l := d.limit
@@ -265,7 +265,7 @@ func (e *Engine) denialEvents(p *policies.Policy, res *resolution, d *decision, 
 		ev.Meter = &MeterChange{Value: num.Float64(d.meterValue), Limit: num.Float64(l.Value), Overhead: num.Float64(d.overheadBefore)}
 		ev.Governor = &GovernorState{Tokens: num.Float64(d.govTokens), Capacity: num.Float64(l.GovernorCapacity), Requested: num.Float64(d.amount)}
 	case deniedByCap:
-		cr := d.caps[d.deniedCap]
+		cr := caps[d.deniedCap]
 		ev.Type, ev.shape = EventCapLimit, EventCapLimit
 		if cr.holder != nil && cr.holder != res.owner {
 			ev.Customer = e.snapshotLocked(p, cr.holder)

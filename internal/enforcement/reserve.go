@@ -73,9 +73,8 @@ func (e *Engine) Reserve(ctx context.Context, id, ent string, amount num.Dec, op
 		return Hold{}, fmt.Errorf("%w: reservation amount must be positive", ErrInvalidQuantity)
 	}
 	var d decision
-	d.caps, d.locked = scratch.caps[:0], locks
 	call.Customer, call.Entitlement = id, ent
-	if err := e.decide(&d, p, &res, locks, limit, m, amount, &call, now, scratch.grants[:0]); err != nil {
+	if _, err := e.decide(&d, p, &res, locks, limit, m, amount, &call, now, scratch.grants[:0], scratch.caps[:0]); err != nil {
 		return Hold{}, err
 	}
 	if !d.checked() {

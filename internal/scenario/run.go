@@ -37,6 +37,23 @@ type Env struct {
 	Events []limitr.Event
 	// LastEvents are the events of the most recent acting (non-assertion) step.
 	LastEvents []limitr.Event
+	// Holds are the reservations named by reserve steps (`as: name`), for settle and
+	// release.
+	Holds map[string]limitr.Hold
+}
+
+// open loads the scenario's policy document on the scenario's clock.
+func (s *Scenario) open(clock *Clock) (*limitr.Policy, error) {
+	if s.PolicyPath != "" {
+		return limitr.Open(s.PolicyPath, limitr.WithClock(clock.Now))
+	}
+	return limitr.New(s.PolicyDoc, limitr.WithClock(clock.Now), limitr.WithFormat(limitr.FormatYAML))
+}
+
+// attach makes p the policy the steps run against, recording its events.
+func (env *Env) attach(p *limitr.Policy) {
+	env.Policy = p
+	p.AddHandler("scenario", func(ev limitr.Event) { env.Events = append(env.Events, ev) })
 }
 
 // StepResult is the outcome of one step.
@@ -97,22 +114,15 @@ func RunFile(ctx context.Context, path string) *Result {
 func (s *Scenario) Run(ctx context.Context) *Result {
 	res := &Result{Scenario: s, File: s.File}
 	clock := &Clock{now: s.Start}
-	var (
-		pol *limitr.Policy
-		err error
-	)
-	if s.PolicyPath != "" {
-		pol, err = limitr.Open(s.PolicyPath, limitr.WithClock(clock.Now))
-	} else {
-		pol, err = limitr.New(s.PolicyDoc, limitr.WithClock(clock.Now), limitr.WithFormat(limitr.FormatYAML))
-	}
+	pol, err := s.open(clock)
 	if err != nil {
 		res.Err = fmt.Errorf("policy: %w", err)
 		return res
 	}
-	defer pol.Close(ctx)
-	env := &Env{Ctx: ctx, Policy: pol, Clock: clock, Scenario: s}
-	pol.AddHandler("scenario", func(ev limitr.Event) { env.Events = append(env.Events, ev) })
+	env := &Env{Ctx: ctx, Clock: clock, Scenario: s, Holds: map[string]limitr.Hold{}}
+	env.attach(pol)
+	// save_and_restore swaps the policy; close whichever is current at the end.
+	defer func() { env.Policy.Close(ctx) }()
 	for _, st := range s.Steps {
 		res.Steps = append(res.Steps, runStep(env, st))
 	}

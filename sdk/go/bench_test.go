@@ -105,3 +105,86 @@ func BenchmarkBaselineMutexCounter(b *testing.B) {
 		}
 	}
 }
+
+// econPolicy prices tokens through an abstract credit, as ai-credits.yaml does.
+const econPolicy = `
+policy:
+  credits:
+    token: { stof_units: int, overhead_cost: 0.000003, price: { amount: 0.000006 } }
+    abstract: {}
+  exchange:
+    abstract: { value: 1, currency: rune }
+    token: { value: 0.000006, currency: abstract }
+  plans:
+    soft:
+      entitlements:
+        ai_tokens: { limit: { credit: token, mode: soft, value: 0 } }
+      topups:
+        big: { credit: abstract, value: 1000000000000 }
+    capped:
+      entitlements:
+        ai_tokens: { limit: { credit: token, mode: hard, value: 100000000000000 } }
+`
+
+// BenchmarkAllowSoftWithGrant: every call is soft overage paid from an abstract grant
+// through the exchange.
+func BenchmarkAllowSoftWithGrant(b *testing.B) {
+	p, err := limitr.New([]byte(econPolicy), limitr.WithClock(benchClock()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := p.CreateCustomer(ctx, "user_0", "soft"); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.ApplyCustomerTopup(ctx, "user_0", "big"); err != nil {
+		b.Fatal(err)
+	}
+	if ok, err := p.Allow(ctx, "user_0", "ai_tokens", 4200); !ok || err != nil {
+		b.Fatal(ok, err)
+	}
+	before, _ := p.RemainingCredit(ctx, "user_0", "abstract")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if ok, _ := p.Allow(ctx, "user_0", "ai_tokens", 4200); !ok {
+			b.Fatal("denied")
+		}
+	}
+	b.StopTimer()
+	if after, _ := p.RemainingCredit(ctx, "user_0", "abstract"); after >= before {
+		b.Fatalf("the grant did not pay: %v → %v", before, after)
+	}
+}
+
+// BenchmarkAllowCapped: a user whose calls count against its org's shared rune cap.
+func BenchmarkAllowCapped(b *testing.B) {
+	p, err := limitr.New([]byte(econPolicy), limitr.WithClock(benchClock()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := p.CreateCustomer(ctx, "org_0", "capped", limitr.WithCustomerType("org")); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := p.CreateCustomer(ctx, "user_0", "capped", limitr.WithRefs("org_0")); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.AddCustomerCap(ctx, "org_0", limitr.Cap{ID: "budget", Credit: "rune", Value: 1e15, Shared: true}); err != nil {
+		b.Fatal(err)
+	}
+	if ok, err := p.Allow(ctx, "user_0", "ai_tokens", 4200); !ok || err != nil {
+		b.Fatal(ok, err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if ok, _ := p.Allow(ctx, "user_0", "ai_tokens", 4200); !ok {
+			b.Fatal("denied")
+		}
+	}
+	b.StopTimer()
+	if c, _ := p.CustomerCap(ctx, "org_0", "budget"); c.MeterValue <= 0 {
+		b.Fatalf("the org cap did not move: %+v", c)
+	}
+}
