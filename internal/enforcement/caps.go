@@ -404,4 +404,12 @@ func (e *Engine) capSnapshot(p *policies.Policy, c *customer, sc *spendCap, now 
 	return out
 }
 
-func unbounded(v num.Dec) bool { return v.Cmp(unboundedQuantity) >= 0 }
+// unbounded reports a stairstep inverse's "no ceiling" answer. Values with fewer than
+// 16 integer digits are below it, which spares the decimal library's slow path for
+// comparing numbers of very different scales.
+func unbounded(v num.Dec) bool {
+	if v.Prec()-v.Scale() < 16 {
+		return false
+	}
+	return v.Cmp(unboundedQuantity) >= 0
+}

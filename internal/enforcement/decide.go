@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/limitr/limitr/internal/num"
@@ -132,12 +133,24 @@ func (d *decision) checked() bool {
 	return d.denied != deniedByCap && d.denied != deniedByGovernor && (d.valid || d.limit.Mode != policies.Hard)
 }
 
-// callScratch holds per-call buffers on the stack so a warm call does not allocate.
+// callScratch holds buffers for calls that involve grants or caps. It comes from a
+// pool so neither those calls allocate nor plain calls pay for zeroing it.
 type callScratch struct {
-	locks  [4]*customer
 	caps   [4]capRef
 	grants [8]grantState
-	hold   [4]*customer
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(callScratch) }}
+
+func (s *callScratch) release() {
+	clear(s.caps[:])
+	scratchPool.Put(s)
+}
+
+// lockScratch holds the customers a call locks.
+type lockScratch struct {
+	locks [4]*customer
+	hold  [4]*customer
 }
 
 func (e *Engine) call(call *Call, commit bool) (bool, error) {
@@ -153,8 +166,8 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	if err != nil || res.ce == nil {
 		return false, err
 	}
-	var scratch callScratch
-	locks := e.lockCall(&res, &scratch)
+	var ls lockScratch
+	locks := e.lockCall(&res, &ls)
 	if res.owner.deleted {
 		unlockAll(locks)
 		return false, fmt.Errorf("%w: %q", ErrUnknownCustomer, call.Customer)
@@ -190,8 +203,15 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	if len(owner.grants) > 0 || len(res.plan.Compiled) > 0 {
 		e.syncIncludedLocked(p, owner, now.UnixNano())
 	}
+	var grantBuf []grantState
+	var capBuf []capRef
+	if len(owner.grants) > 0 || len(locks) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0 {
+		sc := scratchPool.Get().(*callScratch)
+		defer sc.release()
+		grantBuf, capBuf = sc.grants[:0], sc.caps[:0]
+	}
 	var d decision
-	caps, err := e.decide(&d, p, &res, locks, limit, m, amount, call, now, scratch.grants[:0], scratch.caps[:0])
+	caps, err := e.decide(&d, p, &res, locks, limit, m, amount, call, now, grantBuf, capBuf)
 	if err != nil {
 		unlockAll(locks)
 		return false, err
@@ -213,7 +233,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 
 // lockCall locks the meter owner and every customer whose caps can apply, in creation
 // order, so two calls that share customers can never deadlock.
-func (e *Engine) lockCall(res *resolution, s *callScratch) []*customer {
+func (e *Engine) lockCall(res *resolution, s *lockScratch) []*customer {
 	locks := append(s.locks[:0], res.owner)
 	if res.caller.capCount.Load() > 0 || len(res.caller.info.Load().refs) > 0 {
 		for _, h := range e.capHolders(res.caller, s.hold[:0]) {
@@ -279,31 +299,38 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	if limit.HasMinimum && d.newValue.Cmp(limit.Minimum) < 0 {
 		d.newValue = limit.Minimum
 	}
-	if amount.IsPos() && m != nil {
+	if amount.IsPos() && m != nil && m.ext != nil {
 		d.held = m.held(nowNs)
 	} else {
 		d.held = num.Zero
 	}
-	gateValue := c.Add(amount, d.held)
-	gateNew := c.Add(d.newValue, d.held)
+	d.ownValid = limitAllows(limit, d.newValue, d.meterValue)
+	grantsApply := limit.GrantsApply && limit.Mode != policies.Observe && len(owner.grants) > 0
+	capsPossible := len(locked) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0
+	// The common call (within a plain limit, nothing else in play) needs nothing more.
+	if d.ownValid && !d.held.IsPos() && !grantsApply && !capsPossible && !call.Force &&
+		!limit.GovernorEnabled && !e.hasHandlers() {
+		d.valid, d.commit = true, true
+		return caps, c.Err
+	}
+	gateValue, gateNew, gateMeter := amount, d.newValue, d.meterValue
+	if d.held.IsPos() {
+		gateValue, gateNew, gateMeter = c.Add(amount, d.held), c.Add(d.newValue, d.held), c.Add(d.meterValue, d.held)
+	}
 	// The part of the call above max(previous meter, limit); when the meter was already
 	// past the limit, the whole call.
-	if d.newValue.Cmp(d.meterValue) > 0 {
-		d.overage = c.Sub(d.newValue, num.Max(d.meterValue, limit.Value))
-	} else {
-		d.overage = c.Sub(d.newValue, limit.Value)
-	}
-	gateMeter := c.Add(d.meterValue, d.held)
-	if gateNew.Cmp(gateMeter) > 0 {
-		d.gateOverage = c.Sub(gateNew, num.Max(gateMeter, limit.Value))
-	} else {
-		d.gateOverage = c.Sub(gateNew, limit.Value)
+	d.overage = overageOf(&c, d.newValue, d.meterValue, limit.Value)
+	d.gateOverage = d.overage
+	if d.held.IsPos() {
+		d.gateOverage = overageOf(&c, gateNew, gateMeter, limit.Value)
 	}
 	d.position = c.Sub(d.meterValue, limit.Value)
 	d.billable = num.Max(num.Zero, d.position)
 	d.grantsPooled = num.Zero
-	grantsApply := limit.GrantsApply && limit.Mode != policies.Observe && len(owner.grants) > 0
-	if grantsApply {
+	// The pooled balance is only compared against when a hard limit (or held room) may
+	// need grants, or an ignore_grants cap subtracts what they cover; computing it means
+	// converting through the exchange, so it is skipped otherwise.
+	if grantsApply && (limit.Mode == policies.Hard || !d.held.IsZero() || capsPossible) {
 		states := owner.grantStates(p, nowNs, grantBuf)
 		d.grantsPooled = pooled(p, owner, credit.Name, d.billable, states)
 	}
@@ -344,8 +371,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 		}
 	}
 
-	d.ownValid = limitAllows(limit, d.newValue, d.meterValue)
-	gateValid := limitAllows(limit, gateNew, gateMeter)
+	gateValid := d.held.IsZero() || limitAllows(limit, gateNew, gateMeter)
 	if d.ownValid && !gateValid && grantsApply {
 		gateValid = d.grantsPooled.Cmp(d.gateOverage) >= 0
 	}
@@ -360,6 +386,14 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 		d.denied = deniedByLimit
 	}
 	return caps, nil
+}
+
+// overageOf is the part of a move from current to next above max(current, limit).
+func overageOf(c *num.Calc, next, current, limit num.Dec) num.Dec {
+	if next.Cmp(current) > 0 {
+		return c.Sub(next, num.Max(current, limit))
+	}
+	return c.Sub(next, limit)
 }
 
 // collectCaps lists the caps that apply to the call: the caller's own, shared caps of
@@ -449,7 +483,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		m.resetPeriod(d.resetStart)
 		m.periodOf, m.periodEnd = d.limit, periodEnd(d.limit, time.Unix(0, d.resetStart), owner.location(p), owner.info.Load().anchor)
 	}
-	if m != nil && d.amount.IsPos() {
+	if m != nil && m.ext != nil && d.amount.IsPos() {
 		m.pruneHolds(nowNs)
 	}
 	events := !call.NoEvents && e.hasHandlers()
@@ -469,14 +503,18 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		owner.meters = append(owner.meters, meter{ent: res.ce.Name, started: nowNs})
 		m = &owner.meters[len(owner.meters)-1]
 	}
-	m.credit = d.limit.Credit.Name
+	if m.credit != d.limit.Credit.Name {
+		m.credit = d.limit.Credit.Name
+	}
 	m.value = d.newValue
-	m.overhead = c.Add(d.overheadBefore, d.overhead)
+	if !d.overhead.IsZero() || d.reset {
+		m.overhead = c.Add(d.overheadBefore, d.overhead)
+	}
 	if d.limit.GovernorEnabled && d.amount.IsPos() && !call.Force {
 		x := m.extension()
 		x.govInit, x.govTokens, x.govLast = true, c.Sub(d.govTokens, d.amount), nowNs
 	}
-	if d.limit.GovernorEnabled || m.ext != nil {
+	if d.limit.GovernorEnabled {
 		m.record(nowNs, d.amount)
 	}
 	draw, left := grantDraw{}, d.overage
@@ -490,7 +528,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 			x.topupRevenue = c.Add(x.topupRevenue, draw.topup)
 		}
 	}
-	moved := e.commitCaps(d, p, res, locked, caps, draw.applied, now)
+	moved := e.commitCaps(d, p, res, locked, caps, draw.applied, now, events)
 	if !events {
 		return nil
 	}
@@ -500,7 +538,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 
 // commitCaps advances every applicable cap by what the call consumed. Caps move even
 // past their ceiling when the call was forced. It returns the caps that moved.
-func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, caps []capRef, covered num.Dec, now time.Time) []capMove {
+func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, caps []capRef, covered num.Dec, now time.Time, report bool) []capMove {
 	if len(caps) == 0 && res.caller.capCount.Load() == 0 && len(res.caller.info.Load().refs) == 0 {
 		return nil
 	}
@@ -541,8 +579,10 @@ func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, lo
 		sc.settle(cr.state)
 		before := sc.meterValue
 		sc.meterValue = c.Add(sc.meterValue, use)
-		crossed := before.Cmp(sc.ceiling) < 0 && sc.meterValue.Cmp(sc.ceiling) >= 0
-		moved = append(moved, capMove{holder: cr.holder, cap: sc, crossed: crossed})
+		if report {
+			crossed := before.Cmp(sc.ceiling) < 0 && sc.meterValue.Cmp(sc.ceiling) >= 0
+			moved = append(moved, capMove{holder: cr.holder, cap: sc, crossed: crossed})
+		}
 	}
 	return moved
 }

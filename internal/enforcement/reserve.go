@@ -49,8 +49,10 @@ func (e *Engine) Reserve(ctx context.Context, id, ent string, amount num.Dec, op
 	if res.ce == nil {
 		return Hold{}, fmt.Errorf("%w: %q", ErrNotEntitled, ent)
 	}
-	var scratch callScratch
-	locks := e.lockCall(&res, &scratch)
+	var ls lockScratch
+	locks := e.lockCall(&res, &ls)
+	scratch := scratchPool.Get().(*callScratch)
+	defer scratch.release()
 	defer unlockAll(locks)
 	owner := res.owner
 	if owner.deleted {

@@ -119,6 +119,9 @@ func decodeStrict(n *yaml.Node, v any) error {
 
 // decodeError turns yaml.v3's type errors into located field errors where it can.
 func decodeError(n *yaml.Node, err error) error {
+	if _, ok := err.(interface{ Unwrap() []error }); ok {
+		return err // several located problems: the step parser lists each
+	}
 	var fe *fieldError
 	if errors.As(err, &fe) {
 		return fe

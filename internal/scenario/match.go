@@ -337,4 +337,6 @@ func compactJSON(v any) string {
 var knownEventTypes = []string{
 	limitr.EventMeterChanged, limitr.EventMeterOverage, limitr.EventMeterLimit, limitr.EventMeterReset,
 	limitr.EventCustomerSet, limitr.EventCustomerRemoved, limitr.EventCustomerPlanChanged,
+	limitr.EventMeterGoverned, limitr.EventCapLimit, limitr.EventCapThresholdCrossed,
+	limitr.EventCustomerTopupGranted, limitr.EventCustomerCapAdded, limitr.EventCustomerCapReset, limitr.EventCustomerCapRemoved,
 }

@@ -155,8 +155,16 @@ func fieldErr(field string, n *yaml.Node, format string, args ...any) error {
 	return &fieldError{Field: field, Line: line, Err: fmt.Errorf(format, args...)}
 }
 
-// within prefixes the field path of located errors with parent.
+// within prefixes the field path of located errors with parent (each of them, for
+// joined errors).
 func within(parent string, err error) error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var errs []error
+		for _, e := range j.Unwrap() {
+			errs = append(errs, within(parent, e))
+		}
+		return errors.Join(errs...)
+	}
 	var fe *fieldError
 	if errors.As(err, &fe) {
 		f := parent

@@ -26,7 +26,7 @@ func TestParseErrors(t *testing.T) {
 		{"no kind", header + "  - expect: true\n", []string{"f.yaml:4: step 1: no step kind"}},
 		{"two kinds", header + "  - advance: 1day\n    allow: {customer: c, entitlement: e}\n", []string{"f.yaml:5: step 1 (advance): two step kinds (advance and allow)"}},
 		{"unknown field", header + "  - allow: {customer: c, entitlement: e, amout: 1}\n",
-			[]string{`f.yaml:4: step 1 (allow): amout: unknown field (did you mean "amount"?) (known: amount, customer, entitlement, event_data, events, idempotency_key, overhead, quantity)`}},
+			[]string{`f.yaml:4: step 1 (allow): amout: unknown field (did you mean "amount"?) (known: amount, call_cap, customer, entitlement, event_data, events, idempotency_key, overhead, quantity)`}},
 		{"missing fields", header + "  - allow: {amount: 1}\n", []string{"step 1 (allow): customer: required", "step 1 (allow): entitlement: required"}},
 		{"missing id", header + "  - create_customer: {plan: free}\n", []string{"step 1 (create_customer): id: required"}},
 		{"bad amount", header + "  - allow: {customer: c, entitlement: e, amount: lots}\n", []string{`f.yaml:4: step 1 (allow): amount: quantity "lots": malformed number`}},

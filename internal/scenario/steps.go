@@ -195,6 +195,29 @@ type callOptions struct {
 	EventData      map[string]any `yaml:"event_data"`
 	Overhead       Number         `yaml:"overhead"`
 	IdempotencyKey string         `yaml:"idempotency_key"`
+	CallCap        *callCap       `yaml:"call_cap"`
+}
+
+// callCap is `call_cap: {credit: rune, value: 0.01}`: a ceiling on what this one call
+// may consume (WithCallCap); credit "" or rune is money.
+type callCap struct {
+	Credit string `yaml:"credit"`
+	Value  Number `yaml:"value"`
+}
+
+// checkOptions validates the options (named so it does not collide with target.check
+// in the structs embedding both).
+func (o *callOptions) checkOptions() error {
+	if o.CallCap == nil {
+		return nil
+	}
+	switch {
+	case !o.CallCap.Value.Set:
+		return &fieldError{Field: "call_cap.value", Err: errors.New("required: the most this call may consume, in call_cap.credit (default rune)")}
+	case o.CallCap.Value.Value < 0:
+		return &fieldError{Field: "call_cap.value", Err: errors.New("must not be negative")}
+	}
+	return nil
 }
 
 func (o *callOptions) opts() []limitr.CallOption {
@@ -211,6 +234,9 @@ func (o *callOptions) opts() []limitr.CallOption {
 	if o.IdempotencyKey != "" {
 		out = append(out, limitr.WithIdempotencyKey(o.IdempotencyKey))
 	}
+	if o.CallCap != nil {
+		out = append(out, limitr.WithCallCap(o.CallCap.Credit, o.CallCap.Value.Value))
+	}
 	return out
 }
 
@@ -224,7 +250,7 @@ type amountCall struct {
 }
 
 func (a *amountCall) check() error {
-	err := a.target.check()
+	err := errors.Join(a.target.check(), a.checkOptions())
 	if a.Amount.Set && a.Quantity != "" {
 		err = errors.Join(err, &fieldError{Field: "quantity", Err: errors.New("amount and quantity exclude each other")})
 	}
@@ -268,7 +294,7 @@ type unitsCall struct {
 }
 
 func (a *unitsCall) check() error {
-	return errors.Join(a.target.check(), required("quantity", string(a.Quantity)))
+	return errors.Join(a.target.check(), a.checkOptions(), required("quantity", string(a.Quantity)))
 }
 
 type allowUnits struct {
@@ -291,6 +317,8 @@ type stepCall struct {
 	target      `yaml:",inline"`
 	callOptions `yaml:",inline"`
 }
+
+func (a *stepCall) check() error { return errors.Join(a.target.check(), a.checkOptions()) }
 
 type incrementStep struct {
 	stepCall `yaml:",inline"`
@@ -315,7 +343,7 @@ type setStep struct {
 }
 
 func (a *setStep) check() error {
-	err := a.target.check()
+	err := errors.Join(a.target.check(), a.checkOptions())
 	if !a.Value.Set {
 		err = errors.Join(err, &fieldError{Field: "value", Err: errors.New("required")})
 	}
@@ -360,38 +388,51 @@ func (a *advanceTo) Run(env *Env) (any, error) {
 
 // --- reads -------------------------------------------------------------------
 
-// numberRead is expect_value and friends: `equals: 240000` or `error: no limit`.
-type numberRead struct {
-	target `yaml:",inline"`
+// expectNumber is the expectation of a numeric read: `equals: 240000` or `error: no limit`.
+type expectNumber struct {
 	Equals Number `yaml:"equals"`
 	Error  string `yaml:"error"`
 }
 
-func (a *numberRead) check() error {
-	err := a.target.check()
-	if a.Equals.Set == (a.Error != "") {
-		err = errors.Join(err, &fieldError{Field: "equals", Err: errors.New("give exactly one of equals (a number) or error (a substring of the expected error)")})
+func (x *expectNumber) check() error {
+	if x.Equals.Set == (x.Error != "") {
+		return &fieldError{Field: "equals", Err: errors.New("give exactly one of equals (a number) or error (a substring of the expected error)")}
 	}
-	return err
+	return nil
 }
 
-func (a *numberRead) assert(what string, got float64, err error) (any, error) {
-	if a.Error != "" {
+// assert compares a read with the expectation; subject names what was read ("c/e").
+func (x *expectNumber) assert(what, subject string, got float64, err error) (any, error) {
+	if x.Error != "" {
 		if err == nil {
-			return nil, &Mismatch{Reason: what + ": expected an error", Expected: "error containing " + quote(a.Error), Got: formatFloat(got)}
+			return nil, &Mismatch{Reason: what + ": expected an error", Expected: "error containing " + quote(x.Error), Got: formatFloat(got)}
 		}
-		if !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(a.Error)) {
-			return nil, &Mismatch{Reason: what + ": wrong error", Expected: "error containing " + quote(a.Error), Got: "error " + quote(err.Error())}
+		if !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(x.Error)) {
+			return nil, &Mismatch{Reason: what + ": wrong error", Expected: "error containing " + quote(x.Error), Got: "error " + quote(err.Error())}
 		}
 		return nil, nil
 	}
 	if err != nil {
-		return nil, &Mismatch{Reason: what + ": unexpected error", Expected: formatFloat(a.Equals.Value), Got: "error " + quote(err.Error())}
+		return nil, &Mismatch{Reason: what + ": unexpected error", Expected: formatFloat(x.Equals.Value), Got: "error " + quote(err.Error())}
 	}
-	if !NumbersMatch(a.Equals.Value, got) {
-		return got, &Mismatch{Reason: fmt.Sprintf("%s of %s/%s differs", what, a.Customer, a.Entitlement), Expected: formatFloat(a.Equals.Value), Got: formatFloat(got)}
+	if !NumbersMatch(x.Equals.Value, got) {
+		return got, &Mismatch{Reason: fmt.Sprintf("%s of %s differs", what, subject), Expected: formatFloat(x.Equals.Value), Got: formatFloat(got)}
 	}
 	return got, nil
+}
+
+// numberRead is expect_value and friends: `equals: 240000` or `error: no limit`.
+type numberRead struct {
+	target       `yaml:",inline"`
+	expectNumber `yaml:",inline"`
+}
+
+func (a *numberRead) check() error {
+	return errors.Join(a.target.check(), a.expectNumber.check())
+}
+
+func (a *numberRead) assert(what string, got float64, err error) (any, error) {
+	return a.expectNumber.assert(what, a.Customer+"/"+a.Entitlement, got, err)
 }
 
 type expectValue struct {

@@ -81,6 +81,27 @@ func BenchmarkAllowParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkAllowSerial100k is BenchmarkAllowParallel's access pattern on one
+// goroutine: the one-goroutine rate the parallel speed-up is measured against.
+func BenchmarkAllowSerial100k(b *testing.B) {
+	const n = 100_000
+	p := newBenchPolicy(b, n)
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "user_" + strconv.Itoa(i)
+	}
+	ctx := context.Background()
+	i := uint64(7919)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		i = i*6364136223846793005 + 1442695040888963407
+		if ok, _ := p.Allow(ctx, ids[(i>>33)%n], "ai_tokens", 4200); !ok {
+			b.Fatal("denied")
+		}
+	}
+}
+
 // BenchmarkBaselineMutexCounter is the floor: a mutex and a map doing the same job
 // (look up the customer's counter, compare with the limit, add).
 func BenchmarkBaselineMutexCounter(b *testing.B) {

@@ -139,6 +139,9 @@ func (x *Exchange) FromRunes(r num.Dec, credit string, offset num.Dec) (num.Dec,
 	}
 	var k num.Calc
 	if res.curve == nil {
+		if res.factor.IsOne() {
+			return r, nil // runes and usd: no division to round
+		}
 		q := k.Quo(r, res.factor)
 		return q, k.Err
 	}
@@ -149,6 +152,9 @@ func (x *Exchange) FromRunes(r num.Dec, credit string, offset num.Dec) (num.Dec,
 	q, err := res.curve.QuantityFor(r, pos)
 	if err != nil {
 		return num.Zero, err
+	}
+	if res.factor.IsOne() {
+		return q, nil
 	}
 	q = k.Quo(q, res.factor)
 	return q, k.Err
