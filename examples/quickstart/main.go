@@ -55,6 +55,10 @@ func run(ctx context.Context) error {
 			fmt.Printf("      event %-14s overage %.0f tokens, billed %s\n", ev.Type, *ev.Overage, price)
 		case limitr.EventMeterLimit:
 			fmt.Printf("      event %-14s would have reached %.0f of %.0f\n", ev.Type, *ev.InvalidValue, ev.Meter.Limit)
+		case limitr.EventMeterChanged:
+			if ev.GrantValueApplied != nil && *ev.GrantValueApplied > 0 {
+				fmt.Printf("      event %-14s %.0f tokens past the limit paid from the topup\n", ev.Type, *ev.GrantValueApplied)
+			}
 		case limitr.EventMeterReset:
 			fmt.Printf("      event %-14s a new daily period started\n", ev.Type)
 		}
@@ -99,11 +103,50 @@ func run(ctx context.Context) error {
 	}
 
 	fmt.Println()
-	fmt.Println("3. Mistakes come back as errors you can test for")
+	fmt.Println("3. The growth customer buys the ai-token-small topup: 10 ai-token (12.5 runes),")
+	fmt.Println("   drawn before any overage is billed (1 input token = 0.000004 ai-token)")
+	if _, err := policy.CreateCustomer(ctx, "user_topup", "growth"); err != nil {
+		return err
+	}
+	if err := policy.ApplyCustomerTopup(ctx, "user_topup", "ai-token-small"); err != nil {
+		return err
+	}
+	if err := credit(ctx, policy, "user_topup"); err != nil {
+		return err
+	}
+	for _, amount := range []float64{400000, 1000000, 1000000, 1000000} {
+		if err := step(ctx, policy, "user_topup", "ai-chat-input", amount); err != nil {
+			return err
+		}
+		if err := credit(ctx, policy, "user_topup"); err != nil {
+			return err
+		}
+	}
+	m, err := policy.CustomerMarginSnapshot(ctx, "user_topup")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("   margin today: revenue $%.2f (of which $%.2f paid by the topup), provider cost $%.2f, margin %.2f%%\n",
+		m.Revenue, m.GrantCoveredRevenue, m.Cost, m.Margin)
+	for name, e := range m.Entitlements {
+		fmt.Printf("     %-15s usage %8.0f  limit %7.0f  revenue $%6.2f  cost $%6.2f\n", name, e.Usage, e.Limit, e.Revenue, e.Cost)
+	}
+
+	fmt.Println()
+	fmt.Println("4. Mistakes come back as errors you can test for")
 	_, err = policy.Allow(ctx, "user_growth", "ai-chat-inptu", 1)
 	fmt.Printf("   typo in entitlement:  %v (errors.Is ErrUnknownEntitlement: %v)\n", err, errors.Is(err, limitr.ErrUnknownEntitlement))
 	_, err = policy.Allow(ctx, "nobody", "ai-chat-input", 1)
 	fmt.Printf("   unknown customer:     %v (errors.Is ErrUnknownCustomer: %v)\n", err, errors.Is(err, limitr.ErrUnknownCustomer))
+	return nil
+}
+
+func credit(ctx context.Context, policy *limitr.Policy, customer string) error {
+	left, err := policy.RemainingCredit(ctx, customer, "ai-token")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("      topup balance: %.2f ai-token\n", left)
 	return nil
 }
 
