@@ -75,12 +75,6 @@ func (cp *Cap) Validate(p *policies.Policy) error {
 	if credit != "rune" && credit != "usd" && p.Credit(credit) == nil && !hasPair(p, credit) {
 		return fmt.Errorf("%w: credit: %q is neither a credit nor an exchange currency", ErrInvalidCap, credit)
 	}
-	if c := p.Credit(credit); c == nil || hasPair(p, credit) {
-		// An exchangeable cap converts every call; a stairstep curve has no inverse past its top band.
-		for _, pc := range p.Credits {
-			_ = pc
-		}
-	}
 	if cp.ResetInc != "" {
 		d, err := quantity.ParseDuration(cp.ResetInc)
 		if err != nil || d <= 0 {
@@ -220,7 +214,6 @@ type capUse struct {
 	position  num.Dec // meter value − limit before the call (signed)
 	billable  num.Dec // max(0, position)
 	overhead  num.Dec // the call's cost in runes
-	decrement bool
 }
 
 // consumption converts a call's use into the cap's credit. ok is false when the cap
