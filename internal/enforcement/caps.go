@@ -207,13 +207,13 @@ func (sc *spendCap) hasRoom(meter, converted num.Dec) bool {
 
 // capUse is what a call would consume, before conversion into a cap's credit.
 type capUse struct {
-	credit    string
-	units     num.Dec // all units of the call (gate: including held units)
-	overage   num.Dec // units past the limit
-	covered   num.Dec // units grants pay for
-	position  num.Dec // meter value − limit before the call (signed)
-	billable  num.Dec // max(0, position)
-	overhead  num.Dec // the call's cost in runes
+	credit   string
+	units    num.Dec // all units of the call (gate: including held units)
+	overage  num.Dec // units past the limit
+	covered  num.Dec // units grants pay for
+	position num.Dec // meter value − limit before the call (signed)
+	billable num.Dec // max(0, position)
+	overhead num.Dec // the call's cost in runes
 }
 
 // consumption converts a call's use into the cap's credit. ok is false when the cap
