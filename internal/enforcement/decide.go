@@ -203,6 +203,11 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	if len(owner.grants) > 0 || len(res.plan.Compiled) > 0 {
 		e.syncIncludedLocked(p, owner, now.UnixNano())
 	}
+	if commit && len(owner.grants) > 0 {
+		// Grant periods roll forward on access, like meter periods: an add or rollover
+		// reset that happened while nothing was drawn must not be lost.
+		owner.currentGrants(p, now.UnixNano())
+	}
 	var grantBuf []grantState
 	var capBuf []capRef
 	if len(owner.grants) > 0 || len(locks) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0 {

@@ -198,7 +198,8 @@ func (e *Engine) meterEvents(p *policies.Policy, res *resolution, d *decision, c
 		PriceDiff:    priceDiff,
 	}
 	ev.Remaining = f64(c.Sub(l.Value, d.newValue))
-	grantsInvolved := draw.applied.IsPos() || (d.overage.IsPos() && !d.ownValid && len(res.owner.grants) > 0)
+	grantsApply := l.GrantsApply && l.Mode != policies.Observe
+	grantsInvolved := draw.applied.IsPos() || (grantsApply && d.overage.IsPos() && !d.ownValid && len(res.owner.grants) > 0)
 	if grantsInvolved {
 		ev.GrantValueApplied = f64(draw.applied)
 		ev.Overage = f64(left)
@@ -407,6 +408,9 @@ func (ev Event) JSON() []byte {
 			mw.field("value", m.Value)
 			mw.field("limit", m.Limit)
 			mw.field("invalid", m.Invalid)
+		} else if ev.shape == EventCapLimit {
+			mw.field("value", m.Value)
+			mw.field("limit", m.Limit)
 		} else {
 			mw.field("old", m.Old)
 			mw.field("value", m.Value)

@@ -511,6 +511,7 @@ func (e *Engine) RemainingCredit(ctx context.Context, id, credit string) (num.De
 	now := e.now().UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.currentGrants(p, now)
 	states := c.grantStates(p, now, nil)
 	return pooled(p, c, credit, num.Zero, states), nil
 }

@@ -47,6 +47,9 @@ func (e *Engine) read(id, ent string) (reading, error) {
 			}
 		}
 	}
+	if len(owner.grants) > 0 {
+		owner.currentGrants(p, now.UnixNano())
+	}
 	if l := r.limit; l != nil && l.GrantsApply && l.Mode != policies.Observe && len(owner.grants) > 0 {
 		var c num.Calc
 		billable := num.Max(num.Zero, c.Sub(r.value, l.Value))

@@ -141,9 +141,15 @@ func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time)
 			}
 		}
 		m.value, m.overhead = x.value, x.overhead
-		needExt := len(sm.Holds) > 0 || sm.GovernorTokens != nil || !x.grantCovered.IsZero() || !x.topupRevenue.IsZero()
+		needExt := len(sm.Holds) > 0 || sm.GovernorTokens != nil || !x.grantCovered.IsZero() || !x.topupRevenue.IsZero() || len(sm.Estimates) > 0
 		if needExt {
 			ext := m.extension()
+			for seg, est := range sm.Estimates {
+				if ext.estimates == nil {
+					ext.estimates = map[string]*estimator{}
+				}
+				ext.estimates[seg] = &estimator{N: est.Samples, Mean: est.Mean, Variance: est.Variance}
+			}
 			ext.grantCovered, ext.topupRevenue = x.grantCovered, x.topupRevenue
 			if sm.GovernorTokens != nil {
 				ext.govInit, ext.govTokens, ext.govLast = true, x.govTokens, sm.GovernorLastRefill.UnixNano()

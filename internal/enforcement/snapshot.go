@@ -47,8 +47,17 @@ type Meter struct {
 	// TopupRevenue the topup revenue those draws recognised, in runes.
 	GrantCovered float64 `json:"-"`
 	TopupRevenue float64 `json:"-"`
+	// Estimates are the settled-amount statistics reservations estimate from, by segment.
+	Estimates map[string]Estimate `json:"estimates,omitempty"`
 
 	exact *meterExact
+}
+
+// Estimate is the running mean and variance of settled reservation amounts.
+type Estimate struct {
+	Samples  int     `json:"n"`
+	Mean     float64 `json:"mean"`
+	Variance float64 `json:"variance"`
 }
 
 type meterExact struct {
@@ -409,6 +418,12 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 			}
 			if !pending {
 				x.grantCovered, x.topupRevenue = m.ext.grantCovered, m.ext.topupRevenue
+			}
+			if len(m.ext.estimates) > 0 {
+				out.Estimates = make(map[string]Estimate, len(m.ext.estimates))
+				for seg, est := range m.ext.estimates {
+					out.Estimates[seg] = Estimate{Samples: est.N, Mean: est.Mean, Variance: est.Variance}
+				}
 			}
 		}
 		out.Value, out.Overhead = num.Float64(x.value), num.Float64(x.overhead)

@@ -335,7 +335,8 @@ func (a *reserveStep) Run(env *Env) (any, error) {
 }
 
 // holdRef names a hold stored by a reserve step; customer and entitlement default to
-// the hold's own.
+// the hold's own. Names stay bound after settle and release (a denied reserve with the
+// same name unbinds it).
 type holdRef struct {
 	Customer    string `yaml:"customer"`
 	Entitlement string `yaml:"entitlement"`
@@ -392,11 +393,9 @@ func (a *settleStep) Run(env *Env) (any, error) {
 	if a.Segment != "" {
 		opts = append(opts, limitr.WithSegment(a.Segment))
 	}
-	ok, err := env.Policy.Settle(env.Ctx, customer, ent, h, a.Amount.Value, opts...)
-	if err == nil {
-		delete(env.Holds, a.Hold)
-	}
-	return ok, err
+	// The name stays bound, so a later step can check that the engine refuses to release
+	// a settled hold.
+	return env.Policy.Settle(env.Ctx, customer, ent, h, a.Amount.Value, opts...)
 }
 
 type releaseStep struct {
@@ -408,11 +407,7 @@ func (a *releaseStep) Run(env *Env) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := env.Policy.Release(env.Ctx, customer, ent, h); err != nil {
-		return nil, err
-	}
-	delete(env.Holds, a.Hold)
-	return nil, nil
+	return nil, env.Policy.Release(env.Ctx, customer, ent, h)
 }
 
 type expectHeld struct {

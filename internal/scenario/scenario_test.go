@@ -251,3 +251,164 @@ func TestDiscover(t *testing.T) {
 		t.Errorf("%v", files)
 	}
 }
+
+func TestParseErrorsEconomics(t *testing.T) {
+	for _, tc := range []struct {
+		name, step string
+		want       []string
+	}{
+		{"topup missing fields", "apply_topup: {}", []string{"step 1 (apply_topup): customer: required", "step 1 (apply_topup): topup: required"}},
+		{"topup typo", "apply_topup: {customer: c, topp: t}", []string{`topp: unknown field (did you mean "topup"?)`}},
+		{"remaining credit needs equals", "expect_remaining_credit: {customer: c, credit: x}", []string{"equals: give exactly one of equals"}},
+		{"remaining credit needs credit", "expect_remaining_credit: {customer: c, equals: 1}", []string{"credit: required"}},
+		{"exchange needs in", "expect_exchange: {out: rune, equals: 1}", []string{"step 1 (expect_exchange): in: required"}},
+		{"exchange value not a number", "expect_exchange: {in: a, value: ten, equals: 1}", []string{`value: want a number, got "ten"`}},
+		{"cap needs value", "add_cap: {customer: c, id: b}", []string{"step 1 (add_cap): value: required"}},
+		{"cap needs id", "add_cap: {customer: c, value: 1}", []string{"step 1 (add_cap): id: required"}},
+		{"cap negative", "add_cap: {customer: c, id: b, value: -1}", []string{"value: must not be negative"}},
+		{"cap shared_with without shared", "add_cap: {customer: c, id: b, value: 1, shared_with: [user]}", []string{"shared_with: only shared caps bind other customers; add shared: true"}},
+		{"cap shared_with not a list", "add_cap: {customer: c, id: b, value: 1, shared: true, shared_with: user}", []string{"shared_with: want a list"}},
+		{"cap bad reset_inc", "add_cap: {customer: c, id: b, value: 1, reset_inc: weekly}", []string{`reset_inc: want a positive duration such as 1day or 30days, got "weekly"`}},
+		{"cap exclusive resets", "add_cap: {customer: c, id: b, value: 1, reset_inc: 1day, reset_sch: monthly:1}", []string{"reset_sch: reset_inc and reset_sch exclude each other"}},
+		{"cap exclusive expiry", "add_cap: {customer: c, id: b, value: 1, expires_in: 1h, expires_at: 2026-02-01}", []string{"expires_in and expires_at exclude each other"}},
+		{"cap typo", "add_cap: {customer: c, id: b, value: 1, overage_ony: true}", []string{`overage_ony: unknown field (did you mean "overage_only"?)`}},
+		{"reset_cap needs id", "reset_cap: {customer: c}", []string{"step 1 (reset_cap): id: required"}},
+		{"remove_cap needs customer", "remove_cap: {id: b}", []string{"step 1 (remove_cap): customer: required"}},
+		{"expect_cap typo", "expect_cap: {customer: c, id: b, meter_valeu: 1}", []string{`meter_valeu: unknown field (did you mean "meter_value"?)`}},
+		{"expect_cap needs id", "expect_cap: {customer: c, meter_value: 1}", []string{"step 1 (expect_cap): id: required"}},
+		{"call_cap needs value", "allow: {customer: c, entitlement: e, amount: 1, call_cap: {credit: rune}}", []string{"step 1 (allow): call_cap.value: required"}},
+		{"call_cap typo", "allow: {customer: c, entitlement: e, call_cap: {credt: rune, value: 1}}", []string{`call_cap.credt: unknown field (did you mean "credit"?)`}},
+		{"call_cap negative", "check: {customer: c, entitlement: e, call_cap: {value: -1}}", []string{"call_cap.value: must not be negative"}},
+		{"allowance needs entitlement", "expect_allowance: {customer: c, equals: 1}", []string{"step 1 (expect_allowance): entitlement: required"}},
+		{"reserve bad amount", "reserve: {customer: c, entitlement: e, amount: 0}", []string{"amount: must be positive; leave it out to let the engine estimate it"}},
+		{"reserve bad quantile", "reserve: {customer: c, entitlement: e, quantile: 1.5}", []string{"quantile: must be between 0 and 1"}},
+		{"reserve bad ttl", "reserve: {customer: c, entitlement: e, ttl: 10}", []string{`ttl: duration "10" needs a unit`}},
+		{"reserve typo", "reserve: {customer: c, entitlement: e, ass: h}", []string{`ass: unknown field (did you mean "as"?)`}},
+		{"settle needs hold and amount", "settle: {customer: c, entitlement: e}", []string{"step 1 (settle): hold: required", "step 1 (settle): amount: required"}},
+		{"release needs hold", "release: {customer: c}", []string{"step 1 (release): hold: required"}},
+		{"release no expect", "release: {hold: h}\n    expect: true", []string{"release has no true/false result"}},
+		{"held needs equals", "expect_held: {customer: c, entitlement: e}", []string{"equals: give exactly one"}},
+		{"margin needs customer", "expect_margin: {revenue: 1}", []string{"step 1 (expect_margin): customer: required"}},
+		{"margin typo", "expect_margin: {customer: c, revnue: 1}", []string{`revnue: unknown field (did you mean "revenue"?)`}},
+		{"margin entitlement typo", "expect_margin: {customer: c, entitlements: {chat: {cots: 1}}}", []string{`entitlements.chat.cots: unknown field (did you mean "cost"?)`}},
+		{"margin nothing to check", "expect_margin: {customer: c}", []string{"nothing to check"}},
+		{"margin error and numbers", "expect_margin: {customer: c, revenue: 1, error: x}", []string{"error: error excludes revenue"}},
+		{"snapshot needs plan and usage", "expect_margin_snapshot: {revenue: 1}", []string{"step 1 (expect_margin_snapshot): plan: required", "usage: required"}},
+		{"snapshot usage typo", "expect_margin_snapshot: {plan: p, usage: {e: {valu: 1}}, revenue: 1}", []string{`usage.e.valu: unknown field (did you mean "value"?)`}},
+		{"snapshot usage both", "expect_margin_snapshot: {plan: p, usage: {e: {value: 1, quantity: 1GB}}, revenue: 1}", []string{"usage.e.quantity: value and quantity exclude each other"}},
+		{"snapshot usage empty", "expect_margin_snapshot: {plan: p, usage: {e: {limit: 1}}, revenue: 1}", []string{"usage.e.value: required"}},
+		{"snapshot usage bad scalar", "expect_margin_snapshot: {plan: p, usage: {e: lots}, revenue: 1}", []string{`usage.e: quantity "lots"`}},
+		{"subscription needs customer", "ensure_subscription: {}", []string{"step 1 (ensure_subscription): customer: required"}},
+		{"save_and_restore takes nothing", "save_and_restore: {keep: true}", []string{"step 1 (save_and_restore): takes no arguments"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(header+"  - "+tc.step+"\n"), "f.yaml")
+			var le *LoadError
+			if !errors.As(err, &le) {
+				t.Fatalf("got %v, want a *LoadError", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%s", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestParseGoodEconomics(t *testing.T) {
+	s, err := Parse([]byte(header+`  - apply_topup: { customer: c, topup: t }
+  - add_cap: { customer: c, id: b, value: 5, shared: true, shared_with: [user], scope: [e], reset_inc: 1day, expires_in: 2h }
+  - allow: { customer: c, entitlement: e, amount: 3, call_cap: { value: 0.25 } }
+    expect: false
+  - reserve: { customer: c, entitlement: e, as: h, ttl: 5min, quantile: 0.5, basis: 10, segment: m }
+    expect: true
+  - settle: { hold: h, amount: 3 }
+    expect: true
+  - ensure_subscription: c
+    expect: false
+  - save_and_restore: {}
+  - save_and_restore:
+  - expect_margin_snapshot: { plan: p, usage: { e: 1_000, f: 3GB, g: { value: 1, limit: 2, overhead: 0.5, context: { model: x } } }, margin: 10 }
+  - expect_margin: { customer: c, entitlements: { e: { margin: null } } }
+  - expect_cap: { customer: c, id: b, exists: false }
+`), "x.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Steps[1].Action.(*addCap); !a.Shared || a.ResetInc != "1day" || a.ExpiresIn.D != 2*time.Hour || a.Value.Value != 5 {
+		t.Errorf("add_cap %+v", a)
+	}
+	if a := s.Steps[2].Action.(*allowStep); a.CallCap == nil || a.CallCap.Value.Value != 0.25 || a.CallCap.Credit != "" {
+		t.Errorf("call_cap %+v", a.CallCap)
+	}
+	if a := s.Steps[3].Action.(*reserveStep); a.As != "h" || a.Amount.Set || a.TTL.D != 5*time.Minute || a.Basis.Value != 10 {
+		t.Errorf("reserve %+v", a)
+	}
+	if a := s.Steps[5].Action.(*ensureSubscription); a.Customer != "c" {
+		t.Errorf("ensure_subscription %+v", a)
+	}
+	m := s.Steps[8].Action.(*expectMarginSnapshot)
+	if u := m.Usage["e"].usage(); u.Value != 1000 || u.Quantity != "" {
+		t.Errorf("usage e %+v", u)
+	}
+	if u := m.Usage["f"].usage(); u.Quantity != "3GB" {
+		t.Errorf("usage f %+v", u)
+	}
+	if u := m.Usage["g"].usage(); u.Limit == nil || *u.Limit != 2 || u.Overhead == nil || *u.Overhead != 0.5 || u.Context["model"] != "x" {
+		t.Errorf("usage g %+v", u)
+	}
+}
+
+// TestEconomicsStepsFail checks that the new assertions report mismatches and that
+// settle/release name unknown holds.
+func TestEconomicsStepsFail(t *testing.T) {
+	s, err := Parse([]byte(`
+policy:
+  credits: { token: { price: { amount: 0.001 } }, pack: {} }
+  exchange: { pack: { value: 1, currency: rune } }
+  plans:
+    p:
+      default: true
+      entitlements: { e: { limit: { credit: token, value: 100, mode: soft } } }
+      topups: { t: { credit: pack, value: 1 } }
+steps:
+  - create_customer: { id: c }
+  - apply_topup: { customer: c, topup: t }
+  - expect_remaining_credit: { customer: c, credit: token, equals: 999 }
+  - expect_exchange: { in: pack, out: token, equals: 1000 }
+  - add_cap: { customer: c, id: b, value: 1 }
+  - allow: { customer: c, entitlement: e, amount: 10 }
+  - expect_cap: { customer: c, id: b, meter_value: 0.02 }
+  - expect_held: { customer: c, entitlement: e, equals: 0 }
+  - settle: { hold: nope, amount: 1 }
+  - expect_margin: { customer: c, revenue: 1 }
+  - save_and_restore: {}
+  - allow: { customer: c, entitlement: e, amount: 1 }
+    expect_events: [{ type: meter-changed, meter: { value: 11 } }]
+`), "x.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := s.Run(context.Background())
+	var b strings.Builder
+	res.Write(&b, Report{})
+	out := b.String()
+	failed := map[int]bool{}
+	for _, sr := range res.Steps {
+		if !sr.Passed {
+			failed[sr.Step.Index] = true
+		}
+	}
+	for i := 1; i <= 13; i++ {
+		want := i == 3 || i == 7 || i == 9 || i == 10
+		if failed[i] != want {
+			t.Errorf("step %d failed=%v, want %v\n%s", i, failed[i], want, out)
+		}
+	}
+	for _, w := range []string{"remaining credit of c/token differs", "meter_value: expected 0.02, got 0.01", `no hold named "nope"`, "revenue: expected 1, got 0"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+}
