@@ -200,6 +200,13 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	case call.Step == StepDecrement:
 		amount = limit.Increment.Neg()
 	}
+	if allowed, ok := e.fastCall(p, owner, limit, m, amount, call, now, commit, len(locks)); ok {
+		if commit && call.IdempotencyKey != "" {
+			e.remember(owner, call.IdempotencyKey, allowed, now)
+		}
+		unlockAll(locks)
+		return allowed, nil
+	}
 	if len(owner.grants) > 0 || len(res.plan.Compiled) > 0 {
 		e.syncIncludedLocked(p, owner, now.UnixNano())
 	}
@@ -234,6 +241,55 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 		e.emit(events[i])
 	}
 	return d.allowed(), nil
+}
+
+// fastCall decides the common call — a plain limit with nothing else in play (no grants
+// or topups, caps, holds, governor, event handlers, unit strings) — with the same rules
+// as decide, without building a full decision. ok is false when the call needs the
+// full path; nothing has changed then.
+func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool, locked int) (allowed, ok bool) {
+	if m == nil || m.ext != nil || locked > 1 || len(owner.grants) > 0 || owner.capCount.Load() > 0 ||
+		call.SetTo || call.Force || call.Quantity != "" || len(call.Caps) > 0 || call.HasOverhead ||
+		limit.GovernorEnabled || limit.Credit.Cost != nil || e.hasHandlers() {
+		return false, false
+	}
+	nowNs := now.UnixNano()
+	if limit.Resets() && (m.periodOf != limit || nowNs >= m.periodEnd) {
+		return false, false // a period may have ended: the full path applies the reset
+	}
+	if limit.Credit.Int {
+		amount = amount.Trunc(0)
+	}
+	next, err := m.value.Add(amount)
+	if err != nil {
+		return false, false
+	}
+	if limit.HasMinimum && next.Cmp(limit.Minimum) < 0 {
+		next = limit.Minimum
+	}
+	allowed = limitAllows(limit, next, m.value) || limit.Mode == policies.Soft
+	if !commit {
+		return allowed || limit.Mode != policies.Hard, true
+	}
+	if !allowed {
+		return false, true
+	}
+	if !limit.Credit.OverheadCost.IsZero() && !amount.IsZero() {
+		cost, err := amount.Mul(limit.Credit.OverheadCost)
+		if err != nil {
+			return false, false
+		}
+		total, err := m.overhead.Add(cost)
+		if err != nil {
+			return false, false
+		}
+		m.overhead = total
+	}
+	m.value = next
+	if m.credit != limit.Credit.Name {
+		m.credit = limit.Credit.Name
+	}
+	return true, true
 }
 
 // lockCall locks the meter owner and every customer whose caps can apply, in creation
