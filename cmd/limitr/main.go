@@ -39,12 +39,12 @@ type command struct {
 	run     func(args []string, stdout, stderr io.Writer) int
 }
 
-var commands []command
-
-func init() {
-	commands = []command{
+// commandList is a function rather than a package variable because help refers back to it.
+func commandList() []command {
+	return []command{
 		{"validate", "FILE...", "check policy documents and list every problem with its path", runValidate},
 		{"test", "[-q] [-run REGEXP] PATH...", "run scenario files, or every *.yaml/*.yml under directories", runTest},
+		{"admin", "bootstrap --tenant SLUG [--name NAME] [--database-url URL]", "create a tenant with its environments and first admin key", runAdmin},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show this help", runHelp},
 	}
@@ -67,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-version", "--version":
 		name = "version"
 	}
-	for _, c := range commands {
+	for _, c := range commandList() {
 		if c.name == name {
 			return c.run(args[1:], stdout, stderr)
 		}
@@ -81,7 +81,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "Limitr: pricing and usage limits, enforced in your process.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Usage:")
-	for _, c := range commands {
+	for _, c := range commandList() {
 		fmt.Fprintf(w, "  limitr %-38s %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
 	}
 	fmt.Fprintln(w)
@@ -100,7 +100,7 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return exitOK
 	}
-	for _, c := range commands {
+	for _, c := range commandList() {
 		if c.name == args[0] {
 			fmt.Fprintf(stdout, "Usage: limitr %s %s\n\n%s\n", c.name, c.args, c.summary)
 			if c.name == "test" {

@@ -1,0 +1,4 @@
+package idempotency
+
+// RequestHash exposes requestHash to the external tests.
+var RequestHash = requestHash

@@ -1,0 +1,181 @@
+package idempotency
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Schema is the DDL of the table PGStore uses. Migrations should create the
+// same table; tests may execute Schema directly. One row per (tenant,
+// principal, key): status, headers and body are null while the request is in
+// flight; created_at drives expiry and the purge (hence its index).
+const Schema = `
+create table if not exists idempotency_keys (
+	tenant_id    text not null,
+	principal    text not null,
+	key          text not null,
+	method       text not null,
+	path         text not null,
+	request_hash bytea not null,
+	status       int,
+	headers      jsonb,
+	body         bytea,
+	created_at   timestamptz not null default now(),
+	completed_at timestamptz,
+	primary key (tenant_id, principal, key)
+);
+create index if not exists idempotency_keys_created_at_idx on idempotency_keys (created_at);
+`
+
+// PGStore is a Store in Postgres, in the table described by Schema.
+type PGStore struct {
+	pool  *pgxpool.Pool
+	ttl   time.Duration
+	lease time.Duration
+}
+
+var _ Store = (*PGStore)(nil)
+
+// Option configures a PGStore.
+type Option func(*PGStore)
+
+// WithTTL sets how long keys are remembered (default DefaultTTL).
+func WithTTL(d time.Duration) Option { return func(s *PGStore) { s.ttl = d } }
+
+// WithLease sets how long a request may stay in flight before a retry may
+// take its key over (default DefaultLease).
+func WithLease(d time.Duration) Option { return func(s *PGStore) { s.lease = d } }
+
+// NewPGStore returns a Store over pool.
+func NewPGStore(pool *pgxpool.Pool, opts ...Option) *PGStore {
+	s := &PGStore{pool: pool, ttl: DefaultTTL, lease: DefaultLease}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// beginSQL inserts the key, or takes over a row that has expired (older than
+// the TTL) or whose request was abandoned in flight (older than the lease).
+// It returns a row only when the caller now owns the key.
+const beginSQL = `
+insert into idempotency_keys (tenant_id, principal, key, method, path, request_hash)
+values ($1, $2, $3, $4, $5, $6)
+on conflict (tenant_id, principal, key) do update
+	set method = excluded.method, path = excluded.path, request_hash = excluded.request_hash,
+		status = null, headers = null, body = null, created_at = now(), completed_at = null
+	where idempotency_keys.created_at < now() - $7::bigint * interval '1 microsecond'
+		or (idempotency_keys.completed_at is null
+			and idempotency_keys.created_at < now() - $8::bigint * interval '1 microsecond')
+returning created_at`
+
+const selectSQL = `
+select method, path, request_hash, status, headers, body, created_at
+from idempotency_keys
+where tenant_id = $1 and principal = $2 and key = $3`
+
+// Begin implements Store.
+func (s *PGStore) Begin(ctx context.Context, scope Scope, requestHash []byte) (Record, bool, error) {
+	// Loop because the row that made the insert conflict may be deleted
+	// (abandoned) before we read it; then the key is free again.
+	for range 3 {
+		rec := Record{Method: scope.Method, Path: scope.Path, RequestHash: requestHash}
+		err := s.pool.QueryRow(ctx, beginSQL,
+			scope.Tenant, scope.Principal, scope.Key, scope.Method, scope.Path, requestHash,
+			s.ttl.Microseconds(), s.lease.Microseconds(),
+		).Scan(&rec.CreatedAt)
+		if err == nil {
+			return rec, false, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return Record{}, false, fmt.Errorf("idempotency: begin: %w", err)
+		}
+
+		var (
+			status  *int32
+			headers []byte
+			body    []byte
+		)
+		err = s.pool.QueryRow(ctx, selectSQL, scope.Tenant, scope.Principal, scope.Key).
+			Scan(&rec.Method, &rec.Path, &rec.RequestHash, &status, &headers, &body, &rec.CreatedAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return Record{}, false, fmt.Errorf("idempotency: read record: %w", err)
+		}
+		if status != nil {
+			resp := &Response{Status: int(*status), Body: body, Header: http.Header{}}
+			if len(headers) > 0 {
+				if err := json.Unmarshal(headers, &resp.Header); err != nil {
+					return Record{}, false, fmt.Errorf("idempotency: decode stored headers: %w", err)
+				}
+			}
+			if resp.Body == nil {
+				resp.Body = []byte{}
+			}
+			rec.Response = resp
+		}
+		return rec, true, nil
+	}
+	return Record{}, false, errors.New("idempotency: begin: key keeps changing hands")
+}
+
+// Complete implements Store.
+func (s *PGStore) Complete(ctx context.Context, scope Scope, resp Response) error {
+	header := resp.Header
+	if header == nil {
+		header = http.Header{}
+	}
+	headers, err := json.Marshal(header)
+	if err != nil {
+		return fmt.Errorf("idempotency: encode headers: %w", err)
+	}
+	body := resp.Body
+	if body == nil {
+		body = []byte{}
+	}
+	tag, err := s.pool.Exec(ctx, `
+update idempotency_keys set status = $4, headers = $5, body = $6, completed_at = now()
+where tenant_id = $1 and principal = $2 and key = $3 and completed_at is null`,
+		scope.Tenant, scope.Principal, scope.Key, resp.Status, headers, body)
+	if err != nil {
+		return fmt.Errorf("idempotency: complete: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotInFlight
+	}
+	return nil
+}
+
+// Abandon implements Store.
+func (s *PGStore) Abandon(ctx context.Context, scope Scope) error {
+	_, err := s.pool.Exec(ctx, `
+delete from idempotency_keys
+where tenant_id = $1 and principal = $2 and key = $3 and completed_at is null`,
+		scope.Tenant, scope.Principal, scope.Key)
+	if err != nil {
+		return fmt.Errorf("idempotency: abandon: %w", err)
+	}
+	return nil
+}
+
+// Purge deletes records created more than olderThan ago (use DefaultTTL) and
+// returns how many it deleted. Run it periodically from a worker; expired
+// records are ignored anyway, so it only reclaims space.
+func (s *PGStore) Purge(ctx context.Context, olderThan time.Duration) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `
+delete from idempotency_keys where created_at < now() - $1::bigint * interval '1 microsecond'`,
+		olderThan.Microseconds())
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: purge: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -1,0 +1,66 @@
+package pg_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/limitr/limitr/internal/platform/pg"
+	"github.com/limitr/limitr/internal/platform/pgtest"
+)
+
+// Two replicas migrating the same empty database at once must both succeed and leave
+// one current schema: golang-migrate serialises them with an advisory lock.
+func TestConcurrentMigrateUp(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = pg.MigrateUp(ctx, dbURL)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool, err := pg.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := pg.CheckCurrent(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDownThenCheckCurrentFails(t *testing.T) {
+	t.Parallel()
+	dbURL, pool := pgtest.NewMigrated(t)
+	ctx := context.Background()
+	if err := pg.MigrateDown(ctx, dbURL, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.CheckCurrent(ctx, pool); !errors.Is(err, pg.ErrMigrationsPending) {
+		t.Fatalf("want ErrMigrationsPending, got %v", err)
+	}
+	if err := pg.MigrateUp(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.CheckCurrent(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadURL(t *testing.T) {
+	if err := pg.MigrateUp(context.Background(), "mysql://x"); err == nil {
+		t.Fatal("want error")
+	}
+}

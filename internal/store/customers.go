@@ -1,0 +1,434 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Customer is a customer as the control plane stores it: the profile SDKs hydrate,
+// with its live overrides and the topups applied through the API.
+type Customer struct {
+	ID   string `json:"id"`
+	Plan string `json:"plan"`
+	// ResolvedPlan is the plan the customer is on under the environment's active policy
+	// (its own, inherited through refs, or the default). The store never sets it: the
+	// API fills it in from the compiled policy.
+	ResolvedPlan  string                     `json:"resolved_plan"`
+	Type          string                     `json:"type"`
+	Label         string                     `json:"label"`
+	Refs          []string                   `json:"refs"`
+	AltIDs        []string                   `json:"alt_ids"`
+	Metadata      json.RawMessage            `json:"metadata"`
+	Timezone      string                     `json:"timezone"`
+	BillingAnchor time.Time                  `json:"billing_anchor"`
+	CreatedAt     time.Time                  `json:"created_at"`
+	UpdatedAt     time.Time                  `json:"updated_at"`
+	Revision      int64                      `json:"revision"`
+	Overrides     map[string]json.RawMessage `json:"overrides"`
+	Topups        []CustomerTopup            `json:"topups"`
+}
+
+// CustomerTopup is a topup applied to a customer: the grant the SDK creates, with what
+// the customer paid and who applied it. Value and Price are exact decimals.
+type CustomerTopup struct {
+	ID        uuid.UUID   `json:"id"`
+	Topup     string      `json:"topup"`
+	GrantID   string      `json:"grant_id"`
+	Credit    string      `json:"credit"`
+	Value     json.Number `json:"value"`
+	Price     json.Number `json:"price,omitempty"`
+	Currency  string      `json:"currency"`
+	AppliedAt time.Time   `json:"applied_at"`
+	AppliedBy *uuid.UUID  `json:"applied_by,omitempty"`
+}
+
+// CustomerOverride is one stored override: the spec as the engine reads it.
+type CustomerOverride struct {
+	Entitlement string
+	Spec        json.RawMessage
+	ExpiresAt   *time.Time
+	CreatedAt   time.Time
+	CreatedBy   *uuid.UUID
+}
+
+// CustomerProfile is the part of a customer plan resolution reads.
+type CustomerProfile struct {
+	ID   string
+	Plan string
+	Type string
+	Refs []string
+}
+
+// AltIDConflictError reports an id or alt id already used by another customer of the
+// environment.
+type AltIDConflictError struct {
+	Field string // "id" or "alt_ids[i]"
+	Name  string
+	Owner string // the customer that holds it
+}
+
+func (e *AltIDConflictError) Error() string {
+	return fmt.Sprintf("%s: %q is already used by customer %q", e.Field, e.Name, e.Owner)
+}
+
+// Is makes the error match ErrConflict.
+func (e *AltIDConflictError) Is(target error) bool { return target == ErrConflict }
+
+const customerColumns = `id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor, created_at, updated_at, revision`
+
+func scanCustomer(row pgx.Row) (Customer, error) {
+	var c Customer
+	err := row.Scan(&c.ID, &c.Plan, &c.Type, &c.Label, &c.Refs, &c.AltIDs, &c.Metadata, &c.Timezone,
+		&c.BillingAnchor, &c.CreatedAt, &c.UpdatedAt, &c.Revision)
+	if err != nil {
+		return Customer{}, err
+	}
+	normalize(&c)
+	return c, nil
+}
+
+func normalize(c *Customer) {
+	if c.Refs == nil {
+		c.Refs = []string{}
+	}
+	if c.AltIDs == nil {
+		c.AltIDs = []string{}
+	}
+	if len(c.Metadata) == 0 {
+		c.Metadata = json.RawMessage("{}")
+	}
+	if c.Overrides == nil {
+		c.Overrides = map[string]json.RawMessage{}
+	}
+	if c.Topups == nil {
+		c.Topups = []CustomerTopup{}
+	}
+	c.BillingAnchor = c.BillingAnchor.UTC()
+	c.CreatedAt = c.CreatedAt.UTC()
+	c.UpdatedAt = c.UpdatedAt.UTC()
+}
+
+// LockCustomerNames takes transaction-scoped advisory locks on names (customer ids and
+// alt ids share one namespace per environment), in a fixed order so concurrent callers
+// cannot deadlock. It makes "is this name free?" checks race-free.
+func LockCustomerNames(ctx context.Context, tx DBTX, envID uuid.UUID, names ...string) error {
+	keys := make([]string, 0, len(names))
+	for _, n := range names {
+		keys = append(keys, envID.String()+"\x00"+n)
+	}
+	sort.Strings(keys)
+	keys = slices.Compact(keys)
+	for _, k := range keys {
+		if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock(hashtextextended($1, 0))`, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NameOwner returns the customer that uses name as its id or as an alt id, or "".
+func NameOwner(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, name string) (string, error) {
+	var owner string
+	err := db.QueryRow(ctx, `select id from customers where tenant_id = $1 and environment_id = $2 and id = $3
+		union all
+		select customer_id from customer_alt_ids where tenant_id = $1 and environment_id = $2 and alt_id = $3
+		limit 1`, tenantID, envID, name).Scan(&owner)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return owner, err
+}
+
+// InsertCustomer creates a customer with its alt ids. The caller holds the name locks
+// (LockCustomerNames) for the id and every alt id. It returns ErrConflict when the id
+// exists, or an *AltIDConflictError when the id or an alt id is another customer's.
+// Revision, created_at and updated_at are filled in.
+func InsertCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, c *Customer) error {
+	normalize(c)
+	owner, err := NameOwner(ctx, tx, tenantID, envID, c.ID)
+	if err != nil {
+		return err
+	}
+	if owner == c.ID {
+		return fmt.Errorf("customer %q: %w", c.ID, ErrConflict)
+	}
+	if owner != "" {
+		return &AltIDConflictError{Field: "id", Name: c.ID, Owner: owner}
+	}
+	for i, a := range c.AltIDs {
+		owner, err := NameOwner(ctx, tx, tenantID, envID, a)
+		if err != nil {
+			return err
+		}
+		if owner != "" {
+			return &AltIDConflictError{Field: fmt.Sprintf("alt_ids[%d]", i), Name: a, Owner: owner}
+		}
+	}
+	err = tx.QueryRow(ctx, `insert into customers (tenant_id, environment_id, id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning created_at, updated_at, revision`,
+		tenantID, envID, c.ID, c.Plan, c.Type, c.Label, c.Refs, c.AltIDs, []byte(c.Metadata), c.Timezone, c.BillingAnchor).
+		Scan(&c.CreatedAt, &c.UpdatedAt, &c.Revision)
+	if isUniqueViolation(err) {
+		return fmt.Errorf("customer %q: %w", c.ID, ErrConflict)
+	}
+	if err != nil {
+		return err
+	}
+	for _, a := range c.AltIDs {
+		if _, err := tx.Exec(ctx, `insert into customer_alt_ids (tenant_id, environment_id, alt_id, customer_id) values ($1, $2, $3, $4)`,
+			tenantID, envID, a, c.ID); err != nil {
+			if isUniqueViolation(err) {
+				return &AltIDConflictError{Field: "alt_ids", Name: a, Owner: "another customer"}
+			}
+			return err
+		}
+	}
+	normalize(c)
+	return nil
+}
+
+// resolveID maps an id or alt id to the customer id; a customer's own id wins over
+// another customer's alt id (which creation forbids anyway).
+const resolveID = `(select coalesce(
+	(select id from customers where tenant_id = $1 and environment_id = $2 and id = $3),
+	(select customer_id from customer_alt_ids where tenant_id = $1 and environment_id = $2 and alt_id = $3)))`
+
+// GetCustomer loads a customer by id or alt id, with its live overrides and its topups.
+// With forUpdate (in a transaction) the row is locked until the transaction ends.
+func GetCustomer(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, idOrAlt string, forUpdate bool) (Customer, error) {
+	q := `select ` + customerColumns + ` from customers where tenant_id = $1 and environment_id = $2 and id = ` + resolveID
+	if forUpdate {
+		q += ` for update`
+	}
+	c, err := scanCustomer(db.QueryRow(ctx, q, tenantID, envID, idOrAlt))
+	if err != nil {
+		return Customer{}, notFound(err, "customer")
+	}
+	list := []Customer{c}
+	if err := loadChildren(ctx, db, tenantID, envID, list); err != nil {
+		return Customer{}, err
+	}
+	return list[0], nil
+}
+
+// ListCustomers pages an environment's customers by id, after the exclusive cursor
+// after ("" = from the start).
+func ListCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, after string, limit int) ([]Customer, error) {
+	rows, err := db.Query(ctx, `select `+customerColumns+` from customers
+		where tenant_id = $1 and environment_id = $2 and id > $3 order by id limit $4`,
+		tenantID, envID, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := []Customer{}
+	for rows.Next() {
+		c, err := scanCustomer(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if err := loadChildren(ctx, db, tenantID, envID, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// loadChildren fills the live overrides and the topups of customers, in two queries.
+func loadChildren(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, cs []Customer) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(cs))
+	at := make(map[string]int, len(cs))
+	for i := range cs {
+		ids[i] = cs[i].ID
+		at[cs[i].ID] = i
+	}
+	rows, err := db.Query(ctx, `select customer_id, entitlement, spec from customer_overrides
+		where tenant_id = $1 and environment_id = $2 and customer_id = any($3)
+		and (expires_at is null or expires_at > now()) order by customer_id, entitlement`, tenantID, envID, ids)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var cid, ent string
+		var spec json.RawMessage
+		if err := rows.Scan(&cid, &ent, &spec); err != nil {
+			rows.Close()
+			return err
+		}
+		cs[at[cid]].Overrides[ent] = spec
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = db.Query(ctx, `select customer_id, id, topup, grant_id, credit, value::text, price::text, currency, applied_at, applied_by
+		from customer_topups where tenant_id = $1 and environment_id = $2 and customer_id = any($3)
+		order by customer_id, applied_at, id`, tenantID, envID, ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var cid string
+		t, err := scanTopup(rows, &cid)
+		if err != nil {
+			return err
+		}
+		cs[at[cid]].Topups = append(cs[at[cid]].Topups, t)
+	}
+	return rows.Err()
+}
+
+func scanTopup(row pgx.Row, customerID *string) (CustomerTopup, error) {
+	var t CustomerTopup
+	var value string
+	var price *string
+	if err := row.Scan(customerID, &t.ID, &t.Topup, &t.GrantID, &t.Credit, &value, &price, &t.Currency, &t.AppliedAt, &t.AppliedBy); err != nil {
+		return CustomerTopup{}, err
+	}
+	t.Value = json.Number(value)
+	if price != nil {
+		t.Price = json.Number(*price)
+	}
+	t.AppliedAt = t.AppliedAt.UTC()
+	return t, nil
+}
+
+// CustomerProfiles loads the plan-resolution fields of the given customers (by id only,
+// as refs name ids), keyed by id; unknown ids are absent.
+func CustomerProfiles(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, ids []string) (map[string]CustomerProfile, error) {
+	out := map[string]CustomerProfile{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := db.Query(ctx, `select id, plan, type, refs from customers where tenant_id = $1 and environment_id = $2 and id = any($3)`,
+		tenantID, envID, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p CustomerProfile
+		if err := rows.Scan(&p.ID, &p.Plan, &p.Type, &p.Refs); err != nil {
+			return nil, err
+		}
+		out[p.ID] = p
+	}
+	return out, rows.Err()
+}
+
+// UpdateCustomer writes a customer's profile fields (plan, type, label, refs, metadata,
+// timezone, billing anchor; not alt ids), bumps its revision and sets c.Revision and
+// c.UpdatedAt.
+func UpdateCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, c *Customer) error {
+	normalize(c)
+	err := tx.QueryRow(ctx, `update customers set plan = $4, type = $5, label = $6, refs = $7, metadata = $8, timezone = $9,
+		billing_anchor = $10, revision = revision + 1, updated_at = now()
+		where tenant_id = $1 and environment_id = $2 and id = $3 returning revision, updated_at`,
+		tenantID, envID, c.ID, c.Plan, c.Type, c.Label, c.Refs, []byte(c.Metadata), c.Timezone, c.BillingAnchor).
+		Scan(&c.Revision, &c.UpdatedAt)
+	c.UpdatedAt = c.UpdatedAt.UTC()
+	return notFound(err, "customer")
+}
+
+// TouchCustomer bumps a customer's revision after a change to its overrides or topups.
+func TouchCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, id string) (int64, time.Time, error) {
+	var rev int64
+	var at time.Time
+	err := tx.QueryRow(ctx, `update customers set revision = revision + 1, updated_at = now()
+		where tenant_id = $1 and environment_id = $2 and id = $3 returning revision, updated_at`,
+		tenantID, envID, id).Scan(&rev, &at)
+	return rev, at.UTC(), notFound(err, "customer")
+}
+
+// DeleteCustomer removes a customer; its alt ids, overrides and topups go with it.
+func DeleteCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, id string) error {
+	tag, err := tx.Exec(ctx, `delete from customers where tenant_id = $1 and environment_id = $2 and id = $3`, tenantID, envID, id)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("customer %q: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// GetOverride loads a customer's override for an entitlement, expired or not.
+func GetOverride(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, customerID, ent string) (CustomerOverride, error) {
+	o := CustomerOverride{Entitlement: ent}
+	err := db.QueryRow(ctx, `select spec, expires_at, created_at, created_by from customer_overrides
+		where tenant_id = $1 and environment_id = $2 and customer_id = $3 and entitlement = $4`,
+		tenantID, envID, customerID, ent).Scan(&o.Spec, &o.ExpiresAt, &o.CreatedAt, &o.CreatedBy)
+	return o, notFound(err, "override")
+}
+
+// PutOverride sets (or replaces) a customer's override for an entitlement.
+func PutOverride(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, customerID string, o CustomerOverride) error {
+	_, err := tx.Exec(ctx, `insert into customer_overrides (tenant_id, environment_id, customer_id, entitlement, spec, expires_at, created_by)
+		values ($1, $2, $3, $4, $5, $6, $7)
+		on conflict (tenant_id, environment_id, customer_id, entitlement)
+		do update set spec = excluded.spec, expires_at = excluded.expires_at, created_at = now(), created_by = excluded.created_by`,
+		tenantID, envID, customerID, o.Entitlement, []byte(o.Spec), o.ExpiresAt, o.CreatedBy)
+	return err
+}
+
+// DeleteOverride removes a customer's override; ErrNotFound when there is none.
+func DeleteOverride(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, customerID, ent string) error {
+	tag, err := tx.Exec(ctx, `delete from customer_overrides where tenant_id = $1 and environment_id = $2 and customer_id = $3 and entitlement = $4`,
+		tenantID, envID, customerID, ent)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("override %q: %w", ent, ErrNotFound)
+	}
+	return nil
+}
+
+// InsertTopup records a topup applied to a customer; t.ID and t.AppliedAt are filled in.
+// Value and Price must be decimal strings (Price may be empty for no price).
+func InsertTopup(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, customerID string, t *CustomerTopup) error {
+	if t.ID == uuid.Nil {
+		t.ID = uuid.New()
+	}
+	if t.Currency == "" {
+		t.Currency = "usd"
+	}
+	var price *string
+	if t.Price != "" {
+		p := t.Price.String()
+		price = &p
+	}
+	var value string
+	err := tx.QueryRow(ctx, `insert into customer_topups (id, tenant_id, environment_id, customer_id, topup, grant_id, credit, value, price, currency, applied_by)
+		values ($1, $2, $3, $4, $5, $6, $7, cast($8::text as numeric), cast($9::text as numeric), $10, $11)
+		returning applied_at, value::text, price::text`,
+		t.ID, tenantID, envID, customerID, t.Topup, t.GrantID, t.Credit, t.Value.String(), price, t.Currency, t.AppliedBy).
+		Scan(&t.AppliedAt, &value, &price)
+	if err != nil {
+		return err
+	}
+	t.AppliedAt = t.AppliedAt.UTC()
+	t.Value = json.Number(value)
+	t.Price = ""
+	if price != nil {
+		t.Price = json.Number(*price)
+	}
+	return nil
+}

@@ -1,0 +1,13 @@
+drop table if exists idempotency_keys;
+drop table if exists change_feed;
+drop table if exists audit_log;
+drop table if exists customer_topups;
+drop table if exists customer_overrides;
+drop table if exists customer_alt_ids;
+drop table if exists customers;
+drop table if exists environment_policies;
+drop table if exists policy_publications;
+drop table if exists policy_versions;
+drop table if exists api_keys;
+drop table if exists environments;
+drop table if exists tenants;
