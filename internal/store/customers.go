@@ -122,7 +122,7 @@ func normalize(c *Customer) {
 func LockCustomerNames(ctx context.Context, tx DBTX, envID uuid.UUID, names ...string) error {
 	keys := make([]string, 0, len(names))
 	for _, n := range names {
-		keys = append(keys, envID.String()+"\x00"+n)
+		keys = append(keys, envID.String()+":"+n)
 	}
 	sort.Strings(keys)
 	keys = slices.Compact(keys)

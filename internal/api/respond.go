@@ -1,0 +1,159 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+
+	"github.com/limitr/limitr/internal/httpx/problem"
+	"github.com/limitr/limitr/internal/httpx/requestlog"
+	"github.com/limitr/limitr/internal/store"
+)
+
+// maxIDLength bounds ids in paths and bodies.
+const maxIDLength = 256
+
+// bindJSON decodes a JSON body strictly: unknown fields, wrong types and trailing data
+// are 400s that name the field.
+func bindJSON(c echo.Context, dst any) error {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit))
+		}
+		return problem.New(http.StatusBadRequest, "could not read the request body")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return problem.New(http.StatusBadRequest, "request body is empty: send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonProblem(err)
+	}
+	if dec.More() {
+		return problem.New(http.StatusBadRequest, "request body has data after the JSON object")
+	}
+	return nil
+}
+
+func jsonProblem(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return problem.New(http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, err))
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "(body)"
+		}
+		return problem.Validation("a field has the wrong type", []problem.FieldError{{Path: field, Message: fmt.Sprintf("must be %s, got %s", typ.Type, typ.Value)}})
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return problem.Validation("the body has an unknown field", []problem.FieldError{{Path: name, Message: "unknown field"}})
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return problem.New(http.StatusBadRequest, "malformed JSON: the body ends early")
+	}
+	return problem.New(http.StatusBadRequest, "malformed JSON: "+err.Error())
+}
+
+// validID checks a caller-chosen id (customer ids, entitlement names).
+func validID(field, id string) *problem.FieldError {
+	switch {
+	case id == "":
+		return &problem.FieldError{Path: field, Message: "is required"}
+	case len(id) > maxIDLength:
+		return &problem.FieldError{Path: field, Message: fmt.Sprintf("is longer than %d bytes", maxIDLength)}
+	case strings.ContainsAny(id, "\x00\r\n\t/"):
+		return &problem.FieldError{Path: field, Message: "must not contain control characters or '/'"}
+	}
+	return nil
+}
+
+// environment resolves an environment by name for the principal: admin keys reach every
+// environment of their tenant; SDK keys only their own.
+func (s *Server) environment(c echo.Context, name string) (store.Environment, error) {
+	p := principal(c)
+	if fe := validID("environment", name); fe != nil {
+		return store.Environment{}, problem.New(http.StatusNotFound, "no such environment")
+	}
+	if !p.IsAdmin() && p.Environment != name {
+		return store.Environment{}, problem.New(http.StatusForbidden, fmt.Sprintf("this SDK key is bound to environment %q", p.Environment))
+	}
+	env, err := store.EnvironmentByName(c.Request().Context(), s.pool, p.TenantID, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Environment{}, problem.New(http.StatusNotFound, fmt.Sprintf("no environment %q", name))
+	}
+	if err != nil {
+		return store.Environment{}, s.unavailable(err)
+	}
+	return env, nil
+}
+
+// audit records a mutating call in the caller's transaction.
+func (s *Server) audit(c echo.Context, tx pgx.Tx, env *uuid.UUID, action, resource, id string, before, after any) error {
+	p := principal(c)
+	e := store.AuditEntry{TenantID: p.TenantID, EnvironmentID: env, Action: action, Resource: resource, ResourceID: id,
+		RequestID: requestlog.RequestID(c.Request().Context())}
+	kid := p.KeyID
+	e.ActorKeyID = &kid
+	return store.RecordAudit(c.Request().Context(), tx, e, before, after)
+}
+
+// unavailable maps a database failure: 503 while Postgres is unreachable (the caller may
+// retry), 500 otherwise. The detail never leaks internals.
+func (s *Server) unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	var p *problem.Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	if isConnError(err) {
+		pr := problem.New(http.StatusServiceUnavailable, "the database is unavailable; retry shortly")
+		pr.RetryAfter = 1e9
+		return pr
+	}
+	return err
+}
+
+func isConnError(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"connection refused", "failed to connect", "conn closed", "broken pipe", "connection reset", "no such host", "timeout", "the database system is"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// page reads ?limit= (1..200, default 50).
+func page(c echo.Context) (int, error) {
+	limit := 50
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 200 {
+			return 0, problem.Validation("invalid query", []problem.FieldError{{Path: "limit", Message: "must be a whole number from 1 to 200"}})
+		}
+		limit = n
+	}
+	return limit, nil
+}
+
+// list is the shape of every paginated response.
+type list[T any] struct {
+	Data       []T    `json:"data"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}

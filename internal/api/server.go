@@ -1,0 +1,171 @@
+// Package api is the control plane's REST API: tenants, environments, keys, versioned
+// policies and customers, over Postgres, with Redis for fan-out and rate limits.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/limitr/limitr/internal/httpx/idempotency"
+	"github.com/limitr/limitr/internal/httpx/metrics"
+	"github.com/limitr/limitr/internal/httpx/problem"
+	"github.com/limitr/limitr/internal/httpx/ratelimit"
+	"github.com/limitr/limitr/internal/httpx/requestlog"
+	"github.com/limitr/limitr/internal/platform/bus"
+	"github.com/limitr/limitr/internal/store"
+)
+
+// Config is the server's tunables; zero values take the defaults.
+type Config struct {
+	// OperatorToken authorises POST /v1/tenants; empty disables it.
+	OperatorToken string
+	// MaxBodyBytes bounds request bodies (default 1 MiB).
+	MaxBodyBytes int64
+	// RateLimit is requests per RatePer per API key (default 6000 per minute), with RateBurst.
+	RateLimit int
+	RatePer   time.Duration
+	RateBurst int
+	// KeyCacheTTL bounds how long a key lookup is trusted without Postgres; revocations
+	// are also broadcast, so this only matters when the broadcast is lost (default 2s).
+	KeyCacheTTL time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.RateLimit <= 0 {
+		c.RateLimit = 6000
+	}
+	if c.RatePer <= 0 {
+		c.RatePer = time.Minute
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = c.RateLimit / 10
+		if c.RateBurst < 50 {
+			c.RateBurst = 50
+		}
+	}
+	if c.KeyCacheTTL <= 0 {
+		c.KeyCacheTTL = 2 * time.Second
+	}
+}
+
+// Deps are the server's connections. Redis may be nil: fan-out and rate limits then
+// stay in-process, which is right for a single node.
+type Deps struct {
+	Pool     *pgxpool.Pool
+	Redis    redis.UniversalClient
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// Server serves the API.
+type Server struct {
+	cfg     Config
+	pool    *pgxpool.Pool
+	store   *store.Store
+	logger  *slog.Logger
+	bus     bus.Bus
+	echo    *echo.Echo
+	keys    *keyCache
+	metrics *metrics.Metrics
+	reg     *prometheus.Registry
+	limiter ratelimit.Limiter
+	ctx     context.Context
+	cancel  context.CancelFunc
+	// policyCache holds compiled policy versions by id.
+	policyCache *compiledCache
+}
+
+// New builds a server. Call Close when done.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Pool == nil {
+		return nil, errors.New("api: a Postgres pool is required")
+	}
+	cfg.defaults()
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg: cfg, pool: deps.Pool, store: store.New(deps.Pool), logger: logger, reg: reg,
+		ctx: ctx, cancel: cancel, policyCache: newCompiledCache(64),
+	}
+	if deps.Redis != nil {
+		s.bus = bus.NewRedis(deps.Redis, logger)
+		s.limiter = ratelimit.NewRedis(deps.Redis, "limitr:rl:", cfg.RateLimit, cfg.RatePer, cfg.RateBurst)
+	} else {
+		logger.Info("api: no Redis configured: fan-out, key revocation and rate limits stay in this process (single node only)")
+		s.bus = bus.NewMemory()
+		s.limiter = ratelimit.NewMemory(cfg.RateLimit, cfg.RatePer, cfg.RateBurst)
+	}
+	s.keys = newKeyCache(cfg.KeyCacheTTL)
+	go s.keys.follow(ctx, s.bus)
+	s.metrics = metrics.New(reg)
+	s.echo = s.newEcho()
+	return s, nil
+}
+
+// Handler is the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Echo exposes the router (for tests that list routes).
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
+// Close stops background work.
+func (s *Server) Close() error {
+	s.cancel()
+	return nil
+}
+
+func (s *Server) newEcho() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = problem.ErrorHandler(s.logger)
+	e.Use(requestlog.Middleware(s.logger))
+	e.Use(s.metrics.Middleware())
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		s.logger.Error("api: panic", "err", err, "request_id", requestlog.RequestID(c.Request().Context()), "stack", string(stack))
+		return problem.New(http.StatusInternalServerError, "internal error")
+	}}))
+	e.Use(middleware.BodyLimit(fmt.Sprintf("%dB", s.cfg.MaxBodyBytes)))
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(metrics.Handler(s.reg)))
+	e.GET("/openapi.json", s.openapi)
+
+	idem := idempotency.NewPGStore(s.pool)
+	v1 := e.Group("/v1")
+	v1.POST("/tenants", s.createTenant, s.operatorOnly, idempotency.Middleware(idem, func(echo.Context) (string, string, bool) {
+		return "", "operator", true
+	}))
+
+	authed := v1.Group("", s.authenticate, s.rateLimit(), idempotency.Middleware(idem, s.idempotencyScope))
+	authed.GET("/tenant", s.getTenant, adminOnly)
+	authed.GET("/environments", s.listEnvironments, adminOnly)
+	authed.POST("/environments", s.createEnvironment, adminOnly)
+	authed.GET("/keys", s.listKeys, adminOnly)
+	authed.POST("/keys", s.createKey, adminOnly)
+	authed.DELETE("/keys/:id", s.revokeKey, adminOnly)
+	authed.GET("/audit", s.listAudit, adminOnly)
+	s.policyRoutes(authed)
+	s.customerRoutes(authed)
+	return e
+}
