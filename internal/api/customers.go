@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -25,7 +24,6 @@ import (
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/policies"
-	"github.com/limitr/limitr/internal/quantity"
 	"github.com/limitr/limitr/internal/store"
 )
 
@@ -786,7 +784,7 @@ func (s *Server) applyCustomerTopup(c echo.Context) error {
 				Message: fmt.Sprintf("%q is not a topup of the customer's plan %q", req.Topup, cust.ResolvedPlan)}})
 		}
 		kid := pr.KeyID
-		rec := store.CustomerTopup{Topup: t.Name, GrantID: newGrantID(), Credit: t.Credit.Name,
+		rec := store.CustomerTopup{Topup: t.Name, GrantID: enforcement.NewGrantID(), Credit: t.Credit.Name,
 			Value: json.Number(t.Value.String()), Currency: topupCurrency, AppliedBy: &kid}
 		switch {
 		case price != nil:
@@ -1163,116 +1161,47 @@ func parseTime(field, v string) (time.Time, *problem.FieldError) {
 	return t.UTC().Truncate(time.Microsecond), nil
 }
 
-// validateOverride checks an override against the policy exactly as the engine's
-// CreateCustomerOverride does: the named fields are laid over the plan limit, the
-// result is validated as a limit and compiled.
+// validateOverride checks an override against the policy with the engine's own
+// Compile, so the API and the SDK can never disagree on what is valid.
 func validateOverride(p *policies.Policy, ce *policies.CompiledEntitlement, o enforcement.Override) []problem.FieldError {
-	var base *policies.Limit
-	if ce.Limit != nil {
-		base = ce.Limit.Src
+	_, err := o.Compile(p, ce)
+	if err == nil {
+		return nil
 	}
-	l, fes := buildOverrideLimit(o, base)
-	if len(fes) > 0 {
+	var ve *policies.ValidationError
+	if errors.As(err, &ve) {
+		fes := make([]problem.FieldError, 0, len(ve.Problems))
+		for _, pr := range ve.Problems {
+			fes = append(fes, problem.FieldError{Path: pr.Path, Message: pr.Message})
+		}
 		return fes
 	}
-	if err := policies.ValidateLimit(p.Doc, l, ""); err != nil {
-		var ve *policies.ValidationError
-		if errors.As(err, &ve) {
-			for _, pr := range ve.Problems {
-				fes = append(fes, problem.FieldError{Path: pr.Path, Message: pr.Message})
-			}
-			return fes
-		}
-		return []problem.FieldError{{Path: "(body)", Message: err.Error()}}
-	}
-	if _, err := p.CompileLimit(l); err != nil {
-		return []problem.FieldError{{Path: "(body)", Message: err.Error()}}
-	}
-	return nil
-}
-
-// buildOverrideLimit mirrors enforcement.Override.buildLimit: only the named fields
-// change; minimum, hard_trailing, grants_apply and the governor keep the plan's values.
-func buildOverrideLimit(o enforcement.Override, base *policies.Limit) (*policies.Limit, []problem.FieldError) {
-	var l policies.Limit
-	if base != nil {
-		l = *base
-	} else {
-		l = *policies.NewLimit()
-	}
 	var fes []problem.FieldError
-	amount := func(field, s string, dst *policies.Amount) {
-		if s == "" {
-			return
-		}
-		q, err := quantity.Parse(s)
-		if err != nil {
-			fes = append(fes, problem.FieldError{Path: field, Message: err.Error()})
-			return
-		}
-		*dst = policies.Amount{Q: q, Set: true, Quoted: !q.Unit.IsZero()}
-	}
-	amount("value", o.Value, &l.Value)
-	amount("increment", o.Increment, &l.Increment)
-	amount("minimum", o.Minimum, &l.Minimum)
-	if o.Credit != "" {
-		l.Credit = o.Credit
-	}
-	if o.Mode != "" {
-		l.Mode = o.Mode
-	}
-	if o.Resets != nil {
-		l.Resets = *o.Resets
-		if !l.Resets {
-			l.ResetInc, l.ResetSch = policies.Duration{}, ""
+	for _, e := range leaves(err) {
+		var fe *enforcement.OverrideFieldError
+		if errors.As(e, &fe) {
+			fes = append(fes, problem.FieldError{Path: fe.Field, Message: fe.Err.Error()})
 		}
 	}
-	if o.ResetInc != "" {
-		d, err := quantity.ParseDuration(o.ResetInc)
-		if err != nil {
-			fes = append(fes, problem.FieldError{Path: "reset_inc", Message: err.Error()})
-		}
-		l.ResetInc = policies.Duration{D: d, Set: true, Quoted: true, Text: o.ResetInc}
-		l.ResetSch = ""
-		l.Resets = true
+	if len(fes) == 0 {
+		fes = []problem.FieldError{{Path: "(body)", Message: err.Error()}}
 	}
-	if o.ResetSch != "" {
-		l.ResetSch = o.ResetSch
-		l.ResetInc = policies.Duration{}
-		l.Resets = true
-	}
-	if l.Resets && !l.ResetInc.Set && l.ResetSch == "" {
-		l.ResetInc = policies.Duration{D: 30 * 24 * time.Hour, Set: true, Quoted: true, Text: "30days"}
-	}
-	if o.HardTrailing != nil {
-		l.HardTrailing = *o.HardTrailing
-	}
-	if o.GrantsApply != nil {
-		l.GrantsApply = *o.GrantsApply
-	}
-	if l.Mode != policies.ModeHard {
-		if o.HardTrailing == nil {
-			l.HardTrailing = false
-		}
-		l.GovernorEnabled = false
-	}
-	l.OverrideExpiresOn = o.ExpiresAt
-	return &l, fes
+	return fes
 }
 
-const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-// newGrantID returns "lgrnt_" + 14 random base62 characters, the engine's grant id form.
-func newGrantID() string {
-	out := make([]byte, 0, 14)
-	var buf [32]byte
-	for len(out) < 14 {
-		_, _ = rand.Read(buf[:])
-		for _, b := range buf {
-			if b < 248 && len(out) < 14 { // 248 = 4×62: no modulo bias
-				out = append(out, base62[int(b)%62])
-			}
+// leaves flattens an error tree built with %w and errors.Join.
+func leaves(err error) []error {
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		var out []error
+		for _, e := range u.Unwrap() {
+			out = append(out, leaves(e)...)
+		}
+		return out
+	case interface{ Unwrap() error }:
+		if _, ok := err.(*enforcement.OverrideFieldError); !ok {
+			return leaves(u.Unwrap())
 		}
 	}
-	return "lgrnt_" + string(out)
+	return []error{err}
 }

@@ -364,19 +364,27 @@ func exchange(p *policies.Policy, v num.Dec, in, out string, inOffset, outOffset
 	return p.Exchange.Convert(v, in, out, inOffset, outOffset)
 }
 
-func newGrantID() string {
+// NewGrantID returns "lgrnt_" + 14 random base62 characters, the reference engine's
+// grant id form. Bytes at or above 248 (4×62) are redrawn so every character is equally
+// likely.
+func NewGrantID() string {
 	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	var b [14]byte
-	_, _ = rand.Read(b[:])
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
+	out := make([]byte, 0, 14)
+	var buf [32]byte
+	for len(out) < 14 {
+		_, _ = rand.Read(buf[:])
+		for _, b := range buf {
+			if b < 248 && len(out) < 14 {
+				out = append(out, alphabet[int(b)%len(alphabet)])
+			}
+		}
 	}
-	return "lgrnt_" + string(b[:])
+	return "lgrnt_" + string(out)
 }
 
 func (e *Engine) newGrant(t *policies.CompiledTopup, included bool, now int64) *grant {
 	g := &grant{
-		id:        newGrantID(),
+		id:        NewGrantID(),
 		topup:     t.Name,
 		included:  included,
 		seq:       e.grantSeq.Add(1),

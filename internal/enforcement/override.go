@@ -10,6 +10,17 @@ import (
 	"github.com/limitr/limitr/internal/quantity"
 )
 
+// OverrideFieldError names the override field that is wrong.
+type OverrideFieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *OverrideFieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *OverrideFieldError) Unwrap() error { return e.Err }
+
 // buildLimit lays the override's named fields over the plan limit. Unlike the
 // reference engine, unnamed fields (minimum, hard_trailing, grants_apply, governor)
 // keep the plan's values.
@@ -27,7 +38,7 @@ func (o Override) buildLimit(base *policies.Limit) (*policies.Limit, error) {
 		}
 		q, err := quantity.Parse(s)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+			errs = append(errs, &OverrideFieldError{Field: field, Err: err})
 			return
 		}
 		*dst = policies.Amount{Q: q, Set: true, Quoted: !q.Unit.IsZero()}
@@ -50,7 +61,7 @@ func (o Override) buildLimit(base *policies.Limit) (*policies.Limit, error) {
 	if o.ResetInc != "" {
 		d, err := quantity.ParseDuration(o.ResetInc)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("reset_inc: %w", err))
+			errs = append(errs, &OverrideFieldError{Field: "reset_inc", Err: err})
 		}
 		l.ResetInc = policies.Duration{D: d, Set: true, Quoted: true, Text: o.ResetInc}
 		l.ResetSch = ""
@@ -81,7 +92,11 @@ func (o Override) buildLimit(base *policies.Limit) (*policies.Limit, error) {
 	return &l, errors.Join(errs...)
 }
 
-func (o Override) compile(p *policies.Policy, base *policies.CompiledEntitlement) (*policies.CompiledLimit, error) {
+// Compile lays the override over the entitlement's plan limit, validates the result as a
+// limit and compiles it, exactly as CreateCustomerOverride does. Errors wrap
+// ErrInvalidOverride and carry *OverrideFieldError or *policies.ValidationError values
+// that name the offending field.
+func (o Override) Compile(p *policies.Policy, base *policies.CompiledEntitlement) (*policies.CompiledLimit, error) {
 	var src *policies.Limit
 	if base.Limit != nil {
 		src = base.Limit.Src
@@ -90,7 +105,7 @@ func (o Override) compile(p *policies.Policy, base *policies.CompiledEntitlement
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOverride, err)
 	}
-	if err := policies.ValidateLimit(p.Doc, l, "override"); err != nil {
+	if err := policies.ValidateLimit(p.Doc, l, ""); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOverride, err)
 	}
 	cl, err := p.CompileLimit(l)
@@ -112,7 +127,7 @@ func (c *customer) effectiveLimit(p *policies.Policy, ce *policies.CompiledEntit
 		return ce.Limit
 	}
 	if o.policy != p {
-		cl, err := o.spec.compile(p, ce)
+		cl, err := o.spec.Compile(p, ce)
 		if err != nil {
 			// The new policy no longer supports this override (say, its credit is gone):
 			// fall back to the plan limit rather than enforcing something invalid.
@@ -139,7 +154,7 @@ func (e *Engine) CreateCustomerOverride(ctx context.Context, id, ent string, o O
 	if !o.ExpiresAt.IsZero() && !o.ExpiresAt.After(now) {
 		return fmt.Errorf("%w: expires_at: %s is not in the future", ErrInvalidOverride, o.ExpiresAt.Format(time.RFC3339))
 	}
-	cl, err := o.compile(p, res.ce)
+	cl, err := o.Compile(p, res.ce)
 	if err != nil {
 		return err
 	}

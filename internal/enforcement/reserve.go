@@ -91,7 +91,7 @@ func (e *Engine) Reserve(ctx context.Context, id, ent string, amount num.Dec, op
 		ttl = p.Doc.HoldTTL.D
 	}
 	h := hold{
-		id:       "lhold_" + strconv.FormatUint(e.holdSeq.Add(1), 36) + "_" + newGrantID()[6:12],
+		id:       "lhold_" + strconv.FormatUint(e.holdSeq.Add(1), 36) + "_" + NewGrantID()[6:12],
 		value:    amount,
 		overhead: d.overhead,
 		expires:  now.Add(ttl).UnixNano(),
