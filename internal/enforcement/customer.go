@@ -71,7 +71,8 @@ type meter struct {
 	// skips calendar maths: no reset is due while now < periodEnd.
 	periodEnd int64
 	periodOf  *policies.CompiledLimit
-	ext       *meterExt // holds, governor, history, attribution; nil until needed
+	ext       *meterExt     // holds, governor, history, attribution; nil until needed
+	pending   *pendingUsage // usage not yet drained for cloud sync
 }
 
 // meterExt is the meter state only some entitlements need.

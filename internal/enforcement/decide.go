@@ -257,6 +257,7 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if limit.Resets() && (m.periodOf != limit || nowNs >= m.periodEnd) {
 		return false, false // a period may have ended: the full path applies the reset
 	}
+
 	if limit.Credit.Int {
 		amount = amount.Trunc(0)
 	}
@@ -267,6 +268,9 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if limit.HasMinimum && next.Cmp(limit.Minimum) < 0 {
 		next = limit.Minimum
 	}
+	if e.usage != nil && (next.Cmp(limit.Value) > 0 || m.value.Cmp(limit.Value) > 0) {
+		return false, false // billable usage is priced on the full path
+	}
 	allowed = limitAllows(limit, next, m.value) || limit.Mode == policies.Soft
 	if !commit {
 		return allowed || limit.Mode != policies.Hard, true
@@ -274,9 +278,10 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if !allowed {
 		return false, true
 	}
+	cost := num.Zero
 	if !limit.Credit.OverheadCost.IsZero() && !amount.IsZero() {
-		cost, err := amount.Mul(limit.Credit.OverheadCost)
-		if err != nil {
+		var err error
+		if cost, err = amount.Mul(limit.Credit.OverheadCost); err != nil {
 			return false, false
 		}
 		total, err := m.overhead.Add(cost)
@@ -284,6 +289,10 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 			return false, false
 		}
 		m.overhead = total
+	}
+	if e.usage != nil {
+		moved, _ := next.Sub(m.value)
+		e.record(owner, m, limit.Credit.Name, moved, cost, num.Zero)
 	}
 	m.value = next
 	if m.credit != limit.Credit.Name {
@@ -588,6 +597,15 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 			x.grantCovered = c.Add(x.grantCovered, draw.applied)
 			x.topupRevenue = c.Add(x.topupRevenue, draw.topup)
 		}
+	}
+	if e.usage != nil {
+		var price num.Dec
+		if pd, ok := e.callPrice(p, d); ok {
+			price = pd
+		} else {
+			price = num.Zero
+		}
+		e.record(owner, m, d.limit.Credit.Name, c.Sub(d.newValue, d.meterValue), d.overhead, price)
 	}
 	moved := e.commitCaps(d, p, res, locked, caps, draw.applied, now, events)
 	if !events {

@@ -30,6 +30,7 @@ type Engine struct {
 	grantSeq    atomic.Uint64
 	holdSeq     atomic.Uint64
 	estimates   estimateBook
+	usage       *usageRecorder // nil unless usage is recorded for cloud sync
 }
 
 type shard struct {

@@ -315,6 +315,16 @@ func (e *Engine) capEvents(p *policies.Policy, res *resolution, d *decision, mov
 	return out
 }
 
+// callPrice is priceDiff in exact decimals, for usage sync.
+func (e *Engine) callPrice(p *policies.Policy, d *decision) (num.Dec, bool) {
+	var c num.Calc
+	l := d.limit
+	billable := num.Max(num.Zero, c.Sub(d.meterValue, l.Value))
+	after := num.Max(num.Zero, c.Sub(d.newValue, l.Value))
+	price, ok := priceUnits(p, l.Credit, c.Sub(after, billable), billable)
+	return price, ok && c.Err == nil
+}
+
 // priceDiff prices the billable units this call adds (negative when a decrement
 // moves back past the limit). Nil when the credit has no price.
 func (e *Engine) priceDiff(p *policies.Policy, l *policies.CompiledLimit, d *decision) *float64 {

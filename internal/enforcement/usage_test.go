@@ -1,0 +1,107 @@
+package enforcement
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/limitr/limitr/internal/num"
+	"github.com/limitr/limitr/internal/policies"
+	"github.com/limitr/limitr/internal/policies/doctree"
+)
+
+const usagePolicy = `{"policy": {
+  "credits": {"tok": {"overhead_cost": 0.5, "price": {"amount": 2}}},
+  "plans": {"p": {"default": true, "entitlements": {
+    "e": {"limit": {"credit": "tok", "mode": "soft", "value": 10, "resets": true, "reset_inc": "1day"}}
+  }}}}}`
+
+func newUsageEngine(t *testing.T) (*Engine, *time.Time) {
+	t.Helper()
+	p, err := policies.Load([]byte(usagePolicy), doctree.FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e, err := New(p, WithClock(func() time.Time { return now }), WithUsageRecording())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CreateCustomer(context.Background(), CustomerSpec{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	return e, &now
+}
+
+func allow(t *testing.T, e *Engine, amount string) {
+	t.Helper()
+	if ok, err := e.Allow(context.Background(), Call{Customer: "c", Entitlement: "e", Amount: num.MustParse(amount)}); !ok || err != nil {
+		t.Fatalf("allow %s: %v %v", amount, ok, err)
+	}
+}
+
+func TestUsageDeltasSumPerPeriodAndPriceOverage(t *testing.T) {
+	e, now := newUsageEngine(t)
+	ctx := context.Background()
+	allow(t, e, "4")
+	allow(t, e, "4")
+	allow(t, e, "4") // crosses the soft limit of 10 by 2: priced 2 × 2 = 4 runes
+	id, deltas := e.DrainUsage(ctx, 0)
+	if len(deltas) != 1 {
+		t.Fatalf("deltas %+v", deltas)
+	}
+	d := deltas[0]
+	if !d.Units.Equal(num.MustParse("12")) || !d.Overhead.Equal(num.MustParse("6")) || !d.Price.Equal(num.MustParse("4")) || d.Calls != 3 {
+		t.Fatalf("delta %+v", d)
+	}
+	if _, again := e.DrainUsage(ctx, 0); len(again) != 0 {
+		t.Fatalf("drained twice: %+v", again)
+	}
+	// The fleet committed 30 units, including these 12 once acknowledged.
+	e.AckUsage(id, deltas)
+	if err := e.ApplyRemoteTotals(ctx, "c", []RemoteTotal{{Entitlement: "e", Credit: "tok", PeriodStart: d.PeriodStart, Units: num.MustParse("30"), Overhead: num.MustParse("15")}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.Value(ctx, "c", "e"); !v.Equal(num.MustParse("30")) {
+		t.Fatalf("value %v", v)
+	}
+	// Usage of a period that ended before the drain keeps its own period.
+	allow(t, e, "1")
+	*now = now.Add(25 * time.Hour)
+	allow(t, e, "2")
+	_, deltas = e.DrainUsage(ctx, 0)
+	if len(deltas) != 2 || deltas[0].PeriodStart.Equal(deltas[1].PeriodStart) {
+		t.Fatalf("periods %+v", deltas)
+	}
+}
+
+func TestInflightUsageStaysInTheMeterUntilAcknowledged(t *testing.T) {
+	e, _ := newUsageEngine(t)
+	ctx := context.Background()
+	allow(t, e, "3")
+	id, deltas := e.DrainUsage(ctx, 0)
+	allow(t, e, "2")
+	// The server has nothing committed yet: the local meter keeps 3 in flight + 2 pending.
+	if err := e.ApplyRemoteTotals(ctx, "c", []RemoteTotal{{Entitlement: "e", Credit: "tok", PeriodStart: deltas[0].PeriodStart, Units: num.Zero, Overhead: num.Zero}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.Value(ctx, "c", "e"); !v.Equal(num.MustParse("5")) {
+		t.Fatalf("value %v", v)
+	}
+	e.AckUsage(id, deltas)
+	if e.PendingUsage() != 1 {
+		t.Fatalf("pending %d", e.PendingUsage())
+	}
+}
+
+func TestNoRecordingWithoutTheOption(t *testing.T) {
+	p, _ := policies.Load([]byte(usagePolicy), doctree.FormatJSON)
+	e, _ := New(p)
+	if _, err := e.CreateCustomer(context.Background(), CustomerSpec{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	allow(t, e, "1")
+	if _, d := e.DrainUsage(context.Background(), 0); d != nil {
+		t.Fatal("recorded without WithUsageRecording")
+	}
+}
