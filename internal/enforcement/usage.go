@@ -40,7 +40,7 @@ type meterRef struct {
 
 type usageKey struct {
 	customer, ent string
-	period      int64
+	period        int64
 }
 
 // usageRecorder collects usage for cloud sync. A committed call adds to its meter's
@@ -49,7 +49,7 @@ type usageKey struct {
 type usageRecorder struct {
 	mu       sync.Mutex
 	dirty    []meterRef
-	closed   []UsageDelta           // periods that ended before their usage was drained
+	closed   []UsageDelta            // periods that ended before their usage was drained
 	inflight map[usageKey]UsageDelta // drained, not yet acknowledged by the server
 	batches  map[uint64][]usageKey
 	nextID   uint64
@@ -57,7 +57,9 @@ type usageRecorder struct {
 
 // WithUsageRecording makes the engine keep usage deltas for DrainUsage.
 func WithUsageRecording() Option {
-	return func(e *Engine) { e.usage = &usageRecorder{inflight: map[usageKey]UsageDelta{}, batches: map[uint64][]usageKey{}} }
+	return func(e *Engine) {
+		e.usage = &usageRecorder{inflight: map[usageKey]UsageDelta{}, batches: map[uint64][]usageKey{}}
+	}
 }
 
 // record adds a committed call's effect to its meter. Caller holds c.mu.
