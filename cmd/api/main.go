@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,10 +48,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrateCmd(ctx, args, getenv, stdout, stderr)
 	default:
 		cfg, err := config.LoadAPI(args, getenv, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		if err != nil {
-			if !errors.Is(err, flagHelp) {
-				fmt.Fprintln(stderr, "api:", err)
-			}
+			fmt.Fprintln(stderr, "api:", err)
 			return 2
 		}
 		if err := serve(ctx, cfg, stderr, nil); err != nil {
@@ -61,8 +63,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
-var flagHelp = errors.New("flag: help requested")
-
 func migrateCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "usage: api migrate up | down [N] | version  (database from LIMITR_DATABASE_URL or --database-url)")
@@ -70,7 +70,7 @@ func migrateCmd(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	sub, rest := args[0], args[1:]
 	n := 0
-	if sub == "down" && len(rest) > 0 && rest[0][0] != '-' {
+	if sub == "down" && len(rest) > 0 && rest[0] != "" && rest[0][0] != '-' {
 		var err error
 		if n, err = strconv.Atoi(rest[0]); err != nil || n < 0 {
 			fmt.Fprintf(stderr, "api migrate down: %q is not a number of migrations\n", rest[0])
