@@ -163,6 +163,9 @@ func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- s
 		return err
 	}
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// Push streams never end on their own: closing the server ends them, so Shutdown
+	// only waits for ordinary requests.
+	httpSrv.RegisterOnShutdown(func() { _ = srv.Close() })
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
 	logger.Info("api: listening", "addr", ln.Addr().String(), "redis", cfg.RedisURL != "")

@@ -1155,10 +1155,11 @@ func parseTime(field, v string) (time.Time, *problem.FieldError) {
 	if err != nil {
 		return time.Time{}, &problem.FieldError{Path: field, Message: fmt.Sprintf("must be an RFC 3339 timestamp such as 2025-01-31T00:00:00Z, got %q", v)}
 	}
+	t = t.UTC()
 	if t.Year() < 1 || t.Year() > 9999 {
 		return time.Time{}, &problem.FieldError{Path: field, Message: "is out of range"}
 	}
-	return t.UTC().Truncate(time.Microsecond), nil
+	return t.Truncate(time.Microsecond), nil
 }
 
 // validateOverride checks an override against the policy with the engine's own

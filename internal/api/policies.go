@@ -22,6 +22,7 @@ import (
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // Policy endpoints.
@@ -129,18 +130,6 @@ func requestFormat(c echo.Context) (doctree.Format, error) {
 		"send the policy as application/json, application/yaml or application/toml, or name its format with ?format=")
 }
 
-func readBody(c echo.Context) ([]byte, error) {
-	body, err := io.ReadAll(c.Request().Body)
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit))
-		}
-		return nil, problem.New(http.StatusBadRequest, "could not read the request body")
-	}
-	return body, nil
-}
-
 // policyProblem turns the engine's validation error into a 422 listing every problem.
 func policyProblem(err error) error {
 	var ve *policies.ValidationError
@@ -171,7 +160,7 @@ func (s *Server) createPolicy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := readBody(c)
+	body, err := readAll(c)
 	if err != nil {
 		return err
 	}
@@ -192,6 +181,10 @@ func (s *Server) createPolicy(c echo.Context) error {
 	canonical, err := doctree.Encode(policies.Tree(doc), doctree.FormatJSON)
 	if err != nil {
 		return fmt.Errorf("api: canonical policy: %w", err)
+	}
+	if bytes.Contains(canonical, []byte(`\u0000`)) {
+		// Postgres cannot store NUL in text or jsonb; no real policy needs one.
+		return problem.Validation("the policy is invalid", []problem.FieldError{{Path: "(document)", Message: "strings must not contain NUL characters"}}).WithType("invalid-policy")
 	}
 	p := principal(c)
 	ctx := c.Request().Context()
@@ -390,7 +383,7 @@ func (s *Server) rollbackPolicy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := readBody(c)
+	body, err := readAll(c)
 	if err != nil {
 		return err
 	}
@@ -553,6 +546,7 @@ func (s *Server) serveActivePolicy(c echo.Context, name string) error {
 	}
 	h := c.Response().Header()
 	h.Set(echo.HeaderCacheControl, "private, no-cache")
+	h.Set(wire.HeaderEnv, name)
 	if inm := c.Request().Header.Get("If-None-Match"); inm != "" && etagMatches(inm, a.Hash) {
 		h.Set("ETag", strconv.Quote(a.Hash))
 		h.Set(HeaderPolicyVersion, strconv.Itoa(a.Number))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -22,19 +23,41 @@ import (
 // maxIDLength bounds ids in paths and bodies.
 const maxIDLength = 256
 
-// bindJSON decodes a JSON body strictly: unknown fields, wrong types and trailing data
-// are 400s that name the field.
-func bindJSON(c echo.Context, dst any) error {
+// readAll reads the request body, mapping both ways a body can be too large (the
+// http.MaxBytesReader error, and echo's BodyLimit error when there is no Content-Length)
+// to 413.
+func readAll(c echo.Context) ([]byte, error) {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit))
+		var he *echo.HTTPError
+		switch {
+		case errors.As(err, &tooLarge):
+			return nil, problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit))
+		case errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge:
+			return nil, problem.New(http.StatusRequestEntityTooLarge, "request body is larger than the server accepts")
 		}
-		return problem.New(http.StatusBadRequest, "could not read the request body")
+		return nil, problem.New(http.StatusBadRequest, "could not read the request body")
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
+	if !utf8.Valid(body) {
+		return nil, problem.New(http.StatusBadRequest, "request body is not valid UTF-8")
+	}
+	return body, nil
+}
+
+// bindJSON decodes a JSON object body strictly: unknown fields, wrong types and trailing
+// data are errors that name the field.
+func bindJSON(c echo.Context, dst any) error {
+	body, err := readAll(c)
+	if err != nil {
+		return err
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
 		return problem.New(http.StatusBadRequest, "request body is empty: send a JSON object")
+	}
+	if trimmed[0] != '{' {
+		return problem.New(http.StatusBadRequest, "request body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

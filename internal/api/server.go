@@ -86,6 +86,8 @@ type Server struct {
 	cancel  context.CancelFunc
 	// policyCache holds compiled policy versions by id.
 	policyCache *compiledCache
+	// sync is the cloud-sync machinery (sync.go).
+	sync *syncState
 }
 
 // New builds a server. Call Close when done.
@@ -167,5 +169,6 @@ func (s *Server) newEcho() *echo.Echo {
 	authed.GET("/audit", s.listAudit, adminOnly)
 	s.policyRoutes(authed)
 	s.customerRoutes(authed)
+	s.syncRoutes(authed)
 	return e
 }

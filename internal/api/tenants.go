@@ -28,8 +28,8 @@ func (s *Server) createTenant(c echo.Context) error {
 	if !store.ValidSlug(req.Slug) {
 		return problem.Validation("invalid tenant", []problem.FieldError{{Path: "slug", Message: "use 1-63 lowercase letters, digits and dashes, starting with a letter or digit"}})
 	}
-	if len(req.Name) > 200 {
-		return problem.Validation("invalid tenant", []problem.FieldError{{Path: "name", Message: "is longer than 200 bytes"}})
+	if fe := checkText("name", req.Name, 200); fe != nil {
+		return problem.Validation("invalid tenant", []problem.FieldError{*fe})
 	}
 	out, err := s.store.Bootstrap(c.Request().Context(), req.Slug, req.Name, requestlog.RequestID(c.Request().Context()))
 	if errors.Is(err, store.ErrConflict) {
@@ -124,8 +124,8 @@ func (s *Server) createKey(c echo.Context) error {
 	default:
 		errs = append(errs, problem.FieldError{Path: "kind", Message: `must be "admin" or "sdk"`})
 	}
-	if len(req.Name) > 200 {
-		errs = append(errs, problem.FieldError{Path: "name", Message: "is longer than 200 bytes"})
+	if fe := checkText("name", req.Name, 200); fe != nil {
+		errs = append(errs, *fe)
 	}
 	if len(errs) > 0 {
 		return problem.Validation("invalid key", errs)

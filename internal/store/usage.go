@@ -1,0 +1,250 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/limitr/limitr/internal/num"
+)
+
+// Usage synced from SDK instances (migrations/0002_usage.up.sql). A batch is keyed by
+// (tenant, environment, instance id, sequence) and committed at most once: its row in
+// usage_batches, its deltas and its audit events go in together, in the caller's
+// transaction, or not at all.
+
+// UsageBatch is a validated batch, ready to commit. Customer ids are canonical (alt
+// ids already resolved).
+type UsageBatch struct {
+	TenantID      uuid.UUID
+	EnvironmentID uuid.UUID
+	InstanceID    string
+	Sequence      int64
+	PolicyVersion int
+	SentAt        *time.Time
+	Deltas        []UsageDelta
+	Events        []UsageEvent
+}
+
+// UsageDelta is one meter's usage in one period, as the SDK summed it.
+type UsageDelta struct {
+	CustomerID  string
+	Entitlement string
+	Credit      string
+	PeriodStart time.Time
+	Units       num.Dec
+	Overhead    num.Dec
+	Price       num.Dec
+	Calls       int64
+}
+
+// UsageEvent is one raw call, sent in audit mode.
+type UsageEvent struct {
+	EventID     string
+	CustomerID  string
+	CallerID    string
+	Entitlement string
+	Units       num.Dec
+	Overhead    num.Dec
+	Allowed     bool
+	At          time.Time
+}
+
+var usageDeltaColumns = []string{"tenant_id", "environment_id", "instance_id", "sequence", "customer_id",
+	"entitlement", "credit", "period_start", "units", "overhead", "price", "calls"}
+
+var usageEventColumns = []string{"tenant_id", "environment_id", "instance_id", "event_id", "customer_id",
+	"caller_id", "entitlement", "units", "overhead", "allowed", "at"}
+
+// InsertUsageBatch commits a batch in tx: the usage_batches row first (ON CONFLICT DO
+// NOTHING on its key), then, only if that row is new, the deltas and events by COPY
+// into the partitioned parents. duplicate is true when the batch was committed
+// before: nothing is written then. received_at defaults to now(), the transaction's
+// start, so a batch's rows share one arrival time.
+func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate bool, err error) {
+	var inserted bool
+	err = tx.QueryRow(ctx, `insert into usage_batches (tenant_id, environment_id, instance_id, sequence, deltas, events, policy_version, sent_at)
+		values ($1, $2, $3, $4, $5, $6, $7, $8)
+		on conflict (tenant_id, environment_id, instance_id, sequence) do nothing
+		returning true`,
+		b.TenantID, b.EnvironmentID, b.InstanceID, b.Sequence, len(b.Deltas), len(b.Events), b.PolicyVersion, b.SentAt).Scan(&inserted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: insert usage batch: %w", err)
+	}
+	if len(b.Deltas) > 0 {
+		i := 0
+		n, err := tx.CopyFrom(ctx, pgx.Identifier{"usage_deltas"}, usageDeltaColumns, pgx.CopyFromFunc(func() ([]any, error) {
+			if i >= len(b.Deltas) {
+				return nil, nil
+			}
+			d := &b.Deltas[i]
+			i++
+			return []any{b.TenantID, b.EnvironmentID, b.InstanceID, b.Sequence, d.CustomerID, d.Entitlement, d.Credit,
+				d.PeriodStart, pgNumeric(d.Units), pgNumeric(d.Overhead), pgNumeric(d.Price), d.Calls}, nil
+		}))
+		if err != nil {
+			return false, fmt.Errorf("store: copy usage deltas: %w", err)
+		}
+		if n != int64(len(b.Deltas)) {
+			return false, fmt.Errorf("store: copy usage deltas: wrote %d of %d rows", n, len(b.Deltas))
+		}
+	}
+	if len(b.Events) > 0 {
+		i := 0
+		n, err := tx.CopyFrom(ctx, pgx.Identifier{"usage_events"}, usageEventColumns, pgx.CopyFromFunc(func() ([]any, error) {
+			if i >= len(b.Events) {
+				return nil, nil
+			}
+			e := &b.Events[i]
+			i++
+			return []any{b.TenantID, b.EnvironmentID, b.InstanceID, e.EventID, e.CustomerID, e.CallerID, e.Entitlement,
+				pgNumeric(e.Units), pgNumeric(e.Overhead), e.Allowed, e.At}, nil
+		}))
+		if err != nil {
+			return false, fmt.Errorf("store: copy usage events: %w", err)
+		}
+		if n != int64(len(b.Events)) {
+			return false, fmt.Errorf("store: copy usage events: wrote %d of %d rows", n, len(b.Events))
+		}
+	}
+	return false, nil
+}
+
+// pgNumeric converts an exact decimal for the binary COPY protocol.
+func pgNumeric(d num.Dec) pgtype.Numeric {
+	i := new(big.Int).SetUint64(d.Coef())
+	if d.IsNeg() {
+		i.Neg(i)
+	}
+	return pgtype.Numeric{Int: i, Exp: -int32(d.Scale()), Valid: true}
+}
+
+// UsageBatchCommitted reports whether a batch key was already committed.
+func UsageBatchCommitted(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, instanceID string, sequence int64) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `select exists (select 1 from usage_batches
+		where tenant_id = $1 and environment_id = $2 and instance_id = $3 and sequence = $4)`,
+		tenantID, envID, instanceID, sequence).Scan(&ok)
+	return ok, err
+}
+
+// UsageCustomer is what validating usage needs of a customer named in a batch.
+type UsageCustomer struct {
+	ID        string // canonical id (the name may be an alt id)
+	CreatedAt time.Time
+}
+
+// ResolveUsageCustomers looks up the distinct customer names of a batch, ids or alt
+// ids, in one query, and returns the ones that exist in the environment, keyed by the
+// name as given (ids and alt ids share one namespace per environment). Names absent
+// from the result are unknown in this tenant's environment, whatever another tenant
+// or environment has.
+func ResolveUsageCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, names []string) (map[string]UsageCustomer, error) {
+	out := make(map[string]UsageCustomer, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	rows, err := db.Query(ctx, `select n.name, c.id, c.created_at
+		from unnest($3::text[]) as n(name)
+		left join customer_alt_ids a on a.tenant_id = $1 and a.environment_id = $2 and a.alt_id = n.name
+		join customers c on c.tenant_id = $1 and c.environment_id = $2 and c.id = coalesce(a.customer_id, n.name)`,
+		tenantID, envID, names)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var c UsageCustomer
+		if err := rows.Scan(&name, &c.ID, &c.CreatedAt); err != nil {
+			return nil, err
+		}
+		out[name] = c
+	}
+	return out, rows.Err()
+}
+
+// MeterTotal is the committed usage of one meter in one period: its aggregate plus
+// the deltas the worker has not folded in yet. Numbers are exact decimal strings.
+type MeterTotal struct {
+	Entitlement string
+	Credit      string
+	PeriodStart time.Time
+	Units       string
+	Overhead    string
+	Price       string
+	Calls       int64
+}
+
+// CommittedTotals returns a customer's committed usage per (entitlement, period):
+// meter_aggregates plus the not-yet-aggregated usage_deltas, in one statement (one
+// snapshot, so a worker committing meanwhile cannot make a delta count twice or not
+// at all). At most periodsPerMeter periods per entitlement, newest first; entitlements
+// in name order.
+func CommittedTotals(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, customerID string, periodsPerMeter int) ([]MeterTotal, error) {
+	if periodsPerMeter <= 0 {
+		periodsPerMeter = 2
+	}
+	rows, err := db.Query(ctx, `with m as (
+			select entitlement, period_start, credit, units, overhead, price, calls from meter_aggregates
+			where tenant_id = $1 and environment_id = $2 and customer_id = $3
+			union all
+			select entitlement, period_start, credit, units, overhead, price, calls from usage_deltas
+			where tenant_id = $1 and environment_id = $2 and customer_id = $3 and aggregated_at is null
+		), t as (
+			select entitlement, period_start, max(credit) as credit, sum(units) as units, sum(overhead) as overhead,
+				sum(price) as price, sum(calls)::bigint as calls,
+				row_number() over (partition by entitlement order by period_start desc) as rn
+			from m group by entitlement, period_start
+		)
+		select entitlement, period_start, credit, units::text, overhead::text, price::text, calls
+		from t where rn <= $4 order by entitlement, period_start desc`,
+		tenantID, envID, customerID, periodsPerMeter)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []MeterTotal{}
+	for rows.Next() {
+		var t MeterTotal
+		if err := rows.Scan(&t.Entitlement, &t.PeriodStart, &t.Credit, &t.Units, &t.Overhead, &t.Price, &t.Calls); err != nil {
+			return nil, err
+		}
+		t.PeriodStart = t.PeriodStart.UTC()
+		t.Units, t.Overhead, t.Price = trimDecimal(t.Units), trimDecimal(t.Overhead), trimDecimal(t.Price)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// trimDecimal drops the trailing fractional zeros Postgres keeps from the inputs'
+// scales ("12.500" → "12.5", "3.000" → "3"); the value is unchanged.
+func trimDecimal(s string) string {
+	if !strings.Contains(s, ".") {
+		return s
+	}
+	s = strings.TrimRight(s, "0")
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || s == "-" {
+		return "0"
+	}
+	return s
+}
+
+// LatestChangeID is the id of an environment's newest change-feed entry (0: none).
+func LatestChangeID(ctx context.Context, db DBTX, tenantID, envID uuid.UUID) (int64, error) {
+	var id int64
+	err := db.QueryRow(ctx, `select coalesce(max(id), 0) from change_feed where tenant_id = $1 and environment_id = $2`,
+		tenantID, envID).Scan(&id)
+	return id, err
+}
