@@ -44,6 +44,7 @@ func commandList() []command {
 	return []command{
 		{"validate", "FILE...", "check policy documents and list every problem with its path", runValidate},
 		{"test", "[-q] [-run REGEXP] PATH...", "run scenario files, or every *.yaml/*.yml under directories", runTest},
+		{"dev", "[--addr ADDR] [--database-url URL] [--operator-token TOKEN]", "run the API and the worker in one process, for development", runDev},
 		{"admin", "bootstrap --tenant SLUG [--name NAME] [--database-url URL]", "create a tenant with its environments and first admin key", runAdmin},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show this help", runHelp},

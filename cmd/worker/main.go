@@ -1,6 +1,8 @@
-// Command worker runs the control plane's background jobs. Today: purging idempotency
-// keys past their 24-hour window. Jobs claim work through Postgres, so any number of
-// workers can run side by side.
+// Command worker runs the control plane's background jobs: folding committed usage into
+// per-customer meters (woken through Redis, polling without it), keeping the usage
+// tables' daily partitions ahead of the clock, and purging idempotency keys past their
+// 24-hour window. Jobs claim work through Postgres, so any number of workers can run
+// side by side.
 package main
 
 import (
@@ -13,15 +15,20 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/limitr/limitr/internal/aggregate"
 	"github.com/limitr/limitr/internal/config"
 	"github.com/limitr/limitr/internal/httpx/idempotency"
+	"github.com/limitr/limitr/internal/partitions"
+	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
 )
 
@@ -47,6 +54,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // idempotencyWindow is how long POST replies are kept for retries.
 const idempotencyWindow = 24 * time.Hour
 
+// partitionInterval is how often daily partitions are checked; they are made two days
+// ahead, so an hour leaves ample room for retries.
+const partitionInterval = time.Hour
+
+func outcome(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
 func work(ctx context.Context, cfg config.Worker, logOut io.Writer, ready chan<- string) error {
 	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	if cfg.MigrateOnStart {
@@ -65,6 +83,24 @@ func work(ctx context.Context, cfg config.Worker, logOut io.Writer, ready chan<-
 	purged := prometheus.NewCounter(prometheus.CounterOpts{Name: "limitr_worker_idempotency_keys_purged_total", Help: "Idempotency keys removed after their window."})
 	runs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "limitr_worker_job_runs_total", Help: "Job runs by job and outcome."}, []string{"job", "outcome"})
 	reg.MustRegister(purged, runs)
+	aggMetrics := aggregate.NewMetrics(reg)
+
+	var wake bus.Bus
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("redis-url: %w", err)
+		}
+		// Redis only wakes the worker early; polling covers its absence, so fail fast.
+		opts.MaxRetries = -1
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+		rdb := redis.NewClient(opts)
+		defer rdb.Close()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			logger.Warn("worker: redis is not answering yet; polling meanwhile", "err", err)
+		}
+		wake = bus.NewRedis(rdb, logger)
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -83,10 +119,24 @@ func work(ctx context.Context, cfg config.Worker, logOut io.Writer, ready chan<-
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	logger.Info("worker: started", "metrics", ln.Addr().String(), "poll", cfg.PollInterval.String())
+	logger.Info("worker: started", "metrics", ln.Addr().String(), "poll", cfg.PollInterval.String(),
+		"batch_size", cfg.BatchSize, "redis", wake != nil)
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		_ = aggregate.New(pool, aggregate.Options{
+			BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval, Bus: wake, Logger: logger, Metrics: aggMetrics,
+		}).Run(ctx)
+	})
+	wg.Go(func() {
+		partitions.Maintain(ctx, pool, partitionInterval, logger, func(_ partitions.Result, err error) {
+			runs.WithLabelValues("ensure_partitions", outcome(err)).Inc()
+		})
+	})
 
 	store := idempotency.NewPGStore(pool)
 	// Purging is cheap and idempotent, so it runs on a slow tick rather than per wake-up.

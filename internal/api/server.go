@@ -68,6 +68,9 @@ type Deps struct {
 	Redis    redis.UniversalClient
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Bus, when set, carries fan-out instead of one built from Redis: a process that runs
+	// the API and the worker together shares one in-process bus this way.
+	Bus bus.Bus
 }
 
 // Server serves the API.
@@ -116,6 +119,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		logger.Info("api: no Redis configured: fan-out, key revocation and rate limits stay in this process (single node only)")
 		s.bus = bus.NewMemory()
 		s.limiter = ratelimit.NewMemory(cfg.RateLimit, cfg.RatePer, cfg.RateBurst)
+	}
+	if deps.Bus != nil {
+		s.bus = deps.Bus
 	}
 	s.keys = newKeyCache(cfg.KeyCacheTTL)
 	go s.keys.follow(ctx, s.bus)

@@ -81,8 +81,13 @@ func LoadAPI(args []string, getenv func(string) string, output io.Writer) (API, 
 	if err != nil {
 		return API{}, err
 	}
+	return apiFromValues(v)
+}
+
+func apiFromValues(v map[string]string) (API, error) {
 	var c API
 	var errs []error
+	var err error
 	c.Addr = v["addr"]
 	c.DatabaseURL = v["database-url"]
 	c.RedisURL = v["redis-url"]
@@ -124,6 +129,7 @@ type Worker struct {
 	RedisURL       string
 	MetricsAddr    string
 	PollInterval   time.Duration
+	BatchSize      int
 	MigrateOnStart bool
 	LogLevel       slog.Level
 }
@@ -134,6 +140,7 @@ var WorkerSettings = []Setting{
 	{"redis-url", "LIMITR_REDIS_URL", "", "Redis URL for wake-ups; empty polls"},
 	{"metrics-addr", "LIMITR_WORKER_METRICS_ADDR", ":9090", "address serving /metrics and /healthz"},
 	{"poll-interval", "LIMITR_WORKER_POLL_INTERVAL", "1s", "how often to look for work when not woken"},
+	{"batch-size", "LIMITR_WORKER_BATCH_SIZE", "5000", "usage rows folded into meters per transaction"},
 	{"migrate-on-start", "LIMITR_MIGRATE_ON_START", "true", "apply pending migrations at start (under an advisory lock)"},
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
 }
@@ -144,14 +151,22 @@ func LoadWorker(args []string, getenv func(string) string, output io.Writer) (Wo
 	if err != nil {
 		return Worker{}, err
 	}
+	return workerFromValues(v)
+}
+
+func workerFromValues(v map[string]string) (Worker, error) {
 	var c Worker
 	var errs []error
+	var err error
 	c.DatabaseURL, c.RedisURL, c.MetricsAddr = v["database-url"], v["redis-url"], v["metrics-addr"]
 	if c.DatabaseURL == "" {
 		errs = append(errs, errors.New("database-url: required (flag --database-url or LIMITR_DATABASE_URL)"))
 	}
 	if c.PollInterval, err = time.ParseDuration(v["poll-interval"]); err != nil || c.PollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("poll-interval: %q is not a positive duration", v["poll-interval"]))
+	}
+	if c.BatchSize, err = strconv.Atoi(v["batch-size"]); err != nil || c.BatchSize <= 0 || c.BatchSize > 100000 {
+		errs = append(errs, fmt.Errorf("batch-size: %q is not a number between 1 and 100000", v["batch-size"]))
 	}
 	if c.MigrateOnStart, err = strconv.ParseBool(v["migrate-on-start"]); err != nil {
 		errs = append(errs, fmt.Errorf("migrate-on-start: %q is not true or false", v["migrate-on-start"]))
@@ -160,4 +175,54 @@ func LoadWorker(args []string, getenv func(string) string, output io.Writer) (Wo
 		errs = append(errs, fmt.Errorf("log-level: %q is not debug, info, warn or error", v["log-level"]))
 	}
 	return c, errors.Join(errs...)
+}
+
+// DevSettings are the options of `limitr dev`: the API's, listening on loopback by
+// default, plus the worker's job settings. The worker's metrics are served on the API's
+// /metrics, so it has no metrics address of its own.
+var DevSettings = devSettings()
+
+func devSettings() []Setting {
+	out := make([]Setting, 0, len(APISettings)+2)
+	for _, s := range APISettings {
+		if s.Flag == "addr" {
+			s.Default = "127.0.0.1:8080"
+		}
+		out = append(out, s)
+	}
+	for _, s := range WorkerSettings {
+		if s.Flag == "poll-interval" || s.Flag == "batch-size" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// LoadDev parses `limitr dev`'s configuration into the API's and the worker's.
+func LoadDev(args []string, getenv func(string) string, output io.Writer) (API, Worker, error) {
+	v, err := Parse("dev", DevSettings, args, getenv, output)
+	if err != nil {
+		return API{}, Worker{}, err
+	}
+	a, aerr := apiFromValues(v)
+	v["metrics-addr"] = ""
+	w, werr := workerFromValues(v)
+	if werr != nil {
+		// database-url problems are reported once, by the API's validation.
+		var rest []error
+		for _, e := range unwrapJoined(werr) {
+			if !strings.HasPrefix(e.Error(), "database-url:") {
+				rest = append(rest, e)
+			}
+		}
+		werr = errors.Join(rest...)
+	}
+	return a, w, errors.Join(aerr, werr)
+}
+
+func unwrapJoined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }

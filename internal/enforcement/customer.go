@@ -520,7 +520,8 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 		case m == nil:
 			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: anchor})
 		case overwriteMeters:
-			*m = meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano()}
+			// Usage not yet synced keeps its own period; it is still owed to the server.
+			*m = meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano(), pending: m.pending}
 		}
 	}
 	np := *old

@@ -52,9 +52,17 @@ func (p *Policy) do(ctx context.Context, call enforcement.Call, commit bool, opt
 		call = *c
 	}
 	if commit {
-		return p.eng.Allow(ctx, call)
+		ok, err := p.eng.Allow(ctx, call)
+		if p.hydrated(ctx, call.Customer, err) {
+			ok, err = p.eng.Allow(ctx, call)
+		}
+		return ok, err
 	}
-	return p.eng.Check(ctx, call)
+	ok, err := p.eng.Check(ctx, call)
+	if p.hydrated(ctx, call.Customer, err) {
+		ok, err = p.eng.Check(ctx, call)
+	}
+	return ok, err
 }
 
 func amount(v float64) (num.Dec, error) {
@@ -126,7 +134,11 @@ func (p *Policy) Value(ctx context.Context, customer, entitlement string) (float
 	if err := p.open(); err != nil {
 		return 0, err
 	}
-	return float(p.eng.Value(ctx, customer, entitlement))
+	v, err := p.eng.Value(ctx, customer, entitlement)
+	if p.hydrated(ctx, customer, err) {
+		v, err = p.eng.Value(ctx, customer, entitlement)
+	}
+	return float(v, err)
 }
 
 // ValuePercent returns the share of the limit used, in percent.
@@ -134,7 +146,11 @@ func (p *Policy) ValuePercent(ctx context.Context, customer, entitlement string)
 	if err := p.open(); err != nil {
 		return 0, err
 	}
-	return float(p.eng.ValuePercent(ctx, customer, entitlement))
+	v, err := p.eng.ValuePercent(ctx, customer, entitlement)
+	if p.hydrated(ctx, customer, err) {
+		v, err = p.eng.ValuePercent(ctx, customer, entitlement)
+	}
+	return float(v, err)
 }
 
 // Remaining returns what is left of the limit this period (negative past a soft
@@ -143,7 +159,11 @@ func (p *Policy) Remaining(ctx context.Context, customer, entitlement string) (f
 	if err := p.open(); err != nil {
 		return 0, err
 	}
-	return float(p.eng.Remaining(ctx, customer, entitlement))
+	v, err := p.eng.Remaining(ctx, customer, entitlement)
+	if p.hydrated(ctx, customer, err) {
+		v, err = p.eng.Remaining(ctx, customer, entitlement)
+	}
+	return float(v, err)
 }
 
 // Limit returns the customer's effective limit. ErrNoLimit for gates and observe limits.
@@ -151,7 +171,11 @@ func (p *Policy) Limit(ctx context.Context, customer, entitlement string) (float
 	if err := p.open(); err != nil {
 		return 0, err
 	}
-	return float(p.eng.Limit(ctx, customer, entitlement))
+	v, err := p.eng.Limit(ctx, customer, entitlement)
+	if p.hydrated(ctx, customer, err) {
+		v, err = p.eng.Limit(ctx, customer, entitlement)
+	}
+	return float(v, err)
 }
 
 // Resets returns when the current period ends; the zero time if the limit never resets.
@@ -159,5 +183,9 @@ func (p *Policy) Resets(ctx context.Context, customer, entitlement string) (time
 	if err := p.open(); err != nil {
 		return time.Time{}, err
 	}
-	return p.eng.Resets(ctx, customer, entitlement)
+	t, err := p.eng.Resets(ctx, customer, entitlement)
+	if p.hydrated(ctx, customer, err) {
+		t, err = p.eng.Resets(ctx, customer, entitlement)
+	}
+	return t, err
 }

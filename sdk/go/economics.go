@@ -96,6 +96,9 @@ func (p *Policy) ApplyCustomerTopup(ctx context.Context, customer, topup string)
 	if err := p.open(); err != nil {
 		return err
 	}
+	if p.cloud != nil {
+		return p.cloud.applyTopup(ctx, customer, topup)
+	}
 	_, err := p.eng.ApplyCustomerTopup(ctx, customer, topup)
 	return err
 }
@@ -105,7 +108,11 @@ func (p *Policy) RemainingCredit(ctx context.Context, customer, credit string) (
 	if err := p.open(); err != nil {
 		return 0, err
 	}
-	return float(p.eng.RemainingCredit(ctx, customer, credit))
+	v, err := p.eng.RemainingCredit(ctx, customer, credit)
+	if p.hydrated(ctx, customer, err) {
+		v, err = p.eng.RemainingCredit(ctx, customer, credit)
+	}
+	return float(v, err)
 }
 
 // CreditExchange converts value of one credit into another through the exchange table
@@ -127,7 +134,11 @@ func (p *Policy) Allowance(ctx context.Context, customer, entitlement string) (f
 	if err := p.open(); err != nil {
 		return 0, err
 	}
-	return float(p.eng.Allowance(ctx, customer, entitlement))
+	v, err := p.eng.Allowance(ctx, customer, entitlement)
+	if p.hydrated(ctx, customer, err) {
+		v, err = p.eng.Allowance(ctx, customer, entitlement)
+	}
+	return float(v, err)
 }
 
 // Reserve holds capacity for a call whose size is known later. With amount <= 0 the
@@ -142,7 +153,11 @@ func (p *Policy) Reserve(ctx context.Context, customer, entitlement string, amt 
 		return Hold{}, err
 	}
 	call := p.callWith(opts)
-	return p.eng.Reserve(ctx, customer, entitlement, d, call.Reservation, call)
+	r, err := p.eng.Reserve(ctx, customer, entitlement, d, call.Reservation, call)
+	if p.hydrated(ctx, customer, err) {
+		r, err = p.eng.Reserve(ctx, customer, entitlement, d, call.Reservation, call)
+	}
+	return r, err
 }
 
 // Settle ends a reservation with the real amount, metering it even past limits (the
@@ -155,7 +170,11 @@ func (p *Policy) Settle(ctx context.Context, customer, entitlement string, hold 
 	if err != nil {
 		return false, err
 	}
-	return p.eng.Settle(ctx, customer, entitlement, hold, d, p.callWith(opts))
+	r, err := p.eng.Settle(ctx, customer, entitlement, hold, d, p.callWith(opts))
+	if p.hydrated(ctx, customer, err) {
+		r, err = p.eng.Settle(ctx, customer, entitlement, hold, d, p.callWith(opts))
+	}
+	return r, err
 }
 
 // Release drops a reservation without metering.
@@ -163,7 +182,11 @@ func (p *Policy) Release(ctx context.Context, customer, entitlement string, hold
 	if err := p.open(); err != nil {
 		return err
 	}
-	return p.eng.Release(ctx, customer, entitlement, hold)
+	err := p.eng.Release(ctx, customer, entitlement, hold)
+	if p.hydrated(ctx, customer, err) {
+		err = p.eng.Release(ctx, customer, entitlement, hold)
+	}
+	return err
 }
 
 // Held sums the live reservations on a customer's entitlement.
@@ -171,7 +194,11 @@ func (p *Policy) Held(ctx context.Context, customer, entitlement string) (float6
 	if err := p.open(); err != nil {
 		return 0, err
 	}
-	return float(p.eng.Held(ctx, customer, entitlement))
+	v, err := p.eng.Held(ctx, customer, entitlement)
+	if p.hydrated(ctx, customer, err) {
+		v, err = p.eng.Held(ctx, customer, entitlement)
+	}
+	return float(v, err)
 }
 
 // AddCustomerCap adds a spend cap. Shared caps also bind customers whose refs lead to
@@ -181,6 +208,9 @@ func (p *Policy) AddCustomerCap(ctx context.Context, customer string, c Cap) err
 		return err
 	}
 	_, err := p.eng.AddCustomerCap(ctx, customer, c)
+	if p.hydrated(ctx, customer, err) {
+		_, err = p.eng.AddCustomerCap(ctx, customer, c)
+	}
 	return err
 }
 
@@ -189,7 +219,11 @@ func (p *Policy) CustomerCap(ctx context.Context, customer, id string) (Cap, err
 	if err := p.open(); err != nil {
 		return Cap{}, err
 	}
-	return p.eng.CustomerCap(ctx, customer, id)
+	r, err := p.eng.CustomerCap(ctx, customer, id)
+	if p.hydrated(ctx, customer, err) {
+		r, err = p.eng.CustomerCap(ctx, customer, id)
+	}
+	return r, err
 }
 
 // ResetCustomerCap zeroes a cap's meter.
@@ -197,7 +231,11 @@ func (p *Policy) ResetCustomerCap(ctx context.Context, customer, id string) erro
 	if err := p.open(); err != nil {
 		return err
 	}
-	return p.eng.ResetCustomerCap(ctx, customer, id)
+	err := p.eng.ResetCustomerCap(ctx, customer, id)
+	if p.hydrated(ctx, customer, err) {
+		err = p.eng.ResetCustomerCap(ctx, customer, id)
+	}
+	return err
 }
 
 // RemoveCustomerCap removes a cap.
@@ -205,7 +243,11 @@ func (p *Policy) RemoveCustomerCap(ctx context.Context, customer, id string) err
 	if err := p.open(); err != nil {
 		return err
 	}
-	return p.eng.RemoveCustomerCap(ctx, customer, id)
+	err := p.eng.RemoveCustomerCap(ctx, customer, id)
+	if p.hydrated(ctx, customer, err) {
+		err = p.eng.RemoveCustomerCap(ctx, customer, id)
+	}
+	return err
 }
 
 // CustomerMarginSnapshot reports the customer's margin for the current period.
@@ -213,7 +255,11 @@ func (p *Policy) CustomerMarginSnapshot(ctx context.Context, customer string) (M
 	if err := p.open(); err != nil {
 		return Margin{}, err
 	}
-	return p.eng.CustomerMarginSnapshot(ctx, customer)
+	r, err := p.eng.CustomerMarginSnapshot(ctx, customer)
+	if p.hydrated(ctx, customer, err) {
+		r, err = p.eng.CustomerMarginSnapshot(ctx, customer)
+	}
+	return r, err
 }
 
 // MarginSnapshot models a hypothetical customer's usage on a plan, scaled to the plan's period.
@@ -230,7 +276,11 @@ func (p *Policy) EnsurePlanSubscription(ctx context.Context, customer string) (b
 	if err := p.open(); err != nil {
 		return false, err
 	}
-	return p.eng.EnsurePlanSubscription(ctx, customer)
+	r, err := p.eng.EnsurePlanSubscription(ctx, customer)
+	if p.hydrated(ctx, customer, err) {
+		r, err = p.eng.EnsurePlanSubscription(ctx, customer)
+	}
+	return r, err
 }
 
 // SetCustomer restores a customer from a snapshot (Customer, Customers or their JSON),

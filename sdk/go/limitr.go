@@ -81,6 +81,7 @@ var (
 type Policy struct {
 	eng    *enforcement.Engine
 	closed atomic.Bool
+	cloud  *cloud // nil in local mode
 }
 
 type config struct {
@@ -150,16 +151,21 @@ func (p *Policy) Update(ctx context.Context, doc []byte, opts ...Option) error {
 	return p.eng.SetPolicy(compiled)
 }
 
-// Version identifies the enforced document: the SHA-256 of its canonical form.
+// Version identifies the enforced document: the SHA-256 of its canonical form. In cloud
+// mode VersionNumber gives the control plane's version number too.
 func (p *Policy) Version() string { return p.eng.Policy().Hash }
 
 // Marshal writes the policy document (with defaults applied) in the given format.
 func (p *Policy) Marshal(f Format) ([]byte, error) { return p.eng.Policy().Marshal(f) }
 
-// Close releases the policy. Calls after Close return ErrClosed.
+// Close releases the policy. Calls after Close return ErrClosed. In cloud mode it
+// first sends the usage not yet acknowledged, for as long as ctx allows, and stops the
+// background work.
 func (p *Policy) Close(ctx context.Context) error {
-	p.closed.Store(true)
-	return nil
+	if !p.closed.CompareAndSwap(false, true) || p.cloud == nil {
+		return nil
+	}
+	return p.cloud.close(ctx)
 }
 
 func (p *Policy) open() error {
@@ -219,6 +225,9 @@ func (p *Policy) CreateCustomer(ctx context.Context, id, plan string, opts ...Cu
 	for _, o := range opts {
 		o(&spec)
 	}
+	if p.cloud != nil {
+		return p.cloud.createCustomer(ctx, spec)
+	}
 	return p.eng.CreateCustomer(ctx, spec)
 }
 
@@ -228,6 +237,9 @@ func (p *Policy) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 	if err := p.open(); err != nil {
 		return err
 	}
+	if p.cloud != nil {
+		return p.cloud.setCustomerPlan(ctx, id, plan, overwriteMeters)
+	}
 	return p.eng.SetCustomerPlan(ctx, id, plan, overwriteMeters)
 }
 
@@ -235,6 +247,9 @@ func (p *Policy) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 func (p *Policy) DeleteCustomer(ctx context.Context, id string) error {
 	if err := p.open(); err != nil {
 		return err
+	}
+	if p.cloud != nil {
+		return p.cloud.deleteCustomer(ctx, id)
 	}
 	return p.eng.DeleteCustomer(ctx, id)
 }
@@ -244,7 +259,11 @@ func (p *Policy) Customer(ctx context.Context, id string) (*Customer, error) {
 	if err := p.open(); err != nil {
 		return nil, err
 	}
-	return p.eng.Customer(ctx, id)
+	c, err := p.eng.Customer(ctx, id)
+	if p.hydrated(ctx, id, err) {
+		c, err = p.eng.Customer(ctx, id)
+	}
+	return c, err
 }
 
 // Customers returns snapshots of every customer, ordered by id.
@@ -261,6 +280,9 @@ func (p *Policy) CreateCustomerOverride(ctx context.Context, customer, entitleme
 	if err := p.open(); err != nil {
 		return err
 	}
+	if p.cloud != nil {
+		return p.cloud.createOverride(ctx, customer, entitlement, o)
+	}
 	return p.eng.CreateCustomerOverride(ctx, customer, entitlement, o)
 }
 
@@ -268,6 +290,9 @@ func (p *Policy) CreateCustomerOverride(ctx context.Context, customer, entitleme
 func (p *Policy) RemoveCustomerOverride(ctx context.Context, customer, entitlement string) error {
 	if err := p.open(); err != nil {
 		return err
+	}
+	if p.cloud != nil {
+		return p.cloud.removeOverride(ctx, customer, entitlement)
 	}
 	return p.eng.RemoveCustomerOverride(ctx, customer, entitlement)
 }

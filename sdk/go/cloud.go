@@ -1,0 +1,661 @@
+package limitr
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/limitr/limitr/internal/enforcement"
+	"github.com/limitr/limitr/internal/wire"
+)
+
+// Defaults of cloud mode.
+const (
+	DefaultBaseURL         = "http://127.0.0.1:8080"
+	DefaultFlushInterval   = time.Second
+	DefaultFlushSize       = 1000
+	DefaultBufferSize      = 100_000
+	DefaultRefreshInterval = 2 * time.Second
+)
+
+// ErrNoPolicy is returned by Cloud when the key's environment has no published policy.
+var ErrNoPolicy = errors.New("limitr: no policy is published to this environment")
+
+// CloudOption configures Cloud.
+type CloudOption func(*cloudConfig)
+
+type cloudConfig struct {
+	baseURL         string
+	flushInterval   time.Duration
+	flushSize       int
+	bufferSize      int
+	refreshInterval time.Duration
+	httpClient      *http.Client
+	logger          *slog.Logger
+	overflow        Overflow
+	// Tuning the tests use; zero picks the defaults.
+	backoffBase  time.Duration
+	backoffCap   time.Duration
+	streamIdle   time.Duration
+	negativeTTL  time.Duration
+	requestLimit time.Duration
+	hydrateLimit time.Duration
+}
+
+// WithBaseURL sets the control plane's address (default: $LIMITR_BASE_URL, else
+// http://127.0.0.1:8080).
+func WithBaseURL(u string) CloudOption { return func(c *cloudConfig) { c.baseURL = u } }
+
+// WithFlushInterval sets how often usage is sent (default 1s).
+func WithFlushInterval(d time.Duration) CloudOption {
+	return func(c *cloudConfig) { c.flushInterval = d }
+}
+
+// WithFlushSize sends usage before the interval is up once this many meters have
+// pending usage (default 1000).
+func WithFlushSize(n int) CloudOption { return func(c *cloudConfig) { c.flushSize = n } }
+
+// WithBufferSize bounds the usage deltas held in memory while the server has not
+// acknowledged them (default 100 000); WithOverflow says what happens past it.
+func WithBufferSize(n int) CloudOption { return func(c *cloudConfig) { c.bufferSize = n } }
+
+// WithRefreshInterval sets how often, at most, a customer's committed totals are
+// re-read from the server after this instance sent usage for it (default 2s). A
+// negative value turns the refresh off: instances then see each other's usage only
+// when they hydrate a customer.
+func WithRefreshInterval(d time.Duration) CloudOption {
+	return func(c *cloudConfig) { c.refreshInterval = d }
+}
+
+// WithHTTPClient sets the HTTP client. It must not have a Timeout: the push stream is
+// a long-lived request (requests are bounded by contexts instead).
+func WithHTTPClient(h *http.Client) CloudOption { return func(c *cloudConfig) { c.httpClient = h } }
+
+// WithLogger sets where cloud mode logs (default slog.Default()).
+func WithLogger(l *slog.Logger) CloudOption { return func(c *cloudConfig) { c.logger = l } }
+
+// WithOverflow sets what happens when the usage buffer is full because the API is
+// unreachable: Block (default), Spill(dir) or Drop.
+func WithOverflow(o Overflow) CloudOption { return func(c *cloudConfig) { c.overflow = o } }
+
+// Overflow is a policy for a full usage buffer.
+type Overflow struct {
+	kind overflowKind
+	dir  string
+}
+
+type overflowKind uint8
+
+const (
+	overflowBlock overflowKind = iota
+	overflowSpill
+	overflowDrop
+)
+
+var (
+	// Block stops cutting batches while the buffer is full: usage keeps accumulating in
+	// the engine's per-meter sums (bounded by the meters touched, not the calls made)
+	// and is sent once the server is back. Nothing is lost while the process lives.
+	Block = Overflow{kind: overflowBlock}
+	// Drop discards the oldest queued batch to make room, counting it in
+	// SyncStats.Dropped. Its usage never reaches the server.
+	Drop = Overflow{kind: overflowDrop}
+)
+
+// Spill writes batches that do not fit in memory to files in dir (fsynced) and sends
+// them later, in order. Files survive a restart: a new Cloud with the same dir sends
+// them first. One process at a time may use a directory.
+func Spill(dir string) Overflow { return Overflow{kind: overflowSpill, dir: dir} }
+
+func (o Overflow) String() string {
+	switch o.kind {
+	case overflowSpill:
+		return "spill(" + o.dir + ")"
+	case overflowDrop:
+		return "drop"
+	}
+	return "block"
+}
+
+// SyncStats reports the state of cloud sync.
+type SyncStats struct {
+	Pending    int       // meters with usage not yet cut into a batch
+	Queued     int       // deltas cut into batches held in memory, awaiting the server
+	Spilled    int       // deltas in spill files, awaiting the server
+	Sent       int64     // deltas the server acknowledged (duplicates included)
+	Batches    int64     // batches the server acknowledged
+	Duplicates int64     // acknowledgements of batches the server had already committed
+	Dropped    int64     // deltas discarded: by the Drop overflow or refused by the server
+	Rejected   int64     // the part of Dropped the server refused as invalid
+	LastError  error     // the last sync failure; nil once a batch went through since
+	LastFlush  time.Time // when the server last acknowledged a batch
+	// PolicyVersion is the version number of the enforced policy; StreamConnected says
+	// whether the push stream is up (else the SDK polls).
+	PolicyVersion   int
+	PolicyUpdatedAt time.Time // when the enforced version was swapped in
+	StreamConnected bool
+}
+
+// cloud is the state of a Policy in cloud mode.
+type cloud struct {
+	eng      *enforcement.Engine
+	cfg      cloudConfig
+	base     string
+	token    string
+	hc       *http.Client
+	log      *slog.Logger
+	instance string
+
+	// Policy.
+	pmu        sync.Mutex // serialises policy fetches
+	etag       string     // guarded by pmu
+	serverHash atomic.Pointer[string]
+	version    atomic.Int64
+	env        atomic.Pointer[string]
+	policyAt   atomic.Int64 // unix nanoseconds of the last swap
+	streamUp   atomic.Bool
+	stale      atomic.Bool // a pushed version could not be fetched: poll even with the stream up
+
+	// Usage (cloud_usage.go).
+	umu       sync.Mutex
+	queue     []*batch
+	queuedMem int
+	spilledN  int
+	nextSeq   int64
+	stats     SyncStats
+	spillSeq  int64
+	wakeSend  chan struct{}
+	progress  chan struct{} // pulsed whenever a batch leaves the queue
+	pending   func() int
+
+	// Customers (cloud_customers.go).
+	hmu         sync.Mutex
+	flights     map[string]*flight
+	negative    map[string]time.Time
+	revs        map[string]int64
+	lastRefresh map[string]time.Time
+
+	bgCtx      context.Context // stream, poller, cutter
+	bgCancel   context.CancelFunc
+	sendCtx    context.Context // sender; outlives bgCtx during Close
+	sendCancel context.CancelFunc
+	bgWG       sync.WaitGroup
+	sendWG     sync.WaitGroup
+}
+
+// Cloud returns a Policy enforcing the policy published to the SDK key's environment
+// (Authorization: Bearer token), kept in sync with the control plane. Every call of the
+// local API works unchanged. Close flushes usage. It fails with ErrNoPolicy when
+// nothing is published to the environment.
+//
+// Decisions stay local and exact;
+// the SDK keeps the policy current, applies customer changes made anywhere, hydrates
+// customers it has not seen from the server, and ships usage to the server exactly once:
+//
+//   - Policy push. A server-sent-events stream (GET /v1/sdk/stream) announces new
+//     policy versions and customer changes. The SDK reconnects with exponential backoff
+//     and jitter (capped at 10 s) and resumes with Last-Event-ID; while the stream is
+//     down it polls GET /v1/sdk/policy with If-None-Match every flush interval. A new
+//     version is swapped in atomically: customers, meters and pending usage carry over.
+//
+//   - Usage sync. Every committed call adds to its meter's pending sums in the engine
+//     (no allocation, no network). Every flush interval, or as soon as WithFlushSize
+//     meters have pending usage, the SDK cuts a batch of per-(customer, entitlement,
+//     period) deltas and POSTs it gzipped to /v1/sdk/usage as (instance id, sequence).
+//     One batch is in flight at a time, in sequence order, retried with exponential
+//     backoff and jitter until the server answers 200 (committed, or already committed:
+//     duplicate). A retry therefore never counts twice and an acknowledged batch is never
+//     resent. A batch the server refuses as invalid (4xx other than 401, 403, 408, 409
+//     and 429) is logged, counted in SyncStats.Dropped and Rejected, and skipped.
+//
+//   - Outages. While the API is unreachable, enforcement goes on from local state. Cut
+//     batches queue in memory up to WithBufferSize deltas; past that, WithOverflow
+//     decides: Block (the default) stops cutting batches, so usage keeps accumulating in
+//     the engine's per-meter sums — memory is bounded by the number of meters touched,
+//     not by the number of calls, and nothing is lost while the process lives; Spill(dir)
+//     writes further batches to dir (fsynced) and sends them later in order, including
+//     after a restart — a new Cloud on the same dir sends them before anything else, with
+//     the identity they were first sent under so the server deduplicates them; Drop
+//     discards the oldest queued batch and counts it in SyncStats.Dropped.
+//
+//   - Customers. CreateCustomer, SetCustomerPlan, DeleteCustomer,
+//     CreateCustomerOverride, RemoveCustomerOverride and ApplyCustomerTopup go to the
+//     API first and are applied locally only once it confirms; an API error leaves local
+//     state unchanged and maps to the SDK's errors (ErrUnknownCustomer, ErrUnknownPlan,
+//     ErrUnknownTopup, ...; the *APIError is in the chain). The first time any call meets
+//     a customer this instance does not hold, the SDK hydrates it from
+//     GET /v1/sdk/customers/{id}/state — profile, plan, overrides, purchased topups as
+//     grants, and the meters' committed totals — and retries the call once. A customer
+//     the server does not know stays ErrUnknownCustomer, and is not asked about again
+//     for a second. Concurrent first calls hydrate once.
+//
+//   - Fleet consistency. After each acknowledged batch the SDK refreshes the committed
+//     totals of the customers in it (at most once per WithRefreshInterval per customer),
+//     so usage of other instances counts against limits here. With N instances serving
+//     one customer, each admitting at most r units per second of an entitlement, a flush
+//     interval F, a refresh interval R and a delivery latency T (POST and commit, plus
+//     the refresh GET), an instance can be blind to another's usage for at most
+//     W = F + max(F, R) + T: a unit waits up to F to be cut and T to be committed, and is
+//     seen at the next refresh, which for a customer active here follows within max(F, R).
+//     Total usage in a period is therefore at most L + (N−1)·r·W over a limit L, and
+//     never more than N·L (each instance alone honours L). Tighten it with a shorter
+//     flush and refresh interval. With the defaults (F = 1 s, R = 2 s) W is about 3 s.
+//
+// Durability: usage is durable once the server acknowledged it, or once it is in a
+// spill file. Usage still in memory when the process dies without Close is lost; Close
+// sends it (and with Spill, writes what it could not send to disk).
+//
+// The refresh reads at most 256 customers per acknowledged batch (8 at a time), so the
+// bound above assumes an instance serves at most about 256·max(F, R)/F active
+// customers per flush; beyond that some refreshes come later. Reserving allowance
+// ahead from the server, which would make the bound independent of r, is not
+// implemented.
+//
+// Limitations: grant balances are drawn locally; other instances' draws are not synced
+// (hydration starts a topup's grant at its full value). SetCustomer, LoadCustomers,
+// caps and Update act on local state only. Audit mode (raw per-call events) is not
+// implemented yet.
+func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, error) {
+	if strings.TrimSpace(token) == "" {
+		return nil, errors.New("limitr: cloud: empty SDK key")
+	}
+	cfg := cloudConfig{baseURL: os.Getenv("LIMITR_BASE_URL")}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg.defaults()
+	if cfg.overflow.kind == overflowSpill {
+		if cfg.overflow.dir == "" {
+			return nil, errors.New("limitr: cloud: Spill needs a directory")
+		}
+		if err := os.MkdirAll(cfg.overflow.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("limitr: cloud: spill directory: %w", err)
+		}
+	}
+	c := &cloud{
+		cfg:         cfg,
+		base:        strings.TrimRight(cfg.baseURL, "/"),
+		token:       token,
+		hc:          cfg.httpClient,
+		log:         cfg.logger,
+		instance:    newInstanceID(),
+		nextSeq:     1,
+		wakeSend:    make(chan struct{}, 1),
+		progress:    make(chan struct{}, 1),
+		flights:     map[string]*flight{},
+		negative:    map[string]time.Time{},
+		revs:        map[string]int64{},
+		lastRefresh: map[string]time.Time{},
+	}
+	doc, err := c.fetchInitialPolicy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := enforcement.New(doc, enforcement.WithUsageRecording())
+	if err != nil {
+		return nil, err
+	}
+	c.eng = eng
+	c.policyAt.Store(time.Now().UnixNano())
+	c.pending = eng.PendingUsage
+	if cfg.overflow.kind == overflowSpill {
+		if err := c.loadSpilled(); err != nil {
+			return nil, err
+		}
+	}
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	c.sendCtx, c.sendCancel = context.WithCancel(context.Background())
+	c.bgWG.Add(3)
+	go c.follow()
+	go c.poll()
+	go c.cutter()
+	c.sendWG.Add(1)
+	go c.sender()
+	return &Policy{eng: eng, cloud: c}, nil
+}
+
+func (cfg *cloudConfig) defaults() {
+	if cfg.baseURL == "" {
+		cfg.baseURL = DefaultBaseURL
+	}
+	if cfg.flushInterval <= 0 {
+		cfg.flushInterval = DefaultFlushInterval
+	}
+	if cfg.flushSize <= 0 {
+		cfg.flushSize = DefaultFlushSize
+	}
+	if cfg.bufferSize <= 0 {
+		cfg.bufferSize = DefaultBufferSize
+	}
+	if cfg.refreshInterval == 0 {
+		cfg.refreshInterval = DefaultRefreshInterval
+	}
+	if cfg.httpClient == nil {
+		cfg.httpClient = &http.Client{}
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	if cfg.backoffBase <= 0 {
+		cfg.backoffBase = min(max(cfg.flushInterval/4, 5*time.Millisecond), 250*time.Millisecond)
+	}
+	if cfg.backoffCap <= 0 {
+		cfg.backoffCap = 10 * time.Second
+	}
+	if cfg.streamIdle <= 0 {
+		cfg.streamIdle = 60 * time.Second
+	}
+	if cfg.negativeTTL <= 0 {
+		cfg.negativeTTL = time.Second
+	}
+	if cfg.requestLimit <= 0 {
+		cfg.requestLimit = 30 * time.Second
+	}
+	if cfg.hydrateLimit <= 0 {
+		cfg.hydrateLimit = 5 * time.Second
+	}
+}
+
+// newInstanceID names this Policy's usage stream. It is random per Cloud call, so two
+// Policies in one process (or a restarted process) never share sequence numbers.
+func newInstanceID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			return r
+		}
+		return -1
+	}, host)
+	if len(host) > 32 {
+		host = host[:32]
+	}
+	if host == "" {
+		host = "sdk"
+	}
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// VersionNumber is the control plane's number of the enforced policy version (0 in
+// local mode).
+func (p *Policy) VersionNumber() int {
+	if p.cloud == nil {
+		return 0
+	}
+	return int(p.cloud.version.Load())
+}
+
+// SyncStats reports the state of cloud sync (zero in local mode).
+func (p *Policy) SyncStats() SyncStats {
+	if p.cloud == nil {
+		return SyncStats{}
+	}
+	return p.cloud.syncStats()
+}
+
+// hydrated reports whether err is a miss on a customer this instance does not hold
+// that cloud mode just fixed by hydrating it from the server: the caller retries once.
+func (p *Policy) hydrated(ctx context.Context, customer string, err error) bool {
+	return err != nil && p.cloud != nil && errors.Is(err, ErrUnknownCustomer) && p.cloud.hydrate(ctx, customer)
+}
+
+// ---- HTTP ----
+
+// APIError is an error answer of the control plane (an RFC 9457 problem). It unwraps to
+// the SDK error it means, such as ErrUnknownCustomer, when there is one.
+type APIError struct {
+	Status int
+	Type   string
+	Title  string
+	Detail string
+	Errors []FieldError
+	kind   error
+
+	retryAfter time.Duration
+}
+
+// FieldError is one invalid field of a request the API refused.
+type FieldError struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "limitr: API %d", e.Status)
+	if e.Title != "" {
+		b.WriteString(" " + e.Title)
+	}
+	if e.Detail != "" {
+		b.WriteString(": " + e.Detail)
+	}
+	for _, f := range e.Errors {
+		fmt.Fprintf(&b, "; %s: %s", f.Path, f.Message)
+	}
+	return b.String()
+}
+
+func (e *APIError) Unwrap() error { return e.kind }
+
+func (e *APIError) field(prefix string) *FieldError {
+	for i := range e.Errors {
+		if e.Errors[i].Path == prefix || strings.HasPrefix(e.Errors[i].Path, prefix+"[") || strings.HasPrefix(e.Errors[i].Path, prefix+".") {
+			return &e.Errors[i]
+		}
+	}
+	return nil
+}
+
+func readProblem(resp *http.Response) *APIError {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	e := &APIError{Status: resp.StatusCode}
+	var pb struct {
+		Type   string       `json:"type"`
+		Title  string       `json:"title"`
+		Detail string       `json:"detail"`
+		Errors []FieldError `json:"errors"`
+	}
+	if json.Unmarshal(body, &pb) == nil {
+		e.Type, e.Title, e.Detail, e.Errors = pb.Type, pb.Title, pb.Detail, pb.Errors
+	} else if s := strings.TrimSpace(string(body)); s != "" && len(s) < 512 {
+		e.Detail = s
+	}
+	if e.Title == "" {
+		e.Title = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+// request sends one request to the API. body is JSON-encoded unless it is []byte.
+func (c *cloud) request(ctx context.Context, method, path string, body any, hdr http.Header) (*http.Response, error) {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("User-Agent", "limitr-go-sdk")
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	return c.hc.Do(req)
+}
+
+// call is request with retries of transient failures (network errors, 502, 503, 504),
+// a bounded number of times, reading the whole answer. POSTs carry one Idempotency-Key
+// across their retries.
+func (c *cloud) call(ctx context.Context, method, path string, body any) (int, []byte, error) {
+	hdr := http.Header{}
+	if method == http.MethodPost {
+		var k [16]byte
+		_, _ = rand.Read(k[:])
+		hdr.Set("Idempotency-Key", hex.EncodeToString(k[:]))
+	}
+	bo := c.newBackoff()
+	for attempt := 0; ; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.requestLimit)
+		resp, err := c.request(rctx, method, path, body, hdr)
+		if err == nil {
+			switch resp.StatusCode {
+			case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+				err = readProblem(resp)
+				resp.Body.Close()
+			default:
+				data, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+				resp.Body.Close()
+				cancel()
+				if rerr != nil {
+					return 0, nil, rerr
+				}
+				if resp.StatusCode >= 400 {
+					resp.Body = io.NopCloser(bytes.NewReader(data))
+					return resp.StatusCode, nil, readProblem(resp)
+				}
+				return resp.StatusCode, data, nil
+			}
+		}
+		cancel()
+		if attempt >= 2 || ctx.Err() != nil {
+			return 0, nil, fmt.Errorf("limitr: %s %s: %w", method, path, err)
+		}
+		if !bo.wait(ctx) {
+			return 0, nil, fmt.Errorf("limitr: %s %s: %w", method, path, ctx.Err())
+		}
+	}
+}
+
+// backoff is exponential backoff with jitter: each wait is drawn from [d/2, d], d
+// doubling from the base up to the cap.
+type backoff struct {
+	base, cap, cur time.Duration
+}
+
+func (c *cloud) newBackoff() *backoff {
+	return &backoff{base: c.cfg.backoffBase, cap: c.cfg.backoffCap, cur: c.cfg.backoffBase}
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.cur
+	b.cur = min(b.cur*2, b.cap)
+	half := d / 2
+	return half + time.Duration(mrand.Int64N(int64(half)+1))
+}
+
+func (b *backoff) reset() { b.cur = b.base }
+
+// wait sleeps for the next backoff; false if ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	return sleep(ctx, b.next())
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// close stops cloud mode: the stream, poller and cutter stop, remaining usage is cut
+// and sent until ctx ends; what could not be sent is spilled (with Spill) or reported.
+func (c *cloud) close(ctx context.Context) error {
+	c.bgCancel()
+	c.bgWG.Wait()
+	// Twice: a call that passed the closed check just before Close may commit after
+	// the first cut.
+	for range 2 {
+		c.cut(true)
+		c.kick()
+		if !c.waitSent(ctx) {
+			break
+		}
+	}
+	c.sendCancel()
+	c.sendWG.Wait()
+	c.umu.Lock()
+	defer c.umu.Unlock()
+	if len(c.queue) == 0 {
+		return nil
+	}
+	if c.cfg.overflow.kind == overflowSpill {
+		var errs []error
+		for _, b := range c.queue {
+			if b.file == "" {
+				if err := c.spillLocked(b); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		if len(errs) == 0 {
+			c.log.Warn("limitr: usage not sent before Close; spilled for the next start", "deltas", c.spilledN, "dir", c.cfg.overflow.dir)
+			return nil
+		}
+		return fmt.Errorf("limitr: close: usage could not be spilled: %w", errors.Join(errs...))
+	}
+	n := 0
+	for _, b := range c.queue {
+		n += b.n
+	}
+	return fmt.Errorf("limitr: close: %d usage deltas were not acknowledged by the server: %w", n, context.Cause(ctx))
+}
+
+// waitSent waits until the queue is empty; false if ctx ended first.
+func (c *cloud) waitSent(ctx context.Context) bool {
+	for {
+		c.umu.Lock()
+		left := len(c.queue)
+		c.umu.Unlock()
+		if left == 0 {
+			return true
+		}
+		select {
+		case <-c.progress:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (c *cloud) environment(ctx context.Context) (string, error) {
+	if e := c.env.Load(); e != nil && *e != "" {
+		return *e, nil
+	}
+	if _, err := c.fetchPolicy(ctx, true); err != nil {
+		return "", err
+	}
+	if e := c.env.Load(); e != nil && *e != "" {
+		return *e, nil
+	}
+	return "", errors.New("limitr: the API did not say which environment the SDK key belongs to (no " + wire.HeaderEnv + " header)")
+}
