@@ -195,6 +195,9 @@ type CustomerSpec struct {
 	Metadata map[string]any
 	Timezone *string
 	Anchor   *time.Time
+	// Created, for a new customer, is when the control plane created it. Duration
+	// periods are anchored there, so every instance of a fleet agrees on them.
+	Created *time.Time
 }
 
 // Validate checks the spec's own fields.
@@ -353,7 +356,11 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 	if existing := e.lookup(spec.ID); existing != nil {
 		return e.updateCustomer(p, existing, spec)
 	}
-	prof := &profile{typ: "user", label: "User", created: now, anchor: now}
+	created := now
+	if spec.Created != nil && !spec.Created.IsZero() {
+		created = spec.Created.UTC()
+	}
+	prof := &profile{typ: "user", label: "User", created: created, anchor: created}
 	applySpec(prof, spec)
 	prof.plan = spec.Plan
 	if prof.plan == "" {
@@ -371,7 +378,7 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			if ce.Scope != "" && ce.Scope != prof.typ {
 				continue // metered on the scoped customer, not here
 			}
-			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano()})
+			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: created.UnixNano()})
 		}
 	}
 	e.syncIncludedLocked(p, c, now.UnixNano())

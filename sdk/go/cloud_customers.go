@@ -70,6 +70,10 @@ func (r *apiCustomer) spec() enforcement.CustomerSpec {
 		a := r.BillingAnchor
 		s.Anchor = &a
 	}
+	if !r.CreatedAt.IsZero() {
+		created := r.CreatedAt
+		s.Created = &created
+	}
 	return s
 }
 
@@ -270,6 +274,15 @@ func (c *cloud) snapshot(rec *apiCustomer, st *wire.CustomerState) (*Customer, e
 		snap.Meters[ent] = m
 	}
 	plan := p.Plan(rec.ResolvedPlan)
+	if plan != nil && !rec.CreatedAt.IsZero() {
+		// Meters without committed usage start where the server created the customer,
+		// so every instance of the fleet cuts the same periods.
+		for _, ce := range plan.Limited {
+			if _, ok := snap.Meters[ce.Name]; !ok && (ce.Scope == "" || ce.Scope == rec.Type) {
+				snap.Meters[ce.Name] = meterAt(ce.Limit.Credit.Name, rec.CreatedAt)
+			}
+		}
+	}
 	for _, t := range rec.Topups {
 		if t.GrantID == "" || (p.Credit(t.Credit) == nil && t.Credit != "rune" && t.Credit != "usd") {
 			c.log.Warn("limitr: skipping a topup the enforced policy cannot hold", "customer", rec.ID, "topup", t.Topup, "credit", t.Credit)
@@ -303,6 +316,14 @@ func (c *cloud) snapshot(rec *apiCustomer, st *wire.CustomerState) (*Customer, e
 		snap.Grants[t.GrantID] = gr
 	}
 	return snap, nil
+}
+
+// meterAt is an empty meter starting at start.
+func meterAt(credit string, start time.Time) Meter {
+	var m Meter
+	_ = json.Unmarshal([]byte(`{"value":0,"overhead":0}`), &m)
+	m.Credit, m.Started = credit, start.UTC()
+	return m
 }
 
 // meterFromTotal builds an exact meter (through its JSON form, which keeps decimals
