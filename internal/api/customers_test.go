@@ -377,7 +377,6 @@ func TestCustomerCreateGetPatchDelete(t *testing.T) {
 		t.Fatalf("feed grew by %d", len(f)-feedBefore)
 	}
 	var ch customerChange
-	ch = customerChange{}
 	_ = json.Unmarshal(f[len(f)-1].Payload, &ch)
 	if f[len(f)-1].Subject != "org_1" || ch.Op != opUpsert || ch.Revision != 2 || ch.Customer == nil || ch.Customer.Label != "Acme Inc" {
 		t.Fatalf("feed entry = %s", f[len(f)-1].Payload)
@@ -629,7 +628,6 @@ func TestCustomerPlanChange(t *testing.T) {
 	}
 	f := h.feed(tn)
 	var ch customerChange
-	ch = customerChange{}
 	_ = json.Unmarshal(f[len(f)-1].Payload, &ch)
 	if len(f) != feedBefore+1 || ch.Op != opPlan || ch.Plan != "pro" || ch.PreviousPlan != "base" || ch.OverwriteMeters == nil ||
 		!*ch.OverwriteMeters || ch.Revision != 2 {
@@ -712,7 +710,6 @@ func TestCustomerOverrides(t *testing.T) {
 	}
 	f := h.feed(tn)
 	var ch customerChange
-	ch = customerChange{}
 	_ = json.Unmarshal(f[len(f)-1].Payload, &ch)
 	if len(f) != feedBefore+1 || ch.Op != opOverride || ch.Entitlement != "ai_input" || ch.Override == nil || ch.Override.Value != "250000" || ch.Revision != 2 {
 		t.Fatalf("override feed = %s", f[len(f)-1].Payload)
@@ -800,6 +797,9 @@ func TestCustomerOverrides(t *testing.T) {
 		t.Fatalf("delete scoped override: %d %s", code, body)
 	}
 	code, body = h.do(http.MethodGet, custPath("production", "u1"), tn.secret, nil)
+	if code != 200 {
+		t.Fatalf("get after override removal: %d %s", code, body)
+	}
 	c = decodeCustomer(t, body)
 	if _, ok := c.Overrides["ai_input"]; ok || len(c.Overrides) != 2 {
 		t.Fatalf("overrides after removal = %s", body)
@@ -844,7 +844,6 @@ func TestCustomerTopups(t *testing.T) {
 	}
 	f := h.feed(tn)
 	var ch customerChange
-	ch = customerChange{}
 	_ = json.Unmarshal(f[len(f)-1].Payload, &ch)
 	if len(f) != feedBefore+1 || ch.Op != opTopup || ch.Topup == nil || ch.Topup.GrantID != rec.GrantID || ch.Revision != 2 || f[len(f)-1].Subject != "u1" {
 		t.Fatalf("topup feed = %s", f[len(f)-1].Payload)

@@ -260,7 +260,6 @@ func (w *secWorld) leaks(r secResp, path string, body []byte) []string {
 // secRoute describes one route for the matrix.
 type secRoute struct {
 	body      string // a valid body, "" for none
-	ctype     string // the body's Content-Type when not JSON
 	public    bool   // no authentication
 	operator  bool   // the operator token, not API keys
 	adminOnly bool   // SDK keys get 403
