@@ -20,9 +20,13 @@ services:
 build: check-go
 	$(GO) build -o bin/limitr ./cmd/limitr
 
-## demo: the AI-product quick start on examples/policies/quickstart-ai.json
+## demo: the AI-product quick start in local mode, then the same product in cloud mode:
+## Postgres and Redis, `limitr dev`, a tenant, the policy published, a cloud-mode client
+## that sees a changed limit pushed to it, and the server's aggregated usage (scripts/demo.sh)
 demo: check-go
 	$(GO) run ./examples/quickstart
+	@echo
+	GO=$(GO) scripts/demo.sh
 
 ## test: every test, against real Postgres and Redis on 127.0.0.1
 test: check-go

@@ -81,6 +81,9 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 	if err != nil {
 		return false, fmt.Errorf("store: insert usage batch: %w", err)
 	}
+	// Encode the batch's ids once instead of once per row through driver.Valuer.
+	tenant := pgtype.UUID{Bytes: b.TenantID, Valid: true}
+	env := pgtype.UUID{Bytes: b.EnvironmentID, Valid: true}
 	if len(b.Deltas) > 0 {
 		i := 0
 		n, err := tx.CopyFrom(ctx, pgx.Identifier{"usage_deltas"}, usageDeltaColumns, pgx.CopyFromFunc(func() ([]any, error) {
@@ -89,7 +92,7 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 			}
 			d := &b.Deltas[i]
 			i++
-			return []any{b.TenantID, b.EnvironmentID, b.InstanceID, b.Sequence, d.CustomerID, d.Entitlement, d.Credit,
+			return []any{tenant, env, b.InstanceID, b.Sequence, d.CustomerID, d.Entitlement, d.Credit,
 				d.PeriodStart, pgNumeric(d.Units), pgNumeric(d.Overhead), pgNumeric(d.Price), d.Calls}, nil
 		}))
 		if err != nil {
@@ -107,7 +110,7 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 			}
 			e := &b.Events[i]
 			i++
-			return []any{b.TenantID, b.EnvironmentID, b.InstanceID, e.EventID, e.CustomerID, e.CallerID, e.Entitlement,
+			return []any{tenant, env, b.InstanceID, e.EventID, e.CustomerID, e.CallerID, e.Entitlement,
 				pgNumeric(e.Units), pgNumeric(e.Overhead), e.Allowed, e.At}, nil
 		}))
 		if err != nil {
@@ -154,10 +157,15 @@ func ResolveUsageCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UU
 	if len(names) == 0 {
 		return out, nil
 	}
-	rows, err := db.Query(ctx, `select n.name, c.id, c.created_at
-		from unnest($3::text[]) as n(name)
-		left join customer_alt_ids a on a.tenant_id = $1 and a.environment_id = $2 and a.alt_id = n.name
-		join customers c on c.tenant_id = $1 and c.environment_id = $2 and c.id = coalesce(a.customer_id, n.name)`,
+	// Two index lookups (ids, then alt ids) rather than one join on coalesce(): no index
+	// serves the coalesce, and Postgres' generic plan for the cached statement then
+	// scanned every customer once per name.
+	rows, err := db.Query(ctx, `select c.id, c.id, c.created_at from customers c
+		where c.tenant_id = $1 and c.environment_id = $2 and c.id = any($3::text[])
+		union all
+		select a.alt_id, c.id, c.created_at from customer_alt_ids a
+		join customers c on c.tenant_id = a.tenant_id and c.environment_id = a.environment_id and c.id = a.customer_id
+		where a.tenant_id = $1 and a.environment_id = $2 and a.alt_id = any($3::text[])`,
 		tenantID, envID, names)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,326 @@
+// Command cloudload benchmarks cloud sync (issue 5) against the API and worker run in
+// this process on 127.0.0.1, each scenario on a fresh database:
+//
+//	ingest     usage batches → POST /v1/sdk/usage → committed, against raw COPY of the same rows
+//	publish    publish-to-enforce latency over SDKs connected with limitr.Cloud
+//	lag        aggregation lag (aggregated_at − received_at) at a fixed ingest rate
+//	overshoot  a fleet of SDK instances on one customer's hard limit, against the documented bound
+//
+// Usage: eval "$(scripts/services.sh)"; go run ./bench/cloudload -scenario ingest,publish,lag,overshoot
+// bench/README.md explains the method and has the figures.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/limitr/limitr/bench"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type config struct {
+	scenarios   []string
+	databaseURL string
+	redisURL    string
+	policy      string
+	serverLog   string
+	jsonOut     string
+	cpuprofile  string
+	check       bool
+	analyze     bool
+
+	customers, senders, batches, batchSize int
+	copyAll                                bool
+
+	sdks, publishes int
+	gap, pollEvery  time.Duration
+
+	rate, lagSenders    int
+	lagDuration, lagInt time.Duration
+
+	instances, limit int
+	fleetRate        float64
+	fleetConfigs     []flushRefresh
+}
+
+type flushRefresh struct{ flush, refresh time.Duration }
+
+func env(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func parse(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("cloudload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scen := fs.String("scenario", "ingest,publish,lag,overshoot", "comma-separated: ingest, publish, lag, overshoot")
+	fs.StringVar(&c.databaseURL, "database-url", env("LIMITR_BENCH_DATABASE_URL", "LIMITR_TEST_DATABASE_URL"), "Postgres admin URL; a fresh database is created next to it per scenario")
+	fs.StringVar(&c.redisURL, "redis-url", env("LIMITR_BENCH_REDIS_URL", "LIMITR_TEST_REDIS_URL"), "Redis URL for the wake-up and fan-out bus (empty: in-process bus)")
+	fs.StringVar(&c.policy, "policy", "examples/policies/quickstart-ai.json", "policy for ingest, publish and lag")
+	fs.StringVar(&c.serverLog, "server-log", "", "write the server's JSON log here (default: discarded)")
+	fs.StringVar(&c.jsonOut, "json", "", "write the results as JSON to this file")
+	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "CPU profile of the API part of the ingest run")
+	fs.BoolVar(&c.check, "check", false, "exit 1 if a result misses its budget")
+	fs.BoolVar(&c.analyze, "analyze", true, "ingest/lag: ANALYZE after creating the customers, as autovacuum would")
+	fs.IntVar(&c.customers, "customers", 1000, "ingest/lag: customers the usage is spread over (× 2 metered entitlements)")
+	fs.IntVar(&c.senders, "senders", 8, "ingest: concurrent senders (SDK instances)")
+	fs.IntVar(&c.batches, "batches", 60, "ingest: batches per sender")
+	fs.IntVar(&c.batchSize, "batch-size", 1000, "ingest: deltas per batch (the SDK's default flush size)")
+	fs.BoolVar(&c.copyAll, "copy-all", true, "ingest: also time one COPY of all rows on one connection")
+	fs.IntVar(&c.sdks, "sdks", 50, "publish: connected SDK instances")
+	fs.IntVar(&c.publishes, "publishes", 10, "publish: versions published")
+	fs.DurationVar(&c.gap, "gap", 500*time.Millisecond, "publish: pause between publishes")
+	fs.DurationVar(&c.pollEvery, "poll", time.Millisecond, "publish: how often every SDK's Version() is read")
+	fs.IntVar(&c.rate, "rate", 20000, "lag: deltas per second offered")
+	fs.DurationVar(&c.lagDuration, "duration", 10*time.Second, "lag: how long")
+	fs.IntVar(&c.lagSenders, "lag-senders", 20, "lag: SDK-like instances, each flushing once per -interval")
+	fs.DurationVar(&c.lagInt, "interval", time.Second, "lag: each sender's flush interval")
+	fs.IntVar(&c.instances, "instances", 3, "overshoot: SDK instances serving the customer")
+	fs.IntVar(&c.limit, "limit", 10000, "overshoot: the hard limit L")
+	fs.Float64Var(&c.fleetRate, "fleet-rate", 1000, "overshoot: Allow(1) calls per second per instance (0: as fast as possible)")
+	configs := fs.String("fleet-configs", "1s/2s,100ms/2s,100ms/100ms", "overshoot: flush/refresh interval pairs, one run each")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for s := range strings.SplitSeq(*scen, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "ingest", "publish", "lag", "overshoot":
+			c.scenarios = append(c.scenarios, s)
+		case "all":
+			c.scenarios = append(c.scenarios, "ingest", "publish", "lag", "overshoot")
+		default:
+			return c, fmt.Errorf("unknown scenario %q: want ingest, publish, lag or overshoot", s)
+		}
+	}
+	for p := range strings.SplitSeq(*configs, ",") {
+		f, r, ok := strings.Cut(strings.TrimSpace(p), "/")
+		fd, err1 := time.ParseDuration(f)
+		rd, err2 := time.ParseDuration(r)
+		if !ok || err1 != nil || err2 != nil {
+			return c, fmt.Errorf("-fleet-configs: %q is not FLUSH/REFRESH, such as 100ms/2s", p)
+		}
+		c.fleetConfigs = append(c.fleetConfigs, flushRefresh{fd, rd})
+	}
+	if c.databaseURL == "" {
+		return c, fmt.Errorf("no database: set LIMITR_TEST_DATABASE_URL (eval \"$(scripts/services.sh)\") or -database-url")
+	}
+	return c, nil
+}
+
+// Budgets of issue 5.
+const (
+	budgetIngest      = 50_000 // deltas/s
+	budgetIngestRatio = 0.5    // × COPY
+	budgetPublishP99  = time.Second
+	budgetLagP99      = 5 * time.Second
+)
+
+func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parse(args, stderr)
+	if err != nil {
+		if err != flag.ErrHelp {
+			fmt.Fprintln(stderr, "cloudload:", err)
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	fmt.Fprintf(stdout, "cloudload: %s/%s, %d CPUs, GOMAXPROCS=%d, redis=%v\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(),
+		runtime.GOMAXPROCS(0), cfg.redisURL != "")
+	results := map[string]any{}
+	ok := true
+	for _, s := range cfg.scenarios {
+		res, met, err := scenario(ctx, cfg, s, stdout)
+		if err != nil {
+			fmt.Fprintf(stderr, "cloudload: %s: %v\n", s, err)
+			return 1
+		}
+		results[s] = res
+		if !met {
+			ok = false
+			fmt.Fprintf(stdout, "  ✗ %s misses its budget\n", s)
+		}
+	}
+	if cfg.jsonOut != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		if err := os.WriteFile(cfg.jsonOut, b, 0o644); err != nil {
+			fmt.Fprintln(stderr, "cloudload:", err)
+			return 1
+		}
+	}
+	if cfg.check && !ok {
+		return 1
+	}
+	return 0
+}
+
+func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (any, bool, error) {
+	dbURL, drop, err := bench.CreateDatabase(ctx, cfg.databaseURL)
+	if err != nil {
+		return nil, false, err
+	}
+	defer drop()
+	var logOut io.Writer = io.Discard
+	if cfg.serverLog != "" {
+		f, err := os.OpenFile(cfg.serverLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, false, err
+		}
+		defer f.Close()
+		logOut = f
+	}
+	rec := &bench.LagRecorder{}
+	stack, err := bench.StartStack(ctx, bench.StackConfig{DatabaseURL: dbURL, RedisURL: cfg.redisURL, OperatorToken: "op",
+		RateLimit: 1_000_000_000, Log: logOut, Worker: name != "ingest", OnBatch: rec.OnBatch})
+	if err != nil {
+		return nil, false, err
+	}
+	defer stack.Close()
+	client := bench.NewClient(64)
+	defer client.CloseIdleConnections()
+	var policy []byte
+	if name == "overshoot" {
+		policy = bench.FleetPolicy(cfg.limit)
+	} else if policy, err = os.ReadFile(cfg.policy); err != nil {
+		return nil, false, fmt.Errorf("%w (run from the repository root, or pass -policy)", err)
+	}
+	t, err := bench.Bootstrap(ctx, client, stack.URL, "op", policy)
+	if err != nil {
+		return nil, false, err
+	}
+	customers := func() ([]string, error) {
+		ids := make([]string, cfg.customers)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("cus_%05d", i)
+		}
+		start := time.Now()
+		if err := bench.AddCustomers(ctx, client, t, ids, "", 8); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(stdout, "  (%d customers created in %s; analyze=%v)\n", len(ids), time.Since(start).Round(time.Millisecond), cfg.analyze)
+		if cfg.analyze {
+			// Steady state: planner statistics as autovacuum keeps them (see bench/README.md).
+			if _, err := stack.Pool.Exec(ctx, "analyze"); err != nil {
+				return nil, err
+			}
+		}
+		return ids, nil
+	}
+	switch name {
+	case "ingest":
+		ids, err := customers()
+		if err != nil {
+			return nil, false, err
+		}
+		opt := bench.IngestOptions{Senders: cfg.senders, Batches: cfg.batches, CopyAll: cfg.copyAll}
+		if cfg.cpuprofile != "" {
+			opt.Profile = func() func() {
+				f, err := os.Create(cfg.cpuprofile)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "cloudload:", err)
+					return func() {}
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
+					return func() {}
+				}
+				return func() { pprof.StopCPUProfile(); f.Close() }
+			}
+		}
+		w := bench.NewWorkload(ids, bench.QuickstartMeters, cfg.batchSize, 1)
+		r, err := bench.Ingest(ctx, client, t, stack.Pool, w, opt)
+		if err != nil {
+			return nil, false, err
+		}
+		fmt.Fprintln(stdout, r)
+		met := r.APIRate() >= budgetIngest && r.APIRate() >= budgetIngestRatio*r.CopyRate() &&
+			(r.CopyAllTook == 0 || r.APIRate() >= budgetIngestRatio*r.CopyAllRate())
+		return ingestJSON(r), met, nil
+	case "publish":
+		cust := "pte-user"
+		if err := bench.AddCustomers(ctx, client, t, []string{cust}, "starter", 1); err != nil {
+			return nil, false, err
+		}
+		start := time.Now()
+		ps, err := bench.ConnectSDKs(ctx, t, cfg.sdks)
+		if err != nil {
+			return nil, false, err
+		}
+		defer bench.CloseSDKs(ps)
+		for i, p := range ps {
+			if _, err := p.Limit(ctx, cust, "ai-chat-input"); err != nil {
+				return nil, false, fmt.Errorf("sdk %d: %w", i, err)
+			}
+		}
+		fmt.Fprintf(stdout, "  (%d SDKs connected, streams up, customer hydrated in %s)\n", len(ps), time.Since(start).Round(time.Millisecond))
+		r, err := bench.PublishToEnforce(ctx, client, t, ps, policy, bench.PublishOptions{SDKs: cfg.sdks, Publishes: cfg.publishes,
+			Gap: cfg.gap, PollEvery: cfg.pollEvery, Timeout: 10 * time.Second, Plan: "starter", Entitlement: "ai-chat-input", Customer: cust})
+		if err != nil {
+			return nil, false, err
+		}
+		fmt.Fprintln(stdout, r)
+		for i, d := range r.PerPublish {
+			fmt.Fprintf(stdout, "    publish %2d: %s\n", i+1, d)
+		}
+		return r, r.Missed == 0 && r.WrongLimit == 0 && r.Latency.P99 <= budgetPublishP99, nil
+	case "lag":
+		ids, err := customers()
+		if err != nil {
+			return nil, false, err
+		}
+		w := bench.NewWorkload(ids, bench.QuickstartMeters, 0, 2)
+		r, err := bench.Lag(ctx, client, t, stack.Pool, rec, w, bench.LagOptions{Rate: cfg.rate, Duration: cfg.lagDuration,
+			Senders: cfg.lagSenders, Interval: cfg.lagInt})
+		if err != nil {
+			return nil, false, err
+		}
+		fmt.Fprintln(stdout, r)
+		return r, r.Received.P99 <= budgetLagP99 && r.Commit.P99 <= budgetLagP99 && r.Achieved() >= 0.95*float64(cfg.rate), nil
+	case "overshoot":
+		var out []bench.OvershootResult
+		met := true
+		for _, fr := range cfg.fleetConfigs {
+			r, err := bench.Overshoot(ctx, client, t, stack.Pool, bench.OvershootOptions{Instances: cfg.instances, Limit: cfg.limit,
+				Rate: cfg.fleetRate, Flush: fr.flush, Refresh: fr.refresh})
+			if err != nil {
+				return nil, false, err
+			}
+			fmt.Fprintln(stdout, r)
+			out = append(out, r)
+			if r.Overshoot > r.Bound-int64(r.Limit) {
+				met = false
+			}
+		}
+		return out, met, nil
+	}
+	return nil, false, fmt.Errorf("unknown scenario %q", name)
+}
+
+func ingestJSON(r bench.IngestResult) map[string]any {
+	return map[string]any{"result": r, "api_deltas_per_s": r.APIRate(), "copy_rows_per_s": r.CopyRate(),
+		"copy_all_rows_per_s": r.CopyAllRate(), "api_over_copy": r.APIRate() / r.CopyRate()}
+}
