@@ -29,6 +29,7 @@ import (
 
 	"github.com/limitr/limitr/internal/api"
 	"github.com/limitr/limitr/internal/config"
+	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
 )
 
@@ -132,15 +133,11 @@ func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- s
 	defer pool.Close()
 	var rdb redis.UniversalClient
 	if cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		client, err := bus.NewRedisClient(cfg.RedisURL)
 		if err != nil {
 			return fmt.Errorf("redis-url: %w", err)
 		}
-		// Short timeouts and no retries: Redis only speeds things up, so a dead Redis must
-		// cost each request milliseconds, not the client's default retry budget.
-		opts.MaxRetries = -1
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-		rdb = redis.NewClient(opts)
+		rdb = client
 		defer rdb.Close()
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			logger.Warn("redis is not answering yet; the API works without it and the client keeps retrying", "err", err)

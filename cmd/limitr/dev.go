@@ -70,13 +70,11 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 	// One process: the API's wake-ups reach the worker loop directly, Redis or not.
 	var wake bus.Bus = bus.NewMemory()
 	if cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		client, err := bus.NewRedisClient(cfg.RedisURL)
 		if err != nil {
 			return fmt.Errorf("redis-url: %w", err)
 		}
-		opts.MaxRetries = -1
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-		rdb = redis.NewClient(opts)
+		rdb = client
 		defer rdb.Close()
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			logger.Warn("redis is not answering yet; everything works without it and the client keeps retrying", "err", err)

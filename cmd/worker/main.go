@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/limitr/limitr/internal/aggregate"
 	"github.com/limitr/limitr/internal/config"
@@ -87,14 +86,11 @@ func work(ctx context.Context, cfg config.Worker, logOut io.Writer, ready chan<-
 
 	var wake bus.Bus
 	if cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		client, err := bus.NewRedisClient(cfg.RedisURL)
 		if err != nil {
 			return fmt.Errorf("redis-url: %w", err)
 		}
-		// Redis only wakes the worker early; polling covers its absence, so fail fast.
-		opts.MaxRetries = -1
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-		rdb := redis.NewClient(opts)
+		rdb := client
 		defer rdb.Close()
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			logger.Warn("worker: redis is not answering yet; polling meanwhile", "err", err)

@@ -31,7 +31,8 @@ type Config struct {
 	OperatorToken string
 	// MaxBodyBytes bounds request bodies (default 1 MiB).
 	MaxBodyBytes int64
-	// RateLimit is requests per RatePer per API key (default 6000 per minute), with RateBurst.
+	// RateLimit is requests per RatePer per API key (default 60000 per minute: a fleet of
+	// SDK instances shares one key), with RateBurst.
 	RateLimit int
 	RatePer   time.Duration
 	RateBurst int
@@ -45,7 +46,7 @@ func (c *Config) defaults() {
 		c.MaxBodyBytes = 1 << 20
 	}
 	if c.RateLimit <= 0 {
-		c.RateLimit = 6000
+		c.RateLimit = 60000
 	}
 	if c.RatePer <= 0 {
 		c.RatePer = time.Minute

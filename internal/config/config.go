@@ -44,7 +44,7 @@ var APISettings = []Setting{
 	{"operator-token", "LIMITR_OPERATOR_TOKEN", "", "token that authorises POST /v1/tenants; empty disables it"},
 	{"migrate-on-start", "LIMITR_MIGRATE_ON_START", "true", "apply pending migrations at start (under an advisory lock)"},
 	{"max-body-bytes", "LIMITR_MAX_BODY_BYTES", "1048576", "largest request body accepted"},
-	{"rate-limit", "LIMITR_RATE_LIMIT", "6000", "requests per rate period per API key"},
+	{"rate-limit", "LIMITR_RATE_LIMIT", "60000", "requests per rate period per API key (an SDK fleet shares its key)"},
 	{"rate-period", "LIMITR_RATE_PERIOD", "1m", "the rate limit's window"},
 	{"shutdown-timeout", "LIMITR_SHUTDOWN_TIMEOUT", "15s", "how long to drain requests on SIGTERM"},
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},

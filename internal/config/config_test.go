@@ -16,7 +16,7 @@ func TestFlagWinsOverEnvOverDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != ":9000" || c.RatePeriod != 30*time.Second || c.RateLimit != 6000 || !c.MigrateOnStart {
+	if c.Addr != ":9000" || c.RatePeriod != 30*time.Second || c.RateLimit != 60000 || !c.MigrateOnStart {
 		t.Fatalf("%+v", c)
 	}
 }

@@ -53,13 +53,13 @@ func (p *Policy) do(ctx context.Context, call enforcement.Call, commit bool, opt
 	}
 	if commit {
 		ok, err := p.eng.Allow(ctx, call)
-		if p.hydrated(ctx, call.Customer, err) {
+		if p.hydrated(ctx, call.Customer, &err) {
 			ok, err = p.eng.Allow(ctx, call)
 		}
 		return ok, err
 	}
 	ok, err := p.eng.Check(ctx, call)
-	if p.hydrated(ctx, call.Customer, err) {
+	if p.hydrated(ctx, call.Customer, &err) {
 		ok, err = p.eng.Check(ctx, call)
 	}
 	return ok, err
@@ -135,7 +135,7 @@ func (p *Policy) Value(ctx context.Context, customer, entitlement string) (float
 		return 0, err
 	}
 	v, err := p.eng.Value(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		v, err = p.eng.Value(ctx, customer, entitlement)
 	}
 	return float(v, err)
@@ -147,7 +147,7 @@ func (p *Policy) ValuePercent(ctx context.Context, customer, entitlement string)
 		return 0, err
 	}
 	v, err := p.eng.ValuePercent(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		v, err = p.eng.ValuePercent(ctx, customer, entitlement)
 	}
 	return float(v, err)
@@ -160,7 +160,7 @@ func (p *Policy) Remaining(ctx context.Context, customer, entitlement string) (f
 		return 0, err
 	}
 	v, err := p.eng.Remaining(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		v, err = p.eng.Remaining(ctx, customer, entitlement)
 	}
 	return float(v, err)
@@ -172,7 +172,7 @@ func (p *Policy) Limit(ctx context.Context, customer, entitlement string) (float
 		return 0, err
 	}
 	v, err := p.eng.Limit(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		v, err = p.eng.Limit(ctx, customer, entitlement)
 	}
 	return float(v, err)
@@ -184,7 +184,7 @@ func (p *Policy) Resets(ctx context.Context, customer, entitlement string) (time
 		return time.Time{}, err
 	}
 	t, err := p.eng.Resets(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		t, err = p.eng.Resets(ctx, customer, entitlement)
 	}
 	return t, err

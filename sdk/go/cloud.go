@@ -31,8 +31,15 @@ const (
 	DefaultRefreshInterval = 2 * time.Second
 )
 
-// ErrNoPolicy is returned by Cloud when the key's environment has no published policy.
-var ErrNoPolicy = errors.New("limitr: no policy is published to this environment")
+// Errors of cloud mode.
+var (
+	// ErrNoPolicy is returned by Cloud when the key's environment has no published policy.
+	ErrNoPolicy = errors.New("limitr: no policy is published to this environment")
+	// ErrUnavailable is returned when a call needs the control plane (to load a customer
+	// this instance has not seen) and it cannot be reached. Calls for customers already
+	// held go on locally.
+	ErrUnavailable = errors.New("limitr: the control plane is unavailable")
+)
 
 // CloudOption configures Cloud.
 type CloudOption func(*cloudConfig)
@@ -185,6 +192,7 @@ type cloud struct {
 	hmu         sync.Mutex
 	flights     map[string]*flight
 	negative    map[string]time.Time
+	causes      map[string]error // why a negative result was not a plain "unknown"
 	revs        map[string]int64
 	lastRefresh map[string]time.Time
 
@@ -409,8 +417,20 @@ func (p *Policy) SyncStats() SyncStats {
 
 // hydrated reports whether err is a miss on a customer this instance does not hold
 // that cloud mode just fixed by hydrating it from the server: the caller retries once.
-func (p *Policy) hydrated(ctx context.Context, customer string, err error) bool {
-	return err != nil && p.cloud != nil && errors.Is(err, ErrUnknownCustomer) && p.cloud.hydrate(ctx, customer)
+// hydrated fetches a customer unknown here from the control plane and reports whether
+// the call should be retried. When the control plane could not be asked (an outage),
+// *err becomes ErrUnavailable: the customer may well exist.
+func (p *Policy) hydrated(ctx context.Context, customer string, err *error) bool {
+	if *err == nil || p.cloud == nil || !errors.Is(*err, ErrUnknownCustomer) {
+		return false
+	}
+	if p.cloud.hydrate(ctx, customer) {
+		return true
+	}
+	if cause := p.cloud.unavailable(customer); cause != nil {
+		*err = fmt.Errorf("%w: customer %q could not be loaded: %w", ErrUnavailable, customer, cause)
+	}
+	return false
 }
 
 // ---- HTTP ----

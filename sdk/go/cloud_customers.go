@@ -154,14 +154,22 @@ func (c *cloud) hydrateDepth(ctx context.Context, id string, depth int) bool {
 	// The load runs on its own, bounded by Cloud's lifetime and the request limit, so
 	// every caller (the first included) waits only as long as its own context allows.
 	go func() {
-		ok := c.loadCustomer(id, depth)
+		ok, cause := c.loadCustomer(id, depth)
 		c.hmu.Lock()
 		delete(c.flights, id)
+		if c.causes == nil {
+			c.causes = map[string]error{}
+		}
+		delete(c.causes, id)
 		if !ok {
+			if cause != nil {
+				c.causes[id] = cause
+			}
 			if len(c.negative) > 10_000 {
 				for k, exp := range c.negative {
 					if now.After(exp) {
 						delete(c.negative, k)
+						delete(c.causes, k)
 					}
 				}
 			}
@@ -197,18 +205,27 @@ func (c *cloud) fetchState(ctx context.Context, id string) (*wire.CustomerState,
 }
 
 // loadCustomer hydrates one customer (and the refs it names that are missing here).
-func (c *cloud) loadCustomer(id string, depth int) bool {
+// unavailable is why id's last hydration failed when the control plane could not
+// answer, or nil when it answered that the customer does not exist.
+func (c *cloud) unavailable(id string) error {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	return c.causes[id]
+}
+
+func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 	ctx, cancel := context.WithTimeout(c.sendCtx, c.cfg.hydrateLimit)
 	defer cancel()
 	st, rec, err := c.fetchState(ctx, id)
 	if err != nil {
 		if !errors.Is(err, ErrUnknownCustomer) {
 			c.log.Warn("limitr: hydrating a customer failed", "customer", id, "err", err)
+			return false, err
 		}
-		return false
+		return false, nil
 	}
 	if c.local(rec.ID) != nil || c.local(id) != nil {
-		return true // created here meanwhile
+		return true, nil // created here meanwhile
 	}
 	snap, err := c.snapshot(rec, st)
 	inserted := false
@@ -218,7 +235,7 @@ func (c *cloud) loadCustomer(id string, depth int) bool {
 	}
 	if err != nil {
 		c.log.Warn("limitr: applying a hydrated customer failed", "customer", id, "err", err)
-		return c.local(id) != nil
+		return c.local(id) != nil, nil
 	}
 	if inserted {
 		c.setRev(rec.ID, rec.Revision)
@@ -233,7 +250,7 @@ func (c *cloud) loadCustomer(id string, depth int) bool {
 			}
 		}
 	}
-	return true
+	return true, nil
 }
 
 // snapshot builds the engine's customer from a server record and meter totals: the

@@ -55,6 +55,7 @@ type fakeCP struct {
 	failCust   int // the next n customer operations answer 500
 	stateCalls map[string]int
 	stateDelay time.Duration
+	stateDown  bool // the state endpoint answers 503 while set
 	grantSeq   int
 }
 
@@ -672,6 +673,11 @@ func (f *fakeCP) getState(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.stateCalls[id]++
 	delay := f.stateDelay
+	if f.stateDown {
+		f.mu.Unlock()
+		problemReply(w, http.StatusServiceUnavailable, "the database is unavailable; retry shortly")
+		return
+	}
 	rec := f.lookupLocked(id)
 	var st wire.CustomerState
 	if rec != nil {

@@ -692,3 +692,44 @@ func TestCloudFleetRefreshSeesOtherInstances(t *testing.T) {
 	eventually(t, "a refreshed", func() bool { v, _ := a.Value(ctx, "f", "api"); return v == 10 })
 	mustAllow(t, a, "f", 1, false)
 }
+
+// A customer this instance has not seen cannot be loaded while the control plane is
+// down: the call says so (ErrUnavailable) rather than claiming the customer is unknown.
+func TestCloudOutageIsNotUnknownCustomer(t *testing.T) {
+	f := newFakeCP(t, cloudPolicy("10"))
+	first := connect(t, f)
+	ctx := context.Background()
+	if _, err := first.CreateCustomer(ctx, "u", ""); err != nil {
+		t.Fatal(err)
+	}
+	closeNow(t, first)
+	second := connect(t, f)
+	defer closeNow(t, second)
+	f.mu.Lock()
+	f.stateDown = true
+	f.mu.Unlock()
+	_, err := second.Allow(ctx, "u", "api", 1)
+	if !errors.Is(err, limitr.ErrUnavailable) || errors.Is(err, limitr.ErrUnknownCustomer) {
+		t.Fatalf("during the outage: %v", err)
+	}
+	if _, err := second.Allow(ctx, "nobody", "api", 1); !errors.Is(err, limitr.ErrUnavailable) {
+		t.Fatalf("an unknown customer during the outage: %v", err)
+	}
+	f.mu.Lock()
+	f.stateDown = false
+	f.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok, err := second.Allow(ctx, "u", "api", 1)
+		if err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the outage: %v %v", ok, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := second.Allow(ctx, "nobody", "api", 1); err == nil {
+		t.Fatal("a customer the server does not know must fail")
+	}
+}

@@ -109,7 +109,7 @@ func (p *Policy) RemainingCredit(ctx context.Context, customer, credit string) (
 		return 0, err
 	}
 	v, err := p.eng.RemainingCredit(ctx, customer, credit)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		v, err = p.eng.RemainingCredit(ctx, customer, credit)
 	}
 	return float(v, err)
@@ -135,7 +135,7 @@ func (p *Policy) Allowance(ctx context.Context, customer, entitlement string) (f
 		return 0, err
 	}
 	v, err := p.eng.Allowance(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		v, err = p.eng.Allowance(ctx, customer, entitlement)
 	}
 	return float(v, err)
@@ -154,7 +154,7 @@ func (p *Policy) Reserve(ctx context.Context, customer, entitlement string, amt 
 	}
 	call := p.callWith(opts)
 	r, err := p.eng.Reserve(ctx, customer, entitlement, d, call.Reservation, call)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		r, err = p.eng.Reserve(ctx, customer, entitlement, d, call.Reservation, call)
 	}
 	return r, err
@@ -171,7 +171,7 @@ func (p *Policy) Settle(ctx context.Context, customer, entitlement string, hold 
 		return false, err
 	}
 	r, err := p.eng.Settle(ctx, customer, entitlement, hold, d, p.callWith(opts))
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		r, err = p.eng.Settle(ctx, customer, entitlement, hold, d, p.callWith(opts))
 	}
 	return r, err
@@ -183,7 +183,7 @@ func (p *Policy) Release(ctx context.Context, customer, entitlement string, hold
 		return err
 	}
 	err := p.eng.Release(ctx, customer, entitlement, hold)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		err = p.eng.Release(ctx, customer, entitlement, hold)
 	}
 	return err
@@ -195,7 +195,7 @@ func (p *Policy) Held(ctx context.Context, customer, entitlement string) (float6
 		return 0, err
 	}
 	v, err := p.eng.Held(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		v, err = p.eng.Held(ctx, customer, entitlement)
 	}
 	return float(v, err)
@@ -208,7 +208,7 @@ func (p *Policy) AddCustomerCap(ctx context.Context, customer string, c Cap) err
 		return err
 	}
 	_, err := p.eng.AddCustomerCap(ctx, customer, c)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		_, err = p.eng.AddCustomerCap(ctx, customer, c)
 	}
 	return err
@@ -220,7 +220,7 @@ func (p *Policy) CustomerCap(ctx context.Context, customer, id string) (Cap, err
 		return Cap{}, err
 	}
 	r, err := p.eng.CustomerCap(ctx, customer, id)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		r, err = p.eng.CustomerCap(ctx, customer, id)
 	}
 	return r, err
@@ -232,7 +232,7 @@ func (p *Policy) ResetCustomerCap(ctx context.Context, customer, id string) erro
 		return err
 	}
 	err := p.eng.ResetCustomerCap(ctx, customer, id)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		err = p.eng.ResetCustomerCap(ctx, customer, id)
 	}
 	return err
@@ -244,7 +244,7 @@ func (p *Policy) RemoveCustomerCap(ctx context.Context, customer, id string) err
 		return err
 	}
 	err := p.eng.RemoveCustomerCap(ctx, customer, id)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		err = p.eng.RemoveCustomerCap(ctx, customer, id)
 	}
 	return err
@@ -256,7 +256,7 @@ func (p *Policy) CustomerMarginSnapshot(ctx context.Context, customer string) (M
 		return Margin{}, err
 	}
 	r, err := p.eng.CustomerMarginSnapshot(ctx, customer)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		r, err = p.eng.CustomerMarginSnapshot(ctx, customer)
 	}
 	return r, err
@@ -277,7 +277,7 @@ func (p *Policy) EnsurePlanSubscription(ctx context.Context, customer string) (b
 		return false, err
 	}
 	r, err := p.eng.EnsurePlanSubscription(ctx, customer)
-	if p.hydrated(ctx, customer, err) {
+	if p.hydrated(ctx, customer, &err) {
 		r, err = p.eng.EnsurePlanSubscription(ctx, customer)
 	}
 	return r, err

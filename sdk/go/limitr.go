@@ -260,7 +260,7 @@ func (p *Policy) Customer(ctx context.Context, id string) (*Customer, error) {
 		return nil, err
 	}
 	c, err := p.eng.Customer(ctx, id)
-	if p.hydrated(ctx, id, err) {
+	if p.hydrated(ctx, id, &err) {
 		c, err = p.eng.Customer(ctx, id)
 	}
 	return c, err

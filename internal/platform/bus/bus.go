@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -112,3 +113,17 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) <-chan []byte {
 
 // Close closes the client.
 func (r *Redis) Close() error { return r.client.Close() }
+
+// NewRedisClient opens a client tuned for a Redis that only speeds things up: short
+// timeouts, no command retries and one dial attempt, so a dead Redis costs a request a
+// few milliseconds instead of the client's default retry budget (about 400 ms).
+func NewRedisClient(redisURL string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, err
+	}
+	opts.MaxRetries = -1
+	opts.DialerRetries = 1
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+	return redis.NewClient(opts), nil
+}
