@@ -204,6 +204,12 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 		if commit && call.IdempotencyKey != "" {
 			e.remember(owner, call.IdempotencyKey, allowed, now)
 		}
+		if commit && e.usage != nil && e.usage.audit {
+			if limit.Credit.Int {
+				amount = amount.Trunc(0)
+			}
+			e.audit(owner.id, res.caller.id, res.ce.Name, amount, e.callOverhead(limit.Credit, amount, call), allowed, now)
+		}
 		unlockAll(locks)
 		return allowed, nil
 	}
@@ -233,6 +239,9 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 		return d.checked(), nil
 	}
 	events := e.commit(&d, p, &res, locks, caps, m, call, now)
+	if e.usage != nil && e.usage.audit {
+		e.audit(owner.id, res.caller.id, res.ce.Name, d.amount, d.overhead, d.allowed(), now)
+	}
 	if call.IdempotencyKey != "" {
 		e.remember(owner, call.IdempotencyKey, d.allowed(), now)
 	}

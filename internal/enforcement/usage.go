@@ -3,6 +3,8 @@ package enforcement
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -53,6 +55,9 @@ type usageRecorder struct {
 	inflight map[usageKey]UsageDelta // drained, not yet acknowledged by the server
 	batches  map[uint64][]usageKey
 	nextID   uint64
+	audit    bool
+	events   []CallEvent
+	eventSeq uint64
 }
 
 // WithUsageRecording makes the engine keep usage deltas for DrainUsage.
@@ -262,4 +267,68 @@ func (e *Engine) ApplyRemoteTotals(ctx context.Context, id string, totals []Remo
 		}
 	}
 	return nil
+}
+
+// CallEvent is one decided call, kept in audit mode. ID is unique within the engine.
+type CallEvent struct {
+	ID          string
+	Customer    string // the meter's owner
+	Caller      string
+	Entitlement string
+	Units       num.Dec
+	Overhead    num.Dec
+	Allowed     bool
+	At          time.Time
+}
+
+// WithCallAudit keeps a record of every metered call (allowed or denied) for
+// DrainCallEvents, in addition to the usage sums. It implies WithUsageRecording.
+func WithCallAudit() Option {
+	return func(e *Engine) {
+		if e.usage == nil {
+			WithUsageRecording()(e)
+		}
+		e.usage.audit = true
+	}
+}
+
+// audit records a decided call when audit mode is on.
+func (e *Engine) audit(owner, caller, ent string, units, overhead num.Dec, allowed bool, at time.Time) {
+	r := e.usage
+	if r == nil || !r.audit {
+		return
+	}
+	r.mu.Lock()
+	r.eventSeq++
+	r.events = append(r.events, CallEvent{ID: strconv.FormatUint(r.eventSeq, 36), Customer: owner, Caller: caller,
+		Entitlement: ent, Units: units, Overhead: overhead, Allowed: allowed, At: at.UTC()})
+	r.mu.Unlock()
+}
+
+// DrainCallEvents takes up to max recorded calls (0: all), oldest first.
+func (e *Engine) DrainCallEvents(max int) []CallEvent {
+	r := e.usage
+	if r == nil || !r.audit {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.events)
+	if max > 0 && n > max {
+		n = max
+	}
+	out := slices.Clone(r.events[:n])
+	r.events = slices.Delete(r.events, 0, n)
+	return out
+}
+
+// RequeueCallEvents puts undelivered calls back at the front.
+func (e *Engine) RequeueCallEvents(events []CallEvent) {
+	r := e.usage
+	if r == nil || len(events) == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.events = append(slices.Clone(events), r.events...)
+	r.mu.Unlock()
 }

@@ -105,3 +105,34 @@ func TestNoRecordingWithoutTheOption(t *testing.T) {
 		t.Fatal("recorded without WithUsageRecording")
 	}
 }
+
+func TestCallAuditRecordsEveryDecidedCall(t *testing.T) {
+	p, err := policies.Load([]byte(`{"policy": {"credits": {"tok": {"overhead_cost": 0.5}},
+	  "plans": {"p": {"default": true, "entitlements": {"e": {"limit": {"credit": "tok", "value": 5}}}}}}}`), doctree.FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := New(p, WithCallAudit())
+	ctx := context.Background()
+	if _, err := e.CreateCustomer(ctx, CustomerSpec{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, amount := range []string{"2", "2", "2"} { // the third is denied by the hard limit of 5
+		_, _ = e.Allow(ctx, Call{Customer: "c", Entitlement: "e", Amount: num.MustParse(amount)})
+	}
+	_, _ = e.Check(ctx, Call{Customer: "c", Entitlement: "e", Amount: num.One}) // checks are not calls
+	events := e.DrainCallEvents(0)
+	if len(events) != 3 || !events[0].Allowed || !events[1].Allowed || events[2].Allowed {
+		t.Fatalf("events %+v", events)
+	}
+	if events[0].ID == events[1].ID || !events[0].Overhead.Equal(num.One) || events[0].Caller != "c" {
+		t.Fatalf("event fields %+v", events[0])
+	}
+	if len(e.DrainCallEvents(0)) != 0 {
+		t.Fatal("drained twice")
+	}
+	e.RequeueCallEvents(events[:1])
+	if again := e.DrainCallEvents(0); len(again) != 1 || again[0].ID != events[0].ID {
+		t.Fatalf("requeue %+v", again)
+	}
+}

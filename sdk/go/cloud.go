@@ -53,6 +53,7 @@ type cloudConfig struct {
 	httpClient      *http.Client
 	logger          *slog.Logger
 	overflow        Overflow
+	audit           bool
 	// Tuning the tests use; zero picks the defaults.
 	backoffBase  time.Duration
 	backoffCap   time.Duration
@@ -61,6 +62,11 @@ type cloudConfig struct {
 	requestLimit time.Duration
 	hydrateLimit time.Duration
 }
+
+// WithAuditMode also sends a record of every metered call (allowed or denied, with an id
+// unique to the instance) alongside the usage sums. It costs a record per call in
+// memory until the next flush, and the buffer size bounds calls as well as meters.
+func WithAuditMode() CloudOption { return func(c *cloudConfig) { c.audit = true } }
 
 // WithBaseURL sets the control plane's address (default: $LIMITR_BASE_URL, else
 // http://127.0.0.1:8080).
@@ -312,7 +318,11 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, err
 	if err != nil {
 		return nil, err
 	}
-	eng, err := enforcement.New(doc, enforcement.WithUsageRecording())
+	engOpts := []enforcement.Option{enforcement.WithUsageRecording()}
+	if cfg.audit {
+		engOpts = append(engOpts, enforcement.WithCallAudit())
+	}
+	eng, err := enforcement.New(doc, engOpts...)
 	if err != nil {
 		return nil, err
 	}

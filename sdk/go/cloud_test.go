@@ -733,3 +733,44 @@ func TestCloudOutageIsNotUnknownCustomer(t *testing.T) {
 		t.Fatal("a customer the server does not know must fail")
 	}
 }
+
+// Audit mode sends one record per metered call, allowed or denied, each id sent once.
+func TestCloudAuditModeSendsEveryCall(t *testing.T) {
+	f := newFakeCP(t, cloudPolicy("3"))
+	p := connect(t, f, limitr.WithAuditMode())
+	ctx := context.Background()
+	if _, err := p.CreateCustomer(ctx, "u", ""); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		mustAllow(t, p, "u", 1, true)
+	}
+	mustAllow(t, p, "u", 1, false)
+	if _, err := p.Check(ctx, "u", "api", 1); err != nil { // a check is not a call
+		t.Fatal(err)
+	}
+	closeNow(t, p)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := map[string]bool{}
+	allowed, denied := 0, 0
+	for _, b := range f.committed {
+		for _, e := range b.Events {
+			if ids[e.ID] {
+				t.Fatalf("event %s sent twice", e.ID)
+			}
+			ids[e.ID] = true
+			if e.Customer != "u" || e.Entitlement != "api" || e.Units != "1" {
+				t.Fatalf("event %+v", e)
+			}
+			if e.Allowed {
+				allowed++
+			} else {
+				denied++
+			}
+		}
+	}
+	if allowed != 3 || denied != 1 {
+		t.Fatalf("events: %d allowed, %d denied", allowed, denied)
+	}
+}

@@ -98,11 +98,12 @@ func (c *cloud) cut(final bool) {
 			c.umu.Unlock()
 		}
 		id, ds := c.eng.DrainUsage(context.Background(), max)
-		if len(ds) == 0 {
+		evs := c.eng.DrainCallEvents(max)
+		if len(ds) == 0 && len(evs) == 0 {
 			return
 		}
-		c.enqueue(id, ds, final)
-		if len(ds) < max {
+		c.enqueue(id, ds, evs, final)
+		if len(ds) < max && len(evs) < max {
 			return
 		}
 	}
@@ -118,9 +119,21 @@ func toWire(ds []enforcement.UsageDelta) []wire.UsageDelta {
 	return out
 }
 
-func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, final bool) {
-	b := &batch{engID: id, deltas: ds, n: len(ds),
-		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds)}}
+func toWireEvents(evs []enforcement.CallEvent) []wire.UsageEvent {
+	if len(evs) == 0 {
+		return nil
+	}
+	out := make([]wire.UsageEvent, len(evs))
+	for i, e := range evs {
+		out[i] = wire.UsageEvent{ID: e.ID, Customer: e.Customer, Caller: e.Caller, Entitlement: e.Entitlement,
+			Units: e.Units.String(), Overhead: e.Overhead.String(), Allowed: e.Allowed, At: e.At}
+	}
+	return out
+}
+
+func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, evs []enforcement.CallEvent, final bool) {
+	b := &batch{engID: id, deltas: ds, n: len(ds) + len(evs),
+		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds), Events: toWireEvents(evs)}}
 	c.umu.Lock()
 	if !final {
 		switch c.cfg.overflow.kind {
