@@ -88,6 +88,11 @@ func (e *Engine) Allow(ctx context.Context, call Call) (bool, error) { return e.
 // Check decides a call exactly as Allow would, without changing anything.
 func (e *Engine) Check(ctx context.Context, call Call) (bool, error) { return e.call(&call, false) }
 
+// Decide is Allow (commit) or Check without copying the call: the SDK's hot path.
+func (e *Engine) Decide(ctx context.Context, call *Call, commit bool) (bool, error) {
+	return e.call(call, commit)
+}
+
 // denial says what stopped a call.
 type denial uint8
 

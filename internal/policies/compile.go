@@ -396,8 +396,17 @@ func (p *Policy) Credit(name string) *CompiledCredit { return p.creditIndex[name
 // Plan returns a plan by name.
 func (p *Policy) Plan(name string) *CompiledPlan { return p.planIndex[name] }
 
-// EntitlementIndex returns the policy-wide index of an entitlement name.
+// EntitlementIndex returns the policy-wide index of an entitlement name. Policies have
+// few entitlements, and below a handful a scan is cheaper than hashing the name.
 func (p *Policy) EntitlementIndex(name string) (int, bool) {
+	if len(p.Entitlements) <= 8 {
+		for i, n := range p.Entitlements {
+			if len(n) == len(name) && n == name {
+				return i, true
+			}
+		}
+		return 0, false
+	}
 	i, ok := p.entIndex[name]
 	return i, ok
 }

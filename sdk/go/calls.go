@@ -51,16 +51,9 @@ func (p *Policy) do(ctx context.Context, call enforcement.Call, commit bool, opt
 		}
 		call = *c
 	}
-	if commit {
-		ok, err := p.eng.Allow(ctx, call)
-		if p.hydrated(ctx, call.Customer, &err) {
-			ok, err = p.eng.Allow(ctx, call)
-		}
-		return ok, err
-	}
-	ok, err := p.eng.Check(ctx, call)
-	if p.hydrated(ctx, call.Customer, &err) {
-		ok, err = p.eng.Check(ctx, call)
+	ok, err := p.eng.Decide(ctx, &call, commit)
+	if err != nil && p.hydrated(ctx, call.Customer, &err) {
+		ok, err = p.eng.Decide(ctx, &call, commit)
 	}
 	return ok, err
 }
