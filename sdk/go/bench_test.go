@@ -2,6 +2,7 @@ package limitr_test
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -207,5 +208,42 @@ func BenchmarkAllowCapped(b *testing.B) {
 	b.StopTimer()
 	if c, _ := p.CustomerCap(ctx, "org_0", "budget"); c.MeterValue <= 0 {
 		b.Fatalf("the org cap did not move: %+v", c)
+	}
+}
+
+// BenchmarkResident1M measures resident state for 1M customers × 3 metered
+// entitlements (budget ≤ 1 GiB). Run alone: go test -run '^$' -bench Resident1M -benchtime 1x.
+func BenchmarkResident1M(b *testing.B) {
+	const doc = `{"policy": {"credits": {"t": {"stof_units": "int"}}, "plans": {"p": {"default": true, "entitlements": {
+	  "a": {"limit": {"credit": "t", "value": 1000000, "resets": true, "reset_inc": "1day"}},
+	  "b": {"limit": {"credit": "t", "value": 1000000, "resets": true, "reset_inc": "30days"}},
+	  "c": {"limit": {"credit": "t", "value": 1000000}}}}}}}`
+	for b.Loop() {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		p, err := limitr.New([]byte(doc), limitr.WithClock(benchClock()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		const n = 1_000_000
+		for i := range n {
+			id := "user_" + strconv.Itoa(i)
+			if _, err := p.CreateCustomer(ctx, id, ""); err != nil {
+				b.Fatal(err)
+			}
+			for _, ent := range []string{"a", "b", "c"} {
+				if ok, _ := p.Allow(ctx, id, ent, 1); !ok {
+					b.Fatal("denied")
+				}
+			}
+		}
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/(1<<20), "MiB")
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "B/customer")
+		runtime.KeepAlive(p)
 	}
 }
