@@ -121,12 +121,7 @@ func migrateCmd(ctx context.Context, args []string, getenv func(string) string, 
 // receives the listening address.
 func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- string) error {
 	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	if cfg.MigrateOnStart {
-		if err := pg.MigrateUp(ctx, cfg.DatabaseURL); err != nil {
-			return err
-		}
-	}
-	pool, err := pg.Connect(ctx, cfg.DatabaseURL)
+	pool, err := pg.Open(ctx, cfg.DatabaseURL, cfg.MigrateOnStart)
 	if err != nil {
 		return err
 	}

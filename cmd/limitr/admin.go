@@ -31,11 +31,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	ctx := context.Background()
-	if err := pg.MigrateUp(ctx, *dbURL); err != nil {
-		fmt.Fprintln(stderr, "limitr admin bootstrap:", err)
-		return exitFail
-	}
-	pool, err := pg.Connect(ctx, *dbURL)
+	pool, err := pg.Open(ctx, *dbURL, true)
 	if err != nil {
 		fmt.Fprintln(stderr, "limitr admin bootstrap:", err)
 		return exitFail

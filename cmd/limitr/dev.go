@@ -56,12 +56,7 @@ func dev(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	if cfg.MigrateOnStart {
-		if err := pg.MigrateUp(ctx, cfg.DatabaseURL); err != nil {
-			return err
-		}
-	}
-	pool, err := pg.Connect(ctx, cfg.DatabaseURL)
+	pool, err := pg.Open(ctx, cfg.DatabaseURL, cfg.MigrateOnStart)
 	if err != nil {
 		return err
 	}

@@ -66,12 +66,7 @@ func outcome(err error) string {
 
 func work(ctx context.Context, cfg config.Worker, logOut io.Writer, ready chan<- string) error {
 	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	if cfg.MigrateOnStart {
-		if err := pg.MigrateUp(ctx, cfg.DatabaseURL); err != nil {
-			return err
-		}
-	}
-	pool, err := pg.Connect(ctx, cfg.DatabaseURL)
+	pool, err := pg.Open(ctx, cfg.DatabaseURL, cfg.MigrateOnStart)
 	if err != nil {
 		return err
 	}

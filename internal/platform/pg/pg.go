@@ -144,3 +144,14 @@ func CheckCurrent(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	return nil
 }
+
+// Open applies pending migrations when migrate is set, then connects: how every binary
+// starts.
+func Open(ctx context.Context, databaseURL string, migrate bool) (*pgxpool.Pool, error) {
+	if migrate {
+		if err := MigrateUp(ctx, databaseURL); err != nil {
+			return nil, err
+		}
+	}
+	return Connect(ctx, databaseURL)
+}
