@@ -30,7 +30,8 @@ demo: check-go
 
 ## test: every test, against real Postgres and Redis on 127.0.0.1
 test: check-go
-	@eval "$$(scripts/services.sh)"; \
+	@env_out=$$(scripts/services.sh) || { echo "make: PostgreSQL and Redis could not be started (see above)" >&2; exit 1; }; \
+	eval "$$env_out"; \
 	$(GO) test -count=1 -timeout 20m ./... && \
 	$(GO) test -count=1 -race -timeout 10m ./internal/enforcement/... ./sdk/go/... && \
 	$(GO) run ./cmd/limitr test examples/scenarios
