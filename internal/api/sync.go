@@ -34,7 +34,7 @@ import (
 //
 //	POST /v1/sdk/usage                commit a usage batch (gzip or plain JSON wire.UsageBatch)
 //	GET  /v1/sdk/stream               server-sent events: hello, then policy and customer changes
-//	GET  /v1/sdk/customers/:id/state  hydrate a customer: its record and committed meter totals
+//	GET  /v1/sdk/customers/:id/state  hydrate a customer: its record, committed meter totals and grant draws
 //
 // GET /v1/sdk/policy (policies.go) serves the active policy itself.
 
@@ -412,7 +412,10 @@ func validateUsageBatch(in *wire.UsageBatch, now time.Time) *usageValidation {
 	if len(in.Events) > maxUsageEvents {
 		v.add("events", fmt.Sprintf("has %d entries; at most %d per batch", len(in.Events), maxUsageEvents))
 	}
-	if len(in.Deltas) > wire.MaxDeltas || len(in.Events) > maxUsageEvents {
+	if len(in.GrantDraws) > wire.MaxDeltas {
+		v.add("grant_draws", fmt.Sprintf("has %d entries; at most %d per batch", len(in.GrantDraws), wire.MaxDeltas))
+	}
+	if len(in.Deltas) > wire.MaxDeltas || len(in.Events) > maxUsageEvents || len(in.GrantDraws) > wire.MaxDeltas {
 		return v
 	}
 	b.InstanceID, b.Sequence, b.PolicyVersion = in.InstanceID, in.Sequence, in.PolicyVersion
@@ -459,6 +462,36 @@ func validateUsageBatch(in *wire.UsageBatch, now time.Time) *usageValidation {
 		}
 		out.CustomerID, out.Entitlement, out.Credit = d.Customer, d.Entitlement, d.Credit
 		out.PeriodStart, out.Calls = d.PeriodStart.UTC(), d.Calls
+		if ok {
+			addName(d.Customer)
+		}
+	}
+	b.GrantDraws = make([]store.GrantDraw, len(in.GrantDraws))
+	for i := range in.GrantDraws {
+		d := &in.GrantDraws[i]
+		out := &b.GrantDraws[i]
+		ok := true
+		for _, f := range []struct{ name, val string }{{"customer", d.Customer}, {"grant_id", d.GrantID}} {
+			if fe := checkUsageName(f.name, f.val); fe != nil {
+				v.at("grant_draws", i, fe)
+				if f.name == "customer" {
+					ok = false
+				}
+			}
+		}
+		switch {
+		case d.PeriodStart.IsZero():
+			v.add(itemPath("grant_draws", i, "period_start"), "is required")
+		case d.PeriodStart.After(now.Add(usagePeriodWindow)):
+			v.add(itemPath("grant_draws", i, "period_start"), fmt.Sprintf("%s is more than %d days in the future", d.PeriodStart.UTC().Format(time.RFC3339), int(usagePeriodWindow/(24*time.Hour))))
+		}
+		var fe *problem.FieldError
+		if out.Units, fe = parseUsageDecimal("units", d.Units); fe != nil {
+			v.at("grant_draws", i, fe)
+		} else if out.Units.IsNeg() {
+			v.add(itemPath("grant_draws", i, "units"), "must not be negative: a draw takes from a grant")
+		}
+		out.CustomerID, out.GrantID, out.PeriodStart = d.Customer, d.GrantID, d.PeriodStart.UTC()
 		if ok {
 			addName(d.Customer)
 		}
@@ -522,6 +555,21 @@ func (v *usageValidation) resolve(found map[string]store.UsageCustomer) (errs []
 		// An old period start is a non-resetting meter's: it cannot predate its customer.
 		if d.PeriodStart.Before(v.now.Add(-usagePeriodWindow)) && d.PeriodStart.Before(c.CreatedAt.Add(-usageClockSkew)) {
 			v.add(fmt.Sprintf("deltas[%d].period_start", i), fmt.Sprintf("%s is more than %d days ago and before customer %q was created",
+				d.PeriodStart.Format(time.RFC3339), int(usagePeriodWindow/(24*time.Hour)), d.CustomerID))
+		}
+		d.CustomerID = c.ID
+	}
+	for i := range v.batch.GrantDraws {
+		d := &v.batch.GrantDraws[i]
+		c, ok := found[d.CustomerID]
+		if !ok {
+			v.add(fmt.Sprintf("grant_draws[%d].customer", i), fmt.Sprintf("no customer %q in this environment", d.CustomerID))
+			unknown++
+			continue
+		}
+		// A grant period cannot start long before its customer existed.
+		if d.PeriodStart.Before(v.now.Add(-usagePeriodWindow)) && d.PeriodStart.Before(c.CreatedAt.Add(-usageClockSkew)) {
+			v.add(fmt.Sprintf("grant_draws[%d].period_start", i), fmt.Sprintf("%s is more than %d days ago and before customer %q was created",
 				d.PeriodStart.Format(time.RFC3339), int(usagePeriodWindow/(24*time.Hour)), d.CustomerID))
 		}
 		d.CustomerID = c.ID
@@ -629,8 +677,16 @@ func (s *Server) sdkCustomerState(c echo.Context) error {
 		meters[t.Entitlement] = append(meters[t.Entitlement], wire.MeterTotal{Credit: t.Credit, PeriodStart: t.PeriodStart,
 			Units: t.Units, Overhead: t.Overhead, Price: t.Price})
 	}
+	drawTotals, err := store.CommittedGrantDraws(ctx, s.pool, env.TenantID, env.ID, cust.ID, statePeriods)
+	if err != nil {
+		return s.syncUnavailable(err)
+	}
+	var draws []wire.GrantDraw
+	for _, d := range drawTotals {
+		draws = append(draws, wire.GrantDraw{Customer: cust.ID, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units})
+	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "private, no-store")
-	return c.JSON(http.StatusOK, wire.CustomerState{Customer: rec, Meters: meters})
+	return c.JSON(http.StatusOK, wire.CustomerState{Customer: rec, Meters: meters, GrantDraws: draws})
 }
 
 // ---- GET /v1/sdk/stream ----

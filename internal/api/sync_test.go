@@ -174,6 +174,10 @@ func delta(cust, ent, units string) wire.UsageDelta {
 		Units: units, Overhead: "0.000003", Price: "0.000004", Calls: 1}
 }
 
+func draw(cust, grant, units string) wire.GrantDraw {
+	return wire.GrantDraw{Customer: cust, GrantID: grant, PeriodStart: thisMonth(), Units: units}
+}
+
 func batch(instance string, seq int64, ds ...wire.UsageDelta) wire.UsageBatch {
 	return wire.UsageBatch{InstanceID: instance, Sequence: seq, SentAt: time.Now().UTC(), PolicyVersion: 1, Deltas: ds}
 }
@@ -285,6 +289,12 @@ func TestSyncUsageRejectsBadInput(t *testing.T) {
 	d := func(mut func(*wire.UsageDelta)) func(*wire.UsageBatch) {
 		return func(b *wire.UsageBatch) { mut(&b.Deltas[1]) }
 	}
+	g := func(mut func(*wire.GrantDraw)) func(*wire.UsageBatch) {
+		return func(b *wire.UsageBatch) {
+			b.GrantDraws = []wire.GrantDraw{draw("alice", "lgrnt_a", "1"), draw("bob", "included:x", "2")}
+			mut(&b.GrantDraws[1])
+		}
+	}
 	many := make([]wire.UsageDelta, wire.MaxDeltas+1)
 	for i := range many {
 		many[i] = ok
@@ -354,6 +364,19 @@ func TestSyncUsageRejectsBadInput(t *testing.T) {
 		{name: "event with a bad decimal", body: with(func(b *wire.UsageBatch) {
 			b.Events = []wire.UsageEvent{{ID: "e1", Customer: "alice", Entitlement: "x", Units: "one", Overhead: "0", At: time.Now()}}
 		}), code: 422, path: "events[0].units"},
+		{name: "draw of an unknown customer", body: with(g(func(x *wire.GrantDraw) { x.Customer = "mallory" })), gz: true, code: 422, path: "grant_draws[1].customer"},
+		{name: "draw without a grant id", body: with(g(func(x *wire.GrantDraw) { x.GrantID = "" })), code: 422, path: "grant_draws[1].grant_id"},
+		{name: "draw with a long grant id", body: with(g(func(x *wire.GrantDraw) { x.GrantID = strings.Repeat("g", 257) })), code: 422, path: "grant_draws[1].grant_id"},
+		{name: "draw with a bad decimal", body: with(g(func(x *wire.GrantDraw) { x.Units = "1e3" })), code: 422, path: "grant_draws[1].units"},
+		{name: "negative draw", body: with(g(func(x *wire.GrantDraw) { x.Units = "-1" })), code: 422, path: "grant_draws[1].units"},
+		{name: "draw without a period", body: with(g(func(x *wire.GrantDraw) { x.PeriodStart = time.Time{} })), code: 422, path: "grant_draws[1].period_start"},
+		{name: "draw period long before the customer", body: with(g(func(x *wire.GrantDraw) { x.PeriodStart = time.Now().AddDate(-2, 0, 0) })), code: 422, path: "grant_draws[1].period_start"},
+		{name: "too many draws", body: with(func(b *wire.UsageBatch) {
+			b.GrantDraws = make([]wire.GrantDraw, wire.MaxDeltas+1)
+			for i := range b.GrantDraws {
+				b.GrantDraws[i] = draw("alice", "g", "1")
+			}
+		}), gz: true, code: 422, path: "grant_draws"},
 	}
 	for _, tc := range cases {
 		code, body := f.usage(f.sdk, tc.body, tc.gz, tc.hdr...)
@@ -370,6 +393,9 @@ func TestSyncUsageRejectsBadInput(t *testing.T) {
 	}
 	if b, d, e := f.usageRows(); b+d+e != 0 {
 		t.Fatalf("rejected batches wrote rows: %d batches, %d deltas, %d events", b, d, e)
+	}
+	if n := f.count(`select count(*) from grant_draw_totals`); n != 0 {
+		t.Fatalf("rejected batches wrote %d grant draw rows", n)
 	}
 	// A rejected batch commits nothing, so its sequence is still free.
 	a := f.ack(f.usage(f.sdk, batch("web-1", 1, ok), true))
@@ -653,6 +679,59 @@ func TestSyncCustomerState(t *testing.T) {
 	for _, id := range []string{"nobody", "stella", "mallory", "a%2Fb"} {
 		code, body := f.do(http.MethodGet, wire.PathCustomer+id+"/state", f.sdk, nil)
 		wantProblem(t, "state of "+id, code, body, http.StatusNotFound, "")
+	}
+}
+
+func TestSyncGrantDrawsCommitOnceAndHydrate(t *testing.T) {
+	f := newSyncFixture(t)
+	cur := thisMonth()
+	prev, old := cur.AddDate(0, -1, 0), cur.AddDate(0, -2, 0)
+	at := func(d wire.GrantDraw, p time.Time) wire.GrantDraw { d.PeriodStart = p; return d }
+	b1 := batch("web-1", 1, delta("alice", "ai-chat-input", "1"))
+	b1.GrantDraws = []wire.GrantDraw{draw("alice", "lgrnt_a", "2.5"), draw("cus_alice", "lgrnt_a", "0.5"),
+		at(draw("alice", "included:x", "4"), prev), draw("bob", "lgrnt_b", "1")}
+	if a := f.ack(f.usage(f.sdk, b1, true)); a.Duplicate {
+		t.Fatalf("ack %+v", a)
+	}
+	// The same batch again adds nothing; another batch adds to the totals.
+	if a := f.ack(f.usage(f.sdk, b1, false)); !a.Duplicate {
+		t.Fatalf("retry ack %+v", a)
+	}
+	// A draws-only batch is a batch too.
+	b2 := batch("web-2", 1)
+	b2.Deltas = []wire.UsageDelta{}
+	b2.GrantDraws = []wire.GrantDraw{draw("alice", "lgrnt_a", "1"), at(draw("alice", "included:x", "1"), cur), at(draw("alice", "included:x", "9"), old)}
+	f.ack(f.usage(f.sdk, b2, true))
+	if n := f.count(`select count(*) from grant_draw_totals where customer_id = 'alice'`); n != 4 {
+		t.Fatalf("alice has %d draw rows, want 4", n)
+	}
+	code, body := f.do(http.MethodGet, wire.PathCustomer+"cus_alice/state", f.sdk, nil)
+	if code != http.StatusOK {
+		t.Fatalf("state: %d %s", code, body)
+	}
+	var st wire.CustomerState
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	// Grants in id order, the last two periods each, newest first.
+	want := []wire.GrantDraw{
+		{Customer: "alice", GrantID: "included:x", PeriodStart: cur, Units: "1"},
+		{Customer: "alice", GrantID: "included:x", PeriodStart: prev, Units: "4"},
+		{Customer: "alice", GrantID: "lgrnt_a", PeriodStart: cur, Units: "4"},
+	}
+	if len(st.GrantDraws) != len(want) {
+		t.Fatalf("grant draws %s", body)
+	}
+	for i, w := range want {
+		g := st.GrantDraws[i]
+		if g.Customer != w.Customer || g.GrantID != w.GrantID || !g.PeriodStart.Equal(w.PeriodStart) || g.Units != w.Units {
+			t.Fatalf("grant_draws[%d] = %+v, want %+v", i, g, w)
+		}
+	}
+	// bob's draws are his own.
+	_, body = f.do(http.MethodGet, wire.PathCustomer+"bob/state", f.sdk, nil)
+	if !strings.Contains(string(body), `"grant_id":"lgrnt_b"`) {
+		t.Fatalf("bob: %s", body)
 	}
 }
 

@@ -605,7 +605,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 	grantsApply := d.limit.GrantsApply && d.limit.Mode != policies.Observe && len(owner.grants) > 0
 	if (d.coverAll || !d.ownValid) && d.overage.IsPos() && grantsApply {
 		owner.currentGrants(p, nowNs)
-		draw, left = drawGrants(p, owner, d.limit.Credit.Name, d.overage, d.billable)
+		draw, left = drawGrants(p, owner, d.limit.Credit.Name, d.overage, d.billable, e.usage)
 		if draw.applied.IsPos() {
 			x := m.extension()
 			x.grantCovered = c.Add(x.grantCovered, draw.applied)

@@ -299,10 +299,22 @@ type grantDraw struct {
 	topup   num.Dec // topup revenue recognised by this draw (runes)
 }
 
+// periodStart is the start of the grant's current period, the same on every instance
+// that holds the grant: its creation for a grant that does not reset, the start of the
+// current interval for an interval reset, and the schedule's current period start for
+// a scheduled one. The grant must be current (currentGrants).
+func (g *grant) periodStart(loc *time.Location, anchor time.Time) int64 {
+	if rs := g.def.reset; rs.Every <= 0 && !rs.Schedule.IsZero() {
+		return rs.Schedule.Start(time.Unix(0, g.lastReset), loc, anchor).UnixNano()
+	}
+	return g.grantedOn
+}
+
 // drawGrants covers overage from grants, best grant first, until the overage is gone or
 // the grants are. Grants must already be current (currentGrants). Drained grants that
-// do not reset are deleted. Caller holds c.mu.
-func drawGrants(p *policies.Policy, c *customer, credit string, overage, position num.Dec) (grantDraw, num.Dec) {
+// do not reset are deleted. With r set (usage recording), every draw is recorded for
+// cloud sync. Caller holds c.mu.
+func drawGrants(p *policies.Policy, c *customer, credit string, overage, position num.Dec, r *usageRecorder) (grantDraw, num.Dec) {
 	var calc num.Calc
 	draw := grantDraw{applied: num.Zero, topup: num.Zero}
 	if len(c.grants) == 0 {
@@ -339,6 +351,14 @@ func drawGrants(p *policies.Policy, c *customer, credit string, overage, positio
 			cover = num.Min(num.Max(num.Zero, cover), overage)
 			taken, covered = g.value, cover
 			g.value = num.Zero
+		}
+		if r != nil && taken.IsPos() {
+			var loc *time.Location
+			var anchor time.Time
+			if !g.def.reset.Schedule.IsZero() {
+				loc, anchor = c.location(p), c.info.Load().anchor
+			}
+			r.recordDraw(c.id, g.id, g.periodStart(loc, anchor), taken)
 		}
 		if g.hasPrice && g.def.starting.IsPos() {
 			draw.topup = calc.Add(draw.topup, calc.Quo(calc.Mul(g.price, taken), g.def.starting))
@@ -449,10 +469,23 @@ func (e *Engine) syncIncludedLocked(p *policies.Policy, c *customer, now int64) 
 			}
 		}
 		if !has {
-			c.grants = append(c.grants, e.newGrant(t, true, now))
+			// Included grants have a deterministic identity and are anchored at the
+			// customer's creation (the control plane's created_at in cloud mode), so
+			// every instance holds the same grant with the same periods, and draws
+			// synced from other instances can be matched to it.
+			at := now
+			if prof := c.info.Load(); prof != nil && !prof.created.IsZero() {
+				at = prof.created.UnixNano()
+			}
+			g := e.newGrant(t, true, at)
+			g.id = IncludedGrantID(t.Name)
+			c.grants = append(c.grants, g)
 		}
 	}
 }
+
+// IncludedGrantID is the id of the grant an included topup creates.
+func IncludedGrantID(topup string) string { return "included:" + topup }
 
 func includedFor(t *policies.CompiledTopup, typ string) bool {
 	if t.IncludedScopes == nil {

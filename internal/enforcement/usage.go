@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,12 +59,60 @@ type usageRecorder struct {
 	audit    bool
 	events   []CallEvent
 	eventSeq uint64
+	// Grant draws: pending since the last drain, drained but not yet acknowledged
+	// (summed per key), and the drained draws of each unacknowledged batch.
+	draws       map[grantKey]num.Dec
+	drawsFlight map[grantKey]num.Dec
+	drawBatches map[uint64][]GrantDraw
+}
+
+// GrantDraw is what calls took from one grant in one grant period since the last
+// drain, in the grant's credit. Customer is the grant's holder (the meter's owner).
+type GrantDraw struct {
+	Customer    string
+	GrantID     string
+	PeriodStart time.Time
+	Units       num.Dec
+}
+
+type grantKey struct {
+	customer, grant string
+	period          int64
+}
+
+// recordDraw adds a draw from a grant to its pending sum. Caller holds the grant's
+// customer's lock.
+func (r *usageRecorder) recordDraw(customer, grantID string, period int64, units num.Dec) {
+	k := grantKey{customer: customer, grant: grantID, period: period}
+	var calc num.Calc
+	r.mu.Lock()
+	cur, ok := r.draws[k]
+	if !ok {
+		cur = num.Zero
+	}
+	r.draws[k] = calc.Add(cur, units)
+	r.mu.Unlock()
+}
+
+// localDrawn is what this instance drew from a grant in a period that the server has
+// not committed yet: pending and in flight. Caller holds r.mu.
+func (r *usageRecorder) localDrawn(k grantKey) num.Dec {
+	var calc num.Calc
+	out := num.Zero
+	if v, ok := r.draws[k]; ok {
+		out = calc.Add(out, v)
+	}
+	if v, ok := r.drawsFlight[k]; ok {
+		out = calc.Add(out, v)
+	}
+	return out
 }
 
 // WithUsageRecording makes the engine keep usage deltas for DrainUsage.
 func WithUsageRecording() Option {
 	return func(e *Engine) {
-		e.usage = &usageRecorder{inflight: map[usageKey]UsageDelta{}, batches: map[uint64][]usageKey{}}
+		e.usage = &usageRecorder{inflight: map[usageKey]UsageDelta{}, batches: map[uint64][]usageKey{},
+			draws: map[grantKey]num.Dec{}, drawsFlight: map[grantKey]num.Dec{}, drawBatches: map[uint64][]GrantDraw{}}
 	}
 }
 
@@ -103,8 +152,28 @@ func (pu *pendingUsage) delta(customer, ent string) UsageDelta {
 
 // DrainUsage takes every pending delta, at most max of them (0: all), and returns them
 // with a batch id to acknowledge once the server has committed them. Until then they
-// count as in flight: RemoteTotals keeps them in the local meter.
+// count as in flight: RemoteTotals keeps them in the local meter. Grant draws stay
+// pending: DrainUsageAll takes them too.
 func (e *Engine) DrainUsage(ctx context.Context, max int) (uint64, []UsageDelta) {
+	return e.drainUsage(max, -1)
+}
+
+// DrainUsageAll is DrainUsage that also takes pending grant draws (at most max of
+// them, 0: all), under the same batch id: AckUsage and RequeueUsage of that id cover
+// them. Until acknowledged they count as in flight for ApplyGrantDraws.
+func (e *Engine) DrainUsageAll(ctx context.Context, max int) (uint64, []UsageDelta, []GrantDraw) {
+	id, deltas := e.drainUsage(max, max)
+	if id == 0 || e.usage == nil {
+		return id, deltas, nil
+	}
+	e.usage.mu.Lock()
+	draws := e.usage.drawBatches[id]
+	e.usage.mu.Unlock()
+	return id, deltas, draws
+}
+
+// drainUsage drains deltas, and grant draws unless maxDraws is negative.
+func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 	r := e.usage
 	if r == nil {
 		return 0, nil
@@ -136,11 +205,39 @@ func (e *Engine) DrainUsage(ctx context.Context, max int) (uint64, []UsageDelta)
 	if len(rest) > 0 {
 		r.dirty = append(rest, r.dirty...)
 	}
-	if len(out) == 0 {
+	var draws []GrantDraw
+	if maxDraws >= 0 && len(r.draws) > 0 {
+		var calc num.Calc
+		for k, v := range r.draws {
+			if maxDraws > 0 && len(draws) >= maxDraws {
+				break
+			}
+			delete(r.draws, k)
+			draws = append(draws, GrantDraw{Customer: k.customer, GrantID: k.grant, PeriodStart: time.Unix(0, k.period).UTC(), Units: v})
+			cur, ok := r.drawsFlight[k]
+			if !ok {
+				cur = num.Zero
+			}
+			r.drawsFlight[k] = calc.Add(cur, v)
+		}
+		slices.SortFunc(draws, func(a, b GrantDraw) int {
+			if a.Customer != b.Customer {
+				return strings.Compare(a.Customer, b.Customer)
+			}
+			if a.GrantID != b.GrantID {
+				return strings.Compare(a.GrantID, b.GrantID)
+			}
+			return a.PeriodStart.Compare(b.PeriodStart)
+		})
+	}
+	if len(out) == 0 && len(draws) == 0 {
 		return 0, nil
 	}
 	r.nextID++
 	id := r.nextID
+	if len(draws) > 0 {
+		r.drawBatches[id] = draws
+	}
 	keys := make([]usageKey, 0, len(out))
 	var calc num.Calc
 	for _, d := range out {
@@ -169,6 +266,17 @@ func (e *Engine) AckUsage(id uint64, deltas []UsageDelta) {
 	defer r.mu.Unlock()
 	delete(r.batches, id)
 	var calc num.Calc
+	for _, d := range r.drawBatches[id] {
+		k := grantKey{customer: d.Customer, grant: d.GrantID, period: d.PeriodStart.UnixNano()}
+		if cur, ok := r.drawsFlight[k]; ok {
+			if left := calc.Sub(cur, d.Units); left.IsPos() {
+				r.drawsFlight[k] = left
+			} else {
+				delete(r.drawsFlight, k)
+			}
+		}
+	}
+	delete(r.drawBatches, id)
 	for _, d := range deltas {
 		k := usageKey{customer: d.Customer, ent: d.Entitlement, period: d.PeriodStart.UnixNano()}
 		cur, ok := r.inflight[k]
@@ -187,13 +295,25 @@ func (e *Engine) AckUsage(id uint64, deltas []UsageDelta) {
 
 // RequeueUsage puts a drained batch back, for a batch the server refused for good.
 func (e *Engine) RequeueUsage(id uint64, deltas []UsageDelta) {
-	e.AckUsage(id, deltas)
 	r := e.usage
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
+	draws := r.drawBatches[id]
+	r.mu.Unlock()
+	e.AckUsage(id, deltas)
+	r.mu.Lock()
 	r.closed = append(r.closed, deltas...)
+	var calc num.Calc
+	for _, d := range draws {
+		k := grantKey{customer: d.Customer, grant: d.GrantID, period: d.PeriodStart.UnixNano()}
+		cur, ok := r.draws[k]
+		if !ok {
+			cur = num.Zero
+		}
+		r.draws[k] = calc.Add(cur, d.Units)
+	}
 	r.mu.Unlock()
 }
 
@@ -205,7 +325,7 @@ func (e *Engine) PendingUsage() int {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.dirty) + len(r.closed)
+	return len(r.dirty) + len(r.closed) + len(r.draws)
 }
 
 // RemoteTotal is the server's committed usage of a meter in a period.
@@ -265,6 +385,72 @@ func (e *Engine) ApplyRemoteTotals(ctx context.Context, id string, totals []Remo
 		if m.credit == "" {
 			m.credit = t.Credit
 		}
+	}
+	return nil
+}
+
+// RemoteGrantDraw is what the server has committed as drawn from one of a customer's
+// grants in one grant period, by every instance.
+type RemoteGrantDraw struct {
+	GrantID     string
+	PeriodStart time.Time
+	Units       num.Dec
+}
+
+// ApplyGrantDraws sets a customer's grant balances to what the whole fleet has drawn:
+// for each grant held whose current period starts at a draw's period start (to the
+// microsecond, as the server keeps times), the balance becomes its value at the start
+// of the period less the committed draws and this instance's pending and in-flight
+// draws of that grant and period. Included grants are created first (they are
+// deterministic: the same id and periods on every instance). Grants without a
+// committed draw for their current period are left as they are.
+//
+// The value at the start of a period is the topup's starting value. That is exact for
+// grants that do not reset and for hard resets; for add and rollover resets it ignores
+// what the previous period carried over (an approximation).
+func (e *Engine) ApplyGrantDraws(ctx context.Context, id string, draws []RemoteGrantDraw) error {
+	c := e.lookup(id)
+	if c == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	p := e.policy.Load()
+	now := e.now().UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.deleted {
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	e.syncIncludedLocked(p, c, now)
+	c.currentGrants(p, now)
+	if len(draws) == 0 || len(c.grants) == 0 {
+		return nil
+	}
+	loc, anchor := c.location(p), c.info.Load().anchor
+	var calc num.Calc
+	for _, g := range c.grants {
+		start := g.periodStart(loc, anchor)
+		drawn, matched := num.Zero, false
+		for _, d := range draws {
+			if d.GrantID != g.id {
+				continue
+			}
+			if diff := d.PeriodStart.UnixNano() - start; diff > -int64(time.Microsecond) && diff < int64(time.Microsecond) {
+				drawn, matched = calc.Add(drawn, d.Units), true
+			}
+		}
+		if !matched {
+			continue
+		}
+		if e.usage != nil {
+			e.usage.mu.Lock()
+			drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start}))
+			e.usage.mu.Unlock()
+		}
+		v := calc.Sub(g.def.starting, drawn)
+		if calc.Err != nil {
+			return calc.Err
+		}
+		g.value = num.Max(num.Zero, v)
 	}
 	return nil
 }

@@ -17,8 +17,9 @@ import (
 
 // Usage synced from SDK instances (migrations/0002_usage.up.sql). A batch is keyed by
 // (tenant, environment, instance id, sequence) and committed at most once: its row in
-// usage_batches, its deltas and its audit events go in together, in the caller's
-// transaction, or not at all.
+// usage_batches, its deltas, its grant draws (added to grant_draw_totals,
+// migrations/0003_grant_draws.up.sql) and its audit events go in together, in the
+// caller's transaction, or not at all.
 
 // UsageBatch is a validated batch, ready to commit. Customer ids are canonical (alt
 // ids already resolved).
@@ -31,6 +32,15 @@ type UsageBatch struct {
 	SentAt        *time.Time
 	Deltas        []UsageDelta
 	Events        []UsageEvent
+	GrantDraws    []GrantDraw
+}
+
+// GrantDraw is what an SDK instance drew from one grant in one grant period.
+type GrantDraw struct {
+	CustomerID  string
+	GrantID     string
+	PeriodStart time.Time
+	Units       num.Dec
 }
 
 // UsageDelta is one meter's usage in one period, as the SDK summed it.
@@ -100,6 +110,25 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 		}
 		if n != int64(len(b.Deltas)) {
 			return false, fmt.Errorf("store: copy usage deltas: wrote %d of %d rows", n, len(b.Deltas))
+		}
+	}
+	if len(b.GrantDraws) > 0 {
+		customers := make([]string, len(b.GrantDraws))
+		grants := make([]string, len(b.GrantDraws))
+		starts := make([]time.Time, len(b.GrantDraws))
+		units := make([]string, len(b.GrantDraws))
+		for i, d := range b.GrantDraws {
+			customers[i], grants[i], starts[i], units[i] = d.CustomerID, d.GrantID, d.PeriodStart, d.Units.String()
+		}
+		// Summed per key first: one statement cannot update a row twice.
+		if _, err := tx.Exec(ctx, `insert into grant_draw_totals as t (tenant_id, environment_id, customer_id, grant_id, period_start, units)
+			select $1, $2, d.customer_id, d.grant_id, d.period_start, sum(d.units::numeric)
+			from unnest($3::text[], $4::text[], $5::timestamptz[], $6::text[]) as d(customer_id, grant_id, period_start, units)
+			group by d.customer_id, d.grant_id, d.period_start
+			on conflict (tenant_id, environment_id, customer_id, grant_id, period_start)
+			do update set units = t.units + excluded.units, updated_at = now()`,
+			b.TenantID, b.EnvironmentID, customers, grants, starts, units); err != nil {
+			return false, fmt.Errorf("store: add grant draws: %w", err)
 		}
 	}
 	if len(b.Events) > 0 {
@@ -247,6 +276,43 @@ func trimDecimal(s string) string {
 		return "0"
 	}
 	return s
+}
+
+// GrantDrawTotal is what the fleet has drawn from one grant in one grant period.
+type GrantDrawTotal struct {
+	GrantID     string
+	PeriodStart time.Time
+	Units       string
+}
+
+// CommittedGrantDraws returns a customer's committed grant draws, at most
+// periodsPerGrant periods per grant, newest first; grants in id order.
+func CommittedGrantDraws(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, customerID string, periodsPerGrant int) ([]GrantDrawTotal, error) {
+	if periodsPerGrant <= 0 {
+		periodsPerGrant = 2
+	}
+	rows, err := db.Query(ctx, `select grant_id, period_start, units::text from (
+			select grant_id, period_start, units,
+				row_number() over (partition by grant_id order by period_start desc) as rn
+			from grant_draw_totals
+			where tenant_id = $1 and environment_id = $2 and customer_id = $3
+		) t where rn <= $4 order by grant_id, period_start desc`,
+		tenantID, envID, customerID, periodsPerGrant)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []GrantDrawTotal{}
+	for rows.Next() {
+		var t GrantDrawTotal
+		if err := rows.Scan(&t.GrantID, &t.PeriodStart, &t.Units); err != nil {
+			return nil, err
+		}
+		t.PeriodStart = t.PeriodStart.UTC()
+		t.Units = trimDecimal(t.Units)
+		out = append(out, t)
+	}
+	return out, rows.Err()
 }
 
 // LatestChangeID is the id of an environment's newest change-feed entry (0: none).

@@ -35,6 +35,20 @@ type UsageBatch struct {
 	Deltas        []UsageDelta `json:"deltas"`
 	// Events are raw per-call records, sent only in audit mode.
 	Events []UsageEvent `json:"events,omitempty"`
+	// GrantDraws are what calls took from grants since the last flush (at most
+	// MaxDeltas), so other instances and restarts see the grants' balances.
+	GrantDraws []GrantDraw `json:"grant_draws,omitempty"`
+}
+
+// GrantDraw sums what calls took from one grant in one grant period, in the grant's
+// credit (an exact decimal string, >= 0). Customer is the grant's holder. PeriodStart
+// is the start of the grant period: its creation for a grant that does not reset.
+// In CustomerState, it is the server's committed total for that grant and period.
+type GrantDraw struct {
+	Customer    string    `json:"customer"`
+	GrantID     string    `json:"grant_id"`
+	PeriodStart time.Time `json:"period_start"`
+	Units       string    `json:"units"`
 }
 
 // UsageDelta sums the usage of one meter in one period since the last flush. Numbers are
@@ -111,9 +125,12 @@ type MeterTotal struct {
 }
 
 // CustomerState hydrates a customer the SDK has not seen: its record (the API's
-// customer JSON, with overrides and topups) and its meters' committed totals by
-// entitlement and period start.
+// customer JSON, with overrides and topups), its meters' committed totals by
+// entitlement and period start, and its grants' committed draws.
 type CustomerState struct {
 	Customer json.RawMessage         `json:"customer"`
 	Meters   map[string][]MeterTotal `json:"meters"`
+	// GrantDraws are the committed draws per grant and grant period, the last two
+	// periods per grant.
+	GrantDraws []GrantDraw `json:"grant_draws,omitempty"`
 }

@@ -238,6 +238,11 @@ func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 		return c.local(id) != nil, nil
 	}
 	if inserted {
+		// Included grants exist now (deterministically); every grant takes off what
+		// the fleet has drawn from it in its current period.
+		if err := c.eng.ApplyGrantDraws(ctx, rec.ID, remoteDraws(st.GrantDraws)); err != nil && !errors.Is(err, ErrUnknownCustomer) {
+			c.log.Warn("limitr: applying committed grant draws failed", "customer", rec.ID, "err", err)
+		}
 		c.setRev(rec.ID, rec.Revision)
 		c.hmu.Lock()
 		c.lastRefresh[rec.ID] = time.Now()
@@ -305,8 +310,16 @@ func (c *cloud) snapshot(rec *apiCustomer, st *wire.CustomerState) (*Customer, e
 			c.log.Warn("limitr: skipping a topup the enforced policy cannot hold", "customer", rec.ID, "topup", t.Topup, "credit", t.Credit)
 			continue
 		}
+		value := t.Value
+		if plan != nil {
+			// A purchased grant that does not reset has one period: all its committed
+			// draws come off. Resetting grants are settled by ApplyGrantDraws.
+			if ct := plan.CompiledTopup(t.Topup); ct != nil && ct.Reset.IsZero() {
+				value = remainingAfterDraws(t.Value, t.GrantID, st.GrantDraws)
+			}
+		}
 		g := map[string]any{"id": t.GrantID, "credit": t.Credit, "topup": t.Topup,
-			"value": t.Value, "starting_value": t.Value}
+			"value": value, "starting_value": t.Value}
 		if at := t.AppliedAt; !at.IsZero() {
 			ms := at.UnixMilli()
 			g["created_on"], g["granted_on"], g["last_reset"] = ms, ms, ms
@@ -333,6 +346,43 @@ func (c *cloud) snapshot(rec *apiCustomer, st *wire.CustomerState) (*Customer, e
 		snap.Grants[t.GrantID] = gr
 	}
 	return snap, nil
+}
+
+// remainingAfterDraws is a topup's value less every committed draw of its grant, at
+// least zero (the value unchanged when anything is unreadable).
+func remainingAfterDraws(value json.Number, grantID string, draws []wire.GrantDraw) json.Number {
+	v, err := num.Parse(value.String())
+	if err != nil {
+		return value
+	}
+	var calc num.Calc
+	for _, d := range draws {
+		if d.GrantID != grantID {
+			continue
+		}
+		u, err := parseDec(d.Units)
+		if err != nil {
+			return value
+		}
+		v = calc.Sub(v, u)
+	}
+	if calc.Err != nil {
+		return value
+	}
+	return json.Number(num.Max(num.Zero, v).String())
+}
+
+// remoteDraws is the engine's form of a customer's committed grant draws.
+func remoteDraws(draws []wire.GrantDraw) []enforcement.RemoteGrantDraw {
+	out := make([]enforcement.RemoteGrantDraw, 0, len(draws))
+	for _, d := range draws {
+		u, err := parseDec(d.Units)
+		if err != nil || d.GrantID == "" {
+			continue
+		}
+		out = append(out, enforcement.RemoteGrantDraw{GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: u})
+	}
+	return out
 }
 
 // meterAt is an empty meter starting at start.
@@ -447,6 +497,9 @@ func (c *cloud) refreshTotals(id string) {
 	}
 	if err := c.eng.ApplyRemoteTotals(ctx, id, totals); err != nil && !errors.Is(err, ErrUnknownCustomer) {
 		c.log.Warn("limitr: applying committed totals failed", "customer", id, "err", err)
+	}
+	if err := c.eng.ApplyGrantDraws(ctx, id, remoteDraws(st.GrantDraws)); err != nil && !errors.Is(err, ErrUnknownCustomer) {
+		c.log.Warn("limitr: applying committed grant draws failed", "customer", id, "err", err)
 	}
 }
 

@@ -50,6 +50,7 @@ type fakeCP struct {
 	lastSeq        map[string]int64
 	seqViolations  []string
 	totals         map[fakeMeterKey]*fakeTotal
+	draws          map[fakeDrawKey]dec.Dec
 
 	customers  map[string]*fakeRecord
 	failCust   int // the next n customer operations answer 500
@@ -57,6 +58,11 @@ type fakeCP struct {
 	stateDelay time.Duration
 	stateDown  bool // the state endpoint answers 503 while set
 	grantSeq   int
+}
+
+type fakeDrawKey struct {
+	customer, grant string
+	period          time.Time
 }
 
 type fakeVersion struct {
@@ -117,7 +123,8 @@ func newFakeCP(t *testing.T, doc string) *fakeCP {
 	t.Helper()
 	f := &fakeCP{t: t, token: "sdk_test_key", env: "production", notify: make(chan struct{}), drop: make(chan struct{}),
 		shutdown: make(chan struct{}), committed: map[string]wire.UsageBatch{}, lastSeq: map[string]int64{},
-		totals: map[fakeMeterKey]*fakeTotal{}, customers: map[string]*fakeRecord{}, stateCalls: map[string]int{}}
+		totals: map[fakeMeterKey]*fakeTotal{}, customers: map[string]*fakeRecord{}, stateCalls: map[string]int{},
+		draws: map[fakeDrawKey]dec.Dec{}}
 	if doc != "" {
 		f.publish(doc)
 	}
@@ -319,7 +326,7 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 		problemReply(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if b.InstanceID == "" || b.Sequence <= 0 || len(b.Deltas) == 0 || len(b.Deltas) > wire.MaxDeltas {
+	if b.InstanceID == "" || b.Sequence <= 0 || len(b.Deltas)+len(b.GrantDraws) == 0 || len(b.Deltas) > wire.MaxDeltas {
 		problemReply(w, http.StatusUnprocessableEntity, "bad batch identity or size")
 		return
 	}
@@ -345,6 +352,14 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 			tot.units, _ = tot.units.Add(dec.MustParse(d.Units))
 			tot.overhead, _ = tot.overhead.Add(dec.MustParse(d.Overhead))
 			tot.calls += d.Calls
+		}
+		for _, d := range b.GrantDraws {
+			k := fakeDrawKey{d.Customer, d.GrantID, d.PeriodStart.UTC()}
+			cur, ok := f.draws[k]
+			if !ok {
+				cur = dec.Zero
+			}
+			f.draws[k], _ = cur.Add(dec.MustParse(d.Units))
 		}
 	}
 	drop := !ack.Duplicate && f.commitThenDrop > 0
@@ -689,6 +704,11 @@ func (f *fakeCP) getState(w http.ResponseWriter, r *http.Request) {
 					Units: t.units.String(), Overhead: t.overhead.String(), Price: "0"})
 			}
 		}
+		for k, u := range f.draws {
+			if k.customer == rec.ID {
+				st.GrantDraws = append(st.GrantDraws, wire.GrantDraw{Customer: k.customer, GrantID: k.grant, PeriodStart: k.period, Units: u.String()})
+			}
+		}
 	}
 	f.mu.Unlock()
 	time.Sleep(delay)
@@ -697,6 +717,19 @@ func (f *fakeCP) getState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(w, http.StatusOK, st)
+}
+
+// drawn is what the server has committed as drawn from a customer's grants.
+func (f *fakeCP) drawn(customer string) float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var sum float64
+	for k, u := range f.draws {
+		if k.customer == customer {
+			sum += dec.Float64(u)
+		}
+	}
+	return sum
 }
 
 // commitUsage records usage as if another instance had sent it.

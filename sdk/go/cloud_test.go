@@ -774,3 +774,47 @@ func TestCloudAuditModeSendsEveryCall(t *testing.T) {
 		t.Fatalf("events: %d allowed, %d denied", allowed, denied)
 	}
 }
+
+// Grant draws reach the server, so a new instance (a restart, or another replica)
+// holds what is left of a topup, not the topup at its full value.
+func TestCloudGrantDrawsSurviveARestart(t *testing.T) {
+	doc := `{"policy": {
+  "credits": {"req": {}},
+  "plans": {
+    "free": {"default": true,
+      "entitlements": {"api": {"limit": {"credit": "req", "value": 10}}},
+      "topups": {"t20": {"credit": "req", "value": 20}, "inc": {"credit": "req", "value": 4, "included": true}}}
+  }}}`
+	f := newFakeCP(t, doc)
+	ctx := context.Background()
+	a := connect(t, f)
+	if _, err := a.CreateCustomer(ctx, "g", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ApplyCustomerTopup(ctx, "g", "t20"); err != nil {
+		t.Fatal(err)
+	}
+	mustAllow(t, a, "g", 10, true) // the limit
+	mustAllow(t, a, "g", 4, true)  // the included grant (oldest)
+	mustAllow(t, a, "g", 10, true) // half the topup
+	before, err := a.RemainingCredit(ctx, "g", "req")
+	if err != nil || before != 10 {
+		t.Fatalf("remaining before the restart: %v %v", before, err)
+	}
+	closeNow(t, a)
+	if got := f.drawn("g"); got != 14 {
+		t.Fatalf("server has %v drawn", got)
+	}
+	b := connect(t, f)
+	after, err := b.RemainingCredit(ctx, "g", "req")
+	if err != nil || after != before {
+		t.Fatalf("remaining after the restart: %v %v; want %v", after, err, before)
+	}
+	mustAllow(t, b, "g", 11, false) // more than is left
+	mustAllow(t, b, "g", 10, true)
+	mustAllow(t, b, "g", 1, false)
+	closeNow(t, b)
+	if got := f.drawn("g"); got != 24 {
+		t.Fatalf("server has %v drawn", got)
+	}
+}

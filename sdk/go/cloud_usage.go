@@ -24,6 +24,7 @@ import (
 type batch struct {
 	engID   uint64                   // the engine's batch id, to acknowledge (0: none)
 	deltas  []enforcement.UsageDelta // what to acknowledge to the engine
+	owners  []string                 // customers with grant draws in the batch, for the refresh
 	body    wire.UsageBatch          // identity is set when it is first sent
 	n       int                      // number of deltas
 	file    string                   // spill file; "" in memory
@@ -97,13 +98,13 @@ func (c *cloud) cut(final bool) {
 			}
 			c.umu.Unlock()
 		}
-		id, ds := c.eng.DrainUsage(context.Background(), max)
+		id, ds, gd := c.eng.DrainUsageAll(context.Background(), max)
 		evs := c.eng.DrainCallEvents(max)
-		if len(ds) == 0 && len(evs) == 0 {
+		if len(ds) == 0 && len(evs) == 0 && len(gd) == 0 {
 			return
 		}
-		c.enqueue(id, ds, evs, final)
-		if len(ds) < max && len(evs) < max {
+		c.enqueue(id, ds, gd, evs, final)
+		if len(ds) < max && len(evs) < max && len(gd) < max {
 			return
 		}
 	}
@@ -115,6 +116,17 @@ func toWire(ds []enforcement.UsageDelta) []wire.UsageDelta {
 		out[i] = wire.UsageDelta{Customer: d.Customer, Entitlement: d.Entitlement, Credit: d.Credit,
 			PeriodStart: d.PeriodStart, Units: d.Units.String(), Overhead: d.Overhead.String(),
 			Price: d.Price.String(), Calls: d.Calls}
+	}
+	return out
+}
+
+func toWireDraws(gd []enforcement.GrantDraw) []wire.GrantDraw {
+	if len(gd) == 0 {
+		return nil
+	}
+	out := make([]wire.GrantDraw, len(gd))
+	for i, d := range gd {
+		out[i] = wire.GrantDraw{Customer: d.Customer, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units.String()}
 	}
 	return out
 }
@@ -131,9 +143,14 @@ func toWireEvents(evs []enforcement.CallEvent) []wire.UsageEvent {
 	return out
 }
 
-func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, evs []enforcement.CallEvent, final bool) {
-	b := &batch{engID: id, deltas: ds, n: len(ds) + len(evs),
-		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds), Events: toWireEvents(evs)}}
+func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, gd []enforcement.GrantDraw, evs []enforcement.CallEvent, final bool) {
+	b := &batch{engID: id, deltas: ds, n: len(ds) + len(gd) + len(evs),
+		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds), GrantDraws: toWireDraws(gd), Events: toWireEvents(evs)}}
+	for _, d := range gd {
+		if len(b.owners) == 0 || b.owners[len(b.owners)-1] != d.Customer {
+			b.owners = append(b.owners, d.Customer)
+		}
+	}
 	c.umu.Lock()
 	if !final {
 		switch c.cfg.overflow.kind {
@@ -344,11 +361,16 @@ func (c *cloud) finish(b *batch, ack *wire.UsageAck) {
 				owners = append(owners, d.Customer)
 			}
 		}
+		for _, o := range b.owners {
+			if !slices.Contains(owners, o) {
+				owners = append(owners, o)
+			}
+		}
 	}
 	if b.engID != 0 && b.file == "" {
 		c.eng.AckUsage(b.engID, b.deltas)
 	}
-	b.deltas, b.body.Deltas = nil, nil
+	b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws = nil, nil, nil, nil
 	c.pulse()
 	if refresh {
 		c.refreshCustomers(owners)
@@ -385,7 +407,7 @@ func (c *cloud) spillLocked(b *batch) error {
 	if b.engID != 0 {
 		c.eng.AckUsage(b.engID, b.deltas)
 	}
-	b.engID, b.deltas, b.body.Deltas = 0, nil, nil
+	b.engID, b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws = 0, nil, nil, nil, nil
 	return nil
 }
 
@@ -444,8 +466,9 @@ func (c *cloud) loadSpilled() error {
 			_ = os.Rename(path, path+".bad")
 			continue
 		}
-		c.queue = append(c.queue, &batch{file: path, n: len(body.Deltas)})
-		c.spilledN += len(body.Deltas)
+		n := len(body.Deltas) + len(body.GrantDraws)
+		c.queue = append(c.queue, &batch{file: path, n: n})
+		c.spilledN += n
 	}
 	if len(names) > 0 {
 		c.log.Info("limitr: sending usage spilled by an earlier run", "files", len(names), "deltas", c.spilledN)

@@ -1,0 +1,1 @@
+drop table if exists grant_draw_totals;
