@@ -546,45 +546,40 @@ func (v *usageValidation) resolve(found map[string]store.UsageCustomer) (errs []
 	v.errs = v.errs[:0]
 	for i := range v.batch.Deltas {
 		d := &v.batch.Deltas[i]
-		c, ok := found[d.CustomerID]
-		if !ok {
-			v.add(fmt.Sprintf("deltas[%d].customer", i), fmt.Sprintf("no customer %q in this environment", d.CustomerID))
+		if !v.resolveCustomer(found, fmt.Sprintf("deltas[%d]", i), &d.CustomerID, &d.PeriodStart) {
 			unknown++
-			continue
 		}
-		// An old period start is a non-resetting meter's: it cannot predate its customer.
-		if d.PeriodStart.Before(v.now.Add(-usagePeriodWindow)) && d.PeriodStart.Before(c.CreatedAt.Add(-usageClockSkew)) {
-			v.add(fmt.Sprintf("deltas[%d].period_start", i), fmt.Sprintf("%s is more than %d days ago and before customer %q was created",
-				d.PeriodStart.Format(time.RFC3339), int(usagePeriodWindow/(24*time.Hour)), d.CustomerID))
-		}
-		d.CustomerID = c.ID
 	}
 	for i := range v.batch.GrantDraws {
 		d := &v.batch.GrantDraws[i]
-		c, ok := found[d.CustomerID]
-		if !ok {
-			v.add(fmt.Sprintf("grant_draws[%d].customer", i), fmt.Sprintf("no customer %q in this environment", d.CustomerID))
+		if !v.resolveCustomer(found, fmt.Sprintf("grant_draws[%d]", i), &d.CustomerID, &d.PeriodStart) {
 			unknown++
-			continue
 		}
-		// A grant period cannot start long before its customer existed.
-		if d.PeriodStart.Before(v.now.Add(-usagePeriodWindow)) && d.PeriodStart.Before(c.CreatedAt.Add(-usageClockSkew)) {
-			v.add(fmt.Sprintf("grant_draws[%d].period_start", i), fmt.Sprintf("%s is more than %d days ago and before customer %q was created",
-				d.PeriodStart.Format(time.RFC3339), int(usagePeriodWindow/(24*time.Hour)), d.CustomerID))
-		}
-		d.CustomerID = c.ID
 	}
 	for i := range v.batch.Events {
 		e := &v.batch.Events[i]
-		c, ok := found[e.CustomerID]
-		if !ok {
-			v.add(fmt.Sprintf("events[%d].customer", i), fmt.Sprintf("no customer %q in this environment", e.CustomerID))
+		if !v.resolveCustomer(found, fmt.Sprintf("events[%d]", i), &e.CustomerID, nil) {
 			unknown++
-			continue
 		}
-		e.CustomerID = c.ID
 	}
 	return v.errs, unknown
+}
+
+// resolveCustomer rewrites one record's customer (an id or alt id) to the customer id. A
+// period start older than the window is a non-resetting meter's or grant's, which
+// cannot predate its customer; events have none (period nil).
+func (v *usageValidation) resolveCustomer(found map[string]store.UsageCustomer, path string, id *string, period *time.Time) bool {
+	c, ok := found[*id]
+	if !ok {
+		v.add(path+".customer", fmt.Sprintf("no customer %q in this environment", *id))
+		return false
+	}
+	if period != nil && period.Before(v.now.Add(-usagePeriodWindow)) && period.Before(c.CreatedAt.Add(-usageClockSkew)) {
+		v.add(path+".period_start", fmt.Sprintf("%s is more than %d days ago and before customer %q was created",
+			period.Format(time.RFC3339), int(usagePeriodWindow/(24*time.Hour)), *id))
+	}
+	*id = c.ID
+	return true
 }
 
 // checkInstanceID: 1 to wire.MaxInstance characters of [A-Za-z0-9._-].
