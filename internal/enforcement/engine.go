@@ -93,9 +93,6 @@ func (e *Engine) SetPolicy(p *policies.Policy) error {
 	return nil
 }
 
-// Now returns the engine's current time.
-func (e *Engine) Now() time.Time { return e.now() }
-
 func shardFor(id string) uint32 {
 	// FNV-1a, inlined so a lookup never allocates.
 	h := uint32(2166136261)

@@ -177,15 +177,3 @@ func (e *Engine) Resets(ctx context.Context, id, ent string) (time.Time, error) 
 	}
 	return r.limit.Reset.NextReset(started, now, loc, anchor).UTC(), nil
 }
-
-// Increment step for a customer's entitlement (the limit's increment).
-func (e *Engine) Cost(ctx context.Context, id, ent string) (num.Dec, error) {
-	r, err := e.read(id, ent)
-	if err != nil {
-		return num.Dec{}, err
-	}
-	if r.limit == nil {
-		return num.Dec{}, fmt.Errorf("%w: %q", ErrNoLimit, ent)
-	}
-	return r.limit.Increment, nil
-}

@@ -380,7 +380,7 @@ func (p *Policy) compileTopup(t *Topup) (*CompiledTopup, error) {
 	return ct, nil
 }
 
-// Topup returns the plan's compiled topup by name, or nil.
+// CompiledTopup returns the plan's compiled topup by name, or nil.
 func (cp *CompiledPlan) CompiledTopup(name string) *CompiledTopup {
 	for _, t := range cp.Compiled {
 		if t.Name == name {
@@ -417,16 +417,6 @@ func (cp *CompiledPlan) Entitlement(i int) *CompiledEntitlement {
 		return nil
 	}
 	return cp.ents[i]
-}
-
-// Topup returns the plan's topup by name, or nil.
-func (cp *CompiledPlan) Topup(name string) *Topup {
-	for _, t := range cp.Topups {
-		if t.Name == name {
-			return t
-		}
-	}
-	return nil
 }
 
 // Marshal writes the document in the given format.

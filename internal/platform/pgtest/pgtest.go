@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net/url"
 	"os"
 	"testing"
@@ -82,13 +81,4 @@ func NewMigrated(tb testing.TB) (string, *pgxpool.Pool) {
 	}
 	tb.Cleanup(pool.Close)
 	return dbURL, pool
-}
-
-// Name returns the database name of a URL, for messages.
-func Name(databaseURL string) string {
-	u, err := url.Parse(databaseURL)
-	if err != nil {
-		return fmt.Sprint(databaseURL)
-	}
-	return u.Path
 }
