@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,9 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 
-	"github.com/limitr/limitr/internal/api"
 	"github.com/limitr/limitr/internal/platform/pg"
 )
 
@@ -349,61 +346,15 @@ type Server struct {
 func (s *Server) Close() error { return s.close() }
 
 // StartServer starts the API the way cmd/api serves it (same handler, pool
-// configuration from the URL, Redis client options, net/http server), on 127.0.0.1:0.
-// The schema must be migrated.
+// configuration from the URL, Redis client options, net/http server), on 127.0.0.1:0:
+// StartStack without the worker. The schema must be migrated.
 func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
-	pool, err := pg.Connect(ctx, cfg.DatabaseURL)
+	st, err := StartStack(ctx, StackConfig{DatabaseURL: cfg.DatabaseURL, RedisURL: cfg.RedisURL,
+		OperatorToken: cfg.OperatorToken, RateLimit: cfg.RateLimit, Log: cfg.Log})
 	if err != nil {
 		return nil, err
 	}
-	var rdb redis.UniversalClient
-	if cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			pool.Close()
-			return nil, err
-		}
-		opts.MaxRetries = -1
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-		rdb = redis.NewClient(opts)
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			pool.Close()
-			rdb.Close()
-			return nil, fmt.Errorf("redis: %w", err)
-		}
-	}
-	logOut := cfg.Log
-	if logOut == nil {
-		logOut = io.Discard
-	}
-	srv, err := api.New(api.Config{OperatorToken: cfg.OperatorToken, RateLimit: cfg.RateLimit, RatePer: time.Minute},
-		api.Deps{Pool: pool, Redis: rdb, Logger: slog.New(slog.NewJSONHandler(logOut, nil))})
-	if err != nil {
-		pool.Close()
-		if rdb != nil {
-			rdb.Close()
-		}
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		srv.Close()
-		pool.Close()
-		return nil, err
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	return &Server{URL: "http://" + ln.Addr().String(), close: func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		err := hs.Shutdown(sctx)
-		srv.Close()
-		pool.Close()
-		if rdb != nil {
-			rdb.Close()
-		}
-		return err
-	}}, nil
+	return &Server{URL: st.URL, close: st.Close}, nil
 }
 
 // CreateDatabase creates a fresh database next to adminURL's, migrates it and returns

@@ -73,14 +73,12 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	var rdb redis.UniversalClient
 	var wake bus.Bus = bus.NewMemory()
 	if cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		client, err := bus.NewRedisClient(cfg.RedisURL)
 		if err != nil {
 			pool.Close()
 			return nil, err
 		}
-		opts.MaxRetries = -1
-		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-		rdb = redis.NewClient(opts)
+		rdb = client
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			pool.Close()
 			rdb.Close()
