@@ -157,17 +157,13 @@ func sharedRedisURL(t *testing.T) string {
 	return u
 }
 
-// redisClient is configured as cmd/api and cmd/worker configure theirs: no retries and
-// short timeouts, since Redis only speeds things up.
+// redisClient is the client cmd/api and cmd/worker build (bus.NewRedisClient).
 func redisClient(t *testing.T, url string) *redis.Client {
 	t.Helper()
-	opts, err := redis.ParseURL(url)
+	c, err := bus.NewRedisClient(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.MaxRetries = -1
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-	c := redis.NewClient(opts)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
