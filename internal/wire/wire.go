@@ -1,6 +1,8 @@
-// Package wire is the protocol between the SDK in cloud mode and the control plane:
-// usage batches, the push stream and customer hydration. It imports nothing beyond the
-// standard library, so the SDK stays free of server dependencies.
+// Package wire holds every contract between processes, defined once: the protocol
+// between the SDK in cloud mode and the control plane (usage batches, the push stream,
+// the customer record and its hydration), and the bus channels the control plane's
+// processes wake each other on. It imports nothing beyond the standard library, so
+// the SDK stays free of server dependencies.
 package wire
 
 import (
@@ -22,7 +24,24 @@ const (
 	EventPolicy  = "policy"                // stream event: a new version is active
 	EventCust    = "customer"              // stream event: a customer changed
 	EventHello   = "hello"                 // stream event: sent first on every connection
+	EventReset   = "reset"                 // stream event: the feed no longer holds the changes after the cursor
 )
+
+// Bus channels between control-plane processes (API replicas and workers). A lost
+// message only delays work: every receiver also polls Postgres.
+const (
+	// ChannelUsage wakes aggregation workers after a usage batch commits; the payload
+	// is "<tenant id>:<environment id>".
+	ChannelUsage = "limitr:usage"
+	// ChannelKeyRevoked carries a revoked API key's id to every replica's key cache.
+	ChannelKeyRevoked = "limitr:keys:revoked"
+)
+
+// ChangesChannel is where wake-ups for an environment's change feed are published;
+// the payload is the newest change id.
+func ChangesChannel(tenantID, environmentID string) string {
+	return "limitr:changes:" + tenantID + ":" + environmentID
+}
 
 // UsageBatch is what an SDK instance flushes. (InstanceID, Sequence) identifies it: the
 // server commits a batch at most once, so a retry after a lost reply is harmless.
@@ -49,6 +68,9 @@ type GrantDraw struct {
 	GrantID     string    `json:"grant_id"`
 	PeriodStart time.Time `json:"period_start"`
 	Units       string    `json:"units"`
+	// CustomerCreatedAt is when the customer the SDK drew for was created, as the SDK
+	// knows it (see UsageDelta.CustomerCreatedAt).
+	CustomerCreatedAt *time.Time `json:"customer_created_at,omitempty"`
 }
 
 // UsageDelta sums the usage of one meter in one period since the last flush. Numbers are
@@ -63,6 +85,12 @@ type UsageDelta struct {
 	Overhead    string    `json:"overhead"` // provider cost, runes
 	Price       string    `json:"price"`    // price of the billable part, runes
 	Calls       int64     `json:"calls"`    // >= 0
+	// CustomerCreatedAt is the creation time of the customer the usage was recorded
+	// for, as the SDK holds it (the server's created_at for customers it created or
+	// hydrated). A customer deleted and created again under the same id is a new
+	// customer: usage stamped with an earlier creation time than the server's belongs
+	// to the deleted one and is not counted against the new one. Optional.
+	CustomerCreatedAt *time.Time `json:"customer_created_at,omitempty"`
 }
 
 // UsageEvent is one call, for audit mode. ID is unique per instance.
@@ -77,11 +105,42 @@ type UsageEvent struct {
 	At          time.Time `json:"at"`
 }
 
-// UsageAck answers a committed (or already committed) batch.
+// UsageAck answers a committed (or already committed) batch. Usage of every customer
+// the server knows is committed; records it cannot attribute to a customer are listed
+// in Unattributed and kept on the server for an operator (never silently dropped).
 type UsageAck struct {
 	Sequence  int64 `json:"sequence"`
 	Duplicate bool  `json:"duplicate"`
-	Accepted  int   `json:"accepted"`
+	// Accepted is the number of deltas committed against known customers.
+	Accepted int `json:"accepted"`
+	// Unattributed lists the records (deltas, grant draws, events) that name no
+	// customer of the environment, in batch order. Empty on a duplicate.
+	Unattributed []Unattributed `json:"unattributed,omitempty"`
+}
+
+// Kinds of batch records, as Unattributed names them.
+const (
+	RecordDelta     = "delta"
+	RecordGrantDraw = "grant_draw"
+	RecordEvent     = "event"
+)
+
+// Reasons a record could not be attributed.
+const (
+	// ReasonUnknownCustomer: no customer of the environment has this id or alt id
+	// (deleted, or never created on the server).
+	ReasonUnknownCustomer = "unknown_customer"
+	// ReasonCustomerRecreated: the customer was deleted and created again after the
+	// usage was recorded; the usage belongs to the deleted customer.
+	ReasonCustomerRecreated = "customer_recreated"
+)
+
+// Unattributed is one record of a batch the server committed without a customer.
+type Unattributed struct {
+	Kind     string `json:"kind"`  // RecordDelta, RecordGrantDraw or RecordEvent
+	Index    int    `json:"index"` // position in the batch's list of that kind
+	Customer string `json:"customer"`
+	Reason   string `json:"reason"`
 }
 
 // Hello is the first stream event: where the feed stands and what is active.
@@ -90,6 +149,14 @@ type Hello struct {
 	PolicyVersion int    `json:"policy_version"`
 	PolicyHash    string `json:"policy_hash"`
 	Cursor        int64  `json:"cursor"`
+}
+
+// Reset tells a stream client that the changes between its cursor and Cursor are no
+// longer kept (the feed's retention removed them): it must re-read the active policy
+// and the customers it holds, then continue from Cursor.
+type Reset struct {
+	Cursor int64  `json:"cursor"`
+	Reason string `json:"reason"`
 }
 
 // PolicyChanged announces a newly active version (publish or rollback).
@@ -112,6 +179,43 @@ type CustomerChanged struct {
 	Override        json.RawMessage `json:"override,omitempty"`
 	Removed         bool            `json:"removed,omitempty"`
 	Topup           json.RawMessage `json:"topup,omitempty"`
+}
+
+// Customer is the control plane's customer record: what the REST API returns and what
+// the SDK hydrates from (CustomerState.Customer, CustomerChanged.Customer).
+type Customer struct {
+	ID   string `json:"id"`
+	Plan string `json:"plan"`
+	// ResolvedPlan is the plan the customer is on under the environment's active policy:
+	// its own, inherited through refs, or the default ("" without an active policy).
+	ResolvedPlan  string                     `json:"resolved_plan"`
+	Type          string                     `json:"type"`
+	Label         string                     `json:"label"`
+	Refs          []string                   `json:"refs"`
+	AltIDs        []string                   `json:"alt_ids"`
+	Metadata      json.RawMessage            `json:"metadata"`
+	Timezone      string                     `json:"timezone"`
+	BillingAnchor time.Time                  `json:"billing_anchor"`
+	CreatedAt     time.Time                  `json:"created_at"`
+	UpdatedAt     time.Time                  `json:"updated_at"`
+	Revision      int64                      `json:"revision"`
+	Overrides     map[string]json.RawMessage `json:"overrides"`
+	Topups        []CustomerTopup            `json:"topups"`
+}
+
+// CustomerTopup is a topup applied to a customer: the grant every SDK instance
+// creates, with what the customer paid and who applied it. Value and Price are exact
+// decimals.
+type CustomerTopup struct {
+	ID        string      `json:"id"`
+	Topup     string      `json:"topup"`
+	GrantID   string      `json:"grant_id"`
+	Credit    string      `json:"credit"`
+	Value     json.Number `json:"value"`
+	Price     json.Number `json:"price,omitempty"`
+	Currency  string      `json:"currency"`
+	AppliedAt time.Time   `json:"applied_at"`
+	AppliedBy string      `json:"applied_by,omitempty"`
 }
 
 // MeterTotal is the committed usage of one meter in its current period: every batch
