@@ -1,4 +1,6 @@
-// Package pg connects to Postgres and applies the embedded schema.
+// Package pg connects to Postgres and applies the embedded schema: ours
+// (golang-migrate, migrations/) and River's job queue tables (rivermigrate), always
+// together, ours first.
 package pg
 
 import (
@@ -14,7 +16,10 @@ import (
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers the pgx5:// scheme
 	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/limitr/limitr/migrations"
 )
@@ -70,8 +75,9 @@ func newMigrate(databaseURL string) (*migrate.Migrate, error) {
 	return m, nil
 }
 
-// MigrateUp applies every pending migration. golang-migrate holds a Postgres advisory
-// lock for the duration, so replicas starting together apply each migration once.
+// MigrateUp applies every pending migration: ours, then River's. golang-migrate holds
+// a Postgres advisory lock for the duration, and River's run under one of ours, so
+// replicas starting together apply each migration once.
 func MigrateUp(ctx context.Context, databaseURL string) error {
 	m, err := newMigrate(databaseURL)
 	if err != nil {
@@ -81,11 +87,26 @@ func MigrateUp(ctx context.Context, databaseURL string) error {
 	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
 		return fmt.Errorf("pg: migrate up: %w", err)
 	}
-	return nil
+	return withRiverMigrator(ctx, databaseURL, func(mg *rivermigrate.Migrator[pgx.Tx]) error {
+		if _, err := mg.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+			return fmt.Errorf("pg: migrate river up: %w", err)
+		}
+		return nil
+	})
 }
 
-// MigrateDown reverts the last n migrations (all with n <= 0).
+// MigrateDown reverts the last n of our migrations; with n <= 0 it reverts all of
+// them and River's too, leaving an empty database.
 func MigrateDown(ctx context.Context, databaseURL string, n int) error {
+	if n <= 0 {
+		err := withRiverMigrator(ctx, databaseURL, func(mg *rivermigrate.Migrator[pgx.Tx]) error {
+			_, err := mg.Migrate(ctx, rivermigrate.DirectionDown, &rivermigrate.MigrateOpts{TargetVersion: -1})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("pg: migrate river down: %w", err)
+		}
+	}
 	m, err := newMigrate(databaseURL)
 	if err != nil {
 		return err
@@ -100,6 +121,34 @@ func MigrateDown(ctx context.Context, databaseURL string, n int) error {
 		return fmt.Errorf("pg: migrate down: %w", err)
 	}
 	return nil
+}
+
+// riverMigrateLock serialises River's migrations across replicas; rivermigrate takes
+// no lock of its own.
+const riverMigrateLock int64 = 0x6c696d7472697672 // "limtrivr"
+
+// withRiverMigrator runs fn with River's migrator on a short-lived pool, holding a
+// session advisory lock on a connection of its own meanwhile.
+func withRiverMigrator(ctx context.Context, databaseURL string, fn func(*rivermigrate.Migrator[pgx.Tx]) error) error {
+	pool, err := Connect(ctx, databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("pg: river migrations: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `select pg_advisory_lock($1)`, riverMigrateLock); err != nil {
+		return fmt.Errorf("pg: river migrations: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `select pg_advisory_unlock($1)`, riverMigrateLock) //nolint:errcheck // the session ends with the pool anyway
+	mg, err := rivermigrate.New(riverpgxv5.New(pool), nil)
+	if err != nil {
+		return fmt.Errorf("pg: river migrations: %w", err)
+	}
+	return fn(mg)
 }
 
 // LatestVersion is the newest migration embedded in the binary.
@@ -141,6 +190,17 @@ func CheckCurrent(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	if dirty || uint(version) != latest {
 		return fmt.Errorf("%w: database at %d (dirty %v), binary at %d", ErrMigrationsPending, version, dirty, latest)
+	}
+	mg, err := rivermigrate.New(riverpgxv5.New(pool), nil)
+	if err != nil {
+		return err
+	}
+	res, err := mg.Validate(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%w: river: %w", ErrMigrationsPending, err)
+	}
+	if !res.OK {
+		return fmt.Errorf("%w: river: %s", ErrMigrationsPending, strings.Join(res.Messages, "; "))
 	}
 	return nil
 }

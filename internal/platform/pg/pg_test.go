@@ -64,3 +64,33 @@ func TestBadURL(t *testing.T) {
 		t.Fatal("want error")
 	}
 }
+
+// River's schema is part of ours: MigrateUp applies it, CheckCurrent checks it, and
+// reverting everything removes it.
+func TestRiverSchemaMigratesWithOurs(t *testing.T) {
+	t.Parallel()
+	dbURL, pool := pgtest.NewMigrated(t)
+	ctx := context.Background()
+	var riverJob bool
+	if err := pool.QueryRow(ctx, `select to_regclass('river_job') is not null`).Scan(&riverJob); err != nil || !riverJob {
+		t.Fatalf("river_job after MigrateUp: %v, %v", riverJob, err)
+	}
+	if _, err := pool.Exec(ctx, `delete from river_migration where version = (select max(version) from river_migration)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.CheckCurrent(ctx, pool); !errors.Is(err, pg.ErrMigrationsPending) {
+		t.Fatalf("a missing River migration: want ErrMigrationsPending, got %v", err)
+	}
+	if err := pg.MigrateUp(ctx, dbURL); err != nil { // re-applies River's missing version
+		t.Fatal(err)
+	}
+	if err := pg.CheckCurrent(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.MigrateDown(ctx, dbURL, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `select to_regclass('river_job') is not null`).Scan(&riverJob); err != nil || riverJob {
+		t.Fatalf("river_job after MigrateDown all: %v, %v", riverJob, err)
+	}
+}
