@@ -110,23 +110,24 @@ with claimed as materialized (
     set aggregated_at = now()
     from claimed c
     where d.received_at = c.received_at and d.id = c.id and d.aggregated_at is null
-    returning d.received_at, d.tenant_id, d.environment_id, d.customer_id, d.entitlement,
+    returning d.received_at, d.tenant_id, d.environment_id, d.customer_id, d.customer_uid, d.entitlement,
               d.period_start, d.credit, d.units, d.overhead, d.price, d.calls
 ), sums as (
-    select tenant_id, environment_id, customer_id, entitlement, period_start,
+    select tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start,
            max(credit) as credit, sum(units) as units, sum(overhead) as overhead,
            sum(price) as price, sum(calls) as calls
     from marked
-    group by tenant_id, environment_id, customer_id, entitlement, period_start
+    -- A uid belongs to one tenant, environment and id: grouping by them too changes nothing.
+    group by customer_uid, entitlement, period_start, tenant_id, environment_id, customer_id
 ), upserted as (
     insert into meter_aggregates as m
-        (tenant_id, environment_id, customer_id, entitlement, period_start, credit,
+        (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit,
          units, overhead, price, calls, updated_at)
-    select tenant_id, environment_id, customer_id, entitlement, period_start, credit,
+    select tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit,
            units, overhead, price, calls, now()
     from sums
-    order by tenant_id, environment_id, customer_id, entitlement, period_start
-    on conflict (tenant_id, environment_id, customer_id, entitlement, period_start) do update
+    order by customer_uid, entitlement, period_start
+    on conflict (customer_uid, entitlement, period_start) do update
     set units = m.units + excluded.units,
         overhead = m.overhead + excluded.overhead,
         price = m.price + excluded.price,

@@ -29,6 +29,7 @@ import (
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // custProPlan extends examples/policies/ai-credits.yaml with a second plan, a
@@ -839,7 +840,7 @@ func TestCustomerTopups(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rec.Topup != "monthly_included" || rec.Credit != "abstract" || rec.Value != "10" || rec.Price != "10" ||
-		rec.AppliedBy == nil || *rec.AppliedBy != tn.keyID || !grantIDRE.MatchString(rec.GrantID) || rec.ID == uuid.Nil || rec.AppliedAt.IsZero() {
+		rec.AppliedBy != tn.keyID.String() || !grantIDRE.MatchString(rec.GrantID) || uuid.Validate(rec.ID) != nil || rec.AppliedAt.IsZero() {
 		t.Fatalf("topup record = %s", body)
 	}
 	f := h.feed(tn)
@@ -857,7 +858,7 @@ func TestCustomerTopups(t *testing.T) {
 		t.Fatalf("priced topup: %d %s", code, body)
 	}
 	_ = json.Unmarshal(body, &rec)
-	if rec.Price != "3.3300000001" || rec.Value != "2.5" || rec.Credit != "ai_credit" || *rec.AppliedBy != sdkID {
+	if rec.Price != "3.3300000001" || rec.Value != "2.5" || rec.Credit != "ai_credit" || rec.AppliedBy != sdkID.String() {
 		t.Fatalf("priced topup = %s", body)
 	}
 	code, body = h.do(http.MethodPost, top("p1"), tn.secret, map[string]any{"topup": "boost"})
@@ -907,7 +908,7 @@ func TestCustomerTopups(t *testing.T) {
 func TestCustomerNeedsPolicy(t *testing.T) {
 	h, tn := newFixture(t)
 	// A customer in staging, where nothing is published (say, from before a rollback).
-	c := store.Customer{ID: "s1", Plan: "base", Type: "user", Label: "User", BillingAnchor: time.Now()}
+	c := store.Customer{Customer: wire.Customer{ID: "s1", Plan: "base", Type: "user", Label: "User", BillingAnchor: time.Now()}}
 	err := h.srv.store.InTx(context.Background(), func(tx pgx.Tx) error {
 		return store.InsertCustomer(context.Background(), tx, tn.tenantID, tn.envs["staging"], &c)
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/httpx/requestlog"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/validation"
 )
 
 // maxIDLength bounds ids in paths and bodies.
@@ -134,33 +135,9 @@ func (s *Server) audit(c echo.Context, tx pgx.Tx, env *uuid.UUID, action, resour
 	return store.RecordAudit(c.Request().Context(), tx, e, before, after)
 }
 
-// unavailable maps a database failure: 503 while Postgres is unreachable (the caller may
-// retry), 500 otherwise. The detail never leaks internals.
-func (s *Server) unavailable(err error) error {
-	if err == nil {
-		return nil
-	}
-	var p *problem.Problem
-	if errors.As(err, &p) {
-		return p
-	}
-	if isConnError(err) {
-		pr := problem.New(http.StatusServiceUnavailable, "the database is unavailable; retry shortly")
-		pr.RetryAfter = 1e9
-		return pr
-	}
-	return err
-}
-
-func isConnError(err error) bool {
-	msg := err.Error()
-	for _, s := range []string{"connection refused", "failed to connect", "conn closed", "broken pipe", "connection reset", "no such host", "timeout", "the database system is"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
-}
+// unavailable maps an error of a call made outside the domain services (tenants,
+// keys): see commonProblem.
+func (s *Server) unavailable(err error) error { return commonProblem(err) }
 
 // page reads ?limit= (1..200, default 50).
 func page(c echo.Context) (int, error) {
@@ -179,4 +156,12 @@ func page(c echo.Context) (int, error) {
 type list[T any] struct {
 	Data       []T    `json:"data"`
 	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// checkText validates free text: at most max bytes of UTF-8 without control characters.
+func checkText(field, v string, max int) *problem.FieldError {
+	if fe := validation.Text(field, v, max); fe != nil {
+		return &problem.FieldError{Path: fe.Path, Message: fe.Message}
+	}
+	return nil
 }

@@ -302,6 +302,7 @@ func secRoutes(t *testing.T) map[string]secRoute {
 		"GET /v1/sdk/policy":                      {sdkOnly: true},
 		"GET /v1/sdk/stream":                      {sdkOnly: true},
 		"GET /v1/sdk/customers/{id}/state":        {sdkOnly: true},
+		"GET /v1/environments/{env}/usage/unattributed": {adminOnly: true},
 		"POST /v1/sdk/usage":                      {sdkOnly: true, body: secUsageBatch("acme-user-4412")},
 
 		"POST /v1/environments/{env}/customers":                                {body: `{"id":"matrix-cust"}`},
@@ -442,10 +443,14 @@ func TestSecurityMatrix(t *testing.T) {
 		case rt.operator:
 			secProblem(t, name+" with another tenant's SDK key", rs, 401)
 		case rt.sdkOnly:
-			// Its own environment: A's customers are unknown there.
-			want := map[string]int{"GET /v1/sdk/customers/{id}/state": 404, "POST /v1/sdk/usage": 422}[name]
+			// Its own environment: A's customers are unknown there, so usage naming them
+			// is committed to B's environment as unattributed, never to A's customers.
+			want := map[string]int{"GET /v1/sdk/customers/{id}/state": 404}[name]
 			if want == 0 && rs.Code != 200 || want != 0 && rs.Code != want {
 				t.Errorf("%s with another tenant's SDK key: %d: %s", name, rs.Code, secTrim(string(rs.Body)))
+			}
+			if name == "POST /v1/sdk/usage" && !strings.Contains(string(rs.Body), `"accepted":0,`) {
+				t.Errorf("%s with another tenant's SDK key attributed usage: %s", name, secTrim(string(rs.Body)))
 			}
 		default:
 			secProblem(t, name+" with another tenant's SDK key", rs, 403, 404)
@@ -462,7 +467,13 @@ func TestSecurityMatrix(t *testing.T) {
 		path := w.secPath(template, "production")
 		requests++
 		r := secDo(t, srv, method, path, "Bearer "+w.b.secret, nil)
-		if l := w.leaks(r, path, nil); len(l) > 0 {
+		var sent []byte
+		if strings.HasSuffix(template, "/usage/unattributed") {
+			// B's SDK key sent usage naming A's customer into B's environment above:
+			// B's own unattributed records echo the name B sent, nothing of A's.
+			sent = []byte(secUsageBatch("acme-user-4412"))
+		}
+		if l := w.leaks(r, path, sent); len(l) > 0 {
 			t.Errorf("%s on production with B's key: A's data: %q: %s", name, l, r.Body)
 		}
 		if strings.Contains(template, "{id}") {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,13 +17,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/httpx/idempotency"
 	"github.com/limitr/limitr/internal/httpx/metrics"
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/httpx/ratelimit"
 	"github.com/limitr/limitr/internal/httpx/requestlog"
 	"github.com/limitr/limitr/internal/platform/bus"
+	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/usage"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // Config is the server's tunables; zero values take the defaults.
@@ -88,10 +93,20 @@ type Server struct {
 	limiter ratelimit.Limiter
 	ctx     context.Context
 	cancel  context.CancelFunc
-	// policyCache holds compiled policy versions by id.
-	policyCache *compiledCache
-	// sync is the cloud-sync machinery (sync.go).
-	sync *syncState
+
+	// The domains the handlers call.
+	policies     *pgstore.Service
+	customers    *customers.Service
+	usage        *usage.Service
+	usageMetrics *usage.Metrics
+
+	// hub shares bus subscriptions among this replica's push streams (stream.go).
+	hub             *bus.Hub
+	streams         prometheus.Gauge
+	streamHeartbeat atomic.Int64 // nanoseconds
+	streamPoll      atomic.Int64 // nanoseconds
+	// usageWake queues aggregation-worker wake-ups, published off the request path.
+	usageWake chan string
 }
 
 // New builds a server. Call Close when done.
@@ -111,7 +126,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg: cfg, pool: deps.Pool, store: store.New(deps.Pool), logger: logger, reg: reg,
-		ctx: ctx, cancel: cancel, policyCache: newCompiledCache(64),
+		ctx: ctx, cancel: cancel, usageWake: make(chan string, 1024),
 	}
 	if deps.Redis != nil {
 		s.bus = bus.NewRedis(deps.Redis, logger)
@@ -127,8 +142,35 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.keys = newKeyCache(cfg.KeyCacheTTL)
 	go s.keys.follow(ctx, s.bus)
 	s.metrics = metrics.New(reg)
+
+	notify := notifier{s}
+	s.policies = pgstore.NewService(deps.Pool, notify)
+	s.customers = customers.NewService(deps.Pool, s.policies, notify)
+	s.usageMetrics = usage.NewMetrics(reg)
+	s.usage = usage.NewService(deps.Pool, s.customers, notify, s.usageMetrics)
+	s.hub = bus.NewHub(ctx, s.bus)
+	s.streams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "limitr_sdk_streams", Help: "Open SDK push streams on this replica."})
+	reg.MustRegister(s.streams)
+	s.streamHeartbeat.Store(int64(defaultStreamHeartbeat))
+	s.streamPoll.Store(int64(defaultStreamPoll))
+	go s.publishUsageWakeUps()
+
 	s.echo = s.newEcho()
 	return s, nil
+}
+
+// publishUsageWakeUps publishes queued aggregation-worker wake-ups until Close.
+func (s *Server) publishUsageWakeUps() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case p := <-s.usageWake:
+			if err := s.bus.Publish(s.ctx, wire.ChannelUsage, []byte(p)); err != nil && s.ctx.Err() == nil {
+				s.logger.Warn("api: could not wake the usage workers; they pick the batch up on their next poll", "err", err)
+			}
+		}
+	}
 }
 
 // Handler is the HTTP handler.
@@ -162,11 +204,11 @@ func (s *Server) newEcho() *echo.Echo {
 
 	idem := idempotency.NewPGStore(s.pool)
 	v1 := e.Group("/v1")
-	v1.POST("/tenants", s.createTenant, s.operatorOnly, idempotency.Middleware(idem, func(echo.Context) (string, string, bool) {
+	v1.POST("/tenants", s.createTenant, s.operatorOnly, withActor, idempotency.Middleware(idem, func(echo.Context) (string, string, bool) {
 		return "", "operator", true
 	}))
 
-	authed := v1.Group("", s.authenticate, s.rateLimit(), idempotency.Middleware(idem, s.idempotencyScope))
+	authed := v1.Group("", s.authenticate, withActor, s.rateLimit(), idempotency.Middleware(idem, s.idempotencyScope))
 	authed.GET("/tenant", s.getTenant, adminOnly)
 	authed.GET("/environments", s.listEnvironments, adminOnly)
 	authed.POST("/environments", s.createEnvironment, adminOnly)
@@ -178,4 +220,19 @@ func (s *Server) newEcho() *echo.Echo {
 	s.customerRoutes(authed)
 	s.syncRoutes(authed)
 	return e
+}
+
+// withActor records who is calling in the request's context, for the audit entries
+// the domains write: the API key (none for the operator) and the request id.
+func withActor(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		a := store.Actor{RequestID: requestlog.RequestID(r.Context())}
+		if p := principal(c); p != nil {
+			id := p.KeyID
+			a.KeyID = &id
+		}
+		c.SetRequest(r.WithContext(store.WithActor(r.Context(), a)))
+		return next(c)
+	}
 }

@@ -241,65 +241,42 @@ func validID(field, id string) error {
 	return nil
 }
 
-// resolvePlan finds the plan a customer is on: its own plan if it names one, else the
-// first ref (depth-first, in refs order) that resolves one, else the default plan.
-func (e *Engine) resolvePlan(p *policies.Policy, prof *profile) *policies.CompiledPlan {
-	if pl := e.planThroughRefs(p, prof, nil); pl != nil {
-		return pl
-	}
-	return p.DefaultPlan
+// resolvePlan finds the plan a customer is on (policies.ResolvePlan: its own plan,
+// else the first found through refs, else the default plan). id is the customer's id
+// and prof its profile, which may be one not stored yet.
+func (e *Engine) resolvePlan(p *policies.Policy, id string, prof *profile) *policies.CompiledPlan {
+	return policies.ResolvePlan(p, prof.refNode(id), engineRefs{e})
 }
 
-func (e *Engine) planThroughRefs(p *policies.Policy, prof *profile, seen map[*profile]bool) *policies.CompiledPlan {
-	if prof.plan != "" {
-		if pl := p.Plan(prof.plan); pl != nil {
-			return pl
-		}
-	}
-	if len(prof.refs) == 0 {
+// planThroughRefs is resolvePlan without the default plan.
+func (e *Engine) planThroughRefs(p *policies.Policy, id string, prof *profile) *policies.CompiledPlan {
+	return policies.PlanThroughRefs(p, prof.refNode(id), engineRefs{e})
+}
+
+// scopeOwner is the customer of type scope that owns a scoped entitlement's meter for
+// c (policies.ScopeOwner), or nil.
+func (e *Engine) scopeOwner(c *customer, scope string) *customer {
+	n, ok := policies.ScopeOwner(c.info.Load().refNode(c.id), scope, engineRefs{e})
+	if !ok {
 		return nil
 	}
-	if seen == nil {
-		seen = map[*profile]bool{}
-	}
-	seen[prof] = true
-	for _, r := range prof.refs {
-		rc := e.byID(r)
-		if rc == nil {
-			continue
-		}
-		rp := rc.info.Load()
-		if seen[rp] {
-			continue
-		}
-		if pl := e.planThroughRefs(p, rp, seen); pl != nil {
-			return pl
-		}
-	}
-	return nil
+	return e.byID(n.ID)
 }
 
-// scopeOwner walks refs breadth-first for the customer of the given type that owns
-// a scoped entitlement's meter.
-func (e *Engine) scopeOwner(c *customer, scope string) *customer {
-	queue := []*customer{c}
-	seen := map[*customer]bool{c: true}
-	for len(queue) > 0 {
-		cur := queue[0]
-		queue = queue[1:]
-		for _, r := range cur.info.Load().refs {
-			rc := e.byID(r)
-			if rc == nil || seen[rc] {
-				continue
-			}
-			if rc.info.Load().typ == scope {
-				return rc
-			}
-			seen[rc] = true
-			queue = append(queue, rc)
-		}
+// engineRefs is the engine's customers as the refs graph plan resolution walks. It is
+// one pointer, so passing it as a RefGraph does not allocate.
+type engineRefs struct{ e *Engine }
+
+func (g engineRefs) Node(id string) (policies.RefNode, bool) {
+	c := g.e.byID(id)
+	if c == nil {
+		return policies.RefNode{}, false
 	}
-	return nil
+	return c.info.Load().refNode(id), true
+}
+
+func (p *profile) refNode(id string) policies.RefNode {
+	return policies.RefNode{ID: id, Plan: p.plan, Type: p.typ, Refs: p.refs}
 }
 
 func (c *customer) meter(ent string) *meter {
@@ -318,7 +295,7 @@ func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledP
 	if pc := c.planCache.Load(); pc != nil && pc.policy == p && pc.prof == prof {
 		return pc.plan
 	}
-	pl := e.resolvePlan(p, prof)
+	pl := e.resolvePlan(p, c.id, prof)
 	if pl != nil && prof.plan == pl.Name {
 		c.planCache.Store(&planCacheEntry{policy: p, prof: prof, plan: pl})
 	}
@@ -364,7 +341,7 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 	applySpec(prof, spec)
 	prof.plan = spec.Plan
 	if prof.plan == "" {
-		if e.planThroughRefs(p, prof, nil) == nil {
+		if e.planThroughRefs(p, spec.ID, prof) == nil {
 			if p.DefaultPlan == nil {
 				return nil, fmt.Errorf("%w: no plan given, no ref has one and the policy has no default plan", ErrUnknownPlan)
 			}
@@ -373,7 +350,7 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 	}
 	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1)}
 	c.info.Store(prof)
-	if plan := e.resolvePlan(p, prof); plan != nil {
+	if plan := e.resolvePlan(p, spec.ID, prof); plan != nil {
 		for _, ce := range plan.Limited {
 			if ce.Scope != "" && ce.Scope != prof.typ {
 				continue // metered on the scoped customer, not here
@@ -469,7 +446,7 @@ func (e *Engine) updateCustomer(p *policies.Policy, c *customer, spec CustomerSp
 	np := *c.info.Load()
 	applySpec(&np, spec)
 	np.plan = spec.Plan
-	if np.plan == "" && e.planThroughRefs(p, &np, nil) == nil && p.DefaultPlan != nil {
+	if np.plan == "" && e.planThroughRefs(p, c.id, &np) == nil && p.DefaultPlan != nil {
 		np.plan = p.DefaultPlan.Name
 	}
 	c.info.Store(&np)
@@ -503,7 +480,7 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
 	}
 	old := c.info.Load()
-	prev := e.resolvePlan(p, old)
+	prev := e.resolvePlan(p, c.id, old)
 	if prev == next {
 		c.mu.Unlock()
 		return nil

@@ -239,7 +239,7 @@ func (e *Engine) baseEvent(p *policies.Policy, res *resolution, d *decision, cal
 	// The payload names the meter owner's plan; the limit itself comes from the caller's.
 	ownerPlan := res.plan.Name
 	if res.owner != res.caller {
-		if pl := e.resolvePlan(p, res.owner.info.Load()); pl != nil {
+		if pl := e.resolvePlan(p, res.owner.id, res.owner.info.Load()); pl != nil {
 			ownerPlan = pl.Name
 		}
 	}

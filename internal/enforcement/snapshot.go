@@ -387,7 +387,7 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		BillingAnchor: prof.anchor,
 		Created:       prof.created,
 	}
-	if pl := e.resolvePlan(p, prof); pl != nil {
+	if pl := e.resolvePlan(p, c.id, prof); pl != nil {
 		s.ResolvedPlan = pl.Name
 	}
 	loc := c.location(p)
@@ -492,7 +492,7 @@ func (e *Engine) meterLimit(p *policies.Policy, c *customer, prof *profile, ent 
 	if !ok {
 		return nil
 	}
-	pl := e.resolvePlan(p, prof)
+	pl := e.resolvePlan(p, c.id, prof)
 	if pl == nil {
 		return nil
 	}

@@ -34,7 +34,11 @@ func rawJSON(v any) ([]byte, error) {
 }
 
 // RecordAudit writes an audit entry, normally in the same transaction as the change.
+// The actor and request id come from ctx (WithActor) unless e names them.
 func RecordAudit(ctx context.Context, db DBTX, e AuditEntry, before, after any) error {
+	if a := ActorFrom(ctx); e.ActorKeyID == nil && e.RequestID == "" {
+		e.ActorKeyID, e.RequestID = a.KeyID, a.RequestID
+	}
 	b, err := rawJSON(before)
 	if err != nil {
 		return err
@@ -113,4 +117,13 @@ func ChangesSince(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, after
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// ChangeFeedHorizon is the newest change id retention has removed from an
+// environment's feed (0: none): a follower whose cursor is older has missed changes.
+func ChangeFeedHorizon(ctx context.Context, db DBTX, tenantID, envID uuid.UUID) (int64, error) {
+	var id int64
+	err := db.QueryRow(ctx, `select coalesce((select purged_through from change_feed_horizon
+		where tenant_id = $1 and environment_id = $2), 0)`, tenantID, envID).Scan(&id)
+	return id, err
 }

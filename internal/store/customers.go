@@ -11,44 +11,21 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/limitr/limitr/internal/wire"
 )
 
-// Customer is a customer as the control plane stores it: the profile SDKs hydrate,
-// with its live overrides and the topups applied through the API.
+// Customer is a customer as the control plane stores it: the record the API returns
+// and SDKs hydrate (wire.Customer), and its uid. The uid is immutable and unique to
+// this customer: one deleted and created again under the same id gets a new uid, and
+// usage is kept per uid, so the new customer starts at zero.
 type Customer struct {
-	ID   string `json:"id"`
-	Plan string `json:"plan"`
-	// ResolvedPlan is the plan the customer is on under the environment's active policy
-	// (its own, inherited through refs, or the default). The store never sets it: the
-	// API fills it in from the compiled policy.
-	ResolvedPlan  string                     `json:"resolved_plan"`
-	Type          string                     `json:"type"`
-	Label         string                     `json:"label"`
-	Refs          []string                   `json:"refs"`
-	AltIDs        []string                   `json:"alt_ids"`
-	Metadata      json.RawMessage            `json:"metadata"`
-	Timezone      string                     `json:"timezone"`
-	BillingAnchor time.Time                  `json:"billing_anchor"`
-	CreatedAt     time.Time                  `json:"created_at"`
-	UpdatedAt     time.Time                  `json:"updated_at"`
-	Revision      int64                      `json:"revision"`
-	Overrides     map[string]json.RawMessage `json:"overrides"`
-	Topups        []CustomerTopup            `json:"topups"`
+	wire.Customer
+	UID uuid.UUID `json:"-"`
 }
 
-// CustomerTopup is a topup applied to a customer: the grant the SDK creates, with what
-// the customer paid and who applied it. Value and Price are exact decimals.
-type CustomerTopup struct {
-	ID        uuid.UUID   `json:"id"`
-	Topup     string      `json:"topup"`
-	GrantID   string      `json:"grant_id"`
-	Credit    string      `json:"credit"`
-	Value     json.Number `json:"value"`
-	Price     json.Number `json:"price,omitempty"`
-	Currency  string      `json:"currency"`
-	AppliedAt time.Time   `json:"applied_at"`
-	AppliedBy *uuid.UUID  `json:"applied_by,omitempty"`
-}
+// CustomerTopup is a topup applied to a customer (wire.CustomerTopup).
+type CustomerTopup = wire.CustomerTopup
 
 // CustomerOverride is one stored override: the spec as the engine reads it.
 type CustomerOverride struct {
@@ -82,12 +59,12 @@ func (e *AltIDConflictError) Error() string {
 // Is makes the error match ErrConflict.
 func (e *AltIDConflictError) Is(target error) bool { return target == ErrConflict }
 
-const customerColumns = `id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor, created_at, updated_at, revision`
+const customerColumns = `id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor, created_at, updated_at, revision, uid`
 
 func scanCustomer(row pgx.Row) (Customer, error) {
 	var c Customer
 	err := row.Scan(&c.ID, &c.Plan, &c.Type, &c.Label, &c.Refs, &c.AltIDs, &c.Metadata, &c.Timezone,
-		&c.BillingAnchor, &c.CreatedAt, &c.UpdatedAt, &c.Revision)
+		&c.BillingAnchor, &c.CreatedAt, &c.UpdatedAt, &c.Revision, &c.UID)
 	if err != nil {
 		return Customer{}, err
 	}
@@ -173,9 +150,9 @@ func InsertCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, c *
 		}
 	}
 	err = tx.QueryRow(ctx, `insert into customers (tenant_id, environment_id, id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning created_at, updated_at, revision`,
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning created_at, updated_at, revision, uid`,
 		tenantID, envID, c.ID, c.Plan, c.Type, c.Label, c.Refs, c.AltIDs, []byte(c.Metadata), c.Timezone, c.BillingAnchor).
-		Scan(&c.CreatedAt, &c.UpdatedAt, &c.Revision)
+		Scan(&c.CreatedAt, &c.UpdatedAt, &c.Revision, &c.UID)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("customer %q: %w", c.ID, ErrConflict)
 	}
@@ -299,8 +276,14 @@ func scanTopup(row pgx.Row, customerID *string) (CustomerTopup, error) {
 	var t CustomerTopup
 	var value string
 	var price *string
-	if err := row.Scan(customerID, &t.ID, &t.Topup, &t.GrantID, &t.Credit, &value, &price, &t.Currency, &t.AppliedAt, &t.AppliedBy); err != nil {
+	var id uuid.UUID
+	var by *uuid.UUID
+	if err := row.Scan(customerID, &id, &t.Topup, &t.GrantID, &t.Credit, &value, &price, &t.Currency, &t.AppliedAt, &by); err != nil {
 		return CustomerTopup{}, err
+	}
+	t.ID = id.String()
+	if by != nil {
+		t.AppliedBy = by.String()
 	}
 	t.Value = json.Number(value)
 	if price != nil {
@@ -357,16 +340,26 @@ func TouchCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, id s
 	return rev, at.UTC(), notFound(err, "customer")
 }
 
-// DeleteCustomer removes a customer; its alt ids, overrides and topups go with it.
-func DeleteCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, id string) error {
-	tag, err := tx.Exec(ctx, `delete from customers where tenant_id = $1 and environment_id = $2 and id = $3`, tenantID, envID, id)
+// DeleteCustomer removes a customer (its alt ids, overrides and topups go with it) and
+// keeps the record as it was in deleted_customers, under its uid, with who deleted it.
+// Its usage stays under the uid: a customer created later with the same id starts at
+// zero.
+func DeleteCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, c Customer, deletedBy *uuid.UUID) error {
+	record, err := json.Marshal(c.Customer)
+	if err != nil {
+		return err
+	}
+	tag, err := tx.Exec(ctx, `delete from customers where tenant_id = $1 and environment_id = $2 and id = $3 and uid = $4`,
+		tenantID, envID, c.ID, c.UID)
 	if err != nil {
 		return err
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("customer %q: %w", id, ErrNotFound)
+		return fmt.Errorf("customer %q: %w", c.ID, ErrNotFound)
 	}
-	return nil
+	_, err = tx.Exec(ctx, `insert into deleted_customers (uid, tenant_id, environment_id, id, record, created_at, deleted_by)
+		values ($1, $2, $3, $4, $5, $6, $7)`, c.UID, tenantID, envID, c.ID, record, c.CreatedAt, deletedBy)
+	return err
 }
 
 // GetOverride loads a customer's override for an entitlement, expired or not.
@@ -404,8 +397,21 @@ func DeleteOverride(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, cus
 // InsertTopup records a topup applied to a customer; t.ID and t.AppliedAt are filled in.
 // Value and Price must be decimal strings (Price may be empty for no price).
 func InsertTopup(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, customerID string, t *CustomerTopup) error {
-	if t.ID == uuid.Nil {
-		t.ID = uuid.New()
+	id := uuid.New()
+	if t.ID != "" {
+		var err error
+		if id, err = uuid.Parse(t.ID); err != nil {
+			return fmt.Errorf("topup id: %w", err)
+		}
+	}
+	t.ID = id.String()
+	var appliedBy *uuid.UUID
+	if t.AppliedBy != "" {
+		by, err := uuid.Parse(t.AppliedBy)
+		if err != nil {
+			return fmt.Errorf("topup applied_by: %w", err)
+		}
+		appliedBy = &by
 	}
 	if t.Currency == "" {
 		t.Currency = "usd"
@@ -419,7 +425,7 @@ func InsertTopup(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, custom
 	err := tx.QueryRow(ctx, `insert into customer_topups (id, tenant_id, environment_id, customer_id, topup, grant_id, credit, value, price, currency, applied_by)
 		values ($1, $2, $3, $4, $5, $6, $7, cast($8::text as numeric), cast($9::text as numeric), $10, $11)
 		returning applied_at, value::text, price::text`,
-		t.ID, tenantID, envID, customerID, t.Topup, t.GrantID, t.Credit, t.Value.String(), price, t.Currency, t.AppliedBy).
+		id, tenantID, envID, customerID, t.Topup, t.GrantID, t.Credit, t.Value.String(), price, t.Currency, appliedBy).
 		Scan(&t.AppliedAt, &value, &price)
 	if err != nil {
 		return err

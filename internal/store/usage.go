@@ -33,11 +33,24 @@ type UsageBatch struct {
 	Deltas        []UsageDelta
 	Events        []UsageEvent
 	GrantDraws    []GrantDraw
+	// Unattributed are the batch's records that name no customer of the environment:
+	// committed with the batch into unattributed_usage, for an operator.
+	Unattributed []Unattributed
+}
+
+// Unattributed is a record of a batch that could not be attributed to a customer.
+type Unattributed struct {
+	Kind     string // wire.RecordDelta, wire.RecordGrantDraw or wire.RecordEvent
+	Index    int
+	Customer string
+	Reason   string
+	Record   []byte // the record as the SDK sent it (JSON)
 }
 
 // GrantDraw is what an SDK instance drew from one grant in one grant period.
 type GrantDraw struct {
 	CustomerID  string
+	CustomerUID uuid.UUID
 	GrantID     string
 	PeriodStart time.Time
 	Units       num.Dec
@@ -46,6 +59,7 @@ type GrantDraw struct {
 // UsageDelta is one meter's usage in one period, as the SDK summed it.
 type UsageDelta struct {
 	CustomerID  string
+	CustomerUID uuid.UUID
 	Entitlement string
 	Credit      string
 	PeriodStart time.Time
@@ -59,6 +73,7 @@ type UsageDelta struct {
 type UsageEvent struct {
 	EventID     string
 	CustomerID  string
+	CustomerUID uuid.UUID
 	CallerID    string
 	Entitlement string
 	Units       num.Dec
@@ -67,10 +82,11 @@ type UsageEvent struct {
 	At          time.Time
 }
 
-var usageDeltaColumns = []string{"tenant_id", "environment_id", "instance_id", "sequence", "customer_id",
+// UsageDeltaColumns are the columns InsertUsageBatch copies deltas into.
+var UsageDeltaColumns = []string{"tenant_id", "environment_id", "instance_id", "sequence", "customer_id", "customer_uid",
 	"entitlement", "credit", "period_start", "units", "overhead", "price", "calls"}
 
-var usageEventColumns = []string{"tenant_id", "environment_id", "instance_id", "event_id", "customer_id",
+var usageEventColumns = []string{"tenant_id", "environment_id", "instance_id", "event_id", "customer_id", "customer_uid",
 	"caller_id", "entitlement", "units", "overhead", "allowed", "at"}
 
 // InsertUsageBatch commits a batch in tx: the usage_batches row first (ON CONFLICT DO
@@ -96,13 +112,13 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 	env := pgtype.UUID{Bytes: b.EnvironmentID, Valid: true}
 	if len(b.Deltas) > 0 {
 		i := 0
-		n, err := tx.CopyFrom(ctx, pgx.Identifier{"usage_deltas"}, usageDeltaColumns, pgx.CopyFromFunc(func() ([]any, error) {
+		n, err := tx.CopyFrom(ctx, pgx.Identifier{"usage_deltas"}, UsageDeltaColumns, pgx.CopyFromFunc(func() ([]any, error) {
 			if i >= len(b.Deltas) {
 				return nil, nil
 			}
 			d := &b.Deltas[i]
 			i++
-			return []any{tenant, env, b.InstanceID, b.Sequence, d.CustomerID, d.Entitlement, d.Credit,
+			return []any{tenant, env, b.InstanceID, b.Sequence, d.CustomerID, pgtype.UUID{Bytes: d.CustomerUID, Valid: true}, d.Entitlement, d.Credit,
 				d.PeriodStart, pgNumeric(d.Units), pgNumeric(d.Overhead), pgNumeric(d.Price), d.Calls}, nil
 		}))
 		if err != nil {
@@ -114,21 +130,39 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 	}
 	if len(b.GrantDraws) > 0 {
 		customers := make([]string, len(b.GrantDraws))
+		uids := make([]uuid.UUID, len(b.GrantDraws))
 		grants := make([]string, len(b.GrantDraws))
 		starts := make([]time.Time, len(b.GrantDraws))
 		units := make([]string, len(b.GrantDraws))
 		for i, d := range b.GrantDraws {
-			customers[i], grants[i], starts[i], units[i] = d.CustomerID, d.GrantID, d.PeriodStart, d.Units.String()
+			customers[i], uids[i], grants[i], starts[i], units[i] = d.CustomerID, d.CustomerUID, d.GrantID, d.PeriodStart, d.Units.String()
 		}
 		// Summed per key first: one statement cannot update a row twice.
-		if _, err := tx.Exec(ctx, `insert into grant_draw_totals as t (tenant_id, environment_id, customer_id, grant_id, period_start, units)
-			select $1, $2, d.customer_id, d.grant_id, d.period_start, sum(d.units::numeric)
-			from unnest($3::text[], $4::text[], $5::timestamptz[], $6::text[]) as d(customer_id, grant_id, period_start, units)
-			group by d.customer_id, d.grant_id, d.period_start
-			on conflict (tenant_id, environment_id, customer_id, grant_id, period_start)
+		if _, err := tx.Exec(ctx, `insert into grant_draw_totals as t (tenant_id, environment_id, customer_id, customer_uid, grant_id, period_start, units)
+			select $1, $2, max(d.customer_id), d.customer_uid, d.grant_id, d.period_start, sum(d.units::numeric)
+			from unnest($3::text[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[]) as d(customer_id, customer_uid, grant_id, period_start, units)
+			group by d.customer_uid, d.grant_id, d.period_start
+			on conflict (customer_uid, grant_id, period_start)
 			do update set units = t.units + excluded.units, updated_at = now()`,
-			b.TenantID, b.EnvironmentID, customers, grants, starts, units); err != nil {
+			b.TenantID, b.EnvironmentID, customers, uids, grants, starts, units); err != nil {
 			return false, fmt.Errorf("store: add grant draws: %w", err)
+		}
+	}
+	if len(b.Unattributed) > 0 {
+		kinds := make([]string, len(b.Unattributed))
+		idx := make([]int32, len(b.Unattributed))
+		customers := make([]string, len(b.Unattributed))
+		reasons := make([]string, len(b.Unattributed))
+		records := make([]string, len(b.Unattributed))
+		for i, u := range b.Unattributed {
+			kinds[i], idx[i], customers[i], reasons[i], records[i] = u.Kind, int32(u.Index), u.Customer, u.Reason, string(u.Record)
+		}
+		if _, err := tx.Exec(ctx, `insert into unattributed_usage (tenant_id, environment_id, instance_id, sequence, kind, index, customer, reason, record)
+			select $1, $2, $3, $4, u.kind, u.index, u.customer, u.reason, u.record::jsonb
+			from unnest($5::text[], $6::int[], $7::text[], $8::text[], $9::text[]) with ordinality as u(kind, index, customer, reason, record, n)
+			order by u.n`,
+			b.TenantID, b.EnvironmentID, b.InstanceID, b.Sequence, kinds, idx, customers, reasons, records); err != nil {
+			return false, fmt.Errorf("store: keep unattributed usage: %w", err)
 		}
 	}
 	if len(b.Events) > 0 {
@@ -139,7 +173,7 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 			}
 			e := &b.Events[i]
 			i++
-			return []any{tenant, env, b.InstanceID, e.EventID, e.CustomerID, e.CallerID, e.Entitlement,
+			return []any{tenant, env, b.InstanceID, e.EventID, e.CustomerID, pgtype.UUID{Bytes: e.CustomerUID, Valid: e.CustomerUID != uuid.Nil}, e.CallerID, e.Entitlement,
 				pgNumeric(e.Units), pgNumeric(e.Overhead), e.Allowed, e.At}, nil
 		}))
 		if err != nil {
@@ -173,6 +207,7 @@ func UsageBatchCommitted(ctx context.Context, db DBTX, tenantID, envID uuid.UUID
 // UsageCustomer is what validating usage needs of a customer named in a batch.
 type UsageCustomer struct {
 	ID        string // canonical id (the name may be an alt id)
+	UID       uuid.UUID
 	CreatedAt time.Time
 }
 
@@ -189,10 +224,10 @@ func ResolveUsageCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UU
 	// Two index lookups (ids, then alt ids) rather than one join on coalesce(): no index
 	// serves the coalesce, and Postgres' generic plan for the cached statement then
 	// scanned every customer once per name.
-	rows, err := db.Query(ctx, `select c.id, c.id, c.created_at from customers c
+	rows, err := db.Query(ctx, `select c.id, c.id, c.uid, c.created_at from customers c
 		where c.tenant_id = $1 and c.environment_id = $2 and c.id = any($3::text[])
 		union all
-		select a.alt_id, c.id, c.created_at from customer_alt_ids a
+		select a.alt_id, c.id, c.uid, c.created_at from customer_alt_ids a
 		join customers c on c.tenant_id = a.tenant_id and c.environment_id = a.environment_id and c.id = a.customer_id
 		where a.tenant_id = $1 and a.environment_id = $2 and a.alt_id = any($3::text[])`,
 		tenantID, envID, names)
@@ -203,7 +238,7 @@ func ResolveUsageCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UU
 	for rows.Next() {
 		var name string
 		var c UsageCustomer
-		if err := rows.Scan(&name, &c.ID, &c.CreatedAt); err != nil {
+		if err := rows.Scan(&name, &c.ID, &c.UID, &c.CreatedAt); err != nil {
 			return nil, err
 		}
 		out[name] = c
@@ -223,21 +258,22 @@ type MeterTotal struct {
 	Calls       int64
 }
 
-// CommittedTotals returns a customer's committed usage per (entitlement, period):
+// CommittedTotals returns the committed usage of one customer (by uid: a re-created
+// customer does not see its predecessor's usage) per (entitlement, period):
 // meter_aggregates plus the not-yet-aggregated usage_deltas, in one statement (one
 // snapshot, so a worker committing meanwhile cannot make a delta count twice or not
 // at all). At most periodsPerMeter periods per entitlement, newest first; entitlements
 // in name order.
-func CommittedTotals(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, customerID string, periodsPerMeter int) ([]MeterTotal, error) {
+func CommittedTotals(ctx context.Context, db DBTX, customerUID uuid.UUID, periodsPerMeter int) ([]MeterTotal, error) {
 	if periodsPerMeter <= 0 {
 		periodsPerMeter = 2
 	}
 	rows, err := db.Query(ctx, `with m as (
 			select entitlement, period_start, credit, units, overhead, price, calls from meter_aggregates
-			where tenant_id = $1 and environment_id = $2 and customer_id = $3
+			where customer_uid = $1
 			union all
 			select entitlement, period_start, credit, units, overhead, price, calls from usage_deltas
-			where tenant_id = $1 and environment_id = $2 and customer_id = $3 and aggregated_at is null
+			where customer_uid = $1 and aggregated_at is null
 		), t as (
 			select entitlement, period_start, max(credit) as credit, sum(units) as units, sum(overhead) as overhead,
 				sum(price) as price, sum(calls)::bigint as calls,
@@ -245,8 +281,8 @@ func CommittedTotals(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, cu
 			from m group by entitlement, period_start
 		)
 		select entitlement, period_start, credit, units::text, overhead::text, price::text, calls
-		from t where rn <= $4 order by entitlement, period_start desc`,
-		tenantID, envID, customerID, periodsPerMeter)
+		from t where rn <= $2 order by entitlement, period_start desc`,
+		customerUID, periodsPerMeter)
 	if err != nil {
 		return nil, err
 	}
@@ -285,9 +321,9 @@ type GrantDrawTotal struct {
 	Units       string
 }
 
-// CommittedGrantDraws returns a customer's committed grant draws, at most
+// CommittedGrantDraws returns a customer's (by uid) committed grant draws, at most
 // periodsPerGrant periods per grant, newest first; grants in id order.
-func CommittedGrantDraws(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, customerID string, periodsPerGrant int) ([]GrantDrawTotal, error) {
+func CommittedGrantDraws(ctx context.Context, db DBTX, customerUID uuid.UUID, periodsPerGrant int) ([]GrantDrawTotal, error) {
 	if periodsPerGrant <= 0 {
 		periodsPerGrant = 2
 	}
@@ -295,9 +331,9 @@ func CommittedGrantDraws(ctx context.Context, db DBTX, tenantID, envID uuid.UUID
 			select grant_id, period_start, units,
 				row_number() over (partition by grant_id order by period_start desc) as rn
 			from grant_draw_totals
-			where tenant_id = $1 and environment_id = $2 and customer_id = $3
-		) t where rn <= $4 order by grant_id, period_start desc`,
-		tenantID, envID, customerID, periodsPerGrant)
+			where customer_uid = $1
+		) t where rn <= $2 order by grant_id, period_start desc`,
+		customerUID, periodsPerGrant)
 	if err != nil {
 		return nil, err
 	}

@@ -174,7 +174,7 @@ type CustomerChanged struct {
 	Customer        json.RawMessage `json:"customer,omitempty"`
 	Plan            string          `json:"plan,omitempty"`
 	PreviousPlan    string          `json:"previous_plan,omitempty"`
-	OverwriteMeters bool            `json:"overwrite_meters,omitempty"`
+	OverwriteMeters bool            `json:"overwrite_meters"`
 	Entitlement     string          `json:"entitlement,omitempty"`
 	Override        json.RawMessage `json:"override,omitempty"`
 	Removed         bool            `json:"removed,omitempty"`

@@ -187,7 +187,7 @@ func batch(instance string, seq int64, ds ...wire.UsageDelta) wire.UsageBatch {
 func TestSyncUsageCommitsOnce(t *testing.T) {
 	f := newSyncFixture(t)
 	ctx := context.Background()
-	woke := f.srv.bus.Subscribe(t.Context(), UsageChannel)
+	woke := f.srv.bus.Subscribe(t.Context(), wire.ChannelUsage)
 
 	b1 := batch("web-1", 1, delta("alice", "ai-chat-input", "1500"), delta("cus_alice", "ai-chat-output", "-2.25"),
 		delta("bob", "ai-chat-input", "0.0000000000000000001"))
@@ -202,7 +202,7 @@ func TestSyncUsageCommitsOnce(t *testing.T) {
 			t.Fatalf("usage wake-up %q, want %q", msg, want)
 		}
 	case <-time.After(time.Second):
-		t.Fatal("no wake-up on " + UsageChannel)
+		t.Fatal("no wake-up on " + wire.ChannelUsage)
 	}
 	// Plain JSON works too.
 	a = f.ack(f.usage(f.sdk, batch("web-1", 2, delta("alice", "ai-chat-input", "10")), false))
@@ -346,10 +346,6 @@ func TestSyncUsageRejectsBadInput(t *testing.T) {
 		{name: "NUL in credit", body: with(d(func(x *wire.UsageDelta) { x.Credit = "a\x00b" })), code: 422, path: "deltas[1].credit"},
 		{name: "no period start", body: with(d(func(x *wire.UsageDelta) { x.PeriodStart = time.Time{} })), code: 422, path: "deltas[1].period_start"},
 		{name: "period far in the future", body: with(d(func(x *wire.UsageDelta) { x.PeriodStart = time.Now().AddDate(2, 0, 0) })), code: 422, path: "deltas[1].period_start"},
-		{name: "period long before the customer", body: with(d(func(x *wire.UsageDelta) { x.PeriodStart = time.Now().AddDate(-2, 0, 0) })), code: 422, path: "deltas[1].period_start"},
-		{name: "period in year 1", body: with(d(func(x *wire.UsageDelta) { x.PeriodStart = time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC) })), code: 422, path: "deltas[1].period_start"},
-		{name: "unknown customer", body: with(d(func(x *wire.UsageDelta) { x.Customer = "nobody" })), gz: true, code: 422, path: "deltas[1].customer"},
-		{name: "another environment's customer", body: with(d(func(x *wire.UsageDelta) { x.Customer = "stella" })), code: 422, path: "deltas[1].customer"},
 		{name: "another tenant's customer", body: with(d(func(x *wire.UsageDelta) { x.Customer = "mallory" })), gz: true, code: 422, path: "deltas[1].customer"},
 		{name: "event of another tenant's customer", body: with(func(b *wire.UsageBatch) {
 			b.Events = []wire.UsageEvent{{ID: "e1", Customer: "mallory", Entitlement: "x", Units: "1", Overhead: "0", At: time.Now()}}
@@ -364,13 +360,11 @@ func TestSyncUsageRejectsBadInput(t *testing.T) {
 		{name: "event with a bad decimal", body: with(func(b *wire.UsageBatch) {
 			b.Events = []wire.UsageEvent{{ID: "e1", Customer: "alice", Entitlement: "x", Units: "one", Overhead: "0", At: time.Now()}}
 		}), code: 422, path: "events[0].units"},
-		{name: "draw of an unknown customer", body: with(g(func(x *wire.GrantDraw) { x.Customer = "mallory" })), gz: true, code: 422, path: "grant_draws[1].customer"},
 		{name: "draw without a grant id", body: with(g(func(x *wire.GrantDraw) { x.GrantID = "" })), code: 422, path: "grant_draws[1].grant_id"},
 		{name: "draw with a long grant id", body: with(g(func(x *wire.GrantDraw) { x.GrantID = strings.Repeat("g", 257) })), code: 422, path: "grant_draws[1].grant_id"},
 		{name: "draw with a bad decimal", body: with(g(func(x *wire.GrantDraw) { x.Units = "1e3" })), code: 422, path: "grant_draws[1].units"},
 		{name: "negative draw", body: with(g(func(x *wire.GrantDraw) { x.Units = "-1" })), code: 422, path: "grant_draws[1].units"},
 		{name: "draw without a period", body: with(g(func(x *wire.GrantDraw) { x.PeriodStart = time.Time{} })), code: 422, path: "grant_draws[1].period_start"},
-		{name: "draw period long before the customer", body: with(g(func(x *wire.GrantDraw) { x.PeriodStart = time.Now().AddDate(-2, 0, 0) })), code: 422, path: "grant_draws[1].period_start"},
 		{name: "too many draws", body: with(func(b *wire.UsageBatch) {
 			b.GrantDraws = make([]wire.GrantDraw, wire.MaxDeltas+1)
 			for i := range b.GrantDraws {
@@ -401,12 +395,6 @@ func TestSyncUsageRejectsBadInput(t *testing.T) {
 	a := f.ack(f.usage(f.sdk, batch("web-1", 1, ok), true))
 	if a.Duplicate || a.Accepted != 1 {
 		t.Fatalf("after rejections: %+v", a)
-	}
-	// Every delta naming an unknown customer is listed, so the SDK can drop them.
-	code, body := f.usage(f.sdk, batch("web-1", 2, delta("x1", "e", "1"), ok, delta("x2", "e", "1"), delta("x1", "e", "2")), true)
-	p := wantProblem(t, "unknown customers", code, body, 422, "deltas[0].customer")
-	if len(p.Errors) != 3 || p.Errors[1].Path != "deltas[2].customer" || p.Errors[2].Path != "deltas[3].customer" {
-		t.Fatalf("unknown customers listed as %+v", p.Errors)
 	}
 }
 
@@ -615,16 +603,17 @@ func TestSyncCustomerState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after the commit
 	for _, q := range []struct {
 		sql  string
 		args []any
 	}{
-		{`insert into meter_aggregates (tenant_id, environment_id, customer_id, entitlement, period_start, credit, units, overhead, price, calls)
-			select tenant_id, environment_id, customer_id, entitlement, period_start, credit, sum(units), sum(overhead), sum(price), sum(calls)
-			from usage_deltas where instance_id = 'web-1' and sequence = 1 group by 1, 2, 3, 4, 5, 6`, nil},
+		{`insert into meter_aggregates (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit, units, overhead, price, calls)
+			select tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit, sum(units), sum(overhead), sum(price), sum(calls)
+			from usage_deltas where instance_id = 'web-1' and sequence = 1 group by 1, 2, 3, 4, 5, 6, 7`, nil},
 		{`update usage_deltas set aggregated_at = now() where instance_id = 'web-1' and sequence = 1`, nil},
-		{`insert into meter_aggregates (tenant_id, environment_id, customer_id, entitlement, period_start, credit, units, overhead, price, calls)
-			values ($1, $2, 'alice', 'ai-chat-input', $3, 'claude-sonnet-4-input', 999, 1, 2, 5)`, []any{tenant, env, old}},
+		{`insert into meter_aggregates (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit, units, overhead, price, calls)
+			values ($1, $2, 'alice', (select uid from customers where id = 'alice' and tenant_id = $1), 'ai-chat-input', $3, 'claude-sonnet-4-input', 999, 1, 2, 5)`, []any{tenant, env, old}},
 	} {
 		if _, err := tx.Exec(ctx, q.sql, q.args...); err != nil {
 			t.Fatal(err)
@@ -1080,7 +1069,7 @@ func TestSyncStreamRedisFanOut(t *testing.T) {
 		}
 	}
 	// Usage commits wake the workers over Redis.
-	woke := a.bus.Subscribe(t.Context(), UsageChannel)
+	woke := a.bus.Subscribe(t.Context(), wire.ChannelUsage)
 	time.Sleep(100 * time.Millisecond)
 	f.ack(f.usage(f.sdk, batch("web-1", 1, delta("alice", "ai-chat-input", "1")), true))
 	select {
@@ -1092,12 +1081,11 @@ func TestSyncStreamRedisFanOut(t *testing.T) {
 
 // ---- decoding, without a database ----
 
-func FuzzUsageDecode(f *testing.F) {
+func FuzzUsageBody(f *testing.F) {
 	good, _ := json.Marshal(batch("web-1", 1, delta("alice", "ai-chat-input", "1.5")))
 	f.Add(good, false)
 	f.Add(gzipBytes(f, good), true)
-	f.Add([]byte(`{"instance_id":"a","sequence":1,"deltas":[{"customer":"c","units":"-1e5"}]}`), false)
-	f.Add([]byte(`{"instance_id":"a","sequence":1,"events":[{"id":"x"},{"id":"x"}]}`), false)
+	f.Add([]byte("not gzip"), true)
 	f.Fuzz(func(t *testing.T, body []byte, gz bool) {
 		req := httptest.NewRequest(http.MethodPost, wire.PathUsage, bytes.NewReader(body))
 		if gz {
@@ -1105,19 +1093,10 @@ func FuzzUsageDecode(f *testing.F) {
 		}
 		raw, err := readUsageBody(req)
 		if err == nil {
-			var in *wire.UsageBatch
-			if in, err = decodeUsageBatch(raw); err == nil {
-				v := validateUsageBatch(in, time.Now())
-				if len(v.errs) == 0 {
-					for _, d := range v.batch.Deltas {
-						if d.Calls < 0 || d.CustomerID == "" || d.PeriodStart.IsZero() {
-							t.Fatalf("accepted %+v", d)
-						}
-					}
-					return
-				}
-				err = problem.Validation("x", v.errs)
+			if len(raw) > wire.MaxBatchRaw {
+				t.Fatalf("read %d bytes, over the bound", len(raw))
 			}
+			return
 		}
 		var p *problem.Problem
 		if !errors.As(err, &p) || p.Status < 400 || p.Status >= 500 {

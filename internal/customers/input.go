@@ -1,0 +1,331 @@
+package customers
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/limitr/limitr/internal/enforcement"
+	"github.com/limitr/limitr/internal/num"
+	"github.com/limitr/limitr/internal/validation"
+)
+
+// Bounds on customer fields beyond ids.
+const (
+	maxLabelLength   = 1024
+	maxRefs          = 100
+	maxAltIDs        = 100
+	maxMetadataBytes = 64 << 10
+	maxTimezone      = 64
+)
+
+// CreateInput creates a customer. Plan "" inherits through refs, else the active
+// policy's default plan. Type defaults to "user", Label to "User", BillingAnchor to
+// the creation time.
+type CreateInput struct {
+	ID            string          `json:"id"`
+	Plan          string          `json:"plan"`
+	Type          *string         `json:"type"`
+	Label         *string         `json:"label"`
+	Refs          []string        `json:"refs"`
+	AltIDs        []string        `json:"alt_ids"`
+	Metadata      json.RawMessage `json:"metadata"`
+	Timezone      string          `json:"timezone"`
+	BillingAnchor *string         `json:"billing_anchor"`
+}
+
+// Validate checks every field; the error lists every problem.
+func (in CreateInput) Validate() error {
+	_, err := in.prepare(time.Now())
+	return err
+}
+
+// created is a CreateInput checked and normalised.
+type created struct {
+	id, plan, typ, label string
+	refs, alts           []string
+	meta                 json.RawMessage
+	tz                   string
+	anchor               time.Time
+}
+
+func (in CreateInput) prepare(now time.Time) (created, error) {
+	var errs validation.Errors
+	out := created{id: in.ID, plan: in.Plan, typ: "user", label: "User", tz: in.Timezone,
+		anchor: now.UTC().Truncate(time.Microsecond)}
+	errs.AddField(validation.ID("id", in.ID))
+	if in.Plan != "" {
+		errs.AddField(validation.ID("plan", in.Plan))
+	}
+	if in.Type != nil {
+		out.typ = *in.Type
+		errs.AddField(validation.ID("type", out.typ))
+	}
+	if in.Label != nil {
+		out.label = *in.Label
+		errs.AddField(validation.Text("label", out.label, maxLabelLength))
+	}
+	out.refs = in.Refs
+	if out.refs == nil {
+		out.refs = []string{}
+	}
+	checkRefs(&errs, in.ID, out.refs)
+	out.alts = checkAltIDs(&errs, in.ID, in.AltIDs)
+	out.meta = checkMetadata(&errs, in.Metadata)
+	errs.AddField(checkTimezone(in.Timezone))
+	if in.BillingAnchor != nil {
+		t, fe := validation.Time("billing_anchor", *in.BillingAnchor)
+		errs.AddField(fe)
+		out.anchor = t
+	}
+	return out, errs.Err("invalid customer")
+}
+
+// UpdateInput changes the profile fields it sets; absent fields keep their values.
+// Alt ids cannot be changed.
+type UpdateInput struct {
+	Type          *string         `json:"type"`
+	Label         *string         `json:"label"`
+	Refs          *[]string       `json:"refs"`
+	Metadata      json.RawMessage `json:"metadata"`
+	Timezone      *string         `json:"timezone"`
+	BillingAnchor *string         `json:"billing_anchor"`
+}
+
+// Validate checks every field set.
+func (in UpdateInput) Validate() error {
+	_, _, err := in.prepare()
+	return err
+}
+
+func (in UpdateInput) prepare() (meta json.RawMessage, anchor time.Time, err error) {
+	var errs validation.Errors
+	if in.Type != nil {
+		errs.AddField(validation.ID("type", *in.Type))
+	}
+	if in.Label != nil {
+		errs.AddField(validation.Text("label", *in.Label, maxLabelLength))
+	}
+	if in.Refs != nil {
+		checkRefs(&errs, "", *in.Refs)
+	}
+	if in.Metadata != nil {
+		meta = checkMetadata(&errs, in.Metadata)
+	}
+	if in.Timezone != nil {
+		errs.AddField(checkTimezone(*in.Timezone))
+	}
+	if in.BillingAnchor != nil {
+		var fe *validation.FieldError
+		anchor, fe = validation.Time("billing_anchor", *in.BillingAnchor)
+		errs.AddField(fe)
+	}
+	return meta, anchor, errs.Err("invalid customer")
+}
+
+// SetPlanInput moves a customer to a plan. OverwriteMeters starts its meters afresh
+// (SDKs apply it); otherwise usage carries over.
+type SetPlanInput struct {
+	Plan            string `json:"plan"`
+	OverwriteMeters bool   `json:"overwrite_meters"`
+}
+
+// Validate checks the plan name.
+func (in SetPlanInput) Validate() error {
+	var errs validation.Errors
+	errs.AddField(validation.ID("plan", in.Plan))
+	return errs.Err("invalid plan change")
+}
+
+// OverrideInput sets a customer's override of one entitlement's limit: only the
+// fields given change, the rest comes from the plan's limit. Numbers may be JSON
+// numbers (kept exactly as written) or strings with units ("1TiB").
+type OverrideInput struct {
+	Value        Quantity `json:"value"`
+	ExpiresAt    *string  `json:"expires_at"`
+	Credit       string   `json:"credit"`
+	Mode         string   `json:"mode"`
+	Increment    Quantity `json:"increment"`
+	Minimum      Quantity `json:"minimum"`
+	Resets       *bool    `json:"resets"`
+	ResetInc     string   `json:"reset_inc"`
+	ResetSch     string   `json:"reset_sch"`
+	HardTrailing *bool    `json:"hard_trailing"`
+	GrantsApply  *bool    `json:"grants_apply"`
+}
+
+// Validate checks what can be checked without the policy (the policy's own compiler
+// checks the rest when the override is set).
+func (in OverrideInput) Validate() error {
+	_, err := in.prepare(time.Now())
+	return err
+}
+
+func (in OverrideInput) prepare(now time.Time) (enforcement.Override, error) {
+	o := enforcement.Override{Value: strings.TrimSpace(string(in.Value)), Credit: in.Credit, Mode: in.Mode,
+		Increment: strings.TrimSpace(string(in.Increment)), Minimum: strings.TrimSpace(string(in.Minimum)),
+		Resets: in.Resets, ResetInc: in.ResetInc, ResetSch: in.ResetSch, HardTrailing: in.HardTrailing, GrantsApply: in.GrantsApply}
+	var errs validation.Errors
+	if in.ExpiresAt != nil {
+		t, fe := validation.Time("expires_at", *in.ExpiresAt)
+		switch {
+		case fe != nil:
+			errs.AddField(fe)
+		case !t.After(now):
+			errs.Addf("expires_at", "%s is not in the future", t.Format(time.RFC3339))
+		}
+		o.ExpiresAt = t
+	}
+	for _, f := range []struct{ path, v string }{{"credit", o.Credit}, {"mode", o.Mode}, {"reset_inc", o.ResetInc}, {"reset_sch", o.ResetSch},
+		{"value", o.Value}, {"increment", o.Increment}, {"minimum", o.Minimum}} {
+		errs.AddField(validation.Text(f.path, f.v, validation.MaxIDLength))
+	}
+	return o, errs.Err("invalid override")
+}
+
+// TopupInput applies one of the customer's plan's topups. Price, when given, is what
+// the customer paid (an exact decimal, in runes); otherwise the topup's own price.
+type TopupInput struct {
+	Topup string       `json:"topup"`
+	Price *json.Number `json:"price"`
+}
+
+// Validate checks the topup name and the price.
+func (in TopupInput) Validate() error {
+	_, err := in.prepare()
+	return err
+}
+
+func (in TopupInput) prepare() (*num.Dec, error) {
+	var errs validation.Errors
+	errs.AddField(validation.ID("topup", in.Topup))
+	var price *num.Dec
+	if in.Price != nil {
+		d, err := num.Parse(in.Price.String())
+		switch {
+		case err != nil:
+			errs.Addf("price", "must be a decimal amount, got %q", in.Price.String())
+		case d.IsNeg():
+			errs.Add("price", "must not be negative")
+		default:
+			price = &d
+		}
+	}
+	return price, errs.Err("invalid topup")
+}
+
+// Quantity accepts a JSON number (kept exactly as written) or a string such as
+// "1TiB"; null leaves it empty.
+type Quantity string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (q *Quantity) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		*q = ""
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*q = Quantity(s)
+		return nil
+	case len(b) > 0 && (b[0] == '-' || b[0] >= '0' && b[0] <= '9'):
+		*q = Quantity(b)
+		return nil
+	}
+	kind := "value"
+	if len(b) > 0 {
+		switch b[0] {
+		case 't', 'f':
+			kind = "bool"
+		case '{':
+			kind = "object"
+		case '[':
+			kind = "array"
+		}
+	}
+	return &json.UnmarshalTypeError{Value: kind, Type: reflect.TypeFor[string]()}
+}
+
+func checkRefs(errs *validation.Errors, self string, refs []string) {
+	if len(refs) > maxRefs {
+		errs.Addf("refs", "has more than %d entries", maxRefs)
+		return
+	}
+	seen := map[string]bool{}
+	for i, r := range refs {
+		path := fmt.Sprintf("refs[%d]", i)
+		switch fe := validation.ID(path, r); {
+		case fe != nil:
+			errs.AddField(fe)
+		case self != "" && r == self:
+			errs.Add(path, "a customer cannot reference itself")
+		case seen[r]:
+			errs.Addf(path, "%q is listed twice", r)
+		}
+		seen[r] = true
+	}
+}
+
+// checkAltIDs validates alt ids and drops duplicates and the customer's own id, as the
+// engine does.
+func checkAltIDs(errs *validation.Errors, self string, alts []string) []string {
+	if len(alts) > maxAltIDs {
+		errs.Addf("alt_ids", "has more than %d entries", maxAltIDs)
+		return nil
+	}
+	out := []string{}
+	for i, a := range alts {
+		if fe := validation.ID(fmt.Sprintf("alt_ids[%d]", i), a); fe != nil {
+			errs.AddField(fe)
+			continue
+		}
+		if a == self || slices.Contains(out, a) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func checkMetadata(errs *validation.Errors, raw json.RawMessage) json.RawMessage {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || bytes.Equal(t, []byte("null")) {
+		return json.RawMessage("{}")
+	}
+	if len(t) > maxMetadataBytes {
+		errs.Addf("metadata", "is larger than %d bytes", maxMetadataBytes)
+		return nil
+	}
+	var m map[string]any
+	if t[0] != '{' || json.Unmarshal(t, &m) != nil {
+		errs.Add("metadata", "must be a JSON object")
+		return nil
+	}
+	// Postgres jsonb rejects \u0000 in strings; catch it here rather than as a 500.
+	if bytes.Contains(t, []byte(`\u0000`)) {
+		errs.Add("metadata", "must not contain NUL characters")
+		return nil
+	}
+	return json.RawMessage(t)
+}
+
+func checkTimezone(tz string) *validation.FieldError {
+	if tz == "" {
+		return nil
+	}
+	if fe := validation.Text("timezone", tz, maxTimezone); fe != nil {
+		return fe
+	}
+	if _, err := time.LoadLocation(tz); err != nil {
+		return &validation.FieldError{Path: "timezone", Message: fmt.Sprintf("unknown time zone %q", tz)}
+	}
+	return nil
+}

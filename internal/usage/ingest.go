@@ -1,0 +1,210 @@
+// Package usage is the control plane's usage domain: committing the usage batches SDK
+// instances sync (exactly once per instance and sequence), hydrating a customer's
+// committed state for an SDK, and the records that could not be attributed to a
+// customer.
+//
+// A batch commits in one transaction: its key in usage_batches, the deltas, grant
+// draws and audit events of every customer the environment knows, and the records
+// naming customers it does not know (deleted, never created on the server, or created
+// again since the usage was recorded) in unattributed_usage. One unknown customer
+// therefore never costs the others their usage, and nothing is dropped silently: the
+// acknowledgement lists the unattributed records, and an operator can list them.
+package usage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/wire"
+)
+
+// Notifier is told after a batch commits new usage, to wake the aggregation workers.
+type Notifier interface {
+	UsageCommitted(ctx context.Context, tenantID, envID uuid.UUID)
+}
+
+// Service is the usage domain.
+type Service struct {
+	pool      *pgxpool.Pool
+	customers Customers
+	notify    Notifier
+	metrics   *Metrics
+	now       func() time.Time
+}
+
+// NewService returns the service. notify and metrics may be nil.
+func NewService(pool *pgxpool.Pool, customers Customers, notify Notifier, metrics *Metrics) *Service {
+	return &Service{pool: pool, customers: customers, notify: notify, metrics: metrics, now: time.Now}
+}
+
+// Metrics count what ingest does.
+type Metrics struct {
+	Batches      *prometheus.CounterVec // by outcome: committed, duplicate, rejected, unavailable
+	Deltas       prometheus.Counter
+	Unattributed *prometheus.CounterVec // by kind and reason
+}
+
+// NewMetrics registers ingest's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "limitr_usage_batches_total",
+			Help: "Usage batches received from SDKs, by outcome (committed, duplicate, rejected, unavailable).",
+		}, []string{"outcome"}),
+		Deltas: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "limitr_usage_deltas_committed_total",
+			Help: "Usage deltas committed from SDK batches.",
+		}),
+		Unattributed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "limitr_usage_unattributed_total",
+			Help: "Records of committed batches that could not be attributed to a customer, by kind and reason (kept in unattributed_usage).",
+		}, []string{"kind", "reason"}),
+	}
+	reg.MustRegister(m.Batches, m.Deltas, m.Unattributed)
+	return m
+}
+
+// Outcome labels a batch for the metrics.
+func (m *Metrics) Outcome(outcome string) {
+	if m != nil {
+		m.Batches.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Commit commits a batch at most once per (instance id, sequence): usage of every
+// customer the environment knows, and the rest as unattributed records listed in the
+// acknowledgement. A batch committed before answers Duplicate and writes nothing. A
+// structurally invalid batch is a *validation.Error listing every problem, and writes
+// nothing.
+func (s *Service) Commit(ctx context.Context, env store.Environment, in *wire.UsageBatch) (wire.UsageAck, error) {
+	v := check(in, s.now())
+	if err := v.errs.Err(invalidBatch(v.errs.Len())); err != nil {
+		return wire.UsageAck{}, err
+	}
+	b := &v.batch
+	b.TenantID, b.EnvironmentID = env.TenantID, env.ID
+	var duplicate bool
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		found, err := store.ResolveUsageCustomers(ctx, tx, env.TenantID, env.ID, v.names)
+		if err != nil {
+			return err
+		}
+		if err := v.attribute(found); err != nil {
+			return err
+		}
+		duplicate, err = store.InsertUsageBatch(ctx, tx, *b)
+		return err
+	})
+	if err != nil {
+		return wire.UsageAck{}, err
+	}
+	ack := wire.UsageAck{Sequence: b.Sequence, Duplicate: duplicate}
+	if duplicate {
+		return ack, nil
+	}
+	ack.Accepted = len(b.Deltas)
+	for _, u := range b.Unattributed {
+		ack.Unattributed = append(ack.Unattributed, wire.Unattributed{Kind: u.Kind, Index: u.Index, Customer: u.Customer, Reason: u.Reason})
+		if s.metrics != nil {
+			s.metrics.Unattributed.WithLabelValues(u.Kind, u.Reason).Inc()
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.Deltas.Add(float64(len(b.Deltas)))
+	}
+	if s.notify != nil && (len(b.Deltas) > 0 || len(b.GrantDraws) > 0) {
+		s.notify.UsageCommitted(ctx, env.TenantID, env.ID)
+	}
+	return ack, nil
+}
+
+func invalidBatch(problems int) string {
+	if problems == 1 {
+		return "the usage batch is invalid (1 problem)"
+	}
+	return fmt.Sprintf("the usage batch is invalid (%d problems)", problems)
+}
+
+// attribute resolves every record's customer (an id or alt id) to the customer's id
+// and uid, and moves the records it cannot attribute to b.Unattributed.
+func (v *checked) attribute(found map[string]store.UsageCustomer) error {
+	b := &v.batch
+	keepDeltas := b.Deltas[:0]
+	for i, d := range b.Deltas {
+		in := &v.in.Deltas[i]
+		c, reason := v.customer(found, in.Customer, in.CustomerCreatedAt, &d.PeriodStart)
+		if reason != "" {
+			if err := v.unattributed(wire.RecordDelta, i, in.Customer, reason, in); err != nil {
+				return err
+			}
+			continue
+		}
+		d.CustomerID, d.CustomerUID = c.ID, c.UID
+		keepDeltas = append(keepDeltas, d)
+	}
+	b.Deltas = keepDeltas
+	keepDraws := b.GrantDraws[:0]
+	for i, d := range b.GrantDraws {
+		in := &v.in.GrantDraws[i]
+		c, reason := v.customer(found, in.Customer, in.CustomerCreatedAt, &d.PeriodStart)
+		if reason != "" {
+			if err := v.unattributed(wire.RecordGrantDraw, i, in.Customer, reason, in); err != nil {
+				return err
+			}
+			continue
+		}
+		d.CustomerID, d.CustomerUID = c.ID, c.UID
+		keepDraws = append(keepDraws, d)
+	}
+	b.GrantDraws = keepDraws
+	keepEvents := b.Events[:0]
+	for i, e := range b.Events {
+		in := &v.in.Events[i]
+		c, reason := v.customer(found, in.Customer, nil, nil)
+		if reason != "" {
+			if err := v.unattributed(wire.RecordEvent, i, in.Customer, reason, in); err != nil {
+				return err
+			}
+			continue
+		}
+		e.CustomerID, e.CustomerUID = c.ID, c.UID
+		keepEvents = append(keepEvents, e)
+	}
+	b.Events = keepEvents
+	return nil
+}
+
+// customer finds a record's customer, or says why the record is not the customer's:
+// the name is unknown, or the record belongs to an earlier customer of that id (the
+// SDK knew a customer created before the server's, or a period that started before
+// the server's customer existed, beyond the window any meter can run).
+func (v *checked) customer(found map[string]store.UsageCustomer, name string, createdAt *time.Time, period *time.Time) (store.UsageCustomer, string) {
+	c, ok := found[name]
+	if !ok {
+		return c, wire.ReasonUnknownCustomer
+	}
+	if createdAt != nil && !createdAt.IsZero() && createdAt.Before(c.CreatedAt.Add(-recreatedTolerance)) {
+		return c, wire.ReasonCustomerRecreated
+	}
+	if period != nil && period.Before(v.now.Add(-PeriodWindow)) && period.Before(c.CreatedAt.Add(-ClockSkew)) {
+		return c, wire.ReasonCustomerRecreated
+	}
+	return c, ""
+}
+
+func (v *checked) unattributed(kind string, i int, customer, reason string, record any) error {
+	raw, err := json.Marshal(record)
+	if err != nil {
+		return fmt.Errorf("usage: keep an unattributed %s: %w", kind, err)
+	}
+	v.batch.Unattributed = append(v.batch.Unattributed, store.Unattributed{Kind: kind, Index: i, Customer: customer, Reason: reason, Record: raw})
+	return nil
+}
