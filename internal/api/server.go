@@ -23,6 +23,7 @@ import (
 	"github.com/limitr/limitr/internal/httpx/requestlog"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/tenancy"
 )
 
 // Config is the server's tunables; zero values take the defaults.
@@ -79,6 +80,7 @@ type Server struct {
 	cfg     Config
 	pool    *pgxpool.Pool
 	store   *store.Store
+	tenancy *tenancy.Service
 	logger  *slog.Logger
 	bus     bus.Bus
 	echo    *echo.Echo
@@ -110,7 +112,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, pool: deps.Pool, store: store.New(deps.Pool), logger: logger, reg: reg,
+		cfg: cfg, pool: deps.Pool, store: store.New(deps.Pool), tenancy: tenancy.NewService(deps.Pool), logger: logger, reg: reg,
 		ctx: ctx, cancel: cancel, policyCache: newCompiledCache(64),
 	}
 	if deps.Redis != nil {

@@ -1,0 +1,81 @@
+package tenancy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors, for errors.Is. ErrNotFound and ErrConflict come wrapped in a
+// *ResourceError that says which resource they are about.
+var (
+	// ErrNotFound: the tenant, environment or key does not exist for this tenant.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a tenant slug or environment name is taken.
+	ErrConflict = errors.New("already exists")
+	// ErrLastAdminKey: revoking the key would leave the tenant without an active admin key,
+	// locked out of its own account.
+	ErrLastAdminKey = errors.New("the tenant's last active admin key cannot be revoked: create another admin key first")
+	// ErrInvalidInput is what a *ValidationError matches with errors.Is.
+	ErrInvalidInput = errors.New("invalid input")
+)
+
+// Resources that a ResourceError names.
+const (
+	ResourceTenant      = "tenant"
+	ResourceEnvironment = "environment"
+	ResourceKey         = "key"
+)
+
+// ResourceError is an ErrNotFound or ErrConflict about one resource.
+type ResourceError struct {
+	// Err is ErrNotFound or ErrConflict.
+	Err error
+	// Resource is ResourceTenant, ResourceEnvironment or ResourceKey.
+	Resource string
+	// Name is the slug, name or id that was asked for; empty when it is not worth
+	// repeating (it could not name anything).
+	Name string
+}
+
+func (e *ResourceError) Error() string {
+	if e.Name == "" {
+		return fmt.Sprintf("%s: %v", e.Resource, e.Err)
+	}
+	return fmt.Sprintf("%s %q: %v", e.Resource, e.Name, e.Err)
+}
+
+func (e *ResourceError) Unwrap() error { return e.Err }
+
+// FieldError is one invalid field of an input.
+type FieldError struct {
+	// Path names the field as the API spells it ("slug", "environment").
+	Path string
+	// Message says what is wrong with it.
+	Message string
+}
+
+// ValidationError lists every invalid field of an input. It matches ErrInvalidInput.
+type ValidationError struct {
+	// Message summarises the problem ("invalid key").
+	Message string
+	Fields  []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Path + ": " + f.Message
+	}
+	return e.Message + ": " + strings.Join(parts, "; ")
+}
+
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidInput }
+
+// invalid returns a *ValidationError, or nil when fields is empty.
+func invalid(message string, fields []FieldError) error {
+	if len(fields) == 0 {
+		return nil
+	}
+	return &ValidationError{Message: message, Fields: fields}
+}
