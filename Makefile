@@ -3,8 +3,10 @@ SHELL := /bin/bash
 GO ?= go
 GO_MIN := 1.26
 STATICCHECK_VERSION := v0.8.2
+# The Redocly CLI that last linted internal/api/openapi.json clean (0 errors).
+REDOCLY_VERSION ?= 2.77.0
 
-.PHONY: all demo test test-short bench fuzz lint check-go services build tidy-check
+.PHONY: all demo test test-short bench fuzz lint openapi-lint check-go services build tidy-check
 
 all: test
 
@@ -50,11 +52,20 @@ fuzz: check-go
 	$(GO) test -run '^$$' -fuzz FuzzDecodeYAML -fuzztime 20s ./internal/policies/doctree/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeTOML -fuzztime 20s ./internal/policies/doctree/
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./internal/policies/
+	$(GO) test -run '^$$' -fuzz FuzzCompile -fuzztime 30s ./internal/policies/expr/
+	$(GO) test -run '^$$' -fuzz FuzzCurves -fuzztime 30s ./internal/billing/rating/
+	$(GO) test -run '^$$' -fuzz FuzzParseKeyring -fuzztime 20s ./internal/secrets/
+	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 20s ./internal/secrets/
 
 lint: check-go
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+## openapi-lint: lint the API's OpenAPI document with Redocly (needs Node.js and npm)
+openapi-lint:
+	@command -v npx >/dev/null 2>&1 || { echo "make: npx is required: install Node.js (with npm)" >&2; exit 1; }
+	npx --yes @redocly/cli@$(REDOCLY_VERSION) lint internal/api/openapi.json
 
 tidy-check: check-go
 	@cp go.mod /tmp/go.mod.bak; cp go.sum /tmp/go.sum.bak; $(GO) mod tidy; \

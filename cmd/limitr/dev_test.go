@@ -86,8 +86,8 @@ func TestDevRunsAPIAndWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	if _, err := pool.Exec(ctx, `insert into usage_deltas (tenant_id, environment_id, instance_id, sequence, customer_id, entitlement, credit, period_start, units, overhead, price, calls)
-		values ($1, $2, 'i', 1, 'cus_1', 'tokens', 'usd', '2026-01-01T00:00:00Z', 42.5, 0, 0.01, 3)`, boot.Tenant.ID, boot.Environments[0].ID); err != nil {
+	if _, err := pool.Exec(ctx, `insert into usage_deltas (tenant_id, environment_id, instance_id, sequence, customer_id, customer_uid, entitlement, credit, period_start, units, overhead, price, calls)
+		values ($1, $2, 'i', 1, 'cus_1', gen_random_uuid(), 'tokens', 'usd', '2026-01-01T00:00:00Z', 42.5, 0, 0.01, 3)`, boot.Tenant.ID, boot.Environments[0].ID); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -45,7 +45,7 @@ func commandList() []command {
 		{"validate", "FILE...", "check policy documents and list every problem with its path", runValidate},
 		{"test", "[-q] [-run REGEXP] PATH...", "run scenario files, or every *.yaml/*.yml under directories", runTest},
 		{"dev", "[--addr ADDR] [--database-url URL] [--operator-token TOKEN]", "run the API and the worker in one process, for development", runDev},
-		{"admin", "bootstrap --tenant SLUG [--name NAME] [--database-url URL]", "create a tenant with its environments and first admin key", runAdmin},
+		{"admin", "bootstrap|create-key|gen-secret-key ...", "operator commands: create a tenant, create a key for a tenant, make a LIMITR_SECRET_KEY key", runAdmin},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show this help", runHelp},
 	}
@@ -104,6 +104,12 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 	for _, c := range commandList() {
 		if c.name == args[0] {
 			fmt.Fprintf(stdout, "Usage: limitr %s %s\n\n%s\n", c.name, c.args, c.summary)
+			if c.name == "admin" {
+				fmt.Fprintln(stdout, "\nCommands:")
+				for _, a := range adminCommands() {
+					fmt.Fprintf(stdout, "  limitr admin %s %s\n      %s\n", a.name, a.args, a.summary)
+				}
+			}
 			if c.name == "test" {
 				fmt.Fprintln(stdout, "\nStep kinds:")
 				for _, k := range scenario.Kinds() {

@@ -26,6 +26,7 @@ import (
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/tenancy"
 	"github.com/limitr/limitr/internal/usage"
 	"github.com/limitr/limitr/internal/wire"
 )
@@ -44,6 +45,16 @@ type Config struct {
 	// KeyCacheTTL bounds how long a key lookup is trusted without Postgres; revocations
 	// are also broadcast, so this only matters when the broadcast is lost (default 2s).
 	KeyCacheTTL time.Duration
+	// UnknownKeyCacheTTL is how long an unknown or revoked secret is answered 401 without
+	// asking Postgres again (default 5s). Only negatives are kept there, so it never
+	// delays a revocation.
+	UnknownKeyCacheTTL time.Duration
+	// AuthFailureLimit is how many failed authentications a client address may make per
+	// AuthFailurePer (default 60 per minute), with bursts of AuthFailureBurst (default
+	// 30); past it the address gets 429 without a Postgres lookup.
+	AuthFailureLimit int
+	AuthFailurePer   time.Duration
+	AuthFailureBurst int
 }
 
 func (c *Config) defaults() {
@@ -65,6 +76,18 @@ func (c *Config) defaults() {
 	if c.KeyCacheTTL <= 0 {
 		c.KeyCacheTTL = 2 * time.Second
 	}
+	if c.UnknownKeyCacheTTL <= 0 {
+		c.UnknownKeyCacheTTL = 5 * time.Second
+	}
+	if c.AuthFailureLimit <= 0 {
+		c.AuthFailureLimit = 60
+	}
+	if c.AuthFailurePer <= 0 {
+		c.AuthFailurePer = time.Minute
+	}
+	if c.AuthFailureBurst <= 0 {
+		c.AuthFailureBurst = 30
+	}
 }
 
 // Deps are the server's connections. Redis may be nil: fan-out and rate limits then
@@ -84,10 +107,12 @@ type Server struct {
 	cfg     Config
 	pool    *pgxpool.Pool
 	store   *store.Store
+	tenancy *tenancy.Service
 	logger  *slog.Logger
 	bus     bus.Bus
 	echo    *echo.Echo
 	keys    *keyCache
+	auth    *authGuard
 	metrics *metrics.Metrics
 	reg     *prometheus.Registry
 	limiter ratelimit.Limiter
@@ -125,7 +150,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg: cfg, pool: deps.Pool, store: store.New(deps.Pool), logger: logger, reg: reg,
+		cfg: cfg, pool: deps.Pool, store: store.New(deps.Pool), tenancy: tenancy.NewService(deps.Pool), logger: logger, reg: reg,
 		ctx: ctx, cancel: cancel, usageWake: make(chan string, 1024),
 	}
 	if deps.Redis != nil {
@@ -140,6 +165,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.bus = deps.Bus
 	}
 	s.keys = newKeyCache(cfg.KeyCacheTTL)
+	s.auth = newAuthGuard(cfg, deps.Redis, reg)
 	go s.keys.follow(ctx, s.bus)
 	s.metrics = metrics.New(reg)
 
@@ -189,6 +215,9 @@ func (s *Server) newEcho() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = problem.ErrorHandler(s.logger)
+	// The client address limits failed authentications: take X-Forwarded-For only from a
+	// proxy on a private or loopback network, so a client cannot pick its own address.
+	e.IPExtractor = echo.ExtractIPFromXFFHeader()
 	e.Use(requestlog.Middleware(s.logger))
 	e.Use(s.metrics.Middleware())
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, LogErrorFunc: func(c echo.Context, err error, stack []byte) error {

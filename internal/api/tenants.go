@@ -7,13 +7,14 @@ import (
 	"strconv"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/limitr/limitr/internal/httpx/problem"
-	"github.com/limitr/limitr/internal/httpx/requestlog"
-	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/tenancy"
 )
+
+// The tenancy handlers bind the request, call the tenancy service and respond; every
+// error goes through tenancyProblem.
 
 type createTenantRequest struct {
 	Slug string `json:"slug"`
@@ -25,36 +26,28 @@ func (s *Server) createTenant(c echo.Context) error {
 	if err := bindJSON(c, &req); err != nil {
 		return err
 	}
-	if !store.ValidSlug(req.Slug) {
-		return problem.Validation("invalid tenant", []problem.FieldError{{Path: "slug", Message: "use 1-63 lowercase letters, digits and dashes, starting with a letter or digit"}})
-	}
-	if fe := checkText("name", req.Name, 200); fe != nil {
-		return problem.Validation("invalid tenant", []problem.FieldError{*fe})
-	}
-	out, err := s.store.Bootstrap(c.Request().Context(), req.Slug, req.Name, requestlog.RequestID(c.Request().Context()))
-	if errors.Is(err, store.ErrConflict) {
-		return problem.New(http.StatusConflict, fmt.Sprintf("tenant %q already exists", req.Slug))
-	}
+	// The operator token is not a key: the audit entry has no actor key.
+	out, err := s.tenancy.CreateTenant(c.Request().Context(), tenancy.CreateTenantInput{Slug: req.Slug, Name: req.Name})
 	if err != nil {
-		return s.unavailable(err)
+		return tenancyProblem(err)
 	}
 	return c.JSON(http.StatusCreated, out)
 }
 
 func (s *Server) getTenant(c echo.Context) error {
-	t, err := store.TenantByID(c.Request().Context(), s.pool, principal(c).TenantID)
+	t, err := s.tenancy.Tenant(c.Request().Context(), principal(c).TenantID)
 	if err != nil {
-		return s.unavailable(err)
+		return tenancyProblem(err)
 	}
 	return c.JSON(http.StatusOK, t)
 }
 
 func (s *Server) listEnvironments(c echo.Context) error {
-	envs, err := store.ListEnvironments(c.Request().Context(), s.pool, principal(c).TenantID)
+	envs, err := s.tenancy.ListEnvironments(c.Request().Context(), principal(c).TenantID)
 	if err != nil {
-		return s.unavailable(err)
+		return tenancyProblem(err)
 	}
-	return c.JSON(http.StatusOK, list[store.Environment]{Data: envs})
+	return c.JSON(http.StatusOK, list[tenancy.Environment]{Data: envs})
 }
 
 type createEnvironmentRequest struct {
@@ -66,33 +59,21 @@ func (s *Server) createEnvironment(c echo.Context) error {
 	if err := bindJSON(c, &req); err != nil {
 		return err
 	}
-	if !store.ValidSlug(req.Name) {
-		return problem.Validation("invalid environment", []problem.FieldError{{Path: "name", Message: "use 1-63 lowercase letters, digits and dashes"}})
-	}
 	p := principal(c)
-	var env store.Environment
-	err := s.store.InTx(c.Request().Context(), func(tx pgx.Tx) error {
-		var err error
-		if env, err = store.CreateEnvironment(c.Request().Context(), tx, p.TenantID, req.Name); err != nil {
-			return err
-		}
-		return s.audit(c, tx, &env.ID, "environment.create", "environment", env.ID.String(), nil, env)
-	})
-	if errors.Is(err, store.ErrConflict) {
-		return problem.New(http.StatusConflict, fmt.Sprintf("environment %q already exists", req.Name))
-	}
+	env, err := s.tenancy.CreateEnvironment(c.Request().Context(), tenancy.CreateEnvironmentInput{
+		TenantID: p.TenantID, Name: req.Name})
 	if err != nil {
-		return s.unavailable(err)
+		return tenancyProblem(err)
 	}
 	return c.JSON(http.StatusCreated, env)
 }
 
 func (s *Server) listKeys(c echo.Context) error {
-	keys, err := store.ListKeys(c.Request().Context(), s.pool, principal(c).TenantID)
+	keys, err := s.tenancy.ListKeys(c.Request().Context(), principal(c).TenantID)
 	if err != nil {
-		return s.unavailable(err)
+		return tenancyProblem(err)
 	}
-	return c.JSON(http.StatusOK, list[store.APIKey]{Data: keys})
+	return c.JSON(http.StatusOK, list[tenancy.APIKey]{Data: keys})
 }
 
 type createKeyRequest struct {
@@ -101,59 +82,16 @@ type createKeyRequest struct {
 	Name        string `json:"name"`
 }
 
-type createdKey struct {
-	store.APIKey
-	Secret string `json:"secret"`
-}
-
 func (s *Server) createKey(c echo.Context) error {
 	var req createKeyRequest
 	if err := bindJSON(c, &req); err != nil {
 		return err
 	}
-	var errs []problem.FieldError
-	switch req.Kind {
-	case store.KindAdmin:
-		if req.Environment != "" {
-			errs = append(errs, problem.FieldError{Path: "environment", Message: "admin keys are not bound to an environment"})
-		}
-	case store.KindSDK:
-		if req.Environment == "" {
-			errs = append(errs, problem.FieldError{Path: "environment", Message: "is required for an sdk key"})
-		}
-	default:
-		errs = append(errs, problem.FieldError{Path: "kind", Message: `must be "admin" or "sdk"`})
-	}
-	if fe := checkText("name", req.Name, 200); fe != nil {
-		errs = append(errs, *fe)
-	}
-	if len(errs) > 0 {
-		return problem.Validation("invalid key", errs)
-	}
 	p := principal(c)
-	var env *store.Environment
-	if req.Kind == store.KindSDK {
-		e, err := s.environment(c, req.Environment)
-		if err != nil {
-			return err
-		}
-		env = &e
-	}
-	var out createdKey
-	err := s.store.InTx(c.Request().Context(), func(tx pgx.Tx) error {
-		k, secret, err := store.CreateKey(c.Request().Context(), tx, p.TenantID, req.Kind, env, req.Name, &p.KeyID)
-		if err != nil {
-			return err
-		}
-		out = createdKey{APIKey: k, Secret: secret}
-		var envID *uuid.UUID
-		if env != nil {
-			envID = &env.ID
-		}
-		return s.audit(c, tx, envID, "key.create", "api_key", k.ID.String(), nil, k)
-	})
+	out, err := s.tenancy.CreateKey(c.Request().Context(), tenancy.CreateKeyInput{
+		TenantID: p.TenantID, Kind: req.Kind, Environment: req.Environment, Name: req.Name})
 	if err != nil {
-		return s.unavailable(err)
+		return tenancyProblem(err)
 	}
 	return c.JSON(http.StatusCreated, out)
 }
@@ -163,24 +101,10 @@ func (s *Server) revokeKey(c echo.Context) error {
 	if err != nil {
 		return problem.New(http.StatusNotFound, "no such key")
 	}
-	p := principal(c)
 	ctx := c.Request().Context()
-	var after store.APIKey
-	err = s.store.InTx(ctx, func(tx pgx.Tx) error {
-		before, err := store.KeyByID(ctx, tx, p.TenantID, id)
-		if err != nil {
-			return err
-		}
-		if after, err = store.RevokeKey(ctx, tx, p.TenantID, id); err != nil {
-			return err
-		}
-		return s.audit(c, tx, before.EnvironmentID, "key.revoke", "api_key", id.String(), before, after)
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return problem.New(http.StatusNotFound, "no such key")
-	}
+	after, err := s.tenancy.RevokeKey(ctx, tenancy.RevokeKeyInput{TenantID: principal(c).TenantID, KeyID: id})
 	if err != nil {
-		return s.unavailable(err)
+		return tenancyProblem(err)
 	}
 	// Every replica drops the key from its cache now; the cache TTL covers a lost message.
 	s.keys.evict(id)
@@ -201,14 +125,34 @@ func (s *Server) listAudit(c echo.Context) error {
 			return problem.Validation("invalid query", []problem.FieldError{{Path: "cursor", Message: "is not a cursor this API returned"}})
 		}
 	}
-	entries, err := store.ListAudit(c.Request().Context(), s.pool, principal(c).TenantID, before, limit+1)
+	pg, err := s.tenancy.ListAudit(c.Request().Context(), tenancy.ListAuditInput{TenantID: principal(c).TenantID, Before: before, Limit: limit})
 	if err != nil {
-		return s.unavailable(err)
+		return tenancyProblem(err)
 	}
-	out := list[store.AuditEntry]{Data: entries}
-	if len(entries) > limit {
-		out.Data = entries[:limit]
-		out.NextCursor = strconv.FormatInt(entries[limit-1].ID, 10)
+	out := list[tenancy.AuditEntry]{Data: pg.Entries}
+	if pg.NextCursor != 0 {
+		out.NextCursor = strconv.FormatInt(pg.NextCursor, 10)
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// tenancyProblem maps the tenancy service's errors to problems; anything else is a
+// database failure (503 or 500, see unavailable).
+func tenancyProblem(err error) error {
+	var rerr *tenancy.ResourceError
+	switch {
+	case errors.Is(err, tenancy.ErrLastAdminKey):
+		return problem.New(http.StatusConflict,
+			"this is the tenant's last active admin key: create another admin key first, then revoke this one").WithType("last-admin-key")
+	case errors.As(err, &rerr) && errors.Is(err, tenancy.ErrConflict):
+		return problem.New(http.StatusConflict, fmt.Sprintf("%s %q already exists", rerr.Resource, rerr.Name))
+	case errors.As(err, &rerr) && errors.Is(err, tenancy.ErrNotFound):
+		switch {
+		case rerr.Resource == tenancy.ResourceEnvironment && rerr.Name != "":
+			return problem.New(http.StatusNotFound, fmt.Sprintf("no environment %q", rerr.Name))
+		default:
+			return problem.New(http.StatusNotFound, "no such "+rerr.Resource)
+		}
+	}
+	return commonProblem(err)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/limitr/limitr/internal/platform/pgtest"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 func customerFixture(t *testing.T) (*pgxpool.Pool, uuid.UUID, uuid.UUID) {
@@ -51,8 +52,8 @@ func TestCustomerStoreLifecycle(t *testing.T) {
 	pool, ten, env := customerFixture(t)
 	ctx := context.Background()
 	anchor := time.Date(2025, 1, 31, 12, 0, 0, 0, time.UTC)
-	c := store.Customer{ID: "org_1", Plan: "base", Type: "org", Label: "Org", AltIDs: []string{"stripe_cus_1"},
-		Metadata: json.RawMessage(`{"tier":"gold"}`), Timezone: "Europe/Paris", BillingAnchor: anchor}
+	c := store.Customer{Customer: wire.Customer{ID: "org_1", Plan: "base", Type: "org", Label: "Org", AltIDs: []string{"stripe_cus_1"},
+		Metadata: json.RawMessage(`{"tier":"gold"}`), Timezone: "Europe/Paris", BillingAnchor: anchor}}
 	if err := insert(t, pool, ten, env, &c); err != nil {
 		t.Fatal(err)
 	}
@@ -82,20 +83,20 @@ func TestCustomerStoreLifecycle(t *testing.T) {
 	}
 
 	// Conflicts: the id again, an alt id that is a customer's id, an id that is an alt id.
-	dup := store.Customer{ID: "org_1", BillingAnchor: anchor}
+	dup := store.Customer{Customer: wire.Customer{ID: "org_1", BillingAnchor: anchor}}
 	if err := insert(t, pool, ten, env, &dup); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("duplicate id: %v", err)
 	}
 	var ae *store.AltIDConflictError
-	u := store.Customer{ID: "user_1", AltIDs: []string{"x", "org_1"}, BillingAnchor: anchor}
+	u := store.Customer{Customer: wire.Customer{ID: "user_1", AltIDs: []string{"x", "org_1"}, BillingAnchor: anchor}}
 	if err := insert(t, pool, ten, env, &u); !errors.As(err, &ae) || ae.Field != "alt_ids[1]" || ae.Owner != "org_1" {
 		t.Fatalf("alt id = existing id: %v", err)
 	}
-	u = store.Customer{ID: "stripe_cus_1", BillingAnchor: anchor}
+	u = store.Customer{Customer: wire.Customer{ID: "stripe_cus_1", BillingAnchor: anchor}}
 	if err := insert(t, pool, ten, env, &u); !errors.As(err, &ae) || ae.Field != "id" {
 		t.Fatalf("id = existing alt id: %v", err)
 	}
-	u = store.Customer{ID: "user_1", Refs: []string{"org_1"}, AltIDs: []string{"stripe_cus_1"}, BillingAnchor: anchor}
+	u = store.Customer{Customer: wire.Customer{ID: "user_1", Refs: []string{"org_1"}, AltIDs: []string{"stripe_cus_1"}, BillingAnchor: anchor}}
 	if err := insert(t, pool, ten, env, &u); !errors.As(err, &ae) || ae.Name != "stripe_cus_1" {
 		t.Fatalf("alt id = existing alt id: %v", err)
 	}
@@ -148,7 +149,7 @@ func TestCustomerStoreLifecycle(t *testing.T) {
 	// Topups keep exact decimals.
 	kid := uuid.New()
 	tp := store.CustomerTopup{Topup: "pack", GrantID: "lgrnt_abc", Credit: "ai_credit", Value: "0.000000000000000001",
-		Price: "4.99", Currency: "rune", AppliedBy: &kid}
+		Price: "4.99", Currency: "rune", AppliedBy: kid.String()}
 	err = inTx(t, pool, func(tx pgx.Tx) error { return store.InsertTopup(ctx, tx, ten, env, "org_1", &tp) })
 	if err != nil {
 		t.Fatal(err)
@@ -160,14 +161,25 @@ func TestCustomerStoreLifecycle(t *testing.T) {
 	}
 	got, _ = store.GetCustomer(ctx, pool, ten, env, "org_1", false)
 	if len(got.Topups) != 2 || got.Topups[0].Value != "0.000000000000000001" || got.Topups[0].Price != "4.99" ||
-		*got.Topups[0].AppliedBy != kid || got.Topups[1].Price != "" || got.Topups[1].Value != "12345678901234567890.5" {
+		got.Topups[0].AppliedBy != kid.String() || got.Topups[1].Price != "" || got.Topups[1].Value != "12345678901234567890.5" {
 		t.Fatalf("topups = %s", mustJSON(got.Topups))
 	}
 
-	// Delete cascades.
-	err = inTx(t, pool, func(tx pgx.Tx) error { return store.DeleteCustomer(ctx, tx, ten, env, "org_1") })
+	// Delete cascades, and keeps the record under the customer's uid.
+	org, err := store.GetCustomer(ctx, pool, ten, env, "org_1", false)
+	if err != nil || org.UID == uuid.Nil {
+		t.Fatalf("uid: %v %v", org.UID, err)
+	}
+	by := uuid.New()
+	err = inTx(t, pool, func(tx pgx.Tx) error { return store.DeleteCustomer(ctx, tx, ten, env, org, &by) })
 	if err != nil {
 		t.Fatal(err)
+	}
+	var kept wire.Customer
+	var deletedBy uuid.UUID
+	if err := pool.QueryRow(ctx, `select record, deleted_by from deleted_customers where uid = $1`, org.UID).Scan(&kept, &deletedBy); err != nil ||
+		kept.ID != "org_1" || len(kept.Topups) != 2 || deletedBy != by {
+		t.Fatalf("deleted record = %+v by %v: %v", kept, deletedBy, err)
 	}
 	for _, table := range []string{"customer_alt_ids", "customer_overrides", "customer_topups"} {
 		var n int
@@ -175,14 +187,19 @@ func TestCustomerStoreLifecycle(t *testing.T) {
 			t.Fatalf("%s rows after delete: %d %v", table, n, err)
 		}
 	}
-	err = inTx(t, pool, func(tx pgx.Tx) error { return store.DeleteCustomer(ctx, tx, ten, env, "org_1") })
+	err = inTx(t, pool, func(tx pgx.Tx) error { return store.DeleteCustomer(ctx, tx, ten, env, org, nil) })
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
 	// The alt id is free again.
-	again := store.Customer{ID: "stripe_cus_1", BillingAnchor: anchor}
+	again := store.Customer{Customer: wire.Customer{ID: "stripe_cus_1", BillingAnchor: anchor}}
 	if err := insert(t, pool, ten, env, &again); err != nil {
 		t.Fatal(err)
+	}
+	// And the id too, under a new uid.
+	reborn := store.Customer{Customer: wire.Customer{ID: "org_1", BillingAnchor: anchor}}
+	if err := insert(t, pool, ten, env, &reborn); err != nil || reborn.UID == org.UID || reborn.UID == uuid.Nil {
+		t.Fatalf("re-created uid %v (old %v): %v", reborn.UID, org.UID, err)
 	}
 }
 
@@ -193,7 +210,7 @@ func TestCustomerStoreListAndProfiles(t *testing.T) {
 	for i := range 7 {
 		id := fmt.Sprintf("c%02d", i)
 		want = append(want, id)
-		c := store.Customer{ID: id, Plan: "p", Refs: []string{"c00"}, BillingAnchor: time.Now()}
+		c := store.Customer{Customer: wire.Customer{ID: id, Plan: "p", Refs: []string{"c00"}, BillingAnchor: time.Now()}}
 		if i == 0 {
 			c.Refs = nil
 		}

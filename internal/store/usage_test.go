@@ -11,6 +11,7 @@ import (
 
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 func usageCount(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
@@ -26,14 +27,15 @@ func TestUsageBatchInsertOnce(t *testing.T) {
 	pool, ten, env := customerFixture(t)
 	ctx := context.Background()
 	period := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	c1, c2 := uuid.New(), uuid.New()
 	b := store.UsageBatch{TenantID: ten, EnvironmentID: env, InstanceID: "i-1", Sequence: 1, PolicyVersion: 3,
 		Deltas: []store.UsageDelta{
-			{CustomerID: "c1", Entitlement: "tokens", Credit: "tok", PeriodStart: period,
+			{CustomerID: "c1", CustomerUID: c1, Entitlement: "tokens", Credit: "tok", PeriodStart: period,
 				Units: num.MustParse("12.5"), Overhead: num.MustParse("0.0000375"), Price: num.MustParse("-0.1"), Calls: 2},
-			{CustomerID: "c2", Entitlement: "tokens", Credit: "tok", PeriodStart: period,
+			{CustomerID: "c2", CustomerUID: c2, Entitlement: "tokens", Credit: "tok", PeriodStart: period,
 				Units: num.MustParse("-3"), Overhead: num.Zero, Price: num.Zero, Calls: 0},
 		},
-		Events: []store.UsageEvent{{EventID: "e1", CustomerID: "c1", Entitlement: "tokens", Units: num.MustParse("12.5"),
+		Events: []store.UsageEvent{{EventID: "e1", CustomerID: "c1", CustomerUID: c1, Entitlement: "tokens", Units: num.MustParse("12.5"),
 			Overhead: num.MustParse("0.0000375"), Allowed: true, At: period.Add(time.Hour)}},
 	}
 	insert := func(b store.UsageBatch) bool {
@@ -103,7 +105,8 @@ func TestResolveUsageCustomers(t *testing.T) {
 	pool, ten, env := customerFixture(t)
 	ctx := context.Background()
 	anchor := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, c := range []store.Customer{{ID: "alice", AltIDs: []string{"cus_alice"}, BillingAnchor: anchor}, {ID: "bob", BillingAnchor: anchor}} {
+	for _, c := range []store.Customer{{Customer: wire.Customer{ID: "alice", AltIDs: []string{"cus_alice"}, BillingAnchor: anchor}},
+		{Customer: wire.Customer{ID: "bob", BillingAnchor: anchor}}} {
 		if err := insert(t, pool, ten, env, &c); err != nil {
 			t.Fatal(err)
 		}
@@ -112,14 +115,15 @@ func TestResolveUsageCustomers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := insert(t, pool, ten, other.ID, &store.Customer{ID: "carol", BillingAnchor: anchor}); err != nil {
+	if err := insert(t, pool, ten, other.ID, &store.Customer{Customer: wire.Customer{ID: "carol", BillingAnchor: anchor}}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := store.ResolveUsageCustomers(ctx, pool, ten, env, []string{"alice", "cus_alice", "bob", "carol", "nobody"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 3 || got["alice"].ID != "alice" || got["cus_alice"].ID != "alice" || got["bob"].ID != "bob" || got["alice"].CreatedAt.IsZero() {
+	if len(got) != 3 || got["alice"].ID != "alice" || got["cus_alice"].ID != "alice" || got["bob"].ID != "bob" || got["alice"].CreatedAt.IsZero() ||
+		got["alice"].UID == uuid.Nil || got["alice"].UID != got["cus_alice"].UID || got["alice"].UID == got["bob"].UID {
 		t.Fatalf("resolved %+v", got)
 	}
 	got, err = store.ResolveUsageCustomers(ctx, pool, uuid.New(), env, []string{"alice"})
@@ -132,29 +136,34 @@ func TestCommittedTotals(t *testing.T) {
 	pool, ten, env := customerFixture(t)
 	ctx := context.Background()
 	p := func(m time.Month) time.Time { return time.Date(2025, m, 1, 0, 0, 0, 0, time.UTC) }
+	// c1 is the customer; c1old a deleted customer with the same id, whose usage must
+	// not count.
+	c1, c1old, c2 := uuid.New(), uuid.New(), uuid.New()
 	for _, q := range []struct {
 		sql  string
 		args []any
 	}{
-		{`insert into meter_aggregates (tenant_id, environment_id, customer_id, entitlement, period_start, credit, units, overhead, price, calls)
-			values ($1, $2, 'c1', 'tokens', $3, 'tok', 100.50, 0.3, 1, 3), ($1, $2, 'c1', 'tokens', $4, 'tok', 7, 0, 0, 1),
-			($1, $2, 'c1', 'tokens', $5, 'tok', 1, 0, 0, 1), ($1, $2, 'c2', 'tokens', $3, 'tok', 999, 0, 0, 1)`,
-			[]any{ten, env, p(3), p(2), p(1)}},
+		{`insert into meter_aggregates (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit, units, overhead, price, calls)
+			values ($1, $2, 'c1', $6, 'tokens', $3, 'tok', 100.50, 0.3, 1, 3), ($1, $2, 'c1', $6, 'tokens', $4, 'tok', 7, 0, 0, 1),
+			($1, $2, 'c1', $6, 'tokens', $5, 'tok', 1, 0, 0, 1), ($1, $2, 'c2', $7, 'tokens', $3, 'tok', 999, 0, 0, 1),
+			($1, $2, 'c1', $8, 'tokens', $3, 'tok', 5000, 0, 0, 1)`,
+			[]any{ten, env, p(3), p(2), p(1), c1, c2, c1old}},
 		// pending rows for the newest period and a new entitlement; an aggregated row
 		// that must not count twice; another environment's row.
-		{`insert into usage_deltas (tenant_id, environment_id, instance_id, sequence, customer_id, entitlement, credit, period_start, units, overhead, price, calls, aggregated_at)
-			values ($1, $2, 'i', 1, 'c1', 'tokens', 'tok', $3, 0.25, 0.0001, 0.5, 1, null),
-			       ($1, $2, 'i', 1, 'c1', 'tokens', 'tok', $3, -0.75, 0, 0, 1, null),
-			       ($1, $2, 'i', 1, 'c1', 'tokens', 'tok', $3, 1000, 0, 0, 1, now()),
-			       ($1, $2, 'i', 1, 'c1', 'seats', 'seat', $3, 2, 0, 0, 1, null),
-			       ($1, $4, 'i', 1, 'c1', 'seats', 'seat', $3, 50, 0, 0, 1, null)`,
-			[]any{ten, env, p(3), uuid.New()}},
+		{`insert into usage_deltas (tenant_id, environment_id, instance_id, sequence, customer_id, customer_uid, entitlement, credit, period_start, units, overhead, price, calls, aggregated_at)
+			values ($1, $2, 'i', 1, 'c1', $5, 'tokens', 'tok', $3, 0.25, 0.0001, 0.5, 1, null),
+			       ($1, $2, 'i', 1, 'c1', $5, 'tokens', 'tok', $3, -0.75, 0, 0, 1, null),
+			       ($1, $2, 'i', 1, 'c1', $5, 'tokens', 'tok', $3, 1000, 0, 0, 1, now()),
+			       ($1, $2, 'i', 1, 'c1', $5, 'seats', 'seat', $3, 2, 0, 0, 1, null),
+			       ($1, $2, 'i', 1, 'c1', $6, 'seats', 'seat', $3, 77, 0, 0, 1, null),
+			       ($1, $4, 'i', 1, 'c1', $7, 'seats', 'seat', $3, 50, 0, 0, 1, null)`,
+			[]any{ten, env, p(3), uuid.New(), c1, c1old, uuid.New()}},
 	} {
 		if _, err := pool.Exec(ctx, q.sql, q.args...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := store.CommittedTotals(ctx, pool, ten, env, "c1", 2)
+	got, err := store.CommittedTotals(ctx, pool, c1, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +185,7 @@ func TestCommittedTotals(t *testing.T) {
 			t.Fatalf("total %d: got %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	none, err := store.CommittedTotals(ctx, pool, ten, env, "nobody", 2)
+	none, err := store.CommittedTotals(ctx, pool, uuid.New(), 2)
 	if err != nil || len(none) != 0 {
 		t.Fatalf("unknown customer: %+v %v", none, err)
 	}
