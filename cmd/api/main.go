@@ -16,12 +16,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,6 +27,7 @@ import (
 
 	"github.com/limitr/limitr/internal/api"
 	"github.com/limitr/limitr/internal/config"
+	"github.com/limitr/limitr/internal/httpx"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
 )
@@ -79,7 +78,7 @@ func migrateCmd(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		rest = rest[1:]
 	}
-	v, err := config.Parse("api migrate", config.APISettings[1:2], rest, getenv, stderr)
+	v, err := config.Parse("api migrate", config.Select(config.APISettings, "database-url"), rest, getenv, stderr)
 	if err != nil {
 		return 2
 	}
@@ -145,16 +144,24 @@ func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- s
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RateLimit:     cfg.RateLimit,
 		RatePer:       cfg.RatePeriod,
-	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg})
+	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Secrets: cfg.Secrets})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	if cfg.MetricsAddr != "" {
+		msrv, addr, err := httpx.ServeInternal(cfg.MetricsAddr, srv.MetricsHandler())
+		if err != nil {
+			return fmt.Errorf("metrics-addr: %w", err)
+		}
+		defer msrv.Close()
+		logger.Info("api: metrics", "addr", addr)
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	httpSrv := httpx.NewServer(srv.Handler(), httpx.Timeouts{ReadHeader: cfg.ReadHeaderTimeout, Read: cfg.ReadTimeout})
 	// Push streams never end on their own: closing the server ends them, so Shutdown
 	// only waits for ordinary requests.
 	httpSrv.RegisterOnShutdown(func() { _ = srv.Close() })

@@ -18,6 +18,7 @@ import (
 	"github.com/limitr/limitr/internal/config"
 	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/platform/pgtest"
+	"github.com/limitr/limitr/internal/secrets"
 )
 
 // syncBuffer is a bytes.Buffer safe for the logger writing while the test reads.
@@ -67,8 +68,12 @@ func (s *syncBuffer) logLines(t *testing.T) []map[string]any {
 // testConfig is the configuration `api --addr 127.0.0.1:0` would load, on dbURL.
 func testConfig(t *testing.T, dbURL string, extra ...string) config.API {
 	t.Helper()
-	args := append([]string{"--addr", "127.0.0.1:0", "--database-url", dbURL, "--operator-token", "op-secret",
-		"--shutdown-timeout", "10s"}, extra...)
+	key, err := secrets.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--addr", "127.0.0.1:0", "--metrics-addr", freeAddr(t), "--database-url", dbURL,
+		"--operator-token", "op-secret", "--shutdown-timeout", "10s", "--secret-key", key}, extra...)
 	cfg, err := config.LoadAPI(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -79,11 +84,23 @@ func testConfig(t *testing.T, dbURL string, extra ...string) config.API {
 	return cfg
 }
 
+// freeAddr is a loopback address nothing listens on (for a moment).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 type running struct {
-	base   string
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
+	base    string
+	metrics string // the internal metrics address's base URL
+	logs    *syncBuffer
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 // start runs serve in a goroutine and waits until it listens.
@@ -95,7 +112,7 @@ func start(t *testing.T, cfg config.API) *running {
 	go func() { r.done <- serve(ctx, cfg, r.logs, ready) }()
 	select {
 	case addr := <-ready:
-		r.base = "http://" + addr
+		r.base, r.metrics = "http://"+addr, "http://"+cfg.MetricsAddr
 	case err := <-r.done:
 		cancel()
 		t.Fatalf("serve returned before it was ready: %v\nlogs:\n%s", err, r.logs)
@@ -222,7 +239,17 @@ func TestServeProbesMetricsLogsAndRequestIDs(t *testing.T) {
 		t.Fatalf("POST /v1/tenants: %d %s", res.StatusCode, body)
 	}
 
-	res, body = r.get(t, "/metrics")
+	// Metrics are served on the internal address only, not on the public API.
+	if res, _ := r.get(t, "/metrics"); res.StatusCode != http.StatusNotFound {
+		t.Fatalf("/metrics on the API address: %d, want 404", res.StatusCode)
+	}
+	mres, err := http.Get(r.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbody, _ := io.ReadAll(mres.Body)
+	mres.Body.Close()
+	res, body = mres, string(mbody)
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("/metrics: %d", res.StatusCode)
 	}
@@ -493,7 +520,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	env := map[string]string{"LIMITR_DATABASE_URL": dbURL, "LIMITR_ADDR": addr, "LIMITR_LOG_LEVEL": "warn"}
+	env := map[string]string{"LIMITR_DATABASE_URL": dbURL, "LIMITR_ADDR": addr, "LIMITR_LOG_LEVEL": "warn", "LIMITR_METRICS_ADDR": "127.0.0.1:0"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stderr := &syncBuffer{}

@@ -8,28 +8,24 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/limitr/limitr/internal/aggregate"
 	"github.com/limitr/limitr/internal/api"
 	"github.com/limitr/limitr/internal/config"
-	"github.com/limitr/limitr/internal/httpx/idempotency"
-	"github.com/limitr/limitr/internal/partitions"
+	"github.com/limitr/limitr/internal/httpx"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
+	"github.com/limitr/limitr/internal/secrets"
+	"github.com/limitr/limitr/internal/worker"
 )
 
-// runDev runs the API server and the worker's jobs in one process until SIGINT or SIGTERM.
+// runDev runs the API server and the worker in one process until SIGINT or SIGTERM.
 func runDev(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -37,7 +33,8 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 }
 
 // dev is runDev until ctx ends. It prints "limitr dev: listening on http://ADDR" on
-// stdout once the API accepts connections; logs go to stderr.
+// stdout once the API accepts connections, then "limitr dev: metrics on http://ADDR";
+// logs go to stderr.
 func dev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	apiCfg, workerCfg, err := config.LoadDev(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -56,6 +53,18 @@ func dev(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if cfg.Secrets == nil {
+		// A development server needs a keyring like any other; one made up here keeps
+		// idempotent replies sealed, and replayable until the process stops.
+		spec, err := secrets.GenerateKey()
+		if err != nil {
+			return err
+		}
+		if cfg.Secrets, err = secrets.ParseKeyring(spec); err != nil {
+			return err
+		}
+		logger.Info("limitr dev: LIMITR_SECRET_KEY is not set: generated a key for this run; set one to keep sealed values readable across restarts (limitr admin gen-secret-key)")
+	}
 	pool, err := pg.Open(ctx, cfg.DatabaseURL, cfg.MigrateOnStart)
 	if err != nil {
 		return err
@@ -83,39 +92,55 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RateLimit:     cfg.RateLimit,
 		RatePer:       cfg.RatePeriod,
-	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Bus: wake})
+	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Bus: wake, Secrets: cfg.Secrets})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	aggMetrics := aggregate.NewMetrics(reg) // served on the API's /metrics
+	// The worker's metrics join the API's, on the metrics address.
+	w, err := worker.New(worker.Deps{Pool: pool, Bus: wake, Logger: logger, Registry: reg}, worker.Config{
+		BatchSize: wcfg.BatchSize, PollInterval: wcfg.PollInterval, Retention: wcfg.Retention,
+	})
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	httpSrv := httpx.NewServer(srv.Handler(), httpx.Timeouts{ReadHeader: cfg.ReadHeaderTimeout, Read: cfg.ReadTimeout})
 	httpSrv.RegisterOnShutdown(func() { _ = srv.Close() }) // ends push streams
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
+	metricsURL := ""
+	if cfg.MetricsAddr != "" {
+		msrv, addr, err := httpx.ServeInternal(cfg.MetricsAddr, srv.MetricsHandler())
+		if err != nil {
+			return fmt.Errorf("metrics-addr: %w", err)
+		}
+		defer msrv.Close()
+		metricsURL = "http://" + addr + "/metrics"
+	}
 
-	// The worker's jobs, on the same pool; they stop after the API has drained.
-	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
-	var jobs sync.WaitGroup
-	defer jobs.Wait()
-	defer stopJobs()
-	jobs.Go(func() {
-		_ = aggregate.New(pool, aggregate.Options{
-			BatchSize: wcfg.BatchSize, PollInterval: wcfg.PollInterval, Bus: wake, Logger: logger, Metrics: aggMetrics,
-		}).Run(jobsCtx)
-	})
-	jobs.Go(func() { partitions.Maintain(jobsCtx, pool, time.Hour, logger, nil) })
-	jobs.Go(func() { purgeIdempotencyKeys(jobsCtx, pool, logger) })
+	// The worker runs on the same pool; it stops after the API has drained.
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	workDone := make(chan error, 1)
+	go func() { workDone <- w.Run(workCtx) }()
+	defer func() {
+		stopWork()
+		if err := <-workDone; err != nil {
+			logger.Warn("limitr dev: the worker stopped with an error", "err", err)
+		}
+	}()
 
 	url := "http://" + ln.Addr().String()
 	logger.Info("limitr dev: API and worker running", "addr", ln.Addr().String(), "redis", rdb != nil,
 		"poll", wcfg.PollInterval.String())
 	fmt.Fprintf(stdout, "limitr dev: listening on %s\n", url)
+	if metricsURL != "" {
+		fmt.Fprintf(stdout, "limitr dev: metrics on %s\n", metricsURL)
+	}
 	if cfg.OperatorToken != "" {
 		fmt.Fprintf(stdout, "limitr dev: create a tenant with: curl -X POST %s/v1/tenants -H 'Authorization: Bearer <operator token>' -d '{\"slug\": \"acme\"}'\n", url)
 	}
@@ -131,23 +156,4 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
-}
-
-// purgeIdempotencyKeys is the worker's purge job: replies past their 24-hour window go.
-func purgeIdempotencyKeys(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) {
-	store := idempotency.NewPGStore(pool)
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if n, err := store.Purge(ctx, 24*time.Hour); err != nil && ctx.Err() == nil {
-			logger.Warn("limitr dev: purging idempotency keys failed; retrying next hour", "err", err)
-		} else if n > 0 {
-			logger.Info("limitr dev: purged idempotency keys", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -28,10 +28,13 @@ func TestDevRunsAPIAndWorker(t *testing.T) {
 		outW.Close()
 	}()
 	lines := bufio.NewScanner(outR)
-	var base string
-	for base == "" && lines.Scan() {
+	var base, metrics string
+	for (base == "" || metrics == "") && lines.Scan() {
 		if u, ok := strings.CutPrefix(lines.Text(), "limitr dev: listening on "); ok {
 			base = u
+		}
+		if u, ok := strings.CutPrefix(lines.Text(), "limitr dev: metrics on "); ok {
+			metrics = u
 		}
 	}
 	if base == "" {
@@ -102,7 +105,7 @@ func TestDevRunsAPIAndWorker(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	resp, err = http.Get(base + "/metrics")
+	resp, err = http.Get(metrics)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/limitr/limitr/internal/config"
 	"github.com/limitr/limitr/internal/platform/pgtest"
+	"github.com/limitr/limitr/internal/retention"
 )
 
 func TestWorkerPurgesExpiredIdempotencyKeys(t *testing.T) {
@@ -25,7 +26,8 @@ func TestWorkerPurgesExpiredIdempotencyKeys(t *testing.T) {
 	done := make(chan error, 1)
 	ready := make(chan string, 1)
 	go func() {
-		done <- work(runCtx, config.Worker{DatabaseURL: dbURL, MetricsAddr: "127.0.0.1:0", PollInterval: time.Second}, io.Discard, ready)
+		done <- work(runCtx, config.Worker{DatabaseURL: dbURL, MetricsAddr: "127.0.0.1:0", PollInterval: time.Second,
+			Retention: retention.Defaults()}, io.Discard, ready)
 	}()
 	addr := <-ready
 	deadline := time.Now().Add(10 * time.Second)
@@ -55,7 +57,7 @@ func TestWorkerPurgesExpiredIdempotencyKeys(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), "limitr_worker_idempotency_keys_purged_total 1") {
+	if !strings.Contains(string(body), `limitr_retention_removed_total{table="idempotency_keys"} 1`) {
 		t.Fatalf("metrics:\n%s", body)
 	}
 	cancel()

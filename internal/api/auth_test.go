@@ -79,13 +79,13 @@ func unknownSecret(i int) string {
 func TestUnknownKeyNegativeCache(t *testing.T) {
 	h := newCustHarness(t)
 	a := h.bootstrap("acme")
-	srv := h.srv.Handler()
+	srv, mh := h.srv.Handler(), h.srv.MetricsHandler()
 	const ip = "198.51.100.10"
 
 	if r := authDo(srv, unknownSecret(1), ip); r.Code != 401 {
 		t.Fatalf("unknown key: %d %s", r.Code, r.Body)
 	}
-	if n := lookups(t, srv, "unknown"); n != 1 {
+	if n := lookups(t, mh, "unknown"); n != 1 {
 		t.Fatalf("%v unknown lookups after one request, want 1", n)
 	}
 	for i := range 999 {
@@ -93,7 +93,7 @@ func TestUnknownKeyNegativeCache(t *testing.T) {
 			t.Fatalf("request %d with an unknown key: %d %s", i, r.Code, r.Body)
 		}
 	}
-	if n := lookups(t, srv, "unknown"); n > 5 {
+	if n := lookups(t, mh, "unknown"); n > 5 {
 		t.Fatalf("1,000 requests with one unknown key cost %v Postgres lookups, want at most 5", n)
 	}
 
@@ -105,16 +105,16 @@ func TestUnknownKeyNegativeCache(t *testing.T) {
 	if code, body := h.do(http.MethodDelete, "/v1/keys/"+victimID.String(), a.secret, nil); code != 200 {
 		t.Fatalf("revoke: %d %s", code, body)
 	}
-	before := lookups(t, srv, "unknown")
+	before := lookups(t, mh, "unknown")
 	for i := range 200 {
 		if r := authDo(srv, victim, ip); r.Code != 401 {
 			t.Fatalf("request %d with a revoked key: %d %s", i, r.Code, r.Body)
 		}
 	}
-	if n := lookups(t, srv, "unknown") - before; n < 1 || n > 5 {
+	if n := lookups(t, mh, "unknown") - before; n < 1 || n > 5 {
 		t.Fatalf("200 requests with a revoked key cost %v lookups, want 1 to 5", n)
 	}
-	if n := lookups(t, srv, "found"); n < 2 {
+	if n := lookups(t, mh, "found"); n < 2 {
 		t.Fatalf("%v found lookups: the counter misses successful lookups", n)
 	}
 	// Valid keys are not affected.
@@ -129,14 +129,14 @@ func TestUnknownKeyNegativeCache(t *testing.T) {
 func TestUnknownKeysRateLimitedPerIP(t *testing.T) {
 	h := newCustHarness(t)
 	a := h.bootstrap("acme")
-	srv := h.srv.Handler()
+	srv, mh := h.srv.Handler(), h.srv.MetricsHandler()
 	const ip = "198.51.100.20"
 	// Cache a valid key used from the attacking address before the attack.
 	if r := authDo(srv, a.secret, ip); r.Code != 200 {
 		t.Fatalf("valid key: %d %s", r.Code, r.Body)
 	}
 
-	before, _ := metricValue(t, srv, `limitr_api_key_lookups_total{result="unknown"}`)
+	before, _ := metricValue(t, mh, `limitr_api_key_lookups_total{result="unknown"}`)
 	var unauthorized, limited int
 	for i := range 300 {
 		// A forged X-Forwarded-For must not give each request an address of its own.
@@ -164,7 +164,7 @@ func TestUnknownKeysRateLimitedPerIP(t *testing.T) {
 	if limited < 200 || unauthorized > 60 {
 		t.Fatalf("300 distinct unknown keys from one address: %d 401s and %d 429s; want at most 60 401s", unauthorized, limited)
 	}
-	spent := lookups(t, srv, "unknown") - before
+	spent := lookups(t, mh, "unknown") - before
 	if spent > float64(unauthorized)+5 {
 		t.Fatalf("%v lookups for %d failures that reached Postgres: rejected requests still query it", spent, unauthorized)
 	}
@@ -230,13 +230,14 @@ func TestUnknownKeysRateLimitedAcrossReplicas(t *testing.T) {
 // TestKeyLookupErrorsNotCached: a lookup that fails (Postgres down) is counted as an error
 // and not remembered as an unknown key: the next request asks again.
 func TestKeyLookupErrorsNotCached(t *testing.T) {
-	srv := oaServer(t).Handler()
+	server := oaServer(t)
+	srv, mh := server.Handler(), server.MetricsHandler()
 	for i := range 3 {
 		if r := authDo(srv, unknownSecret(1), "198.51.100.30"); r.Code != 503 {
 			t.Fatalf("request %d with Postgres down: %d %s", i, r.Code, r.Body)
 		}
 	}
-	if n := lookups(t, srv, "error"); n != 3 {
+	if n := lookups(t, mh, "error"); n != 3 {
 		t.Fatalf("%v failed lookups counted, want 3", n)
 	}
 }

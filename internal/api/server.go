@@ -25,6 +25,7 @@ import (
 	"github.com/limitr/limitr/internal/httpx/requestlog"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/policies/pgstore"
+	"github.com/limitr/limitr/internal/secrets"
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/tenancy"
 	"github.com/limitr/limitr/internal/usage"
@@ -100,11 +101,16 @@ type Deps struct {
 	// Bus, when set, carries fan-out instead of one built from Redis: a process that runs
 	// the API and the worker together shares one in-process bus this way.
 	Bus bus.Bus
+	// Secrets seals what the server stores that a reader of the database must not see
+	// (idempotent replies, which can hold a new API key). Nil makes an ephemeral keyring:
+	// sealed values then open only in this process.
+	Secrets *secrets.Keyring
 }
 
 // Server serves the API.
 type Server struct {
 	cfg     Config
+	secrets *secrets.Keyring
 	pool    *pgxpool.Pool
 	store   *store.Store
 	tenancy *tenancy.Service
@@ -148,8 +154,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	if deps.Secrets == nil {
+		kr, err := secrets.NewEphemeral()
+		if err != nil {
+			return nil, err
+		}
+		logger.Warn("api: LIMITR_SECRET_KEY is not set: idempotent replies are sealed with a key that lives only in this process, " +
+			"so a retry after a restart or on another replica learns the request completed but gets no reply; set it in production " +
+			"(generate one with `limitr admin gen-secret-key`)")
+		deps.Secrets = kr
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{
+	s := &Server{secrets: deps.Secrets,
 		cfg: cfg, pool: deps.Pool, store: store.New(deps.Pool), tenancy: tenancy.NewService(deps.Pool), logger: logger, reg: reg,
 		ctx: ctx, cancel: cancel, usageWake: make(chan string, 1024),
 	}
@@ -202,6 +218,10 @@ func (s *Server) publishUsageWakeUps() {
 // Handler is the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.echo }
 
+// MetricsHandler serves the server's Prometheus metrics. It is not on the API's
+// router: serve it on an internal address (--metrics-addr).
+func (s *Server) MetricsHandler() http.Handler { return metrics.Handler(s.reg) }
+
 // Echo exposes the router (for tests that list routes).
 func (s *Server) Echo() *echo.Echo { return s.echo }
 
@@ -228,10 +248,9 @@ func (s *Server) newEcho() *echo.Echo {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(metrics.Handler(s.reg)))
 	e.GET("/openapi.json", s.openapi)
 
-	idem := idempotency.NewPGStore(s.pool)
+	idem := idempotency.NewPGStore(s.pool, s.secrets)
 	v1 := e.Group("/v1")
 	v1.POST("/tenants", s.createTenant, s.operatorOnly, withActor, idempotency.Middleware(idem, func(echo.Context) (string, string, bool) {
 		return "", "operator", true

@@ -88,7 +88,10 @@ func (s *Server) sdkStream(c echo.Context) error {
 	h.Set(echo.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	rc := http.NewResponseController(res.Writer)
-	_ = rc.SetWriteDeadline(time.Time{}) // no write timeout for a stream
+	// A stream outlives the server's read and write timeouts, which bound ordinary
+	// requests: clear both for this connection.
+	_ = rc.SetWriteDeadline(time.Time{})
+	_ = rc.SetReadDeadline(time.Time{})
 	res.WriteHeader(http.StatusOK)
 	s.streams.Inc()
 	defer s.streams.Dec()

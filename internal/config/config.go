@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/limitr/limitr/internal/retention"
+	"github.com/limitr/limitr/internal/secrets"
 )
 
 // Setting documents one option: its flag, its environment variable and its default.
@@ -24,21 +27,27 @@ type Setting struct {
 
 // API is the API server's configuration.
 type API struct {
-	Addr            string
-	DatabaseURL     string
-	RedisURL        string
-	OperatorToken   string
-	MigrateOnStart  bool
-	MaxBodyBytes    int64
-	RateLimit       int
-	RatePeriod      time.Duration
-	ShutdownTimeout time.Duration
-	LogLevel        slog.Level
+	Addr              string
+	MetricsAddr       string
+	DatabaseURL       string
+	RedisURL          string
+	OperatorToken     string
+	MigrateOnStart    bool
+	MaxBodyBytes      int64
+	RateLimit         int
+	RatePeriod        time.Duration
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	ShutdownTimeout   time.Duration
+	LogLevel          slog.Level
+	// Secrets is the keyring from LIMITR_SECRET_KEY; nil when it is not set.
+	Secrets *secrets.Keyring
 }
 
 // APISettings are the API server's options, in the order the README documents them.
 var APISettings = []Setting{
 	{"addr", "LIMITR_ADDR", ":8080", "address to listen on"},
+	{"metrics-addr", "LIMITR_METRICS_ADDR", ":9091", "address serving /metrics (Prometheus), apart from the API; empty disables it"},
 	{"database-url", "LIMITR_DATABASE_URL", "", "Postgres URL (required), e.g. postgres://limitr@127.0.0.1:5432/limitr"},
 	{"redis-url", "LIMITR_REDIS_URL", "", "Redis URL for fan-out, key revocation and rate limits; empty runs single-node"},
 	{"operator-token", "LIMITR_OPERATOR_TOKEN", "", "token that authorises POST /v1/tenants; empty disables it"},
@@ -46,8 +55,24 @@ var APISettings = []Setting{
 	{"max-body-bytes", "LIMITR_MAX_BODY_BYTES", "1048576", "largest request body accepted"},
 	{"rate-limit", "LIMITR_RATE_LIMIT", "60000", "requests per rate period per API key (an SDK fleet shares its key)"},
 	{"rate-period", "LIMITR_RATE_PERIOD", "1m", "the rate limit's window"},
+	{"read-header-timeout", "LIMITR_READ_HEADER_TIMEOUT", "10s", "how long a client may take to send a request's headers"},
+	{"read-timeout", "LIMITR_READ_TIMEOUT", "30s", "how long a client may take to send a whole request, body included"},
 	{"shutdown-timeout", "LIMITR_SHUTDOWN_TIMEOUT", "15s", "how long to drain requests on SIGTERM"},
+	{"secret-key", secrets.EnvVar, "", "keyring sealing secrets at rest: comma-separated keys, newest first (make one with `limitr admin gen-secret-key`); prefer the environment variable to the flag"},
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
+}
+
+// Select picks settings by flag name, in the order given.
+func Select(settings []Setting, flags ...string) []Setting {
+	var out []Setting
+	for _, f := range flags {
+		for _, s := range settings {
+			if s.Flag == f {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 // Parse reads settings from args and getenv into string values by flag name.
@@ -88,7 +113,7 @@ func apiFromValues(v map[string]string) (API, error) {
 	var c API
 	var errs []error
 	var err error
-	c.Addr = v["addr"]
+	c.Addr, c.MetricsAddr = v["addr"], v["metrics-addr"]
 	c.DatabaseURL = v["database-url"]
 	c.RedisURL = v["redis-url"]
 	c.OperatorToken = v["operator-token"]
@@ -117,6 +142,17 @@ func apiFromValues(v map[string]string) (API, error) {
 	if c.ShutdownTimeout, err = time.ParseDuration(v["shutdown-timeout"]); err != nil || c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown-timeout: %q is not a positive duration", v["shutdown-timeout"]))
 	}
+	if c.ReadHeaderTimeout, err = time.ParseDuration(v["read-header-timeout"]); err != nil || c.ReadHeaderTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("read-header-timeout: %q is not a positive duration", v["read-header-timeout"]))
+	}
+	if c.ReadTimeout, err = time.ParseDuration(v["read-timeout"]); err != nil || c.ReadTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("read-timeout: %q is not a positive duration", v["read-timeout"]))
+	}
+	if spec := v["secret-key"]; spec != "" {
+		if c.Secrets, err = secrets.ParseKeyring(spec); err != nil {
+			errs = append(errs, fmt.Errorf("secret-key: %w", err))
+		}
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(strings.ToUpper(v["log-level"]))); err != nil {
 		errs = append(errs, fmt.Errorf("log-level: %q is not debug, info, warn or error", v["log-level"]))
 	}
@@ -132,6 +168,7 @@ type Worker struct {
 	BatchSize      int
 	MigrateOnStart bool
 	LogLevel       slog.Level
+	Retention      retention.Policy
 }
 
 // WorkerSettings are the worker's options.
@@ -143,6 +180,12 @@ var WorkerSettings = []Setting{
 	{"batch-size", "LIMITR_WORKER_BATCH_SIZE", "5000", "usage rows folded into meters per transaction"},
 	{"migrate-on-start", "LIMITR_MIGRATE_ON_START", "true", "apply pending migrations at start (under an advisory lock)"},
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"retention-idempotency", "LIMITR_RETENTION_IDEMPOTENCY", "24h", "how long replies to POSTs with an Idempotency-Key are kept for retries"},
+	{"retention-usage-batches", "LIMITR_RETENTION_USAGE_BATCHES", "35d", "how long usage-batch keys are kept to deduplicate retries (older batches are kept as unattributed, batch_expired)"},
+	{"retention-change-feed", "LIMITR_RETENTION_CHANGE_FEED", "7d", "how long change-feed entries are kept for SDK streams to resume from (older cursors resynchronise)"},
+	{"retention-audit-log", "LIMITR_RETENTION_AUDIT_LOG", "400d", "how long audit-log entries are kept; 0 keeps them forever"},
+	{"retention-unattributed", "LIMITR_RETENTION_UNATTRIBUTED", "90d", "how long unattributed usage records are kept; 0 keeps them forever"},
+	{"retention-usage", "LIMITR_RETENTION_USAGE", "90d", "how long raw usage (daily partitions of deltas and audit events) is kept once aggregated; 0 keeps it forever"},
 }
 
 // LoadWorker parses and validates the worker's configuration.
@@ -174,7 +217,43 @@ func workerFromValues(v map[string]string) (Worker, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(strings.ToUpper(v["log-level"]))); err != nil {
 		errs = append(errs, fmt.Errorf("log-level: %q is not debug, info, warn or error", v["log-level"]))
 	}
+	for _, r := range []struct {
+		flag string
+		dst  *time.Duration
+	}{{"retention-idempotency", &c.Retention.IdempotencyKeys}, {"retention-usage-batches", &c.Retention.UsageBatches},
+		{"retention-change-feed", &c.Retention.ChangeFeed}, {"retention-audit-log", &c.Retention.AuditLog},
+		{"retention-unattributed", &c.Retention.Unattributed}, {"retention-usage", &c.Retention.UsagePartitions}} {
+		d, err := ParseDays(v[r.flag])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.flag, err))
+			continue
+		}
+		*r.dst = d
+	}
+	if err := c.Retention.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return c, errors.Join(errs...)
+}
+
+// ParseDays reads a duration that may be written in days ("35d", "1.5d") as well as
+// any Go duration ("24h", "90m"); "0" is zero.
+func ParseDays(s string) (time.Duration, error) {
+	if s == "0" {
+		return 0, nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		f, err := strconv.ParseFloat(n, 64)
+		if err != nil || f < 0 || f > 100*365 {
+			return 0, fmt.Errorf("%q is not a number of days", s)
+		}
+		return time.Duration(f * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration such as 24h or 35d", s)
+	}
+	return d, nil
 }
 
 // DevSettings are the options of `limitr dev`: the API's, listening on loopback by
@@ -185,13 +264,16 @@ var DevSettings = devSettings()
 func devSettings() []Setting {
 	out := make([]Setting, 0, len(APISettings)+2)
 	for _, s := range APISettings {
-		if s.Flag == "addr" {
+		switch s.Flag {
+		case "addr":
 			s.Default = "127.0.0.1:8080"
+		case "metrics-addr":
+			s.Default = "127.0.0.1:0" // any free port: `limitr dev` prints it
 		}
 		out = append(out, s)
 	}
 	for _, s := range WorkerSettings {
-		if s.Flag == "poll-interval" || s.Flag == "batch-size" {
+		if s.Flag == "poll-interval" || s.Flag == "batch-size" || strings.HasPrefix(s.Flag, "retention-") {
 			out = append(out, s)
 		}
 	}

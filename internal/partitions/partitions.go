@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -174,4 +175,102 @@ func Maintain(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, l
 		case <-t.C:
 		}
 	}
+}
+
+// Dropped is a partition DropOlderThan removed, or kept and why.
+type Dropped struct {
+	Partition string
+	Kept      string // why it was kept; "" when it was dropped
+}
+
+// DropOlderThan detaches and drops the daily partitions of every table in Tables whose
+// whole day ends at or before cutoff, provided nothing in them still waits for
+// aggregation (usage_deltas rows with aggregated_at null): raw usage is kept until it
+// is in the meters. The default partition is never dropped. Safe to run from several
+// workers at once (the partition advisory lock serialises it).
+func DropOlderThan(ctx context.Context, pool *pgxpool.Pool, cutoff time.Time, logger *slog.Logger) ([]Dropped, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	var out []Dropped
+	for _, table := range Tables {
+		parts, err := dailyPartitions(ctx, pool, table)
+		if err != nil {
+			return out, err
+		}
+		for _, p := range parts {
+			if p.day.AddDate(0, 0, 1).After(cutoff) {
+				continue
+			}
+			kept, err := dropPartition(ctx, pool, table, p.name)
+			if err != nil {
+				return out, fmt.Errorf("partitions: drop %s: %w", p.name, err)
+			}
+			out = append(out, Dropped{Partition: p.name, Kept: kept})
+			if kept != "" {
+				logger.Warn("partitions: keeping an old partition", "partition", p.name, "reason", kept)
+			} else {
+				logger.Info("partitions: dropped", "partition", p.name)
+			}
+		}
+	}
+	return out, nil
+}
+
+type daily struct {
+	name string
+	day  time.Time
+}
+
+// dailyPartitions lists table's partitions named TABLE_YYYYMMDD, oldest first.
+func dailyPartitions(ctx context.Context, pool *pgxpool.Pool, table string) ([]daily, error) {
+	rows, err := pool.Query(ctx, `select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid
+		where i.inhparent = $1::regclass order by 1`, table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []daily
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		day, err := time.Parse("20060102", strings.TrimPrefix(name, table+"_"))
+		if err != nil || !strings.HasPrefix(name, table+"_") {
+			continue // the default partition, or one we did not make
+		}
+		out = append(out, daily{name: name, day: day})
+	}
+	return out, rows.Err()
+}
+
+// dropPartition drops one partition in a transaction under the maintenance lock,
+// unless usage in it is still pending aggregation.
+func dropPartition(ctx context.Context, pool *pgxpool.Pool, table, name string) (kept string, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("set local lock_timeout = %d", LockTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock($1)`, lockKey); err != nil {
+			return err
+		}
+		ident := pgx.Identifier{name}.Sanitize()
+		if table == "usage_deltas" {
+			var pending bool
+			if err := tx.QueryRow(ctx, `select exists (select 1 from `+ident+` where aggregated_at is null)`).Scan(&pending); err != nil {
+				return err
+			}
+			if pending {
+				kept = "usage in it is not aggregated yet"
+				return nil
+			}
+		}
+		if _, err := tx.Exec(ctx, `alter table `+pgx.Identifier{table}.Sanitize()+` detach partition `+ident); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `drop table `+ident)
+		return err
+	})
+	return kept, err
 }

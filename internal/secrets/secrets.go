@@ -67,7 +67,31 @@ const (
 type Keyring struct {
 	keys []key // newest first
 	byID map[string]*key
+	// ephemeral: made up at start because LIMITR_SECRET_KEY is not set. What it seals
+	// opens only in this process: fine for short-lived values (idempotent replies), never
+	// for secrets that must outlive it.
+	ephemeral bool
 }
+
+// NewEphemeral returns a keyring of one random key that exists only in this process,
+// for a server started without LIMITR_SECRET_KEY: values it seals stay encrypted at rest
+// but cannot be opened after a restart or by another replica. Callers that store
+// secrets for later use must refuse to run on it (Ephemeral).
+func NewEphemeral() (*Keyring, error) {
+	spec, err := GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	kr, err := ParseKeyring("ephemeral:" + spec)
+	if err != nil {
+		return nil, err
+	}
+	kr.ephemeral = true
+	return kr, nil
+}
+
+// Ephemeral reports a keyring made by NewEphemeral.
+func (kr *Keyring) Ephemeral() bool { return kr.ephemeral }
 
 type key struct {
 	id   string

@@ -394,3 +394,44 @@ func FuzzOpen(f *testing.F) {
 		_ = kr.NeedsRotation(sealed)
 	})
 }
+
+func TestEphemeralKeyring(t *testing.T) {
+	a, err := NewEphemeral()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewEphemeral()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Ephemeral() || !b.Ephemeral() {
+		t.Fatal("not marked ephemeral")
+	}
+	sealed, err := a.Seal([]byte("lk_admin_secret"), AAD("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Open(sealed, AAD("x")); err != nil || string(got) != "lk_admin_secret" {
+		t.Fatalf("open in the same process: %q %v", got, err)
+	}
+	// Another process's ephemeral key (a restart, another replica) cannot open it.
+	if _, err := b.Open(sealed, AAD("x")); err == nil {
+		t.Fatal("another ephemeral keyring opened the value")
+	}
+	kr, err := ParseKeyring(mustKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kr.Ephemeral() {
+		t.Fatal("a configured keyring is ephemeral")
+	}
+}
+
+func mustKey(t *testing.T) string {
+	t.Helper()
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

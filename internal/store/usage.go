@@ -351,10 +351,24 @@ func CommittedGrantDraws(ctx context.Context, db DBTX, customerUID uuid.UUID, pe
 	return out, rows.Err()
 }
 
-// LatestChangeID is the id of an environment's newest change-feed entry (0: none).
+// LatestChangeID is the id of an environment's newest change-feed entry, or of the
+// newest entry retention removed when none is left (0: none ever).
 func LatestChangeID(ctx context.Context, db DBTX, tenantID, envID uuid.UUID) (int64, error) {
 	var id int64
-	err := db.QueryRow(ctx, `select coalesce(max(id), 0) from change_feed where tenant_id = $1 and environment_id = $2`,
+	err := db.QueryRow(ctx, `select greatest(
+			coalesce((select max(id) from change_feed where tenant_id = $1 and environment_id = $2), 0),
+			coalesce((select purged_through from change_feed_horizon where tenant_id = $1 and environment_id = $2), 0))`,
 		tenantID, envID).Scan(&id)
 	return id, err
+}
+
+// RetentionHorizon is the time before which retention removed rows of the named kind
+// (zero: none removed yet).
+func RetentionHorizon(ctx context.Context, db DBTX, name string) (time.Time, error) {
+	var t time.Time
+	err := db.QueryRow(ctx, `select before from retention_horizons where name = $1`, name).Scan(&t)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	return t, err
 }

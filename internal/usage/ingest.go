@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,6 +39,10 @@ type Service struct {
 	notify    Notifier
 	metrics   *Metrics
 	now       func() time.Time
+
+	horizonMu sync.Mutex
+	horizon   time.Time // the deduplication horizon (zero: no key was ever removed)
+	horizonAt time.Time // when it was read
 }
 
 // NewService returns the service. notify and metrics may be nil.
@@ -91,14 +96,31 @@ func (s *Service) Commit(ctx context.Context, env store.Environment, in *wire.Us
 	}
 	b := &v.batch
 	b.TenantID, b.EnvironmentID = env.TenantID, env.ID
+	expired, err := s.expired(ctx, b.SentAt)
+	if err != nil {
+		return wire.UsageAck{}, err
+	}
 	var duplicate bool
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		found, err := store.ResolveUsageCustomers(ctx, tx, env.TenantID, env.ID, v.names)
-		if err != nil {
-			return err
-		}
-		if err := v.attribute(found); err != nil {
-			return err
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if expired {
+			// Too old to deduplicate by key alone: a retry of a committed batch is still
+			// a duplicate while its key is kept; otherwise nothing is counted.
+			done, err := store.UsageBatchCommitted(ctx, tx, env.TenantID, env.ID, b.InstanceID, b.Sequence)
+			if err != nil || done {
+				duplicate = done
+				return err
+			}
+			if err := v.expire(); err != nil {
+				return err
+			}
+		} else {
+			found, err := store.ResolveUsageCustomers(ctx, tx, env.TenantID, env.ID, v.names)
+			if err != nil {
+				return err
+			}
+			if err := v.attribute(found); err != nil {
+				return err
+			}
 		}
 		duplicate, err = store.InsertUsageBatch(ctx, tx, *b)
 		return err
@@ -124,6 +146,35 @@ func (s *Service) Commit(ctx context.Context, env store.Environment, in *wire.Us
 		s.notify.UsageCommitted(ctx, env.TenantID, env.ID)
 	}
 	return ack, nil
+}
+
+// horizonTTL is how long the deduplication horizon is cached: it moves once per
+// retention run (hourly).
+const horizonTTL = time.Minute
+
+// expiredMargin is how much later than the horizon a batch's first send must be to be
+// deduplicated safely, whatever the SDK host's clock says.
+const expiredMargin = 24 * time.Hour
+
+// expired reports a batch first sent (sentAt, by the SDK's clock) before the
+// deduplication horizon: retention may have removed the key a retry of it would match.
+func (s *Service) expired(ctx context.Context, sentAt *time.Time) (bool, error) {
+	if sentAt == nil {
+		return false, nil
+	}
+	s.horizonMu.Lock()
+	h, at := s.horizon, s.horizonAt
+	s.horizonMu.Unlock()
+	if now := s.now(); now.Sub(at) > horizonTTL {
+		var err error
+		if h, err = store.RetentionHorizon(ctx, s.pool, "usage_batches"); err != nil {
+			return false, err
+		}
+		s.horizonMu.Lock()
+		s.horizon, s.horizonAt = h, now
+		s.horizonMu.Unlock()
+	}
+	return !h.IsZero() && sentAt.Before(h.Add(expiredMargin)), nil
 }
 
 func invalidBatch(problems int) string {
@@ -179,6 +230,28 @@ func (v *checked) attribute(found map[string]store.UsageCustomer) error {
 		keepEvents = append(keepEvents, e)
 	}
 	b.Events = keepEvents
+	return nil
+}
+
+// expire moves every record of the batch to b.Unattributed as batch_expired.
+func (v *checked) expire() error {
+	b := &v.batch
+	for i := range v.in.Deltas {
+		if err := v.unattributed(wire.RecordDelta, i, v.in.Deltas[i].Customer, wire.ReasonBatchExpired, &v.in.Deltas[i]); err != nil {
+			return err
+		}
+	}
+	for i := range v.in.GrantDraws {
+		if err := v.unattributed(wire.RecordGrantDraw, i, v.in.GrantDraws[i].Customer, wire.ReasonBatchExpired, &v.in.GrantDraws[i]); err != nil {
+			return err
+		}
+	}
+	for i := range v.in.Events {
+		if err := v.unattributed(wire.RecordEvent, i, v.in.Events[i].Customer, wire.ReasonBatchExpired, &v.in.Events[i]); err != nil {
+			return err
+		}
+	}
+	b.Deltas, b.GrantDraws, b.Events = nil, nil, nil
 	return nil
 }
 

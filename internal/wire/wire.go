@@ -133,6 +133,10 @@ const (
 	// ReasonCustomerRecreated: the customer was deleted and created again after the
 	// usage was recorded; the usage belongs to the deleted customer.
 	ReasonCustomerRecreated = "customer_recreated"
+	// ReasonBatchExpired: the batch was first sent before the server's deduplication
+	// window (the usage-batch retention), so it cannot tell whether it was committed
+	// already; its records are kept for an operator rather than risk counting them twice.
+	ReasonBatchExpired = "batch_expired"
 )
 
 // Unattributed is one record of a batch the server committed without a customer.

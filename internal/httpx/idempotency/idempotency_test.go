@@ -24,6 +24,7 @@ import (
 	"github.com/limitr/limitr/internal/httpx/idempotency"
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/httpx/requestlog"
+	"github.com/limitr/limitr/internal/secrets"
 )
 
 // testPool creates a fresh database for the test, with the idempotency
@@ -84,8 +85,31 @@ type server struct {
 
 func newServer(t *testing.T, opts ...idempotency.Option) *server {
 	t.Helper()
-	s := &server{pool: testPool(t)}
-	s.store = idempotency.NewPGStore(s.pool, opts...)
+	return newServerOn(t, testPool(t), newKeyring(t), opts...)
+}
+
+func newKeyring(t *testing.T) *secrets.Keyring {
+	t.Helper()
+	k, err := secrets.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := secrets.ParseKeyring(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+// newServerOn is a server on pool sealing replies with sealer (nil: keep none).
+func newServerOn(t *testing.T, pool *pgxpool.Pool, sealer idempotency.Sealer, opts ...idempotency.Option) *server {
+	t.Helper()
+	s := &server{pool: pool}
+	if sealer == nil {
+		s.store = idempotency.NewPGStore(s.pool, nil, opts...)
+	} else {
+		s.store = idempotency.NewPGStore(s.pool, sealer, opts...)
+	}
 	e := echo.New()
 	e.HTTPErrorHandler = problem.ErrorHandler(nil)
 	e.Use(requestlog.Middleware(nil))

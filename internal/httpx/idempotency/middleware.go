@@ -112,6 +112,12 @@ func replay(c echo.Context, rec Record, hash []byte) error {
 		p.RetryAfter = time.Second
 		return p
 	}
+	if rec.Response.Withheld {
+		return problem.New(http.StatusConflict, fmt.Sprintf(
+			"The request with this Idempotency-Key already completed (status %d), but its reply cannot be replayed: "+
+				"it was sealed with a server key (LIMITR_SECRET_KEY) this server does not have. Look the result up instead of retrying.",
+			rec.Response.Status)).WithType("idempotency-reply-unavailable")
+	}
 	res := c.Response()
 	h := res.Header()
 	for k, v := range rec.Response.Header {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/limitr/limitr/internal/secrets"
 )
 
 // Schema is the DDL of the table PGStore uses. Migrations should create the
@@ -27,6 +29,8 @@ create table if not exists idempotency_keys (
 	status       int,
 	headers      jsonb,
 	body         bytea,
+	sealed       boolean not null default false,
+	withheld     boolean not null default false,
 	created_at   timestamptz not null default now(),
 	completed_at timestamptz,
 	primary key (tenant_id, principal, key)
@@ -34,11 +38,19 @@ create table if not exists idempotency_keys (
 create index if not exists idempotency_keys_created_at_idx on idempotency_keys (created_at);
 `
 
+// Sealer encrypts stored reply bodies (a *secrets.Keyring). A reply can hold a secret
+// shown once, such as a new API key, so no body is ever stored in plaintext.
+type Sealer interface {
+	Seal(plaintext, aad []byte) ([]byte, error)
+	Open(sealed, aad []byte) ([]byte, error)
+}
+
 // PGStore is a Store in Postgres, in the table described by Schema.
 type PGStore struct {
-	pool  *pgxpool.Pool
-	ttl   time.Duration
-	lease time.Duration
+	pool   *pgxpool.Pool
+	sealer Sealer
+	ttl    time.Duration
+	lease  time.Duration
 }
 
 var _ Store = (*PGStore)(nil)
@@ -53,9 +65,11 @@ func WithTTL(d time.Duration) Option { return func(s *PGStore) { s.ttl = d } }
 // take its key over (default DefaultLease).
 func WithLease(d time.Duration) Option { return func(s *PGStore) { s.lease = d } }
 
-// NewPGStore returns a Store over pool.
-func NewPGStore(pool *pgxpool.Pool, opts ...Option) *PGStore {
-	s := &PGStore{pool: pool, ttl: DefaultTTL, lease: DefaultLease}
+// NewPGStore returns a Store over pool. Reply bodies are sealed with sealer before they
+// are stored; with a nil sealer no body is stored at all, and a retry learns that the
+// request completed but its reply is withheld (never that it may run again).
+func NewPGStore(pool *pgxpool.Pool, sealer Sealer, opts ...Option) *PGStore {
+	s := &PGStore{pool: pool, sealer: sealer, ttl: DefaultTTL, lease: DefaultLease}
 	for _, o := range opts {
 		o(s)
 	}
@@ -70,14 +84,14 @@ insert into idempotency_keys (tenant_id, principal, key, method, path, request_h
 values ($1, $2, $3, $4, $5, $6)
 on conflict (tenant_id, principal, key) do update
 	set method = excluded.method, path = excluded.path, request_hash = excluded.request_hash,
-		status = null, headers = null, body = null, created_at = now(), completed_at = null
+		status = null, headers = null, body = null, sealed = false, withheld = false, created_at = now(), completed_at = null
 	where idempotency_keys.created_at < now() - $7::bigint * interval '1 microsecond'
 		or (idempotency_keys.completed_at is null
 			and idempotency_keys.created_at < now() - $8::bigint * interval '1 microsecond')
 returning created_at`
 
 const selectSQL = `
-select method, path, request_hash, status, headers, body, created_at
+select method, path, request_hash, status, headers, body, sealed, withheld, created_at
 from idempotency_keys
 where tenant_id = $1 and principal = $2 and key = $3`
 
@@ -99,12 +113,13 @@ func (s *PGStore) Begin(ctx context.Context, scope Scope, requestHash []byte) (R
 		}
 
 		var (
-			status  *int32
-			headers []byte
-			body    []byte
+			status           *int32
+			headers          []byte
+			body             []byte
+			sealed, withheld bool
 		)
 		err = s.pool.QueryRow(ctx, selectSQL, scope.Tenant, scope.Principal, scope.Key).
-			Scan(&rec.Method, &rec.Path, &rec.RequestHash, &status, &headers, &body, &rec.CreatedAt)
+			Scan(&rec.Method, &rec.Path, &rec.RequestHash, &status, &headers, &body, &sealed, &withheld, &rec.CreatedAt)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue
 		}
@@ -118,7 +133,17 @@ func (s *PGStore) Begin(ctx context.Context, scope Scope, requestHash []byte) (R
 					return Record{}, false, fmt.Errorf("idempotency: decode stored headers: %w", err)
 				}
 			}
-			if resp.Body == nil {
+			switch {
+			case withheld || sealed && s.sealer == nil:
+				resp.Body, resp.Withheld = nil, true
+			case sealed:
+				// A body sealed under a key this server no longer has (or an ephemeral
+				// key of another process) cannot be replayed; the request still ran.
+				if resp.Body, err = s.sealer.Open(body, bodyAAD(scope)); err != nil {
+					resp.Body, resp.Withheld = nil, true
+				}
+			}
+			if resp.Body == nil && !resp.Withheld {
 				resp.Body = []byte{}
 			}
 			rec.Response = resp
@@ -138,14 +163,17 @@ func (s *PGStore) Complete(ctx context.Context, scope Scope, resp Response) erro
 	if err != nil {
 		return fmt.Errorf("idempotency: encode headers: %w", err)
 	}
-	body := resp.Body
-	if body == nil {
-		body = []byte{}
+	var body []byte
+	withheld := s.sealer == nil
+	if !withheld {
+		if body, err = s.sealer.Seal(resp.Body, bodyAAD(scope)); err != nil {
+			return fmt.Errorf("idempotency: seal reply: %w", err)
+		}
 	}
 	tag, err := s.pool.Exec(ctx, `
-update idempotency_keys set status = $4, headers = $5, body = $6, completed_at = now()
+update idempotency_keys set status = $4, headers = $5, body = $6, sealed = $7, withheld = $8, completed_at = now()
 where tenant_id = $1 and principal = $2 and key = $3 and completed_at is null`,
-		scope.Tenant, scope.Principal, scope.Key, resp.Status, headers, body)
+		scope.Tenant, scope.Principal, scope.Key, resp.Status, headers, body, !withheld, withheld)
 	if err != nil {
 		return fmt.Errorf("idempotency: complete: %w", err)
 	}
@@ -178,4 +206,9 @@ delete from idempotency_keys where created_at < now() - $1::bigint * interval '1
 		return 0, fmt.Errorf("idempotency: purge: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// bodyAAD binds a sealed reply to its key: copied into another row it does not open.
+func bodyAAD(scope Scope) []byte {
+	return secrets.AAD("idempotency_keys.body", scope.Tenant, scope.Principal, scope.Key)
 }

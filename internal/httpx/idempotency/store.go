@@ -50,6 +50,9 @@ type Response struct {
 	Status int
 	Header http.Header
 	Body   []byte
+	// Withheld: the request completed with Status, but its body cannot be replayed (it
+	// is sealed under a key this server does not have, or none was kept).
+	Withheld bool
 }
 
 // Record is what a store holds for a key.

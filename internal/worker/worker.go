@@ -1,0 +1,181 @@
+// Package worker composes the control plane's background work, once, for cmd/worker
+// and `limitr dev`:
+//
+//   - Usage aggregation: the internal/aggregate loop, woken over the bus when usage
+//     commits and polling otherwise. It stays a dedicated SKIP LOCKED loop rather than a
+//     River job: it runs continuously over a queue that is already a table, and a
+//     River job per batch would add an insert, a fetch and a completion per batch for
+//     nothing (see bench/README.md for the measurement).
+//   - River (riverqueue/river), for jobs with side effects and for maintenance:
+//     periodic jobs keep the usage partitions ahead of the clock, purge idempotency
+//     replies past their window, and apply the retention policy. Periodic jobs are
+//     enqueued by River's elected leader only, so any number of workers can run.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/limitr/limitr/internal/aggregate"
+	"github.com/limitr/limitr/internal/platform/bus"
+	"github.com/limitr/limitr/internal/retention"
+)
+
+// QueueMaintenance is the River queue maintenance jobs run on.
+const QueueMaintenance = "maintenance"
+
+// Config tunes the worker; zero values take the defaults.
+type Config struct {
+	// BatchSize is the usage rows folded into meters per transaction (default 5000).
+	BatchSize int
+	// PollInterval is how long aggregation waits for a wake-up before looking anyway
+	// (default 1s).
+	PollInterval time.Duration
+	// Retention says how long rows are kept (retention.Defaults() when zero).
+	Retention retention.Policy
+	// MaintenanceInterval is how often the periodic maintenance jobs run (default 1h).
+	// Partitions are made two days ahead, so an hour leaves ample room for retries.
+	MaintenanceInterval time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = aggregate.DefaultBatchSize
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = time.Second
+	}
+	if c.Retention == (retention.Policy{}) {
+		c.Retention = retention.Defaults()
+	}
+	if c.MaintenanceInterval <= 0 {
+		c.MaintenanceInterval = time.Hour
+	}
+}
+
+// Deps are the worker's connections. Bus may be nil: aggregation then polls.
+type Deps struct {
+	Pool     *pgxpool.Pool
+	Bus      bus.Bus
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Worker runs the background work.
+type Worker struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	metrics *Metrics
+	river   *river.Client[pgx.Tx]
+	agg     *aggregate.Aggregator
+}
+
+// New builds a worker; Run starts it.
+func New(deps Deps, cfg Config) (*Worker, error) {
+	if deps.Pool == nil {
+		return nil, errors.New("worker: a Postgres pool is required")
+	}
+	cfg.defaults()
+	if err := cfg.Retention.Validate(); err != nil {
+		return nil, err
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	w := &Worker{cfg: cfg, deps: deps, log: log, metrics: newMetrics(reg)}
+	w.agg = aggregate.New(deps.Pool, aggregate.Options{BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval,
+		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg)})
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &partitionsWorker{w: w})
+	river.AddWorker(workers, &idempotencyWorker{w: w})
+	river.AddWorker(workers, &retentionWorker{w: w})
+	every := river.PeriodicInterval(cfg.MaintenanceInterval)
+	onMaintenance := &river.InsertOpts{Queue: QueueMaintenance}
+	periodic := []*river.PeriodicJob{
+		river.NewPeriodicJob(every, func() (river.JobArgs, *river.InsertOpts) { return PartitionsArgs{}, onMaintenance },
+			&river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(every, func() (river.JobArgs, *river.InsertOpts) { return PurgeIdempotencyArgs{}, onMaintenance },
+			&river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(every, func() (river.JobArgs, *river.InsertOpts) { return RetentionArgs{}, onMaintenance },
+			&river.PeriodicJobOpts{RunOnStart: true}),
+	}
+	client, err := river.NewClient(riverpgxv5.New(deps.Pool), &river.Config{
+		Logger:       log.With("component", "river"),
+		Queues:       map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, river.QueueDefault: {MaxWorkers: 4}},
+		Workers:      workers,
+		PeriodicJobs: periodic,
+		JobTimeout:   15 * time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker: river: %w", err)
+	}
+	w.river = client
+	return w, nil
+}
+
+// River is the worker's River client, to insert jobs with (Insert, InsertTx).
+func (w *Worker) River() *river.Client[pgx.Tx] { return w.river }
+
+// Run works until ctx ends, then stops River (letting running jobs finish, within
+// stopTimeout) and the aggregation loop, and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.river.Start(ctx); err != nil {
+		return fmt.Errorf("worker: start river: %w", err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = w.agg.Run(ctx) })
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	err := w.river.Stop(stopCtx)
+	wg.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("worker: stop river: %w", err)
+	}
+	return nil
+}
+
+// stopTimeout bounds how long stopping waits for running jobs.
+const stopTimeout = 10 * time.Second
+
+// Metrics count maintenance work.
+type Metrics struct {
+	Runs    *prometheus.CounterVec // by job and outcome
+	Removed *prometheus.CounterVec // rows or partitions removed, by table
+}
+
+func newMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "limitr_worker_job_runs_total",
+			Help: "Maintenance job runs by job and outcome."}, []string{"job", "outcome"}),
+		Removed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "limitr_retention_removed_total",
+			Help: "Rows (or, for usage partitions, partitions) removed by retention, by table."}, []string{"table"}),
+	}
+	reg.MustRegister(m.Runs, m.Removed)
+	return m
+}
+
+func (m *Metrics) outcome(job string, err error) {
+	o := "ok"
+	if err != nil {
+		o = "error"
+	}
+	m.Runs.WithLabelValues(job, o).Inc()
+}
