@@ -44,6 +44,9 @@ type StackConfig struct {
 	Worker          bool
 	WorkerBatchSize int           // 0: aggregate.DefaultBatchSize
 	PollInterval    time.Duration // 0: 1s, as cmd/worker
+	// WorkerPolls runs the worker without wake-ups: it only polls, as it does while the
+	// bus (Redis) is down.
+	WorkerPolls bool
 	// OnBatch sees every committed aggregation batch (its per-row commit lags).
 	OnBatch func(aggregate.Batch)
 }
@@ -52,6 +55,7 @@ type StackConfig struct {
 type Stack struct {
 	URL   string
 	Pool  *pgxpool.Pool // the stack's own pool, for checks and the COPY baseline
+	Bus   bus.Bus       // the wake-up bus the API and the worker share
 	close func() error
 }
 
@@ -109,12 +113,16 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	var jobs sync.WaitGroup
 	jobs.Go(func() { partitions.Maintain(jobsCtx, pool, time.Hour, logger, nil) })
 	if cfg.Worker {
+		workerBus := wake
+		if cfg.WorkerPolls {
+			workerBus = nil
+		}
 		jobs.Go(func() {
 			_ = aggregate.New(pool, aggregate.Options{BatchSize: cfg.WorkerBatchSize, PollInterval: cfg.PollInterval,
-				Bus: wake, Logger: logger, OnBatch: cfg.OnBatch}).Run(jobsCtx)
+				Bus: workerBus, Logger: logger, OnBatch: cfg.OnBatch}).Run(jobsCtx)
 		})
 	}
-	return &Stack{URL: "http://" + ln.Addr().String(), Pool: pool, close: func() error {
+	return &Stack{URL: "http://" + ln.Addr().String(), Pool: pool, Bus: wake, close: func() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		err := hs.Shutdown(sctx)

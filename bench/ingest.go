@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/md5"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/wire"
 )
 
@@ -306,15 +308,16 @@ func Ingest(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool, w
 	return r, nil
 }
 
-// UsageDeltaColumns are the columns the API's COPY writes (internal/store).
-var UsageDeltaColumns = []string{"tenant_id", "environment_id", "instance_id", "sequence", "customer_id",
-	"entitlement", "credit", "period_start", "units", "overhead", "price", "calls"}
+// UsageDeltaColumns are the columns the API's COPY writes.
+var UsageDeltaColumns = store.UsageDeltaColumns
 
-// CopyRows converts a batch's deltas into COPY rows for UsageDeltaColumns.
+// CopyRows converts a batch's deltas into COPY rows for UsageDeltaColumns: the rows the
+// API writes for them (customer uids are made up, as the baseline resolves nothing).
 func CopyRows(tenantID, envID pgtype.UUID, instance string, b wire.UsageBatch) [][]any {
 	out := make([][]any, len(b.Deltas))
 	for i, d := range b.Deltas {
-		out[i] = []any{tenantID, envID, instance, b.Sequence, d.Customer, d.Entitlement, d.Credit, d.PeriodStart,
+		uid := pgtype.UUID{Bytes: md5.Sum([]byte(d.Customer)), Valid: true}
+		out[i] = []any{tenantID, envID, instance, b.Sequence, d.Customer, uid, d.Entitlement, d.Credit, d.PeriodStart,
 			numeric(d.Units), numeric(d.Overhead), numeric(d.Price), d.Calls}
 	}
 	return out

@@ -37,9 +37,9 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 		end $$`)
 	exec(`create trigger e2e_mark after update of aggregated_at on usage_deltas for each row execute function e2e_mark()`)
 	seedStart := time.Now()
-	exec(`insert into usage_deltas (tenant_id, environment_id, instance_id, sequence, customer_id, entitlement, credit,
+	exec(`insert into usage_deltas (tenant_id, environment_id, instance_id, sequence, customer_id, customer_uid, entitlement, credit,
 			period_start, units, overhead, price, calls)
-		select t.tenant, t.env, 'seed-' || (g % 8), g / 8 + 1, 'c' || (g % 500),
+		select t.tenant, t.env, 'seed-' || (g % 8), g / 8 + 1, 'c' || (g % 500), md5('c' || (g % 500))::uuid,
 		       case when g % 3 = 0 then 'ai-chat-output' else 'ai-chat-input' end,
 		       case when g % 3 = 0 then 'claude-sonnet-4-output' else 'claude-sonnet-4-input' end,
 		       date_trunc('day', now()) - (g % 2) * interval '1 day',

@@ -3,7 +3,10 @@
 //
 //	ingest     usage batches → POST /v1/sdk/usage → committed, against raw COPY of the same rows
 //	publish    publish-to-enforce latency over SDKs connected with limitr.Cloud
-//	lag        aggregation lag (aggregated_at − received_at) at a fixed ingest rate
+//	lag        aggregation lag (aggregated_at − received_at): the worker idles on an empty table,
+//	           then usage arrives in the shape of the stall issue (3 instances, 200 customers,
+//	           6,000 deltas/s), then at 20,000 deltas/s; one worker throughout
+//	sustained  the issue's shape for a minute: the backlog must be empty within seconds of the end
 //	overshoot  a fleet of SDK instances on one customer's hard limit, against the documented bound
 //
 // Usage: eval "$(scripts/services.sh)"; go run ./bench/cloudload -scenario ingest,publish,lag,overshoot
@@ -49,6 +52,12 @@ type config struct {
 
 	rate, lagSenders    int
 	lagDuration, lagInt time.Duration
+	idleBatches         int
+
+	issueRate, issueSenders, issueCustomers int
+	issueInterval, issueDuration            time.Duration
+	sustained, drainBudget                  time.Duration
+	workerBus                               bool
 
 	instances, limit int
 	fleetRate        float64
@@ -70,7 +79,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("cloudload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenario", "ingest,publish,lag,overshoot", "comma-separated: ingest, publish, lag, overshoot")
+	scen := fs.String("scenario", "ingest,publish,lag,overshoot", "comma-separated: ingest, publish, lag, overshoot, sustained (all: every one)")
 	fs.StringVar(&c.databaseURL, "database-url", env("LIMITR_BENCH_DATABASE_URL", "LIMITR_TEST_DATABASE_URL"), "Postgres admin URL; a fresh database is created next to it per scenario")
 	fs.StringVar(&c.redisURL, "redis-url", env("LIMITR_BENCH_REDIS_URL", "LIMITR_TEST_REDIS_URL"), "Redis URL for the wake-up and fan-out bus (empty: in-process bus)")
 	fs.StringVar(&c.policy, "policy", "examples/policies/quickstart-ai.json", "policy for ingest, publish and lag")
@@ -88,10 +97,19 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.publishes, "publishes", 10, "publish: versions published")
 	fs.DurationVar(&c.gap, "gap", 500*time.Millisecond, "publish: pause between publishes")
 	fs.DurationVar(&c.pollEvery, "poll", time.Millisecond, "publish: how often every SDK's Version() is read")
-	fs.IntVar(&c.rate, "rate", 20000, "lag: deltas per second offered")
-	fs.DurationVar(&c.lagDuration, "duration", 10*time.Second, "lag: how long")
-	fs.IntVar(&c.lagSenders, "lag-senders", 20, "lag: SDK-like instances, each flushing once per -interval")
-	fs.DurationVar(&c.lagInt, "interval", time.Second, "lag: each sender's flush interval")
+	fs.IntVar(&c.rate, "rate", 20000, "lag: deltas per second offered in the second phase")
+	fs.DurationVar(&c.lagDuration, "duration", 30*time.Second, "lag: how long the second phase lasts")
+	fs.IntVar(&c.lagSenders, "lag-senders", 20, "lag: SDK-like instances in the second phase, each flushing once per -interval")
+	fs.DurationVar(&c.lagInt, "interval", time.Second, "lag: each sender's flush interval in the second phase")
+	fs.IntVar(&c.idleBatches, "idle-batches", 50, "lag/sustained: empty batches the worker runs (woken every 20 ms) before any usage arrives")
+	fs.IntVar(&c.issueRate, "issue-rate", 6000, "lag/sustained: deltas per second in the issue's shape")
+	fs.IntVar(&c.issueSenders, "issue-senders", 3, "lag/sustained: SDK instances in the issue's shape")
+	fs.DurationVar(&c.issueInterval, "issue-interval", 200*time.Millisecond, "lag/sustained: their flush interval")
+	fs.IntVar(&c.issueCustomers, "issue-customers", 200, "lag/sustained: customers the issue's shape spans (of -customers)")
+	fs.DurationVar(&c.issueDuration, "issue-duration", 20*time.Second, "lag: how long the first phase (the issue's shape) lasts; 0 skips it")
+	fs.DurationVar(&c.sustained, "sustained", time.Minute, "sustained: how long the issue's shape lasts")
+	fs.DurationVar(&c.drainBudget, "drain-budget", 5*time.Second, "sustained: the backlog must be empty this soon after the last POST")
+	fs.BoolVar(&c.workerBus, "worker-wakeups", true, "lag/sustained: wake the worker after each commit; false: it only polls every second, as while Redis is down")
 	fs.IntVar(&c.instances, "instances", 3, "overshoot: SDK instances serving the customer")
 	fs.IntVar(&c.limit, "limit", 10000, "overshoot: the hard limit L")
 	fs.Float64Var(&c.fleetRate, "fleet-rate", 1000, "overshoot: Allow(1) calls per second per instance (0: as fast as possible)")
@@ -104,12 +122,12 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	for s := range strings.SplitSeq(*scen, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "ingest", "publish", "lag", "overshoot":
+		case "ingest", "publish", "lag", "overshoot", "sustained":
 			c.scenarios = append(c.scenarios, s)
 		case "all":
-			c.scenarios = append(c.scenarios, "ingest", "publish", "lag", "overshoot")
+			c.scenarios = append(c.scenarios, "ingest", "publish", "lag", "overshoot", "sustained")
 		default:
-			return c, fmt.Errorf("unknown scenario %q: want ingest, publish, lag or overshoot", s)
+			return c, fmt.Errorf("unknown scenario %q: want ingest, publish, lag, overshoot or sustained", s)
 		}
 	}
 	for p := range strings.SplitSeq(*configs, ",") {
@@ -195,7 +213,7 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 	}
 	rec := &bench.LagRecorder{}
 	stack, err := bench.StartStack(ctx, bench.StackConfig{DatabaseURL: dbURL, RedisURL: cfg.redisURL, OperatorToken: "op",
-		RateLimit: 1_000_000_000, Log: logOut, Worker: name != "ingest", OnBatch: rec.OnBatch})
+		RateLimit: 1_000_000_000, Log: logOut, Worker: name != "ingest", OnBatch: rec.OnBatch, WorkerPolls: !cfg.workerBus})
 	if err != nil {
 		return nil, false, err
 	}
@@ -287,19 +305,54 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 			fmt.Fprintf(stdout, "    publish %2d: %s\n", i+1, d)
 		}
 		return r, r.Missed == 0 && r.WrongLimit == 0 && r.Latency.P99 <= budgetPublishP99, nil
-	case "lag":
+	case "lag", "sustained":
 		ids, err := customers()
 		if err != nil {
 			return nil, false, err
 		}
-		w := bench.NewWorkload(ids, bench.QuickstartMeters, 0, 2)
-		r, err := bench.Lag(ctx, client, t, stack.Pool, rec, w, bench.LagOptions{Rate: cfg.rate, Duration: cfg.lagDuration,
-			Senders: cfg.lagSenders, Interval: cfg.lagInt})
-		if err != nil {
+		// As in production, the worker has been running since the stack started, and it
+		// idles on the empty table before any usage arrives. It is neither warmed on a
+		// full table nor restarted between phases.
+		idle, every := cfg.idleBatches, 20*time.Millisecond
+		if !cfg.workerBus { // it only polls, once a second
+			idle, every = min(idle, 8), time.Second
+		}
+		if err := bench.IdleWorker(ctx, stack, idle, every); err != nil {
 			return nil, false, err
 		}
-		fmt.Fprintln(stdout, r)
-		return r, r.Received.P99 <= budgetLagP99 && r.Commit.P99 <= budgetLagP99 && r.Achieved() >= 0.95*float64(cfg.rate), nil
+		fmt.Fprintf(stdout, "  (the worker ran %d batches on the empty table; wake-ups %v)\n", idle, cfg.workerBus)
+		issue := bench.LagOptions{Name: "issue shape", Rate: cfg.issueRate, Duration: cfg.issueDuration,
+			Senders: cfg.issueSenders, Interval: cfg.issueInterval}
+		phases := []bench.LagOptions{issue, {Name: "20k/s", Rate: cfg.rate, Duration: cfg.lagDuration, Senders: cfg.lagSenders, Interval: cfg.lagInt}}
+		if name == "sustained" {
+			issue.Name, issue.Duration = "sustained", cfg.sustained
+			phases = []bench.LagOptions{issue}
+		}
+		var out []bench.LagResult
+		met := true
+		for i, opt := range phases {
+			if opt.Duration <= 0 {
+				continue
+			}
+			phaseIDs := ids
+			if opt.Name != "20k/s" {
+				phaseIDs = ids[:min(cfg.issueCustomers, len(ids))]
+			}
+			w := bench.NewWorkload(phaseIDs, bench.QuickstartMeters, 0, uint64(2+i))
+			r, err := bench.Lag(ctx, client, t, stack.Pool, rec, w, opt)
+			if err != nil {
+				return out, false, fmt.Errorf("%s: %w", opt.Name, err)
+			}
+			fmt.Fprintln(stdout, r)
+			out = append(out, r)
+			ok := r.Received.P99 <= budgetLagP99 && r.Commit.P99 <= budgetLagP99 && r.Achieved() >= 0.95*float64(opt.Rate)
+			if name == "sustained" && r.Drained > cfg.drainBudget {
+				fmt.Fprintf(stdout, "  ✗ the backlog took %s to empty after the load ended (budget %s)\n", r.Drained.Round(time.Millisecond), cfg.drainBudget)
+				ok = false
+			}
+			met = met && ok
+		}
+		return out, met, nil
 	case "overshoot":
 		var out []bench.OvershootResult
 		met := true

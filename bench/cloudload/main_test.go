@@ -13,6 +13,7 @@ func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-no-such-flag"},
 		{"-scenario", "ingest,nap"},
+		{"-issue-interval", "soon"},
 		{"-fleet-configs", "1s"},
 		{"-database-url", ""},
 		{"stray"},
@@ -45,8 +46,13 @@ func TestScenarios(t *testing.T) {
 			[]string{"deltas=1200: API ", "API/COPY = ", "one COPY "}},
 		{"publish", []string{"-sdks", "5", "-publishes", "2", "-gap", "50ms"},
 			[]string{"publish-to-enforce sdks=5 publishes=2: n=10 ", "missed=0 wrong-limit=0"}},
-		{"lag", []string{"-rate", "2000", "-duration", "1s", "-lag-senders", "4", "-interval", "250ms", "-customers", "100"},
-			[]string{"aggregation lag at 2000 deltas/s", "aggregated_at − received_at  n=2000 "}},
+		{"lag", []string{"-rate", "2000", "-duration", "1s", "-lag-senders", "4", "-interval", "250ms", "-customers", "100",
+			"-idle-batches", "8", "-issue-rate", "600", "-issue-duration", "1s", "-issue-customers", "50"},
+			[]string{"the worker ran 8 batches on the empty table; wake-ups true", "issue shape: aggregation lag at 600 deltas/s",
+				"3 senders × 40-delta batches, 50 customers, 100 meters, 600 rows", "20k/s: aggregation lag at 2000 deltas/s",
+				"aggregated_at − received_at  n=2000 ", "backlog: at most "}},
+		{"sustained", []string{"-customers", "20", "-idle-batches", "8", "-issue-rate", "300", "-sustained", "1s"},
+			[]string{"sustained: aggregation lag at 300 deltas/s", "20 customers, 40 meters, 300 rows", "after the last POST"}},
 		{"overshoot", []string{"-limit", "300", "-fleet-rate", "500", "-fleet-configs", "50ms/50ms"},
 			[]string{"overshoot N=3 L=300 F=50ms R=50ms", "bound min("}},
 	} {

@@ -8,9 +8,50 @@
 // at all: a worker killed mid-batch leaves nothing behind (Postgres rolls the
 // transaction back) and the rows are claimed again later. Several workers split the
 // queue between them through SKIP LOCKED, and a row another worker has just aggregated
-// is re-checked under its lock (READ COMMITTED re-evaluates aggregated_at is null), so
-// no row is ever counted twice. Meters are upserted in key order, so workers that touch
-// the same meters lock them in the same order and cannot deadlock.
+// is re-checked under its lock: in READ COMMITTED, locking a row that was updated after
+// the statement's snapshot re-evaluates aggregated_at is null on its newest version, so
+// the claim drops it. Every claimed row is therefore pending and locked by this
+// transaction until it commits, and the mark step updates exactly the claimed rows, by
+// primary key. No row is ever counted twice. Meters are upserted in key order, so
+// workers that touch the same meters lock them in the same order and cannot deadlock.
+//
+// # Plan safety
+//
+// A batch costs O(BatchSize) index work whatever the backlog, the table's size or its
+// planner statistics (none, stale, or taken while the table was empty): the claim reads
+// the pending partial index (received_at, id) in key order and stops after BatchSize
+// rows; the mark step is a nested loop of primary-key lookups, one per claimed row.
+// Three things keep the planner there.
+//
+//   - The mark step joins the claimed rows to usage_deltas on the primary key only. It
+//     used to repeat "and aggregated_at is null", which let the planner drive the join
+//     from a scan of the pending index whenever it believed few rows were pending (an
+//     empty table, or statistics taken while everything was aggregated): a nested loop
+//     that compares every pending row with every claimed row. For 5,000 rows over a
+//     100k backlog that is 5×10⁸ comparisons and close to a minute, and it grows with
+//     the backlog, so a worker that fell behind fell further behind. The claim's lock
+//     re-check (above) is what guarantees the rows are pending.
+//   - The transaction plans every batch afresh (plan_cache_mode = force_custom_plan), so
+//     against the table's current size. pgx prepares the statement, and after five runs
+//     Postgres may switch to a generic plan made once and kept: made while the table was
+//     empty (a worker idling before load, or after ANALYZE of an empty table) it costs
+//     every scan at zero, and no wording of the statement survives that. Planning takes
+//     about a millisecond a batch.
+//   - The transaction also turns off, for itself only, the plans that grow with the
+//     table rather than the batch, which the planner picks when statistics are missing
+//     or stale (it then believes few rows are pending): sorting every pending row to
+//     claim the first BatchSize (read from either partial index), and hashing or merging
+//     the claimed rows against a scan of the whole table. With enable_sort,
+//     enable_hashjoin and enable_mergejoin off, the claim can only walk an index on
+//     (received_at, id) in key order, stopping after BatchSize rows (the pending index
+//     is the cheaper one), and the mark step can only be a nested loop of key lookups;
+//     enable_seqscan off keeps any step from reading a partition whole. The upsert's
+//     ORDER BY still needs its sort, and the cost Postgres adds to a disabled node would
+//     then cross jit_above_cost, so jit is off too: compiling took 0.3–0.5 s, for a
+//     statement that runs in milliseconds.
+//
+// TestBatchAfterIdleOverBacklog checks the plan and the time of a batch over a 100k-row
+// backlog after the worker idled on an empty table, with and without statistics.
 //
 // Run loops: a full batch is followed at once by the next; otherwise it waits for a
 // wake-up on the bus (the API publishes on Channel after committing usage) or the poll
@@ -94,7 +135,21 @@ func New(pool *pgxpool.Pool, opts Options) *Aggregator {
 	return &Aggregator{pool: pool, opts: opts, log: log}
 }
 
+// batchBegin opens a batch's transaction. The settings hold for this transaction only
+// and keep batchSQL on key lookups whatever the table's size and statistics (see Plan
+// safety in the package doc). It is one simple-protocol round trip.
+const batchBegin = `begin isolation level read committed;
+set local plan_cache_mode = force_custom_plan;
+set local enable_sort = off;
+set local enable_hashjoin = off;
+set local enable_mergejoin = off;
+set local enable_seqscan = off;
+set local jit = off`
+
 // batchSQL claims, marks, sums and upserts in one statement. $1 is the batch size.
+// The mark step joins on the primary key alone: the claim has already re-checked
+// aggregated_at under each row's lock, and repeating it here would let the planner
+// drive the join from the pending index (see Plan safety in the package doc).
 // The lag column is measured from statement_timestamp(), on the database's clock, so
 // worker and database clocks need not agree; RunOnce adds the time to commit.
 const batchSQL = `
@@ -109,7 +164,7 @@ with claimed as materialized (
     update usage_deltas d
     set aggregated_at = now()
     from claimed c
-    where d.received_at = c.received_at and d.id = c.id and d.aggregated_at is null
+    where d.received_at = c.received_at and d.id = c.id
     returning d.received_at, d.tenant_id, d.environment_id, d.customer_id, d.customer_uid, d.entitlement,
               d.period_start, d.credit, d.units, d.overhead, d.price, d.calls
 ), sums as (
@@ -143,7 +198,7 @@ from marked`
 // RunOnce folds one batch and commits it. A batch with no pending rows returns Rows 0.
 func (a *Aggregator) RunOnce(ctx context.Context) (Batch, error) {
 	start := time.Now()
-	tx, err := a.pool.Begin(ctx)
+	tx, err := a.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: batchBegin})
 	if err != nil {
 		return Batch{}, fmt.Errorf("aggregate: begin: %w", err)
 	}

@@ -97,9 +97,9 @@ func insert(t testing.TB, pool *pgxpool.Pool, f fixture, rows []row, receivedAt 
 		at = &receivedAt
 	}
 	_, err := pool.Exec(context.Background(), `
-		insert into usage_deltas (received_at, tenant_id, environment_id, instance_id, sequence, customer_id, entitlement, credit,
+		insert into usage_deltas (received_at, tenant_id, environment_id, instance_id, sequence, customer_id, customer_uid, entitlement, credit,
 		                          period_start, units, overhead, price, calls)
-		select coalesce($3::timestamptz, now()), $1, $2, 'inst', 1, c, e, 'usd', p, u::numeric, o::numeric, pr::numeric, k
+		select coalesce($3::timestamptz, now()), $1, $2, 'inst', 1, c, md5(c)::uuid, e, 'usd', p, u::numeric, o::numeric, pr::numeric, k
 		from unnest($4::text[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::bigint[]) as x(c, e, p, u, o, pr, k)`,
 		f.tenant, f.env, at, cust, ent, periods, units, over, price, calls)
 	if err != nil {
@@ -210,8 +210,8 @@ func TestSumsAreExact(t *testing.T) {
 		want.add(t, r)
 	}
 	// An existing meter is added to, not replaced.
-	if _, err := pool.Exec(ctx, `insert into meter_aggregates (tenant_id, environment_id, customer_id, entitlement, period_start, credit, units, overhead, price, calls)
-		values ($1, $2, $3, 'seats', $4, 'usd', 10.5, 0, 1, 4)`, f.tenant, f.env, f.customers[1], jan); err != nil {
+	if _, err := pool.Exec(ctx, `insert into meter_aggregates (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit, units, overhead, price, calls)
+		values ($1, $2, $3, md5($3)::uuid, 'seats', $4, 'usd', 10.5, 0, 1, 4)`, f.tenant, f.env, f.customers[1], jan); err != nil {
 		t.Fatal(err)
 	}
 	want.add(t, row{f.customers[1], "seats", jan, "10.5", "0", "1", 4})

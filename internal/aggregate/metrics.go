@@ -77,7 +77,10 @@ type Querier interface {
 }
 
 // Measure samples the queue: both queries read only the partial index of pending rows.
-// Benchmarks call it to watch the lag.
+// Benchmarks call it to watch the lag. The query goes over the simple protocol, so it is
+// planned afresh each time against the table's current size: a prepared statement's
+// generic plan, made while the table was empty, scans the whole table twice (see Plan
+// safety in the package doc).
 func Measure(ctx context.Context, q Querier) (Backlog, error) {
 	var s Backlog
 	var oldest *time.Time
@@ -86,7 +89,7 @@ func Measure(ctx context.Context, q Querier) (Backlog, error) {
 		select (select count(*) from (select 1 from usage_deltas where aggregated_at is null limit $1) p),
 		       o.oldest, coalesce(extract(epoch from statement_timestamp() - o.oldest)::float8, 0)
 		from (select min(received_at) as oldest from usage_deltas where aggregated_at is null) o`,
-		BacklogCap).Scan(&s.Rows, &oldest, &lagSeconds)
+		pgx.QueryExecModeSimpleProtocol, BacklogCap).Scan(&s.Rows, &oldest, &lagSeconds)
 	if err != nil {
 		return Backlog{}, fmt.Errorf("aggregate: measure: %w", err)
 	}
