@@ -17,35 +17,8 @@ import (
 	"github.com/limitr/limitr/internal/wire"
 )
 
-// apiCustomer is the control plane's customer record.
-type apiCustomer struct {
-	ID            string                     `json:"id"`
-	Plan          string                     `json:"plan"`
-	ResolvedPlan  string                     `json:"resolved_plan"`
-	Type          string                     `json:"type"`
-	Label         string                     `json:"label"`
-	Refs          []string                   `json:"refs"`
-	AltIDs        []string                   `json:"alt_ids"`
-	Metadata      json.RawMessage            `json:"metadata"`
-	Timezone      string                     `json:"timezone"`
-	BillingAnchor time.Time                  `json:"billing_anchor"`
-	CreatedAt     time.Time                  `json:"created_at"`
-	Revision      int64                      `json:"revision"`
-	Overrides     map[string]json.RawMessage `json:"overrides"`
-	Topups        []apiTopup                 `json:"topups"`
-}
-
-// apiTopup is a topup applied to a customer: the grant every SDK instance creates.
-type apiTopup struct {
-	Topup     string      `json:"topup"`
-	GrantID   string      `json:"grant_id"`
-	Credit    string      `json:"credit"`
-	Value     json.Number `json:"value"`
-	Price     json.Number `json:"price"`
-	AppliedAt time.Time   `json:"applied_at"`
-}
-
-func (r *apiCustomer) metadata() map[string]any {
+// customerMetadata is a record's metadata as a map (empty when absent or unreadable).
+func customerMetadata(r *wire.Customer) map[string]any {
 	if len(r.Metadata) == 0 {
 		return map[string]any{}
 	}
@@ -56,10 +29,10 @@ func (r *apiCustomer) metadata() map[string]any {
 	return m
 }
 
-// spec is the engine's form of the record's profile.
-func (r *apiCustomer) spec() enforcement.CustomerSpec {
+// customerSpec is the engine's form of a record's profile.
+func customerSpec(r *wire.Customer) enforcement.CustomerSpec {
 	s := enforcement.CustomerSpec{ID: r.ID, Plan: r.Plan, Refs: slices.Clone(r.Refs), RefsSet: true,
-		AltIDs: slices.Clone(r.AltIDs), Metadata: r.metadata()}
+		AltIDs: slices.Clone(r.AltIDs), Metadata: customerMetadata(r)}
 	if r.Type != "" {
 		t := r.Type
 		s.Type = &t
@@ -77,8 +50,8 @@ func (r *apiCustomer) spec() enforcement.CustomerSpec {
 	return s
 }
 
-func decodeCustomer(data []byte) (*apiCustomer, error) {
-	var rec apiCustomer
+func decodeCustomer(data []byte) (*wire.Customer, error) {
+	var rec wire.Customer
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("limitr: unreadable customer record from the API: %w", err)
 	}
@@ -188,7 +161,7 @@ func (c *cloud) hydrateDepth(ctx context.Context, id string, depth int) bool {
 }
 
 // fetchState reads a customer's record and committed meter totals.
-func (c *cloud) fetchState(ctx context.Context, id string) (*wire.CustomerState, *apiCustomer, error) {
+func (c *cloud) fetchState(ctx context.Context, id string) (*wire.CustomerState, *wire.Customer, error) {
 	_, data, err := c.call(ctx, http.MethodGet, wire.PathCustomer+url.PathEscape(id)+"/state", nil)
 	if err != nil {
 		return nil, nil, mapAPIError(err, "")
@@ -261,11 +234,11 @@ func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 // snapshot builds the engine's customer from a server record and meter totals: the
 // profile, overrides, purchased topups as grants (under the server's grant ids) and
 // each meter at its committed total for its latest period.
-func (c *cloud) snapshot(rec *apiCustomer, st *wire.CustomerState) (*Customer, error) {
+func (c *cloud) snapshot(rec *wire.Customer, st *wire.CustomerState) (*Customer, error) {
 	p := c.eng.Policy()
 	now := time.Now()
 	snap := &Customer{ID: rec.ID, Plan: rec.Plan, AltIDs: slices.Clone(rec.AltIDs), Refs: slices.Clone(rec.Refs),
-		Type: rec.Type, Label: rec.Label, Metadata: rec.metadata(), Timezone: rec.Timezone,
+		Type: rec.Type, Label: rec.Label, Metadata: customerMetadata(rec), Timezone: rec.Timezone,
 		BillingAnchor: rec.BillingAnchor, Created: rec.CreatedAt,
 		Meters: map[string]Meter{}, Overrides: map[string]Override{}, Grants: map[string]Grant{}}
 	for ent, raw := range rec.Overrides {
@@ -509,7 +482,7 @@ func (c *cloud) refreshTotals(id string) {
 // and pending usage held here are kept: only the profile, plan, overrides and new
 // grants change. Customers this instance does not hold are left to hydration.
 func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
-	var rec *apiCustomer
+	var rec *wire.Customer
 	if len(ch.Customer) > 0 && string(ch.Customer) != "null" {
 		r, err := decodeCustomer(ch.Customer)
 		if err != nil {
@@ -568,7 +541,7 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 			}
 		}
 	case "topup":
-		var t apiTopup
+		var t wire.CustomerTopup
 		if err = json.Unmarshal(ch.Topup, &t); err == nil {
 			err = c.grant(ctx, id, t)
 		}
@@ -587,19 +560,19 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 
 // applyProfile lays a record's profile (and plan) over a customer held here, keeping
 // its meters.
-func (c *cloud) applyProfile(ctx context.Context, cur *Customer, rec *apiCustomer) error {
+func (c *cloud) applyProfile(ctx context.Context, cur *Customer, rec *wire.Customer) error {
 	if rec.Plan != "" && rec.Plan != cur.Plan {
 		if err := c.eng.SetCustomerPlan(ctx, cur.ID, rec.Plan, false); err != nil {
 			return err
 		}
 	}
-	s := rec.spec()
+	s := customerSpec(rec)
 	s.ID = cur.ID
 	_, err := c.eng.CreateCustomer(ctx, s)
 	return err
 }
 
-func (c *cloud) grant(ctx context.Context, id string, t apiTopup) error {
+func (c *cloud) grant(ctx context.Context, id string, t wire.CustomerTopup) error {
 	var price *num.Dec
 	if t.Price != "" {
 		d, err := num.Parse(t.Price.String())
@@ -766,7 +739,7 @@ func (c *cloud) updateCustomer(ctx context.Context, spec enforcement.CustomerSpe
 
 // applyRecord applies a record the API returned for an operation made here. fresh means
 // the API just created the customer.
-func (c *cloud) applyRecord(ctx context.Context, rec *apiCustomer, fresh bool) (*Customer, error) {
+func (c *cloud) applyRecord(ctx context.Context, rec *wire.Customer, fresh bool) (*Customer, error) {
 	if cur := c.local(rec.ID); cur != nil {
 		if err := c.retryOnPolicyLag(ctx, func() error { return c.applyProfile(ctx, cur, rec) }); err != nil {
 			return nil, err
@@ -777,7 +750,7 @@ func (c *cloud) applyRecord(ctx context.Context, rec *apiCustomer, fresh bool) (
 	if fresh {
 		var snap *Customer
 		err := c.retryOnPolicyLag(ctx, func() (err error) {
-			snap, err = c.eng.CreateCustomer(ctx, rec.spec())
+			snap, err = c.eng.CreateCustomer(ctx, customerSpec(rec))
 			return err
 		})
 		if err == nil {
@@ -906,7 +879,7 @@ func (c *cloud) applyTopup(ctx context.Context, id, topup string) error {
 	if err != nil {
 		return mapAPIError(err, "topup")
 	}
-	var t apiTopup
+	var t wire.CustomerTopup
 	if err := json.Unmarshal(data, &t); err != nil || t.GrantID == "" {
 		return fmt.Errorf("limitr: unreadable topup record from the API: %v", err)
 	}
