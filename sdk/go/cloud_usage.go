@@ -115,9 +115,18 @@ func toWire(ds []enforcement.UsageDelta) []wire.UsageDelta {
 	for i, d := range ds {
 		out[i] = wire.UsageDelta{Customer: d.Customer, Entitlement: d.Entitlement, Credit: d.Credit,
 			PeriodStart: d.PeriodStart, Units: d.Units.String(), Overhead: d.Overhead.String(),
-			Price: d.Price.String(), Calls: d.Calls}
+			Price: d.Price.String(), Calls: d.Calls, CustomerCreatedAt: timePtr(d.CustomerCreatedAt)}
 	}
 	return out
+}
+
+// timePtr is t for an optional wire field: nil when zero.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }
 
 func toWireDraws(gd []enforcement.GrantDraw) []wire.GrantDraw {
@@ -126,7 +135,8 @@ func toWireDraws(gd []enforcement.GrantDraw) []wire.GrantDraw {
 	}
 	out := make([]wire.GrantDraw, len(gd))
 	for i, d := range gd {
-		out[i] = wire.GrantDraw{Customer: d.Customer, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units.String()}
+		out[i] = wire.GrantDraw{Customer: d.Customer, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units.String(),
+			CustomerCreatedAt: timePtr(d.CustomerCreatedAt)}
 	}
 	return out
 }

@@ -243,7 +243,11 @@ func (p *Policy) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 	return p.eng.SetCustomerPlan(ctx, id, plan, overwriteMeters)
 }
 
-// DeleteCustomer removes a customer.
+// DeleteCustomer removes a customer. In cloud mode the API deletes it first; then the
+// customer's usage not yet cut into a batch (meter sums, grant draws, audit records)
+// is discarded here, since the server would no longer attribute it. Usage already cut
+// into a batch that is queued or in flight is still sent: the server commits it
+// without a customer and reports it (SyncStats.Unattributed).
 func (p *Policy) DeleteCustomer(ctx context.Context, id string) error {
 	if err := p.open(); err != nil {
 		return err
