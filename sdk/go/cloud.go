@@ -145,16 +145,20 @@ func (o Overflow) String() string {
 
 // SyncStats reports the state of cloud sync.
 type SyncStats struct {
-	Pending    int       // meters with usage not yet cut into a batch
-	Queued     int       // deltas cut into batches held in memory, awaiting the server
-	Spilled    int       // deltas in spill files, awaiting the server
-	Sent       int64     // deltas the server acknowledged (duplicates included)
-	Batches    int64     // batches the server acknowledged
-	Duplicates int64     // acknowledgements of batches the server had already committed
-	Dropped    int64     // deltas discarded: by the Drop overflow or refused by the server
-	Rejected   int64     // the part of Dropped the server refused as invalid
-	LastError  error     // the last sync failure; nil once a batch went through since
-	LastFlush  time.Time // when the server last acknowledged a batch
+	Pending    int   // meters with usage not yet cut into a batch
+	Queued     int   // deltas cut into batches held in memory, awaiting the server
+	Spilled    int   // deltas in spill files, awaiting the server
+	Sent       int64 // deltas the server acknowledged (duplicates included)
+	Batches    int64 // batches the server acknowledged
+	Duplicates int64 // acknowledgements of batches the server had already committed
+	Dropped    int64 // deltas discarded: by the Drop overflow or refused by the server
+	Rejected   int64 // the part of Dropped the server refused as invalid
+	// Unattributed counts records (deltas, grant draws, call records) the server
+	// committed without a customer and kept for an operator: usage for customers it
+	// does not know or that were re-created. They are part of Sent, not of Dropped.
+	Unattributed int64
+	LastError    error     // the last sync failure; nil once a batch went through since
+	LastFlush    time.Time // when the server last acknowledged a batch
 	// PolicyVersion is the version number of the enforced policy; StreamConnected says
 	// whether the push stream is up (else the SDK polls).
 	PolicyVersion   int
@@ -193,6 +197,7 @@ type cloud struct {
 	wakeSend  chan struct{}
 	progress  chan struct{} // pulsed whenever a batch leaves the queue
 	pending   func() int
+	warned    map[string]time.Time // last warning of unattributed usage, per customer; the sender's
 
 	// Customers (cloud_customers.go).
 	hmu         sync.Mutex
@@ -309,6 +314,7 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, err
 		nextSeq:     1,
 		wakeSend:    make(chan struct{}, 1),
 		progress:    make(chan struct{}, 1),
+		warned:      map[string]time.Time{},
 		flights:     map[string]*flight{},
 		negative:    map[string]time.Time{},
 		revs:        map[string]int64{},

@@ -3,9 +3,13 @@ package limitr_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/limitr/limitr/internal/wire"
 	limitr "github.com/limitr/limitr/sdk/go"
 )
 
@@ -138,5 +142,94 @@ func TestCloudStreamDeleteDiscardsPendingUsage(t *testing.T) {
 	}
 	if f.units("kept", "api") != 2 {
 		t.Fatalf("kept: %v", f.units("kept", "api"))
+	}
+}
+
+// logCapture is a slog handler that keeps the records it is given.
+type logCapture struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (h *logCapture) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logCapture) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.records = append(h.records, r.Clone())
+	h.mu.Unlock()
+	return nil
+}
+func (h *logCapture) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logCapture) WithGroup(string) slog.Handler      { return h }
+
+// warnings counts the warnings logged about a customer's unattributed usage.
+func (h *logCapture) warnings(customer string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.records {
+		if r.Level != slog.LevelWarn || !strings.Contains(r.Message, "attribute") {
+			continue
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "customer" && a.Value.String() == customer {
+				n++
+			}
+			return true
+		})
+	}
+	return n
+}
+
+// A batch naming customers the server no longer knows (deleted without this instance
+// hearing of it) or has created again is committed: the server lists the records it
+// could not attribute, the SDK counts them and moves on, resending nothing and
+// rejecting nothing. It warns once per customer, not per record or batch.
+func TestCloudUnattributedUsageIsCountedNotRejected(t *testing.T) {
+	f := newFakeCP(t, cloudPolicy("100"))
+	logs := &logCapture{}
+	p := connect(t, f, limitr.WithAuditMode(), limitr.WithLogger(slog.New(logs)))
+	ctx := context.Background()
+	for _, id := range []string{"known", "gone", "again"} {
+		if _, err := p.CreateCustomer(ctx, id, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Changed on the server without an event reaching this instance.
+	f.set(func() {
+		delete(f.customers, "gone")
+		f.customers["again"].CreatedAt = f.customers["again"].CreatedAt.Add(time.Second)
+	})
+	const rounds = 3
+	for round := range rounds {
+		mustAllow(t, p, "known", 1, true)
+		mustAllow(t, p, "gone", 1, true)
+		mustAllow(t, p, "again", 1, true)
+		// Per round: gone's delta and call record, and again's delta (call records carry
+		// no creation time, so again's is attributed to the customer now under the id).
+		want := int64(round+1) * 3
+		eventually(t, "acknowledged", func() bool { return p.SyncStats().Unattributed == want })
+	}
+	closeNow(t, p)
+	st := p.SyncStats()
+	if st.Unattributed != rounds*3 || st.Rejected != 0 || st.Dropped != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if got := f.units("known", "api"); got != rounds {
+		t.Fatalf("known: %v", got)
+	}
+	reasons := map[string]string{}
+	f.get(func() {
+		if f.duplicates != 0 || f.usagePosts != len(f.committed) {
+			t.Errorf("resent: %d posts for %d batches, %d duplicates", f.usagePosts, len(f.committed), f.duplicates)
+		}
+		for _, u := range f.unattributed {
+			reasons[u.Customer] = u.Reason
+		}
+	})
+	if reasons["gone"] != wire.ReasonUnknownCustomer || reasons["again"] != wire.ReasonCustomerRecreated || len(reasons) != 2 {
+		t.Fatalf("unattributed: %v", reasons)
+	}
+	if w1, w2, w3 := logs.warnings("gone"), logs.warnings("again"), logs.warnings("known"); w1 != 1 || w2 != 1 || w3 != 0 {
+		t.Fatalf("warnings: gone %d, again %d, known %d", w1, w2, w3)
 	}
 }

@@ -51,6 +51,7 @@ type fakeCP struct {
 	seqViolations  []string
 	totals         map[fakeMeterKey]*fakeTotal
 	draws          map[fakeDrawKey]dec.Dec
+	unattributed   []wire.Unattributed // records committed without a customer, as the server keeps them
 
 	customers  map[string]*fakeRecord
 	failCust   int // the next n customer operations answer 500
@@ -326,13 +327,13 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 		problemReply(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if b.InstanceID == "" || b.Sequence <= 0 || len(b.Deltas)+len(b.GrantDraws) == 0 || len(b.Deltas) > wire.MaxDeltas {
+	if b.InstanceID == "" || b.Sequence <= 0 || len(b.Deltas)+len(b.GrantDraws)+len(b.Events) == 0 || len(b.Deltas) > wire.MaxDeltas {
 		problemReply(w, http.StatusUnprocessableEntity, "bad batch identity or size")
 		return
 	}
 	key := b.InstanceID + "/" + strconv.FormatInt(b.Sequence, 10)
 	f.mu.Lock()
-	ack := wire.UsageAck{Sequence: b.Sequence, Accepted: len(b.Deltas)}
+	ack := wire.UsageAck{Sequence: b.Sequence}
 	if _, dup := f.committed[key]; dup {
 		f.duplicates++
 		ack.Duplicate = true
@@ -342,7 +343,42 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 		}
 		f.lastSeq[b.InstanceID] = b.Sequence
 		f.committed[key] = b
-		for _, d := range b.Deltas {
+		// As the server does: usage of customers it does not know, or stamped with an
+		// earlier creation than the customer's (created again since), is kept apart.
+		unattributed := func(kind string, i int, customer string, createdAt *time.Time) bool {
+			reason := ""
+			switch rec := f.lookupLocked(customer); {
+			case rec == nil:
+				reason = wire.ReasonUnknownCustomer
+			case createdAt != nil && createdAt.Before(rec.CreatedAt):
+				reason = wire.ReasonCustomerRecreated
+			default:
+				return false
+			}
+			u := wire.Unattributed{Kind: kind, Index: i, Customer: customer, Reason: reason}
+			ack.Unattributed = append(ack.Unattributed, u)
+			f.unattributed = append(f.unattributed, u)
+			return true
+		}
+		for i, e := range b.Events {
+			unattributed(wire.RecordEvent, i, e.Customer, nil)
+		}
+		for i, d := range b.GrantDraws {
+			if unattributed(wire.RecordGrantDraw, i, d.Customer, d.CustomerCreatedAt) {
+				continue
+			}
+			k := fakeDrawKey{d.Customer, d.GrantID, d.PeriodStart.UTC()}
+			cur, ok := f.draws[k]
+			if !ok {
+				cur = dec.Zero
+			}
+			f.draws[k], _ = cur.Add(dec.MustParse(d.Units))
+		}
+		for i, d := range b.Deltas {
+			if unattributed(wire.RecordDelta, i, d.Customer, d.CustomerCreatedAt) {
+				continue
+			}
+			ack.Accepted++
 			k := fakeMeterKey{d.Customer, d.Entitlement, d.PeriodStart.UTC()}
 			tot := f.totals[k]
 			if tot == nil {
@@ -352,14 +388,6 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 			tot.units, _ = tot.units.Add(dec.MustParse(d.Units))
 			tot.overhead, _ = tot.overhead.Add(dec.MustParse(d.Overhead))
 			tot.calls += d.Calls
-		}
-		for _, d := range b.GrantDraws {
-			k := fakeDrawKey{d.Customer, d.GrantID, d.PeriodStart.UTC()}
-			cur, ok := f.draws[k]
-			if !ok {
-				cur = dec.Zero
-			}
-			f.draws[k], _ = cur.Add(dec.MustParse(d.Units))
 		}
 	}
 	drop := !ack.Duplicate && f.commitThenDrop > 0

@@ -361,6 +361,7 @@ func (c *cloud) finish(b *batch, ack *wire.UsageAck) {
 		}
 		c.stats.LastFlush = time.Now()
 		c.stats.LastError = nil
+		c.stats.Unattributed += int64(len(ack.Unattributed))
 	}
 	refresh := ack != nil && c.cfg.refreshInterval > 0 && c.spilledN == 0 && b.engID != 0
 	c.umu.Unlock()
@@ -380,10 +381,64 @@ func (c *cloud) finish(b *batch, ack *wire.UsageAck) {
 	if b.engID != 0 && b.file == "" {
 		c.eng.AckUsage(b.engID, b.deltas)
 	}
+	if ack != nil && len(ack.Unattributed) > 0 {
+		c.warnUnattributed(b, ack.Unattributed)
+	}
 	b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws = nil, nil, nil, nil
 	c.pulse()
 	if refresh {
 		c.refreshCustomers(owners)
+	}
+}
+
+// unattributedWarnEvery is how often, at most, one customer's unattributed usage is
+// logged: a customer deleted on the server while this instance serves it would
+// otherwise log every flush.
+const unattributedWarnEvery = time.Minute
+
+// warnUnattributed logs the records of an acknowledged batch the server committed
+// without a customer, once per customer per unattributedWarnEvery. Only the sender
+// calls it.
+func (c *cloud) warnUnattributed(b *batch, us []wire.Unattributed) {
+	type tally struct {
+		reason                 string
+		deltas, draws, records int
+	}
+	per := map[string]*tally{}
+	var order []string
+	for _, u := range us {
+		t := per[u.Customer]
+		if t == nil {
+			t = &tally{reason: u.Reason}
+			per[u.Customer] = t
+			order = append(order, u.Customer)
+		}
+		switch u.Kind {
+		case wire.RecordDelta:
+			t.deltas++
+		case wire.RecordGrantDraw:
+			t.draws++
+		default:
+			t.records++
+		}
+	}
+	now := time.Now()
+	if len(c.warned) > 10_000 {
+		for k, at := range c.warned {
+			if now.Sub(at) >= unattributedWarnEvery {
+				delete(c.warned, k)
+			}
+		}
+	}
+	for _, id := range order {
+		if at, ok := c.warned[id]; ok && now.Sub(at) < unattributedWarnEvery {
+			continue
+		}
+		c.warned[id] = now
+		t := per[id]
+		c.log.Warn("limitr: the server could not attribute usage to a customer; it kept the usage for an operator",
+			"customer", id, "reason", t.reason, "deltas", t.deltas, "grant_draws", t.draws, "call_records", t.records,
+			"instance", b.body.InstanceID, "sequence", b.body.Sequence)
 	}
 }
 
