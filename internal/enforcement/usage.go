@@ -65,6 +65,9 @@ type usageRecorder struct {
 	audit    bool
 	events   []CallEvent
 	eventSeq uint64
+	// eventMax bounds events (0: no bound); eventsDropped counts records refused at it.
+	eventMax      int
+	eventsDropped int64
 	// Grant draws: pending since the last drain, drained but not yet acknowledged
 	// (summed per key), and the drained draws of each unacknowledged batch.
 	draws       map[grantKey]num.Dec
@@ -513,12 +516,16 @@ type CallEvent struct {
 
 // WithCallAudit keeps a record of every metered call (allowed or denied) for
 // DrainCallEvents, in addition to the usage sums. It implies WithUsageRecording.
-func WithCallAudit() Option {
+// At most limit records wait to be drained (limit <= 0: no bound): past that, new
+// records are dropped and counted (CallEventsDropped), so memory stays bounded when
+// nothing drains them. The usage sums are kept whole either way.
+func WithCallAudit(limit int) Option {
 	return func(e *Engine) {
 		if e.usage == nil {
 			WithUsageRecording()(e)
 		}
 		e.usage.audit = true
+		e.usage.eventMax = max(0, limit)
 	}
 }
 
@@ -529,6 +536,11 @@ func (e *Engine) audit(owner, caller, ent string, units, overhead num.Dec, allow
 		return
 	}
 	r.mu.Lock()
+	if r.eventMax > 0 && len(r.events) >= r.eventMax {
+		r.eventsDropped++
+		r.mu.Unlock()
+		return
+	}
 	r.eventSeq++
 	r.events = append(r.events, CallEvent{ID: strconv.FormatUint(r.eventSeq, 36), Customer: owner, Caller: caller,
 		Entitlement: ent, Units: units, Overhead: overhead, Allowed: allowed, At: at.UTC()})
@@ -550,6 +562,28 @@ func (e *Engine) DrainCallEvents(max int) []CallEvent {
 	out := slices.Clone(r.events[:n])
 	r.events = slices.Delete(r.events, 0, n)
 	return out
+}
+
+// PendingCallEvents is the number of call records waiting to be drained.
+func (e *Engine) PendingCallEvents() int {
+	r := e.usage
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
+}
+
+// CallEventsDropped is the number of call records dropped at the WithCallAudit bound.
+func (e *Engine) CallEventsDropped() int64 {
+	r := e.usage
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eventsDropped
 }
 
 // RequeueCallEvents puts undelivered calls back at the front.

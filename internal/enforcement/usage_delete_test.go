@@ -59,7 +59,7 @@ func newDeleteEngine(t *testing.T, now *time.Time) *Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(p, WithClock(func() time.Time { return *now }), WithCallAudit())
+	e, err := New(p, WithClock(func() time.Time { return *now }), WithCallAudit(0))
 	if err != nil {
 		t.Fatal(err)
 	}

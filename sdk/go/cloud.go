@@ -54,6 +54,7 @@ type cloudConfig struct {
 	logger          *slog.Logger
 	overflow        Overflow
 	audit           bool
+	auditBuffer     int
 	// Tuning the tests use; zero picks the defaults.
 	backoffBase  time.Duration
 	backoffCap   time.Duration
@@ -64,9 +65,21 @@ type cloudConfig struct {
 }
 
 // WithAuditMode also sends a record of every metered call (allowed or denied, with an id
-// unique to the instance) alongside the usage sums. It costs a record per call in
-// memory until the next flush, and the buffer size bounds calls as well as meters.
+// unique to the instance) alongside the usage sums. A record waits in memory until it
+// is cut into a batch, where it counts against WithBufferSize like a delta.
+//
+// Past the bound: at most WithAuditBuffer records (default: the buffer size) wait to
+// be cut. When more are made — the API has been unreachable long enough for the
+// buffer to fill under Block, or calls outpace the flushes — new records are dropped
+// and counted in SyncStats.AuditDropped, so memory stays bounded. The usage sums are
+// not affected: billing stays exact; only the per-call audit trail has a gap.
 func WithAuditMode() CloudOption { return func(c *cloudConfig) { c.audit = true } }
+
+// WithAuditBuffer bounds the call records audit mode holds before they are cut into a
+// batch (default: WithBufferSize). Past it new records are dropped and counted in
+// SyncStats.AuditDropped (see WithAuditMode). It is separate from the buffer size so
+// a long audit tail can be kept without letting the batch queue grow as large.
+func WithAuditBuffer(n int) CloudOption { return func(c *cloudConfig) { c.auditBuffer = n } }
 
 // WithBaseURL sets the control plane's address (default: $LIMITR_BASE_URL, else
 // http://127.0.0.1:8080).
@@ -157,6 +170,10 @@ type SyncStats struct {
 	// committed without a customer and kept for an operator: usage for customers it
 	// does not know or that were re-created. They are part of Sent, not of Dropped.
 	Unattributed int64
+	// AuditPending is the number of call records (audit mode) not yet cut into a
+	// batch; AuditDropped counts those discarded because AuditPending was at its bound.
+	AuditPending int
+	AuditDropped int64
 	LastError    error     // the last sync failure; nil once a batch went through since
 	LastFlush    time.Time // when the server last acknowledged a batch
 	// PolicyVersion is the version number of the enforced policy; StreamConnected says
@@ -326,7 +343,7 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, err
 	}
 	engOpts := []enforcement.Option{enforcement.WithUsageRecording()}
 	if cfg.audit {
-		engOpts = append(engOpts, enforcement.WithCallAudit())
+		engOpts = append(engOpts, enforcement.WithCallAudit(cfg.auditBuffer))
 	}
 	eng, err := enforcement.New(doc, engOpts...)
 	if err != nil {
@@ -363,6 +380,9 @@ func (cfg *cloudConfig) defaults() {
 	}
 	if cfg.bufferSize <= 0 {
 		cfg.bufferSize = DefaultBufferSize
+	}
+	if cfg.auditBuffer <= 0 {
+		cfg.auditBuffer = cfg.bufferSize
 	}
 	if cfg.refreshInterval == 0 {
 		cfg.refreshInterval = DefaultRefreshInterval

@@ -37,6 +37,7 @@ func (c *cloud) syncStats() SyncStats {
 	s.Queued, s.Spilled = c.queuedMem, c.spilledN
 	c.umu.Unlock()
 	s.Pending = c.pending()
+	s.AuditPending, s.AuditDropped = c.eng.PendingCallEvents(), c.eng.CallEventsDropped()
 	s.PolicyVersion = int(c.version.Load())
 	s.PolicyUpdatedAt = time.Unix(0, c.policyAt.Load())
 	s.StreamConnected = c.streamUp.Load()
@@ -99,12 +100,17 @@ func (c *cloud) cut(final bool) {
 			c.umu.Unlock()
 		}
 		id, ds, gd := c.eng.DrainUsageAll(context.Background(), max)
-		evs := c.eng.DrainCallEvents(max)
+		// Call records fill what room the sums leave, so a batch stays within the
+		// buffer; those that do not fit wait in the engine, within its audit bound.
+		var evs []enforcement.CallEvent
+		if room := max - len(ds) - len(gd); room > 0 {
+			evs = c.eng.DrainCallEvents(room)
+		}
 		if len(ds) == 0 && len(evs) == 0 && len(gd) == 0 {
 			return
 		}
 		c.enqueue(id, ds, gd, evs, final)
-		if len(ds) < max && len(evs) < max && len(gd) < max {
+		if len(ds) < max && len(gd) < max && len(ds)+len(gd)+len(evs) < max {
 			return
 		}
 	}
