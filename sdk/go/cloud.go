@@ -35,6 +35,10 @@ const (
 var (
 	// ErrNoPolicy is returned by Cloud when the key's environment has no published policy.
 	ErrNoPolicy = errors.New("limitr: no policy is published to this environment")
+	// ErrSpillLocked is returned by Cloud when another Policy, in this process or
+	// another, uses the Spill directory: two writers would send one batch under two
+	// identities, and the server would count it twice.
+	ErrSpillLocked = errors.New("limitr: the spill directory is in use by another process")
 	// ErrUnavailable is returned when a call needs the control plane (to load a customer
 	// this instance has not seen) and it cannot be reached. Calls for customers already
 	// held go on locally.
@@ -143,7 +147,14 @@ var (
 
 // Spill writes batches that do not fit in memory to files in dir (fsynced) and sends
 // them later, in order. Files survive a restart: a new Cloud with the same dir sends
-// them first. One process at a time may use a directory.
+// them first.
+//
+// One Cloud at a time may use a directory: it holds an exclusive lock on dir/.lock
+// from Cloud until Close, and a second Cloud on the directory, in this process or
+// another, fails with ErrSpillLocked. On Unix the lock is flock(2) and on Windows a
+// file opened without sharing: the system releases either when the process dies. On
+// other platforms it is a file created exclusively and removed by Close, so one left
+// by a crashed process must be removed by hand.
 func Spill(dir string) Overflow { return Overflow{kind: overflowSpill, dir: dir} }
 
 func (o Overflow) String() string {
@@ -230,6 +241,8 @@ type cloud struct {
 	sendCancel context.CancelFunc
 	bgWG       sync.WaitGroup
 	sendWG     sync.WaitGroup
+
+	unlockSpill func() error // releases the spill directory (Spill only); nil otherwise
 }
 
 // Cloud returns a Policy enforcing the policy published to the SDK key's environment
@@ -304,7 +317,7 @@ type cloud struct {
 // (hydration starts a topup's grant at its full value). SetCustomer, LoadCustomers,
 // caps and Update act on local state only. Audit mode (raw per-call events) is not
 // implemented yet.
-func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, error) {
+func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, err error) {
 	if strings.TrimSpace(token) == "" {
 		return nil, errors.New("limitr: cloud: empty SDK key")
 	}
@@ -321,6 +334,19 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, err
 			return nil, fmt.Errorf("limitr: cloud: spill directory: %w", err)
 		}
 	}
+	var unlockSpill func() error
+	if cfg.overflow.kind == overflowSpill {
+		// Held until Close: two processes sending one directory's files would send the
+		// same usage under two identities, which the server cannot deduplicate.
+		if unlockSpill, err = lockSpillDir(cfg.overflow.dir); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = unlockSpill()
+			}
+		}()
+	}
 	c := &cloud{
 		cfg:         cfg,
 		base:        strings.TrimRight(cfg.baseURL, "/"),
@@ -336,6 +362,7 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, err
 		negative:    map[string]time.Time{},
 		revs:        map[string]int64{},
 		lastRefresh: map[string]time.Time{},
+		unlockSpill: unlockSpill,
 	}
 	doc, err := c.fetchInitialPolicy(ctx)
 	if err != nil {
@@ -646,6 +673,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // close stops cloud mode: the stream, poller and cutter stop, remaining usage is cut
 // and sent until ctx ends; what could not be sent is spilled (with Spill) or reported.
 func (c *cloud) close(ctx context.Context) error {
+	if c.unlockSpill != nil {
+		// Last, once the queue is sent or spilled.
+		defer func() { _ = c.unlockSpill() }()
+	}
 	c.bgCancel()
 	c.bgWG.Wait()
 	// Twice: a call that passed the closed check just before Close may commit after
