@@ -596,6 +596,20 @@ func (e *Engine) Customer(ctx context.Context, id string) (*Customer, error) {
 	return e.snapshot(e.policy.Load(), c), nil
 }
 
+// CustomerIDs returns the primary id of every customer, in no particular order.
+func (e *Engine) CustomerIDs() []string {
+	var out []string
+	for i := range e.shards {
+		s := &e.shards[i]
+		s.mu.RLock()
+		for id := range s.byID {
+			out = append(out, id)
+		}
+		s.mu.RUnlock()
+	}
+	return out
+}
+
 // Customers returns snapshots of every customer, ordered by id.
 func (e *Engine) Customers(ctx context.Context) []*Customer {
 	p := e.policy.Load()

@@ -234,6 +234,7 @@ type cloud struct {
 	causes      map[string]error // why a negative result was not a plain "unknown"
 	revs        map[string]int64
 	lastRefresh map[string]time.Time
+	refreshWant map[string]struct{} // refreshes the sender runs before its next batch
 
 	bgCtx      context.Context // stream, poller, cutter
 	bgCancel   context.CancelFunc
@@ -362,6 +363,7 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, e
 		negative:    map[string]time.Time{},
 		revs:        map[string]int64{},
 		lastRefresh: map[string]time.Time{},
+		refreshWant: map[string]struct{}{},
 		unlockSpill: unlockSpill,
 	}
 	doc, err := c.fetchInitialPolicy(ctx)

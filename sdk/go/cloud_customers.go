@@ -400,7 +400,7 @@ func parseDec(s string) (num.Dec, error) {
 // runs on the sender between batches, so no acknowledgement lands between a read and
 // its application (which would count that batch twice or not at all).
 func (c *cloud) refreshCustomers(ids []string) {
-	const perRound, parallel = 256, 8
+	const perRound = 256
 	now := time.Now()
 	var due []string
 	c.hmu.Lock()
@@ -422,6 +422,13 @@ func (c *cloud) refreshCustomers(ids []string) {
 		}
 	}
 	c.hmu.Unlock()
+	c.refreshEach(due)
+}
+
+// refreshEach re-reads and applies the committed totals of customers, a few at a time.
+// Only the sender calls it, between batches.
+func (c *cloud) refreshEach(due []string) {
+	const parallel = 8
 	if len(due) == 0 {
 		return
 	}
@@ -505,13 +512,7 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 		return
 	}
 	if ch.Op == "delete" {
-		if err := c.eng.DeleteCustomer(ctx, id); err != nil && !errors.Is(err, ErrUnknownCustomer) {
-			c.log.Warn("limitr: applying a customer deletion failed", "customer", id, "err", err)
-		}
-		c.hmu.Lock()
-		delete(c.revs, id)
-		delete(c.lastRefresh, id)
-		c.hmu.Unlock()
+		c.dropLocal(ctx, id)
 		return
 	}
 	cur := c.local(id)
@@ -814,13 +815,7 @@ func (c *cloud) deleteCustomer(ctx context.Context, id string) error {
 		return mapAPIError(err, "customer")
 	}
 	if cur := c.local(id); cur != nil {
-		if err := c.eng.DeleteCustomer(ctx, cur.ID); err != nil && !errors.Is(err, ErrUnknownCustomer) {
-			return err
-		}
-		c.hmu.Lock()
-		delete(c.revs, cur.ID)
-		delete(c.lastRefresh, cur.ID)
-		c.hmu.Unlock()
+		c.dropLocal(ctx, cur.ID)
 	}
 	return nil
 }

@@ -35,6 +35,9 @@ type fakeCP struct {
 	shutdown chan struct{}
 
 	streamStatus int      // non-zero: the stream answers this status
+	oldest       int64    // the oldest event id the feed still holds (retention removed older ones)
+	resets       int      // reset events sent
+	helloNoHash  bool     // hellos name no policy version (only a reset or push makes the SDK fetch it)
 	streamConns  int      // stream connections accepted
 	lastEventIDs []string // Last-Event-ID of each stream connection
 	policyGets   int
@@ -242,13 +245,29 @@ func (f *fakeCP) stream(w http.ResponseWriter, r *http.Request) {
 		after, _ = strconv.ParseInt(last, 10, 64)
 	}
 	v := f.versions[len(f.versions)-1]
-	hello, _ := json.Marshal(wire.Hello{Environment: f.env, PolicyVersion: len(f.versions), PolicyHash: v.hash, Cursor: f.nextID})
+	h := wire.Hello{Environment: f.env, PolicyVersion: len(f.versions), PolicyHash: v.hash, Cursor: f.nextID}
+	if f.helloNoHash {
+		h.PolicyVersion, h.PolicyHash = 0, ""
+	}
+	hello, _ := json.Marshal(h)
+	// As the server does: the hello carries the resume point, and a resume point
+	// older than the feed holds is answered with a reset to the newest id.
+	var reset []byte
 	cursor := f.nextID
+	if last != "" && after < f.oldest-1 {
+		reset, _ = json.Marshal(wire.Reset{Cursor: cursor, Reason: "retention"})
+		f.resets++
+	}
+	helloID := after
 	drop := f.drop
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "text/event-stream")
 	fl := w.(http.Flusher)
-	fmt.Fprintf(w, ": welcome\n\nid: %d\nevent: hello\ndata: %s\n\n", cursor, hello)
+	fmt.Fprintf(w, ": welcome\n\nid: %d\nevent: hello\ndata: %s\n\n", helloID, hello)
+	if reset != nil {
+		fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", cursor, wire.EventReset, reset)
+		after = cursor
+	}
 	fl.Flush()
 	for {
 		f.mu.Lock()
@@ -281,6 +300,14 @@ func (f *fakeCP) stream(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, ": heartbeat\n\n")
 		}
 	}
+}
+
+// expireFeed drops every event so far, as the server's retention does.
+func (f *fakeCP) expireFeed() {
+	f.mu.Lock()
+	f.feed = nil
+	f.oldest = f.nextID + 1
+	f.mu.Unlock()
 }
 
 // dropStreams cuts every open stream.

@@ -206,6 +206,7 @@ func (c *cloud) sender() {
 	defer c.sendWG.Done()
 	ctx := c.sendCtx
 	for {
+		c.refreshRequested()
 		c.umu.Lock()
 		var b *batch
 		if len(c.queue) > 0 {
