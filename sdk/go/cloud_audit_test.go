@@ -91,3 +91,34 @@ func TestCloudAuditBoundWhileTheAPIIsDown(t *testing.T) {
 		t.Fatalf("server has %v units, want %d", got, calls)
 	}
 }
+
+// A spilled batch's records live in its file only: in audit mode too, memory does
+// not grow with what is spilled.
+func TestCloudSpilledAuditRecordsLeaveMemory(t *testing.T) {
+	f := newFakeCP(t, cloudPolicy("1000000"))
+	dir := t.TempDir()
+	p := connect(t, f, limitr.WithAuditMode(), limitr.WithBufferSize(4), limitr.WithOverflow(limitr.Spill(dir)))
+	ctx := context.Background()
+	if _, err := p.CreateCustomer(ctx, "u", ""); err != nil {
+		t.Fatal(err)
+	}
+	f.set(func() { f.usageDown = true })
+	for range 10 {
+		for range 3 {
+			mustAllow(t, p, "u", 1, true)
+		}
+		waitCut(t, p)
+		eventually(t, "records cut", func() bool { return p.SyncStats().AuditPending == 0 })
+	}
+	if st := p.SyncStats(); st.Spilled == 0 {
+		t.Fatalf("nothing spilled: %+v", st)
+	}
+	if n := limitr.SpilledHeldInMemory(p); n != 0 {
+		t.Fatalf("spilled batches hold %d records in memory", n)
+	}
+	f.set(func() { f.usageDown = false })
+	closeNow(t, p)
+	if got := auditEvents(t, f); got != 30 {
+		t.Fatalf("server has %d call records", got)
+	}
+}

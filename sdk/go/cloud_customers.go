@@ -160,7 +160,7 @@ func (c *cloud) hydrateDepth(ctx context.Context, id string, depth int) bool {
 	}
 }
 
-// fetchState reads a customer's record and committed meter totals.
+// fetchState reads a customer's record, committed meter totals and grant draws.
 func (c *cloud) fetchState(ctx context.Context, id string) (*wire.CustomerState, *wire.Customer, error) {
 	_, data, err := c.call(ctx, http.MethodGet, wire.PathCustomer+url.PathEscape(id)+"/state", nil)
 	if err != nil {
@@ -177,7 +177,6 @@ func (c *cloud) fetchState(ctx context.Context, id string) (*wire.CustomerState,
 	return &st, rec, nil
 }
 
-// loadCustomer hydrates one customer (and the refs it names that are missing here).
 // unavailable is why id's last hydration failed when the control plane could not
 // answer, or nil when it answered that the customer does not exist.
 func (c *cloud) unavailable(id string) error {
@@ -186,6 +185,9 @@ func (c *cloud) unavailable(id string) error {
 	return c.causes[id]
 }
 
+// loadCustomer hydrates one customer (and the refs it names that are missing here).
+// The error is why the control plane could not answer; (false, nil) means it does not
+// know the customer.
 func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 	ctx, cancel := context.WithTimeout(c.sendCtx, c.cfg.hydrateLimit)
 	defer cancel()
@@ -232,8 +234,9 @@ func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 }
 
 // snapshot builds the engine's customer from a server record and meter totals: the
-// profile, overrides, purchased topups as grants (under the server's grant ids) and
-// each meter at its committed total for its latest period.
+// profile, overrides, purchased topups as grants (under the server's grant ids; one
+// that does not reset less its committed draws) and each meter at its committed total
+// for its latest period.
 func (c *cloud) snapshot(rec *wire.Customer, st *wire.CustomerState) (*Customer, error) {
 	p := c.eng.Policy()
 	now := time.Now()
@@ -395,8 +398,8 @@ func parseDec(s string) (num.Dec, error) {
 
 // ---- fleet refresh ----
 
-// refreshCustomers re-reads the committed totals of customers this instance just sent
-// usage for, at most once per refresh interval each and a bounded number per round. It
+// refreshCustomers re-reads the committed totals and grant draws of customers this
+// instance just sent usage for, at most once per refresh interval each and a bounded number per round. It
 // runs on the sender between batches, so no acknowledgement lands between a read and
 // its application (which would count that batch twice or not at all).
 func (c *cloud) refreshCustomers(ids []string) {
@@ -425,7 +428,8 @@ func (c *cloud) refreshCustomers(ids []string) {
 	c.refreshEach(due)
 }
 
-// refreshEach re-reads and applies the committed totals of customers, a few at a time.
+// refreshEach re-reads and applies the committed totals and grant draws of customers,
+// a few at a time.
 // Only the sender calls it, between batches.
 func (c *cloud) refreshEach(due []string) {
 	const parallel = 8
@@ -487,7 +491,8 @@ func (c *cloud) refreshTotals(id string) {
 
 // applyChange applies a customer change from the push stream. Meters, grant balances
 // and pending usage held here are kept: only the profile, plan, overrides and new
-// grants change. Customers this instance does not hold are left to hydration.
+// grants change. A delete drops the customer with its undrained usage. Customers this
+// instance does not hold are left to hydration.
 func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 	var rec *wire.Customer
 	if len(ch.Customer) > 0 && string(ch.Customer) != "null" {

@@ -26,7 +26,7 @@ type batch struct {
 	deltas  []enforcement.UsageDelta // what to acknowledge to the engine
 	owners  []string                 // customers with grant draws in the batch, for the refresh
 	body    wire.UsageBatch          // identity is set when it is first sent
-	n       int                      // number of deltas
+	n       int                      // number of records: deltas, grant draws and call records
 	file    string                   // spill file; "" in memory
 	sending bool                     // the sender holds it: never dropped
 }
@@ -189,7 +189,7 @@ func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, gd []enforcement
 				c.queuedMem -= old.n
 				c.stats.Dropped += int64(old.n)
 				c.eng.AckUsage(old.engID, old.deltas)
-				c.log.Warn("limitr: usage buffer full; dropped the oldest batch", "deltas", old.n)
+				c.log.Warn("limitr: usage buffer full; dropped the oldest batch", "records", old.n)
 			}
 		}
 	}
@@ -277,7 +277,7 @@ func (c *cloud) send(ctx context.Context, b *batch) bool {
 		var ae *APIError
 		if errors.As(err, &ae) && permanent(ae.Status) {
 			c.log.Error("limitr: the server refused a usage batch; dropping it", "instance", b.body.InstanceID,
-				"sequence", b.body.Sequence, "deltas", b.n, "err", err)
+				"sequence", b.body.Sequence, "records", b.n, "err", err)
 			c.reject(b, err)
 			return true
 		}
@@ -391,7 +391,7 @@ func (c *cloud) finish(b *batch, ack *wire.UsageAck) {
 	if ack != nil && len(ack.Unattributed) > 0 {
 		c.warnUnattributed(b, ack.Unattributed)
 	}
-	b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws = nil, nil, nil, nil
+	b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws, b.body.Events = nil, nil, nil, nil, nil
 	c.pulse()
 	if refresh {
 		c.refreshCustomers(owners)
@@ -479,7 +479,8 @@ func (c *cloud) spillLocked(b *batch) error {
 	if b.engID != 0 {
 		c.eng.AckUsage(b.engID, b.deltas)
 	}
-	b.engID, b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws = 0, nil, nil, nil, nil
+	// The file holds the records now; memory must not grow with what is spilled.
+	b.engID, b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws, b.body.Events = 0, nil, nil, nil, nil, nil
 	return nil
 }
 
@@ -538,12 +539,12 @@ func (c *cloud) loadSpilled() error {
 			_ = os.Rename(path, path+".bad")
 			continue
 		}
-		n := len(body.Deltas) + len(body.GrantDraws)
+		n := len(body.Deltas) + len(body.GrantDraws) + len(body.Events)
 		c.queue = append(c.queue, &batch{file: path, n: n})
 		c.spilledN += n
 	}
 	if len(names) > 0 {
-		c.log.Info("limitr: sending usage spilled by an earlier run", "files", len(names), "deltas", c.spilledN)
+		c.log.Info("limitr: sending usage spilled by an earlier run", "files", len(names), "records", c.spilledN)
 	}
 	return nil
 }
