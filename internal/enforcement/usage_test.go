@@ -170,3 +170,28 @@ func TestCallAuditIsBounded(t *testing.T) {
 		t.Fatalf("after a drain: held %d, dropped %d", e.PendingCallEvents(), e.CallEventsDropped())
 	}
 }
+
+// BenchmarkAllowRecorded is a warm hard-limit call with usage recording on, as in
+// cloud mode: recording must not allocate either.
+func BenchmarkAllowRecorded(b *testing.B) {
+	p, err := policies.Load([]byte(`{"policy": {"credits": {"tok": {}},
+	  "plans": {"p": {"default": true, "entitlements": {"e": {"limit": {"credit": "tok", "value": 1e15}}}}}}}`), doctree.FormatJSON)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, _ := New(p, WithUsageRecording())
+	ctx := context.Background()
+	if _, err := e.CreateCustomer(ctx, CustomerSpec{ID: "c"}); err != nil {
+		b.Fatal(err)
+	}
+	call := Call{Customer: "c", Entitlement: "e", Amount: num.One}
+	if _, err := e.Allow(ctx, call); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, _ := e.Allow(ctx, call); !ok {
+			b.Fatal("denied")
+		}
+	}
+}
