@@ -161,6 +161,19 @@ func (h *logCapture) Handle(_ context.Context, r slog.Record) error {
 func (h *logCapture) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *logCapture) WithGroup(string) slog.Handler      { return h }
 
+// count counts the records whose message contains s.
+func (h *logCapture) count(s string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.records {
+		if strings.Contains(r.Message, s) {
+			n++
+		}
+	}
+	return n
+}
+
 // warnings counts the warnings logged about a customer's unattributed usage.
 func (h *logCapture) warnings(customer string) int {
 	h.mu.Lock()

@@ -579,6 +579,12 @@ func (c *cloud) applyProfile(ctx context.Context, cur *Customer, rec *wire.Custo
 }
 
 func (c *cloud) grant(ctx context.Context, id string, t wire.CustomerTopup) error {
+	return c.grantDrawn(ctx, id, t, nil)
+}
+
+// grantDrawn grants a topup less what has been drawn from it: the committed draws
+// given, and this instance's own not yet committed (see GrantTopupDrawn).
+func (c *cloud) grantDrawn(ctx context.Context, id string, t wire.CustomerTopup, draws []enforcement.RemoteGrantDraw) error {
 	var price *num.Dec
 	if t.Price != "" {
 		d, err := num.Parse(t.Price.String())
@@ -587,7 +593,7 @@ func (c *cloud) grant(ctx context.Context, id string, t wire.CustomerTopup) erro
 		}
 		price = &d
 	}
-	_, err := c.eng.GrantTopupWithID(ctx, id, t.Topup, t.GrantID, price, t.AppliedAt)
+	_, err := c.eng.GrantTopupDrawn(ctx, id, t.Topup, t.GrantID, price, t.AppliedAt, draws)
 	return err
 }
 

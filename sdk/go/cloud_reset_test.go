@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"slices"
 	"strconv"
 	"testing"
@@ -33,7 +34,9 @@ func TestCloudStreamResetResyncs(t *testing.T) {
 	f := newFakeCP(t, cloudPolicy("10"))
 	f.set(func() { f.helloNoHash = true }) // only the reset can tell the SDK of version 2
 	// Nothing is flushed (or polled) before Close: pending usage stays pending.
-	p := connect(t, f, limitr.WithFlushInterval(time.Hour), limitr.WithRetryTiming(5*time.Millisecond, 20*time.Millisecond))
+	logs := &logCapture{}
+	p := connect(t, f, limitr.WithFlushInterval(time.Hour), limitr.WithRetryTiming(5*time.Millisecond, 20*time.Millisecond),
+		limitr.WithLogger(slog.New(logs)))
 	ctx := context.Background()
 	for _, id := range []string{"a", "b", "c", "d"} {
 		if _, err := p.CreateCustomer(ctx, id, ""); err != nil {
@@ -75,7 +78,8 @@ func TestCloudStreamResetResyncs(t *testing.T) {
 	f.get(func() { cursor = f.nextID })
 	f.set(func() { f.streamStatus = 0 })
 
-	eventually(t, "resynced", func() bool {
+	eventually(t, "resynced", func() bool { return logs.count("resynchronised") == 1 })
+	eventually(t, "committed totals re-read", func() bool {
 		a, err := p.Customer(ctx, "a")
 		if err != nil || p.VersionNumber() != 2 {
 			return false
@@ -189,7 +193,10 @@ func missWhileDown(t *testing.T, f *fakeCP, p *limitr.Policy, change func()) {
 // resync, whether its draws are committed yet or not.
 func TestCloudStreamResetDoesNotRestoreADrainedTopup(t *testing.T) {
 	f := newFakeCP(t, cloudPolicy("10"))
-	p := connect(t, f, limitr.WithFlushInterval(time.Hour), limitr.WithRetryTiming(5*time.Millisecond, 20*time.Millisecond))
+	logs := &logCapture{}
+	opts := []limitr.CloudOption{limitr.WithFlushInterval(time.Hour), limitr.WithRetryTiming(5*time.Millisecond, 20*time.Millisecond),
+		limitr.WithLogger(slog.New(logs))}
+	p := connect(t, f, opts...)
 	ctx := context.Background()
 	if _, err := p.CreateCustomer(ctx, "g", ""); err != nil {
 		t.Fatal(err)
@@ -202,13 +209,10 @@ func TestCloudStreamResetDoesNotRestoreADrainedTopup(t *testing.T) {
 		missWhileDown(t, f, p, func() {
 			f.mutate("g", "upsert", func(rec *fakeRecord, _ map[string]any) { rec.Label = "round " + strconv.Itoa(round) })
 		})
-		eventually(t, "resynced", func() bool {
-			n := 0
-			f.get(func() { n = f.resets })
-			c, _ := p.Customer(ctx, "g")
-			return n == wantResets && c.Label == "round "+strconv.Itoa(round)
-		})
-		time.Sleep(20 * time.Millisecond) // the sender's refresh
+		eventually(t, "resynced", func() bool { return logs.count("resynchronised") == wantResets })
+		if c, _ := p.Customer(ctx, "g"); c.Label != "round "+strconv.Itoa(round) {
+			t.Fatalf("round %d: not resynced: %+v", round, c)
+		}
 		if rc, _ := p.RemainingCredit(ctx, "g", "req"); rc != 0 {
 			t.Fatalf("round %d: %v credit left of a drained topup", round, rc)
 		}
@@ -218,7 +222,7 @@ func TestCloudStreamResetDoesNotRestoreADrainedTopup(t *testing.T) {
 			if got := f.drawn("g"); got != 20 {
 				t.Fatalf("server has %v drawn", got)
 			}
-			p = connect(t, f, limitr.WithFlushInterval(time.Hour), limitr.WithRetryTiming(5*time.Millisecond, 20*time.Millisecond))
+			p = connect(t, f, opts...)
 			mustAllow(t, p, "g", 1, false) // hydrated: no credit left
 		}
 	}

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/limitr/limitr/internal/enforcement"
-	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/wire"
 )
 
@@ -159,7 +157,10 @@ func (c *cloud) layOver(ctx context.Context, cur *Customer, rec *wire.Customer, 
 		if _, held := cur.Grants[t.GrantID]; held || t.GrantID == "" {
 			continue
 		}
-		if err := c.grantMissed(ctx, cur.ID, rec.ResolvedPlan, t, st); err != nil {
+		// New, or one that does not reset and was drained and dropped here: it starts
+		// at its value less every draw of it, committed by the fleet or not yet
+		// committed from here, and is not granted when nothing is left.
+		if err := c.grantDrawn(ctx, cur.ID, t, remoteDraws(st.GrantDraws)); err != nil {
 			warn("granting a topup failed", err, "topup", t.Topup, "grant", t.GrantID)
 		}
 	}
@@ -168,43 +169,6 @@ func (c *cloud) layOver(ctx context.Context, cur *Customer, rec *wire.Customer, 
 func sameOverride(a, b Override) bool {
 	a.ExpiresAt, b.ExpiresAt = a.ExpiresAt.UTC(), b.ExpiresAt.UTC()
 	return reflect.DeepEqual(a, b)
-}
-
-// grantMissed grants a topup of the record that is not held here. It may be new, or
-// one that does not reset and was drained and removed here: it starts at its value
-// less every draw of it, committed by the fleet or not yet committed from here, and
-// is not granted at all when the fleet has drawn all of it.
-func (c *cloud) grantMissed(ctx context.Context, id, plan string, t wire.CustomerTopup, st *wire.CustomerState) error {
-	var once bool // the topup's grant does not reset: all its draws are of one period
-	if p := c.eng.Policy().Plan(plan); p != nil {
-		if ct := p.CompiledTopup(t.Topup); ct != nil {
-			once = ct.Reset.IsZero()
-		}
-	}
-	committed := num.Zero
-	if once {
-		var calc num.Calc
-		for _, d := range st.GrantDraws {
-			if d.GrantID == t.GrantID {
-				if u, err := parseDec(d.Units); err == nil {
-					committed = calc.Add(committed, u)
-				}
-			}
-		}
-		if v, err := num.Parse(t.Value.String()); err == nil && calc.Err == nil && committed.Cmp(v) >= 0 {
-			return nil
-		}
-	}
-	if err := c.grant(ctx, id, t); err != nil {
-		return err
-	}
-	draws := remoteDraws(st.GrantDraws)
-	if once {
-		// Matched against the grant's one period even without a committed draw, so this
-		// instance's own pending and in-flight draws come off too.
-		draws = []enforcement.RemoteGrantDraw{{GrantID: t.GrantID, PeriodStart: t.AppliedAt, Units: committed}}
-	}
-	return c.eng.ApplyGrantDraws(ctx, id, draws)
 }
 
 // dropLocal deletes a customer held here, discarding its undrained usage, and forgets
