@@ -524,7 +524,9 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 	return nil
 }
 
-// DeleteCustomer removes a customer and its alt ids.
+// DeleteCustomer removes a customer and its alt ids. With usage recording, the
+// customer's usage not yet drained (pending sums, closed periods, grant draws, call
+// records) is discarded; usage already drained into a batch is left to its batch.
 func (e *Engine) DeleteCustomer(ctx context.Context, id string) error {
 	p := e.policy.Load()
 	c := e.lookup(id)
@@ -538,6 +540,11 @@ func (e *Engine) DeleteCustomer(ctx context.Context, id string) error {
 	}
 	snap := e.snapshotLocked(p, c)
 	c.deleted = true
+	if e.usage != nil {
+		// Usage of a customer the server is deleting would reach it unattributed. What
+		// was drained before this point may still be sent (the server reports it).
+		e.usage.discard(c)
+	}
 	c.mu.Unlock()
 	e.emit(Event{Type: EventCustomerRemoved, Customer: snap, Time: e.now()})
 	s := &e.shards[shardFor(c.id)]
@@ -564,6 +571,20 @@ func (e *Engine) Customer(ctx context.Context, id string) (*Customer, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
 	}
 	return e.snapshot(e.policy.Load(), c), nil
+}
+
+// CustomerIDs returns the primary id of every customer, in no particular order.
+func (e *Engine) CustomerIDs() []string {
+	var out []string
+	for i := range e.shards {
+		s := &e.shards[i]
+		s.mu.RLock()
+		for id := range s.byID {
+			out = append(out, id)
+		}
+		s.mu.RUnlock()
+	}
+	return out
 }
 
 // Customers returns snapshots of every customer, ordered by id.

@@ -16,6 +16,16 @@ import (
 // when the customer already holds a grant with that id, or when the grant would
 // already have expired: applying the same topup twice is harmless.
 func (e *Engine) GrantTopupWithID(ctx context.Context, id, topup, grantID string, price *num.Dec, grantedAt time.Time) (bool, error) {
+	return e.GrantTopupDrawn(ctx, id, topup, grantID, price, grantedAt, nil)
+}
+
+// GrantTopupDrawn is GrantTopupWithID for a grant that may have been drawn from
+// already: by the fleet (draws, the server's committed draws, matched to the grant's
+// current period as ApplyGrantDraws does) or by this instance (its pending and
+// in-flight draws, say of a grant it drained and dropped). The balance starts at the
+// topup's value less both, in one step, so no call ever sees the undrawn value. A
+// grant that does not reset and has nothing left is not granted (false).
+func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string, price *num.Dec, grantedAt time.Time, draws []RemoteGrantDraw) (bool, error) {
 	if grantID == "" {
 		return false, fmt.Errorf("%w: empty grant id", ErrInvalidCustomer)
 	}
@@ -59,12 +69,49 @@ func (e *Engine) GrantTopupWithID(ctx context.Context, id, topup, grantID string
 		c.mu.Unlock()
 		return false, nil
 	}
+	drawn, err := e.drawnLocked(p, c, g, draws)
+	if err != nil {
+		c.mu.Unlock()
+		return false, err
+	}
+	if drawn.IsPos() {
+		var calc num.Calc
+		g.value = num.Max(num.Zero, calc.Sub(g.value, drawn))
+		if calc.Err != nil {
+			c.mu.Unlock()
+			return false, calc.Err
+		}
+		if !g.value.IsPos() && g.def.reset.IsZero() {
+			c.mu.Unlock()
+			return false, nil // drained for good, as drawGrants would have left it
+		}
+	}
 	c.grants = append(c.grants, g)
 	snap := e.snapshotLocked(p, c)
 	c.mu.Unlock()
 	e.emit(Event{Type: EventCustomerTopupGranted, Customer: snap, Plan: plan.Name, Time: now,
 		Topup: &TopupGranted{Topup: t.Name, Plan: plan.Name, Grant: g.id}, topupDef: t})
 	return true, nil
+}
+
+// drawnLocked is what has been drawn from a grant of c in its current period: the
+// committed draws that match it and this instance's draws not committed yet. Caller
+// holds c.mu.
+func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []RemoteGrantDraw) (num.Dec, error) {
+	start := g.periodStart(c.location(p), c.info.Load().anchor)
+	var calc num.Calc
+	drawn := num.Zero
+	for _, d := range draws {
+		if diff := d.PeriodStart.UnixNano() - start; d.GrantID == g.id && diff > -int64(time.Microsecond) && diff < int64(time.Microsecond) {
+			drawn = calc.Add(drawn, d.Units)
+		}
+	}
+	if e.usage != nil {
+		e.usage.mu.Lock()
+		drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.info.Load().created.UnixNano()}))
+		e.usage.mu.Unlock()
+	}
+	return drawn, calc.Err
 }
 
 // InsertCustomer is SetCustomer for an id no customer holds yet (by id or alt id): it

@@ -68,3 +68,41 @@ func TestInsertCustomerNeverOverwrites(t *testing.T) {
 		t.Fatalf("pending usage lost: %+v", d)
 	}
 }
+
+// A grant granted again after this instance drew it down (and dropped it) starts at
+// what is left: the topup less the fleet's committed draws and this instance's own
+// draws not committed yet, in one step. One with nothing left is not granted.
+func TestGrantTopupDrawnTakesOffEveryDraw(t *testing.T) {
+	p, _ := policies.Load([]byte(grantIDPolicy), doctree.FormatJSON)
+	now := time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)
+	e, _ := New(p, WithClock(func() time.Time { return now }), WithUsageRecording())
+	ctx := context.Background()
+	if _, err := e.CreateCustomer(ctx, CustomerSpec{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	bought := now.Add(-time.Hour)
+	if _, err := e.GrantTopupWithID(ctx, "c", "t", "lgrnt_a", nil, bought); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := e.Allow(ctx, Call{Customer: "c", Entitlement: "e", Amount: num.MustParse("15")}); !ok {
+		t.Fatal("denied") // the limit and all of the grant: it is dropped
+	}
+	if snap, _ := e.Customer(ctx, "c"); len(snap.Grants) != 0 {
+		t.Fatalf("grants %+v", snap.Grants)
+	}
+	// Nothing committed yet: this instance's own pending draw takes all of it.
+	if ok, err := e.GrantTopupDrawn(ctx, "c", "t", "lgrnt_a", nil, bought, nil); ok || err != nil {
+		t.Fatalf("granted again with nothing left: %v %v", ok, err)
+	}
+	if r := remaining(t, e); !r.IsZero() {
+		t.Fatalf("remaining %v", r)
+	}
+	// Another grant the fleet has drawn 2 of (committed) and this instance 1 (pending).
+	if ok, err := e.GrantTopupDrawn(ctx, "c", "t", "lgrnt_b", nil, bought,
+		[]RemoteGrantDraw{{GrantID: "lgrnt_b", PeriodStart: bought, Units: num.MustParse("2")}, {GrantID: "lgrnt_other", PeriodStart: bought, Units: num.One}}); !ok || err != nil {
+		t.Fatalf("grant: %v %v", ok, err)
+	}
+	if r := remaining(t, e); !r.Equal(num.MustParse("3")) {
+		t.Fatalf("remaining %v", r)
+	}
+}

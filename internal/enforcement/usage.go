@@ -23,6 +23,9 @@ type UsageDelta struct {
 	Overhead    num.Dec
 	Price       num.Dec
 	Calls       int64
+	// CustomerCreatedAt is when the meter's owner was created: a customer deleted and
+	// created again under the same id is another customer, whose usage this is not.
+	CustomerCreatedAt time.Time
 }
 
 // pendingUsage accumulates a meter's usage between drains.
@@ -41,9 +44,12 @@ type meterRef struct {
 	ent string
 }
 
+// usageKey names a meter's usage in one period. created (the owner's creation, unix
+// nanoseconds) keeps a customer created again under a deleted one's id apart from it.
 type usageKey struct {
 	customer, ent string
 	period        int64
+	created       int64
 }
 
 // usageRecorder collects usage for cloud sync. A committed call adds to its meter's
@@ -59,6 +65,9 @@ type usageRecorder struct {
 	audit    bool
 	events   []CallEvent
 	eventSeq uint64
+	// eventMax bounds events (0: no bound); eventsDropped counts records refused at it.
+	eventMax      int
+	eventsDropped int64
 	// Grant draws: pending since the last drain, drained but not yet acknowledged
 	// (summed per key), and the drained draws of each unacknowledged batch.
 	draws       map[grantKey]num.Dec
@@ -73,17 +82,19 @@ type GrantDraw struct {
 	GrantID     string
 	PeriodStart time.Time
 	Units       num.Dec
+	// CustomerCreatedAt is when the grant's holder was created (see UsageDelta).
+	CustomerCreatedAt time.Time
 }
 
 type grantKey struct {
 	customer, grant string
 	period          int64
+	created         int64 // the holder's creation, as in usageKey
 }
 
-// recordDraw adds a draw from a grant to its pending sum. Caller holds the grant's
-// customer's lock.
-func (r *usageRecorder) recordDraw(customer, grantID string, period int64, units num.Dec) {
-	k := grantKey{customer: customer, grant: grantID, period: period}
+// recordDraw adds a draw from a grant of c to its pending sum. Caller holds c.mu.
+func (r *usageRecorder) recordDraw(c *customer, grantID string, period int64, units num.Dec) {
+	k := grantKey{customer: c.id, grant: grantID, period: period, created: c.info.Load().created.UnixNano()}
 	var calc num.Calc
 	r.mu.Lock()
 	cur, ok := r.draws[k]
@@ -127,7 +138,7 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 	if pu.calls > 0 && pu.periodStart != m.started {
 		// The meter moved into a new period with usage of the old one still pending.
 		r.mu.Lock()
-		r.closed = append(r.closed, pu.delta(c.id, m.ent))
+		r.closed = append(r.closed, pu.delta(c, m.ent))
 		r.mu.Unlock()
 		pu.units, pu.overhead, pu.price, pu.calls = num.Zero, num.Zero, num.Zero, 0
 	}
@@ -145,9 +156,44 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 	}
 }
 
-func (pu *pendingUsage) delta(customer, ent string) UsageDelta {
-	return UsageDelta{Customer: customer, Entitlement: ent, Credit: pu.credit, PeriodStart: time.Unix(0, pu.periodStart).UTC(),
-		Units: pu.units, Overhead: pu.overhead, Price: pu.price, Calls: pu.calls}
+// delta is the pending usage of c's meter ent. Caller holds c.mu.
+func (pu *pendingUsage) delta(c *customer, ent string) UsageDelta {
+	return UsageDelta{Customer: c.id, Entitlement: ent, Credit: pu.credit, PeriodStart: time.Unix(0, pu.periodStart).UTC(),
+		Units: pu.units, Overhead: pu.overhead, Price: pu.price, Calls: pu.calls, CustomerCreatedAt: c.info.Load().created}
+}
+
+func (d *UsageDelta) key() usageKey {
+	return usageKey{customer: d.Customer, ent: d.Entitlement, period: d.PeriodStart.UnixNano(), created: d.CustomerCreatedAt.UnixNano()}
+}
+
+func (d *GrantDraw) key() grantKey {
+	return grantKey{customer: d.Customer, grant: d.GrantID, period: d.PeriodStart.UnixNano(), created: d.CustomerCreatedAt.UnixNano()}
+}
+
+// discard drops c's usage that has not been drained: its meters' pending sums, deltas
+// of its closed periods, its pending grant draws and its call records. Usage already
+// drained stays in flight: the batch holding it may still be sent. Caller holds c.mu.
+func (r *usageRecorder) discard(c *customer) {
+	for i := range c.meters {
+		if pu := c.meters[i].pending; pu != nil {
+			pu.units, pu.overhead, pu.price, pu.calls, pu.queued = num.Zero, num.Zero, num.Zero, 0, false
+		}
+	}
+	created := c.info.Load().created.UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dirty = slices.DeleteFunc(r.dirty, func(ref meterRef) bool { return ref.c == c })
+	r.closed = slices.DeleteFunc(r.closed, func(d UsageDelta) bool {
+		return d.Customer == c.id && d.CustomerCreatedAt.UnixNano() == created
+	})
+	for k := range r.draws {
+		if k.customer == c.id && k.created == created {
+			delete(r.draws, k)
+		}
+	}
+	// Call records carry no creation time; those of an earlier customer under this id
+	// were discarded when it was deleted, so the id alone names c's.
+	r.events = slices.DeleteFunc(r.events, func(ev CallEvent) bool { return ev.Customer == c.id })
 }
 
 // DrainUsage takes every pending delta, at most max of them (0: all), and returns them
@@ -193,8 +239,8 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 		ref.c.mu.Lock()
 		if m := ref.c.meter(ref.ent); m != nil && m.pending != nil {
 			pu := m.pending
-			if pu.calls > 0 {
-				out = append(out, pu.delta(ref.c.id, ref.ent))
+			if pu.calls > 0 && !ref.c.deleted {
+				out = append(out, pu.delta(ref.c, ref.ent))
 			}
 			pu.units, pu.overhead, pu.price, pu.calls, pu.queued = num.Zero, num.Zero, num.Zero, 0, false
 		}
@@ -213,7 +259,8 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 				break
 			}
 			delete(r.draws, k)
-			draws = append(draws, GrantDraw{Customer: k.customer, GrantID: k.grant, PeriodStart: time.Unix(0, k.period).UTC(), Units: v})
+			draws = append(draws, GrantDraw{Customer: k.customer, GrantID: k.grant, PeriodStart: time.Unix(0, k.period).UTC(), Units: v,
+				CustomerCreatedAt: time.Unix(0, k.created).UTC()})
 			cur, ok := r.drawsFlight[k]
 			if !ok {
 				cur = num.Zero
@@ -241,11 +288,11 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 	keys := make([]usageKey, 0, len(out))
 	var calc num.Calc
 	for _, d := range out {
-		k := usageKey{customer: d.Customer, ent: d.Entitlement, period: d.PeriodStart.UnixNano()}
+		k := d.key()
 		cur, ok := r.inflight[k]
 		if !ok {
 			cur = UsageDelta{Customer: d.Customer, Entitlement: d.Entitlement, Credit: d.Credit, PeriodStart: d.PeriodStart,
-				Units: num.Zero, Overhead: num.Zero, Price: num.Zero}
+				Units: num.Zero, Overhead: num.Zero, Price: num.Zero, CustomerCreatedAt: d.CustomerCreatedAt}
 		}
 		cur.Units, cur.Overhead = calc.Add(cur.Units, d.Units), calc.Add(cur.Overhead, d.Overhead)
 		cur.Calls += d.Calls
@@ -267,7 +314,7 @@ func (e *Engine) AckUsage(id uint64, deltas []UsageDelta) {
 	delete(r.batches, id)
 	var calc num.Calc
 	for _, d := range r.drawBatches[id] {
-		k := grantKey{customer: d.Customer, grant: d.GrantID, period: d.PeriodStart.UnixNano()}
+		k := d.key()
 		if cur, ok := r.drawsFlight[k]; ok {
 			if left := calc.Sub(cur, d.Units); left.IsPos() {
 				r.drawsFlight[k] = left
@@ -278,7 +325,7 @@ func (e *Engine) AckUsage(id uint64, deltas []UsageDelta) {
 	}
 	delete(r.drawBatches, id)
 	for _, d := range deltas {
-		k := usageKey{customer: d.Customer, ent: d.Entitlement, period: d.PeriodStart.UnixNano()}
+		k := d.key()
 		cur, ok := r.inflight[k]
 		if !ok {
 			continue
@@ -307,7 +354,7 @@ func (e *Engine) RequeueUsage(id uint64, deltas []UsageDelta) {
 	r.closed = append(r.closed, deltas...)
 	var calc num.Calc
 	for _, d := range draws {
-		k := grantKey{customer: d.Customer, grant: d.GrantID, period: d.PeriodStart.UnixNano()}
+		k := d.key()
 		cur, ok := r.draws[k]
 		if !ok {
 			cur = num.Zero
@@ -373,7 +420,7 @@ func (e *Engine) ApplyRemoteTotals(ctx context.Context, id string, totals []Remo
 		}
 		if e.usage != nil {
 			e.usage.mu.Lock()
-			if in, ok := e.usage.inflight[usageKey{customer: c.id, ent: t.Entitlement, period: start}]; ok {
+			if in, ok := e.usage.inflight[usageKey{customer: c.id, ent: t.Entitlement, period: start, created: c.info.Load().created.UnixNano()}]; ok {
 				value, overhead = calc.Add(value, in.Units), calc.Add(overhead, in.Overhead)
 			}
 			e.usage.mu.Unlock()
@@ -443,7 +490,7 @@ func (e *Engine) ApplyGrantDraws(ctx context.Context, id string, draws []RemoteG
 		}
 		if e.usage != nil {
 			e.usage.mu.Lock()
-			drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start}))
+			drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.info.Load().created.UnixNano()}))
 			e.usage.mu.Unlock()
 		}
 		v := calc.Sub(g.def.starting, drawn)
@@ -469,12 +516,16 @@ type CallEvent struct {
 
 // WithCallAudit keeps a record of every metered call (allowed or denied) for
 // DrainCallEvents, in addition to the usage sums. It implies WithUsageRecording.
-func WithCallAudit() Option {
+// At most limit records wait to be drained (limit <= 0: no bound): past that, new
+// records are dropped and counted (CallEventsDropped), so memory stays bounded when
+// nothing drains them. The usage sums are kept whole either way.
+func WithCallAudit(limit int) Option {
 	return func(e *Engine) {
 		if e.usage == nil {
 			WithUsageRecording()(e)
 		}
 		e.usage.audit = true
+		e.usage.eventMax = max(0, limit)
 	}
 }
 
@@ -485,6 +536,11 @@ func (e *Engine) audit(owner, caller, ent string, units, overhead num.Dec, allow
 		return
 	}
 	r.mu.Lock()
+	if r.eventMax > 0 && len(r.events) >= r.eventMax {
+		r.eventsDropped++
+		r.mu.Unlock()
+		return
+	}
 	r.eventSeq++
 	r.events = append(r.events, CallEvent{ID: strconv.FormatUint(r.eventSeq, 36), Customer: owner, Caller: caller,
 		Entitlement: ent, Units: units, Overhead: overhead, Allowed: allowed, At: at.UTC()})
@@ -506,6 +562,28 @@ func (e *Engine) DrainCallEvents(max int) []CallEvent {
 	out := slices.Clone(r.events[:n])
 	r.events = slices.Delete(r.events, 0, n)
 	return out
+}
+
+// PendingCallEvents is the number of call records waiting to be drained.
+func (e *Engine) PendingCallEvents() int {
+	r := e.usage
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
+}
+
+// CallEventsDropped is the number of call records dropped at the WithCallAudit bound.
+func (e *Engine) CallEventsDropped() int64 {
+	r := e.usage
+	if r == nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eventsDropped
 }
 
 // RequeueCallEvents puts undelivered calls back at the front.

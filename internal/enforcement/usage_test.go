@@ -112,7 +112,7 @@ func TestCallAuditRecordsEveryDecidedCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, _ := New(p, WithCallAudit())
+	e, _ := New(p, WithCallAudit(0))
 	ctx := context.Background()
 	if _, err := e.CreateCustomer(ctx, CustomerSpec{ID: "c"}); err != nil {
 		t.Fatal(err)
@@ -134,5 +134,64 @@ func TestCallAuditRecordsEveryDecidedCall(t *testing.T) {
 	e.RequeueCallEvents(events[:1])
 	if again := e.DrainCallEvents(0); len(again) != 1 || again[0].ID != events[0].ID {
 		t.Fatalf("requeue %+v", again)
+	}
+}
+
+// Past its bound, audit mode drops new call records and counts them; the usage sums
+// stay whole, and draining makes room again.
+func TestCallAuditIsBounded(t *testing.T) {
+	p, err := policies.Load([]byte(`{"policy": {"credits": {"tok": {}},
+	  "plans": {"p": {"default": true, "entitlements": {"e": {"limit": {"credit": "tok", "value": 1000}}}}}}}`), doctree.FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := New(p, WithCallAudit(3))
+	ctx := context.Background()
+	if _, err := e.CreateCustomer(ctx, CustomerSpec{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if ok, err := e.Allow(ctx, Call{Customer: "c", Entitlement: "e", Amount: num.One}); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if n, dropped := e.PendingCallEvents(), e.CallEventsDropped(); n != 3 || dropped != 7 {
+		t.Fatalf("held %d, dropped %d", n, dropped)
+	}
+	_, deltas := e.DrainUsage(ctx, 0)
+	if len(deltas) != 1 || !deltas[0].Units.Equal(num.MustParse("10")) || deltas[0].Calls != 10 {
+		t.Fatalf("usage sums %+v", deltas)
+	}
+	if evs := e.DrainCallEvents(0); len(evs) != 3 || evs[0].ID == evs[2].ID {
+		t.Fatalf("kept %+v", evs)
+	}
+	_, _ = e.Allow(ctx, Call{Customer: "c", Entitlement: "e", Amount: num.One})
+	if e.PendingCallEvents() != 1 || e.CallEventsDropped() != 7 {
+		t.Fatalf("after a drain: held %d, dropped %d", e.PendingCallEvents(), e.CallEventsDropped())
+	}
+}
+
+// BenchmarkAllowRecorded is a warm hard-limit call with usage recording on, as in
+// cloud mode: recording must not allocate either.
+func BenchmarkAllowRecorded(b *testing.B) {
+	p, err := policies.Load([]byte(`{"policy": {"credits": {"tok": {}},
+	  "plans": {"p": {"default": true, "entitlements": {"e": {"limit": {"credit": "tok", "value": 1e15}}}}}}}`), doctree.FormatJSON)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, _ := New(p, WithUsageRecording())
+	ctx := context.Background()
+	if _, err := e.CreateCustomer(ctx, CustomerSpec{ID: "c"}); err != nil {
+		b.Fatal(err)
+	}
+	call := Call{Customer: "c", Entitlement: "e", Amount: num.One}
+	if _, err := e.Allow(ctx, call); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, _ := e.Allow(ctx, call); !ok {
+			b.Fatal("denied")
+		}
 	}
 }

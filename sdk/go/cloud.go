@@ -35,6 +35,10 @@ const (
 var (
 	// ErrNoPolicy is returned by Cloud when the key's environment has no published policy.
 	ErrNoPolicy = errors.New("limitr: no policy is published to this environment")
+	// ErrSpillLocked is returned by Cloud when another Policy, in this process or
+	// another, uses the Spill directory: two writers would send one batch under two
+	// identities, and the server would count it twice.
+	ErrSpillLocked = errors.New("limitr: the spill directory is in use by another process")
 	// ErrUnavailable is returned when a call needs the control plane (to load a customer
 	// this instance has not seen) and it cannot be reached. Calls for customers already
 	// held go on locally.
@@ -54,6 +58,7 @@ type cloudConfig struct {
 	logger          *slog.Logger
 	overflow        Overflow
 	audit           bool
+	auditBuffer     int
 	// Tuning the tests use; zero picks the defaults.
 	backoffBase  time.Duration
 	backoffCap   time.Duration
@@ -64,9 +69,21 @@ type cloudConfig struct {
 }
 
 // WithAuditMode also sends a record of every metered call (allowed or denied, with an id
-// unique to the instance) alongside the usage sums. It costs a record per call in
-// memory until the next flush, and the buffer size bounds calls as well as meters.
+// unique to the instance) alongside the usage sums. A record waits in memory until it
+// is cut into a batch, where it counts against WithBufferSize like a delta.
+//
+// Past the bound: at most WithAuditBuffer records (default: the buffer size) wait to
+// be cut. When more are made — the API has been unreachable long enough for the
+// buffer to fill under Block, or calls outpace the flushes — new records are dropped
+// and counted in SyncStats.AuditDropped, so memory stays bounded. The usage sums are
+// not affected: billing stays exact; only the per-call audit trail has a gap.
 func WithAuditMode() CloudOption { return func(c *cloudConfig) { c.audit = true } }
+
+// WithAuditBuffer bounds the call records audit mode holds before they are cut into a
+// batch (default: WithBufferSize). Past it new records are dropped and counted in
+// SyncStats.AuditDropped (see WithAuditMode). It is separate from the buffer size so
+// a long audit tail can be kept without letting the batch queue grow as large.
+func WithAuditBuffer(n int) CloudOption { return func(c *cloudConfig) { c.auditBuffer = n } }
 
 // WithBaseURL sets the control plane's address (default: $LIMITR_BASE_URL, else
 // http://127.0.0.1:8080).
@@ -77,18 +94,20 @@ func WithFlushInterval(d time.Duration) CloudOption {
 	return func(c *cloudConfig) { c.flushInterval = d }
 }
 
-// WithFlushSize sends usage before the interval is up once this many meters have
-// pending usage (default 1000).
+// WithFlushSize sends usage before the interval is up once this many meters and
+// grants have pending usage (default 1000).
 func WithFlushSize(n int) CloudOption { return func(c *cloudConfig) { c.flushSize = n } }
 
-// WithBufferSize bounds the usage deltas held in memory while the server has not
-// acknowledged them (default 100 000); WithOverflow says what happens past it.
+// WithBufferSize bounds the records (usage deltas, grant draws and audit call records)
+// cut into batches and held in memory until the server acknowledges them (default
+// 100 000); WithOverflow says what happens past it. Usage not yet cut stays in the
+// engine's per-meter sums, which do not grow with the number of calls.
 func WithBufferSize(n int) CloudOption { return func(c *cloudConfig) { c.bufferSize = n } }
 
-// WithRefreshInterval sets how often, at most, a customer's committed totals are
-// re-read from the server after this instance sent usage for it (default 2s). A
-// negative value turns the refresh off: instances then see each other's usage only
-// when they hydrate a customer.
+// WithRefreshInterval sets how often, at most, a customer's committed totals and grant
+// draws are re-read from the server after this instance sent usage for it (default
+// 2s). A negative value turns the refresh off: instances then see each other's usage
+// only when they hydrate a customer (or a stream reset re-reads it).
 func WithRefreshInterval(d time.Duration) CloudOption {
 	return func(c *cloudConfig) { c.refreshInterval = d }
 }
@@ -130,7 +149,14 @@ var (
 
 // Spill writes batches that do not fit in memory to files in dir (fsynced) and sends
 // them later, in order. Files survive a restart: a new Cloud with the same dir sends
-// them first. One process at a time may use a directory.
+// them first.
+//
+// One Cloud at a time may use a directory: it holds an exclusive lock on dir/.lock
+// from Cloud until Close, and a second Cloud on the directory, in this process or
+// another, fails with ErrSpillLocked. On Unix the lock is flock(2) and on Windows a
+// file opened without sharing: the system releases either when the process dies. On
+// other platforms it is a file created exclusively and removed by Close, so one left
+// by a crashed process must be removed by hand.
 func Spill(dir string) Overflow { return Overflow{kind: overflowSpill, dir: dir} }
 
 func (o Overflow) String() string {
@@ -143,18 +169,29 @@ func (o Overflow) String() string {
 	return "block"
 }
 
-// SyncStats reports the state of cloud sync.
+// SyncStats reports the state of cloud sync. Records are what batches carry: usage
+// deltas, grant draws and (in audit mode) call records.
 type SyncStats struct {
-	Pending    int       // meters with usage not yet cut into a batch
-	Queued     int       // deltas cut into batches held in memory, awaiting the server
-	Spilled    int       // deltas in spill files, awaiting the server
-	Sent       int64     // deltas the server acknowledged (duplicates included)
-	Batches    int64     // batches the server acknowledged
-	Duplicates int64     // acknowledgements of batches the server had already committed
-	Dropped    int64     // deltas discarded: by the Drop overflow or refused by the server
-	Rejected   int64     // the part of Dropped the server refused as invalid
-	LastError  error     // the last sync failure; nil once a batch went through since
-	LastFlush  time.Time // when the server last acknowledged a batch
+	Pending    int   // meters and grants with usage not yet cut into a batch
+	Queued     int   // records cut into batches held in memory, awaiting the server
+	Spilled    int   // records in spill files, awaiting the server
+	Sent       int64 // records the server acknowledged (duplicates included)
+	Batches    int64 // batches the server acknowledged
+	Duplicates int64 // acknowledgements of batches the server had already committed
+	Dropped    int64 // records discarded: by the Drop overflow or refused by the server
+	Rejected   int64 // the part of Dropped the server refused as invalid
+	// Unattributed counts records the server committed without a customer and kept
+	// for an operator: usage for customers it does not know or that were re-created
+	// (deleted and created again under the same id). They are part of Sent, not of
+	// Dropped.
+	Unattributed int64
+	// AuditPending is the number of call records (audit mode) not yet cut into a
+	// batch. AuditDropped counts the call records discarded because AuditPending was
+	// at its bound (WithAuditBuffer); the usage sums of those calls are kept.
+	AuditPending int
+	AuditDropped int64
+	LastError    error     // the last sync failure; nil once a batch went through since
+	LastFlush    time.Time // when the server last acknowledged a batch
 	// PolicyVersion is the version number of the enforced policy; StreamConnected says
 	// whether the push stream is up (else the SDK polls).
 	PolicyVersion   int
@@ -193,6 +230,7 @@ type cloud struct {
 	wakeSend  chan struct{}
 	progress  chan struct{} // pulsed whenever a batch leaves the queue
 	pending   func() int
+	warned    map[string]time.Time // last warning of unattributed usage, per customer; the sender's
 
 	// Customers (cloud_customers.go).
 	hmu         sync.Mutex
@@ -201,6 +239,7 @@ type cloud struct {
 	causes      map[string]error // why a negative result was not a plain "unknown"
 	revs        map[string]int64
 	lastRefresh map[string]time.Time
+	refreshWant map[string]struct{} // refreshes the sender runs before its next batch
 
 	bgCtx      context.Context // stream, poller, cutter
 	bgCancel   context.CancelFunc
@@ -208,60 +247,81 @@ type cloud struct {
 	sendCancel context.CancelFunc
 	bgWG       sync.WaitGroup
 	sendWG     sync.WaitGroup
+
+	unlockSpill func() error // releases the spill directory (Spill only); nil otherwise
 }
 
 // Cloud returns a Policy enforcing the policy published to the SDK key's environment
 // (Authorization: Bearer token), kept in sync with the control plane. Every call of the
 // local API works unchanged. Close flushes usage. It fails with ErrNoPolicy when
-// nothing is published to the environment.
+// nothing is published to the environment, and with ErrSpillLocked when the Spill
+// directory is in use.
 //
-// Decisions stay local and exact;
-// the SDK keeps the policy current, applies customer changes made anywhere, hydrates
-// customers it has not seen from the server, and ships usage to the server exactly once:
+// Decisions stay local and exact; the SDK keeps the policy current, applies customer
+// changes made anywhere, hydrates customers it has not seen from the server, and ships
+// usage to the server exactly once:
 //
 //   - Policy push. A server-sent-events stream (GET /v1/sdk/stream) announces new
 //     policy versions and customer changes. The SDK reconnects with exponential backoff
 //     and jitter (capped at 10 s) and resumes with Last-Event-ID; while the stream is
 //     down it polls GET /v1/sdk/policy with If-None-Match every flush interval. A new
 //     version is swapped in atomically: customers, meters and pending usage carry over.
+//     When the server no longer holds the changes after the resume point (its
+//     retention removed them), it sends a reset: the SDK re-fetches the policy and
+//     re-reads every customer it holds (8 at a time), drops those the server no longer
+//     has or has created again, lays the server's record over the others (profile,
+//     plan, overrides, topups) and re-reads their committed totals and grant draws,
+//     then goes on from the reset's cursor. A reset it cannot complete is not skipped:
+//     the stream reconnects from its old position and the server sends it again.
 //
 //   - Usage sync. Every committed call adds to its meter's pending sums in the engine
-//     (no allocation, no network). Every flush interval, or as soon as WithFlushSize
-//     meters have pending usage, the SDK cuts a batch of per-(customer, entitlement,
-//     period) deltas and POSTs it gzipped to /v1/sdk/usage as (instance id, sequence).
-//     One batch is in flight at a time, in sequence order, retried with exponential
-//     backoff and jitter until the server answers 200 (committed, or already committed:
-//     duplicate). A retry therefore never counts twice and an acknowledged batch is never
-//     resent. A batch the server refuses as invalid (4xx other than 401, 403, 408, 409
-//     and 429) is logged, counted in SyncStats.Dropped and Rejected, and skipped.
+//     (no allocation, no network), and every draw from a grant to that grant's. Every
+//     flush interval, or as soon as WithFlushSize meters have pending usage, the SDK
+//     cuts a batch of per-(customer, entitlement, period) deltas and per-(grant,
+//     period) grant draws (plus call records in audit mode, see WithAuditMode), each
+//     naming the creation time of its customer, and POSTs it gzipped to /v1/sdk/usage
+//     as (instance id, sequence). One batch is in flight at a time, in sequence order,
+//     retried with exponential backoff and jitter until the server answers 200
+//     (committed, or already committed: duplicate). A retry therefore never counts
+//     twice and an acknowledged batch is never resent. Records the server committed
+//     without a customer (one it does not know, or created again since the usage) are
+//     listed in its answer, counted in SyncStats.Unattributed and logged (once per
+//     customer per minute): the server keeps them for an operator. A batch the server
+//     refuses as invalid (4xx other than 401, 403, 408, 409 and 429) is logged,
+//     counted in SyncStats.Dropped and Rejected, and skipped.
 //
 //   - Outages. While the API is unreachable, enforcement goes on from local state. Cut
-//     batches queue in memory up to WithBufferSize deltas; past that, WithOverflow
+//     batches queue in memory up to WithBufferSize records; past that, WithOverflow
 //     decides: Block (the default) stops cutting batches, so usage keeps accumulating in
 //     the engine's per-meter sums — memory is bounded by the number of meters touched,
-//     not by the number of calls, and nothing is lost while the process lives; Spill(dir)
-//     writes further batches to dir (fsynced) and sends them later in order, including
-//     after a restart — a new Cloud on the same dir sends them before anything else, with
-//     the identity they were first sent under so the server deduplicates them; Drop
-//     discards the oldest queued batch and counts it in SyncStats.Dropped.
+//     not by the number of calls (audit call records by WithAuditBuffer), and no usage
+//     is lost while the process lives; Spill(dir) writes further batches to dir
+//     (fsynced) and sends them later in order, including after a restart — a new
+//     Cloud on the same dir sends them before anything else, with the identity they
+//     were first sent under so the server deduplicates them; Drop discards the oldest
+//     queued batch and counts it in SyncStats.Dropped.
 //
 //   - Customers. CreateCustomer, SetCustomerPlan, DeleteCustomer,
 //     CreateCustomerOverride, RemoveCustomerOverride and ApplyCustomerTopup go to the
-//     API first and are applied locally only once it confirms; an API error leaves local
-//     state unchanged and maps to the SDK's errors (ErrUnknownCustomer, ErrUnknownPlan,
-//     ErrUnknownTopup, ...; the *APIError is in the chain). The first time any call meets
-//     a customer this instance does not hold, the SDK hydrates it from
+//     API first and are applied locally only once it confirms; an API error leaves
+//     local state unchanged and maps to the SDK's errors (ErrUnknownCustomer,
+//     ErrUnknownPlan, ErrUnknownTopup, ...; the *APIError is in the chain). A deleted
+//     customer's usage not yet cut into a batch is discarded, whether the delete was
+//     made here or pushed by the stream (see DeleteCustomer). The first time any call
+//     meets a customer this instance does not hold, the SDK hydrates it from
 //     GET /v1/sdk/customers/{id}/state — profile, plan, overrides, purchased topups as
-//     grants, and the meters' committed totals — and retries the call once. A customer
-//     the server does not know stays ErrUnknownCustomer, and is not asked about again
-//     for a second. Concurrent first calls hydrate once.
+//     grants less their committed draws, and the meters' committed totals — and
+//     retries the call once. A customer the server does not know stays
+//     ErrUnknownCustomer, and is not asked about again for a second. Concurrent first
+//     calls hydrate once.
 //
 //   - Fleet consistency. After each acknowledged batch the SDK refreshes the committed
-//     totals of the customers in it (at most once per WithRefreshInterval per customer),
-//     so usage of other instances counts against limits here. With N instances serving
-//     one customer, each admitting at most r units per second of an entitlement, a flush
-//     interval F, a refresh interval R and a delivery latency T (POST and commit, plus
-//     the refresh GET), an instance can be blind to another's usage for at most
+//     totals and grant draws of the customers in it (at most once per
+//     WithRefreshInterval per customer), so usage of other instances counts against
+//     limits and grant balances here. With N instances serving one customer, each
+//     admitting at most r units per second of an entitlement, a flush interval F, a
+//     refresh interval R and a delivery latency T (POST and commit, plus the refresh
+//     GET), an instance can be blind to another's usage for at most
 //     W = F + max(F, R) + T: a unit waits up to F to be cut and T to be committed, and is
 //     seen at the next refresh, which for a customer active here follows within max(F, R).
 //     Total usage in a period is therefore at most L + (N−1)·r·W over a limit L, and
@@ -278,11 +338,12 @@ type cloud struct {
 // ahead from the server, which would make the bound independent of r, is not
 // implemented.
 //
-// Limitations: grant balances are drawn locally; other instances' draws are not synced
-// (hydration starts a topup's grant at its full value). SetCustomer, LoadCustomers,
-// caps and Update act on local state only. Audit mode (raw per-call events) is not
-// implemented yet.
-func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, error) {
+// Limitations: a grant's balance is drawn locally and corrected from the fleet's
+// committed draws on hydration and refresh, so within W instances may together draw
+// more than a grant holds. For grants that reset with add or rollover, the correction
+// starts from the topup's value and ignores what the previous period carried over.
+// SetCustomer, LoadCustomers, caps and Update act on local state only.
+func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, err error) {
 	if strings.TrimSpace(token) == "" {
 		return nil, errors.New("limitr: cloud: empty SDK key")
 	}
@@ -299,6 +360,19 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, err
 			return nil, fmt.Errorf("limitr: cloud: spill directory: %w", err)
 		}
 	}
+	var unlockSpill func() error
+	if cfg.overflow.kind == overflowSpill {
+		// Held until Close: two processes sending one directory's files would send the
+		// same usage under two identities, which the server cannot deduplicate.
+		if unlockSpill, err = lockSpillDir(cfg.overflow.dir); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = unlockSpill()
+			}
+		}()
+	}
 	c := &cloud{
 		cfg:         cfg,
 		base:        strings.TrimRight(cfg.baseURL, "/"),
@@ -309,10 +383,13 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, err
 		nextSeq:     1,
 		wakeSend:    make(chan struct{}, 1),
 		progress:    make(chan struct{}, 1),
+		warned:      map[string]time.Time{},
 		flights:     map[string]*flight{},
 		negative:    map[string]time.Time{},
 		revs:        map[string]int64{},
 		lastRefresh: map[string]time.Time{},
+		refreshWant: map[string]struct{}{},
+		unlockSpill: unlockSpill,
 	}
 	doc, err := c.fetchInitialPolicy(ctx)
 	if err != nil {
@@ -320,7 +397,7 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (*Policy, err
 	}
 	engOpts := []enforcement.Option{enforcement.WithUsageRecording()}
 	if cfg.audit {
-		engOpts = append(engOpts, enforcement.WithCallAudit())
+		engOpts = append(engOpts, enforcement.WithCallAudit(cfg.auditBuffer))
 	}
 	eng, err := enforcement.New(doc, engOpts...)
 	if err != nil {
@@ -357,6 +434,9 @@ func (cfg *cloudConfig) defaults() {
 	}
 	if cfg.bufferSize <= 0 {
 		cfg.bufferSize = DefaultBufferSize
+	}
+	if cfg.auditBuffer <= 0 {
+		cfg.auditBuffer = cfg.bufferSize
 	}
 	if cfg.refreshInterval == 0 {
 		cfg.refreshInterval = DefaultRefreshInterval
@@ -425,11 +505,10 @@ func (p *Policy) SyncStats() SyncStats {
 	return p.cloud.syncStats()
 }
 
-// hydrated reports whether err is a miss on a customer this instance does not hold
+// hydrated reports whether *err is a miss on a customer this instance does not hold
 // that cloud mode just fixed by hydrating it from the server: the caller retries once.
-// hydrated fetches a customer unknown here from the control plane and reports whether
-// the call should be retried. When the control plane could not be asked (an outage),
-// *err becomes ErrUnavailable: the customer may well exist.
+// When the control plane could not be asked (an outage), *err becomes ErrUnavailable:
+// the customer may well exist.
 func (p *Policy) hydrated(ctx context.Context, customer string, err *error) bool {
 	if *err == nil || p.cloud == nil || !errors.Is(*err, ErrUnknownCustomer) {
 		return false
@@ -620,6 +699,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // close stops cloud mode: the stream, poller and cutter stop, remaining usage is cut
 // and sent until ctx ends; what could not be sent is spilled (with Spill) or reported.
 func (c *cloud) close(ctx context.Context) error {
+	if c.unlockSpill != nil {
+		// Last, once the queue is sent or spilled.
+		defer func() { _ = c.unlockSpill() }()
+	}
 	c.bgCancel()
 	c.bgWG.Wait()
 	// Twice: a call that passed the closed check just before Close may commit after
@@ -648,7 +731,7 @@ func (c *cloud) close(ctx context.Context) error {
 			}
 		}
 		if len(errs) == 0 {
-			c.log.Warn("limitr: usage not sent before Close; spilled for the next start", "deltas", c.spilledN, "dir", c.cfg.overflow.dir)
+			c.log.Warn("limitr: usage not sent before Close; spilled for the next start", "records", c.spilledN, "dir", c.cfg.overflow.dir)
 			return nil
 		}
 		return fmt.Errorf("limitr: close: usage could not be spilled: %w", errors.Join(errs...))
@@ -657,7 +740,7 @@ func (c *cloud) close(ctx context.Context) error {
 	for _, b := range c.queue {
 		n += b.n
 	}
-	return fmt.Errorf("limitr: close: %d usage deltas were not acknowledged by the server: %w", n, context.Cause(ctx))
+	return fmt.Errorf("limitr: close: %d usage records were not acknowledged by the server: %w", n, context.Cause(ctx))
 }
 
 // waitSent waits until the queue is empty; false if ctx ended first.

@@ -17,35 +17,8 @@ import (
 	"github.com/limitr/limitr/internal/wire"
 )
 
-// apiCustomer is the control plane's customer record.
-type apiCustomer struct {
-	ID            string                     `json:"id"`
-	Plan          string                     `json:"plan"`
-	ResolvedPlan  string                     `json:"resolved_plan"`
-	Type          string                     `json:"type"`
-	Label         string                     `json:"label"`
-	Refs          []string                   `json:"refs"`
-	AltIDs        []string                   `json:"alt_ids"`
-	Metadata      json.RawMessage            `json:"metadata"`
-	Timezone      string                     `json:"timezone"`
-	BillingAnchor time.Time                  `json:"billing_anchor"`
-	CreatedAt     time.Time                  `json:"created_at"`
-	Revision      int64                      `json:"revision"`
-	Overrides     map[string]json.RawMessage `json:"overrides"`
-	Topups        []apiTopup                 `json:"topups"`
-}
-
-// apiTopup is a topup applied to a customer: the grant every SDK instance creates.
-type apiTopup struct {
-	Topup     string      `json:"topup"`
-	GrantID   string      `json:"grant_id"`
-	Credit    string      `json:"credit"`
-	Value     json.Number `json:"value"`
-	Price     json.Number `json:"price"`
-	AppliedAt time.Time   `json:"applied_at"`
-}
-
-func (r *apiCustomer) metadata() map[string]any {
+// customerMetadata is a record's metadata as a map (empty when absent or unreadable).
+func customerMetadata(r *wire.Customer) map[string]any {
 	if len(r.Metadata) == 0 {
 		return map[string]any{}
 	}
@@ -56,10 +29,10 @@ func (r *apiCustomer) metadata() map[string]any {
 	return m
 }
 
-// spec is the engine's form of the record's profile.
-func (r *apiCustomer) spec() enforcement.CustomerSpec {
+// customerSpec is the engine's form of a record's profile.
+func customerSpec(r *wire.Customer) enforcement.CustomerSpec {
 	s := enforcement.CustomerSpec{ID: r.ID, Plan: r.Plan, Refs: slices.Clone(r.Refs), RefsSet: true,
-		AltIDs: slices.Clone(r.AltIDs), Metadata: r.metadata()}
+		AltIDs: slices.Clone(r.AltIDs), Metadata: customerMetadata(r)}
 	if r.Type != "" {
 		t := r.Type
 		s.Type = &t
@@ -77,8 +50,8 @@ func (r *apiCustomer) spec() enforcement.CustomerSpec {
 	return s
 }
 
-func decodeCustomer(data []byte) (*apiCustomer, error) {
-	var rec apiCustomer
+func decodeCustomer(data []byte) (*wire.Customer, error) {
+	var rec wire.Customer
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("limitr: unreadable customer record from the API: %w", err)
 	}
@@ -187,8 +160,8 @@ func (c *cloud) hydrateDepth(ctx context.Context, id string, depth int) bool {
 	}
 }
 
-// fetchState reads a customer's record and committed meter totals.
-func (c *cloud) fetchState(ctx context.Context, id string) (*wire.CustomerState, *apiCustomer, error) {
+// fetchState reads a customer's record, committed meter totals and grant draws.
+func (c *cloud) fetchState(ctx context.Context, id string) (*wire.CustomerState, *wire.Customer, error) {
 	_, data, err := c.call(ctx, http.MethodGet, wire.PathCustomer+url.PathEscape(id)+"/state", nil)
 	if err != nil {
 		return nil, nil, mapAPIError(err, "")
@@ -204,7 +177,6 @@ func (c *cloud) fetchState(ctx context.Context, id string) (*wire.CustomerState,
 	return &st, rec, nil
 }
 
-// loadCustomer hydrates one customer (and the refs it names that are missing here).
 // unavailable is why id's last hydration failed when the control plane could not
 // answer, or nil when it answered that the customer does not exist.
 func (c *cloud) unavailable(id string) error {
@@ -213,6 +185,9 @@ func (c *cloud) unavailable(id string) error {
 	return c.causes[id]
 }
 
+// loadCustomer hydrates one customer (and the refs it names that are missing here).
+// The error is why the control plane could not answer; (false, nil) means it does not
+// know the customer.
 func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 	ctx, cancel := context.WithTimeout(c.sendCtx, c.cfg.hydrateLimit)
 	defer cancel()
@@ -259,13 +234,14 @@ func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 }
 
 // snapshot builds the engine's customer from a server record and meter totals: the
-// profile, overrides, purchased topups as grants (under the server's grant ids) and
-// each meter at its committed total for its latest period.
-func (c *cloud) snapshot(rec *apiCustomer, st *wire.CustomerState) (*Customer, error) {
+// profile, overrides, purchased topups as grants (under the server's grant ids; one
+// that does not reset less its committed draws) and each meter at its committed total
+// for its latest period.
+func (c *cloud) snapshot(rec *wire.Customer, st *wire.CustomerState) (*Customer, error) {
 	p := c.eng.Policy()
 	now := time.Now()
 	snap := &Customer{ID: rec.ID, Plan: rec.Plan, AltIDs: slices.Clone(rec.AltIDs), Refs: slices.Clone(rec.Refs),
-		Type: rec.Type, Label: rec.Label, Metadata: rec.metadata(), Timezone: rec.Timezone,
+		Type: rec.Type, Label: rec.Label, Metadata: customerMetadata(rec), Timezone: rec.Timezone,
 		BillingAnchor: rec.BillingAnchor, Created: rec.CreatedAt,
 		Meters: map[string]Meter{}, Overrides: map[string]Override{}, Grants: map[string]Grant{}}
 	for ent, raw := range rec.Overrides {
@@ -422,12 +398,12 @@ func parseDec(s string) (num.Dec, error) {
 
 // ---- fleet refresh ----
 
-// refreshCustomers re-reads the committed totals of customers this instance just sent
-// usage for, at most once per refresh interval each and a bounded number per round. It
+// refreshCustomers re-reads the committed totals and grant draws of customers this
+// instance just sent usage for, at most once per refresh interval each and a bounded number per round. It
 // runs on the sender between batches, so no acknowledgement lands between a read and
 // its application (which would count that batch twice or not at all).
 func (c *cloud) refreshCustomers(ids []string) {
-	const perRound, parallel = 256, 8
+	const perRound = 256
 	now := time.Now()
 	var due []string
 	c.hmu.Lock()
@@ -449,6 +425,14 @@ func (c *cloud) refreshCustomers(ids []string) {
 		}
 	}
 	c.hmu.Unlock()
+	c.refreshEach(due)
+}
+
+// refreshEach re-reads and applies the committed totals and grant draws of customers,
+// a few at a time.
+// Only the sender calls it, between batches.
+func (c *cloud) refreshEach(due []string) {
+	const parallel = 8
 	if len(due) == 0 {
 		return
 	}
@@ -507,9 +491,10 @@ func (c *cloud) refreshTotals(id string) {
 
 // applyChange applies a customer change from the push stream. Meters, grant balances
 // and pending usage held here are kept: only the profile, plan, overrides and new
-// grants change. Customers this instance does not hold are left to hydration.
+// grants change. A delete drops the customer with its undrained usage. Customers this
+// instance does not hold are left to hydration.
 func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
-	var rec *apiCustomer
+	var rec *wire.Customer
 	if len(ch.Customer) > 0 && string(ch.Customer) != "null" {
 		r, err := decodeCustomer(ch.Customer)
 		if err != nil {
@@ -532,13 +517,7 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 		return
 	}
 	if ch.Op == "delete" {
-		if err := c.eng.DeleteCustomer(ctx, id); err != nil && !errors.Is(err, ErrUnknownCustomer) {
-			c.log.Warn("limitr: applying a customer deletion failed", "customer", id, "err", err)
-		}
-		c.hmu.Lock()
-		delete(c.revs, id)
-		delete(c.lastRefresh, id)
-		c.hmu.Unlock()
+		c.dropLocal(ctx, id)
 		return
 	}
 	cur := c.local(id)
@@ -568,7 +547,7 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 			}
 		}
 	case "topup":
-		var t apiTopup
+		var t wire.CustomerTopup
 		if err = json.Unmarshal(ch.Topup, &t); err == nil {
 			err = c.grant(ctx, id, t)
 		}
@@ -587,19 +566,25 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 
 // applyProfile lays a record's profile (and plan) over a customer held here, keeping
 // its meters.
-func (c *cloud) applyProfile(ctx context.Context, cur *Customer, rec *apiCustomer) error {
+func (c *cloud) applyProfile(ctx context.Context, cur *Customer, rec *wire.Customer) error {
 	if rec.Plan != "" && rec.Plan != cur.Plan {
 		if err := c.eng.SetCustomerPlan(ctx, cur.ID, rec.Plan, false); err != nil {
 			return err
 		}
 	}
-	s := rec.spec()
+	s := customerSpec(rec)
 	s.ID = cur.ID
 	_, err := c.eng.CreateCustomer(ctx, s)
 	return err
 }
 
-func (c *cloud) grant(ctx context.Context, id string, t apiTopup) error {
+func (c *cloud) grant(ctx context.Context, id string, t wire.CustomerTopup) error {
+	return c.grantDrawn(ctx, id, t, nil)
+}
+
+// grantDrawn grants a topup less what has been drawn from it: the committed draws
+// given, and this instance's own not yet committed (see GrantTopupDrawn).
+func (c *cloud) grantDrawn(ctx context.Context, id string, t wire.CustomerTopup, draws []enforcement.RemoteGrantDraw) error {
 	var price *num.Dec
 	if t.Price != "" {
 		d, err := num.Parse(t.Price.String())
@@ -608,7 +593,7 @@ func (c *cloud) grant(ctx context.Context, id string, t apiTopup) error {
 		}
 		price = &d
 	}
-	_, err := c.eng.GrantTopupWithID(ctx, id, t.Topup, t.GrantID, price, t.AppliedAt)
+	_, err := c.eng.GrantTopupDrawn(ctx, id, t.Topup, t.GrantID, price, t.AppliedAt, draws)
 	return err
 }
 
@@ -766,7 +751,7 @@ func (c *cloud) updateCustomer(ctx context.Context, spec enforcement.CustomerSpe
 
 // applyRecord applies a record the API returned for an operation made here. fresh means
 // the API just created the customer.
-func (c *cloud) applyRecord(ctx context.Context, rec *apiCustomer, fresh bool) (*Customer, error) {
+func (c *cloud) applyRecord(ctx context.Context, rec *wire.Customer, fresh bool) (*Customer, error) {
 	if cur := c.local(rec.ID); cur != nil {
 		if err := c.retryOnPolicyLag(ctx, func() error { return c.applyProfile(ctx, cur, rec) }); err != nil {
 			return nil, err
@@ -777,7 +762,7 @@ func (c *cloud) applyRecord(ctx context.Context, rec *apiCustomer, fresh bool) (
 	if fresh {
 		var snap *Customer
 		err := c.retryOnPolicyLag(ctx, func() (err error) {
-			snap, err = c.eng.CreateCustomer(ctx, rec.spec())
+			snap, err = c.eng.CreateCustomer(ctx, customerSpec(rec))
 			return err
 		})
 		if err == nil {
@@ -841,13 +826,7 @@ func (c *cloud) deleteCustomer(ctx context.Context, id string) error {
 		return mapAPIError(err, "customer")
 	}
 	if cur := c.local(id); cur != nil {
-		if err := c.eng.DeleteCustomer(ctx, cur.ID); err != nil && !errors.Is(err, ErrUnknownCustomer) {
-			return err
-		}
-		c.hmu.Lock()
-		delete(c.revs, cur.ID)
-		delete(c.lastRefresh, cur.ID)
-		c.hmu.Unlock()
+		c.dropLocal(ctx, cur.ID)
 	}
 	return nil
 }
@@ -906,7 +885,7 @@ func (c *cloud) applyTopup(ctx context.Context, id, topup string) error {
 	if err != nil {
 		return mapAPIError(err, "topup")
 	}
-	var t apiTopup
+	var t wire.CustomerTopup
 	if err := json.Unmarshal(data, &t); err != nil || t.GrantID == "" {
 		return fmt.Errorf("limitr: unreadable topup record from the API: %v", err)
 	}

@@ -35,6 +35,9 @@ type fakeCP struct {
 	shutdown chan struct{}
 
 	streamStatus int      // non-zero: the stream answers this status
+	oldest       int64    // the oldest event id the feed still holds (retention removed older ones)
+	resets       int      // reset events sent
+	helloNoHash  bool     // hellos name no policy version (only a reset or push makes the SDK fetch it)
 	streamConns  int      // stream connections accepted
 	lastEventIDs []string // Last-Event-ID of each stream connection
 	policyGets   int
@@ -51,6 +54,7 @@ type fakeCP struct {
 	seqViolations  []string
 	totals         map[fakeMeterKey]*fakeTotal
 	draws          map[fakeDrawKey]dec.Dec
+	unattributed   []wire.Unattributed // records committed without a customer, as the server keeps them
 
 	customers  map[string]*fakeRecord
 	failCust   int // the next n customer operations answer 500
@@ -241,13 +245,29 @@ func (f *fakeCP) stream(w http.ResponseWriter, r *http.Request) {
 		after, _ = strconv.ParseInt(last, 10, 64)
 	}
 	v := f.versions[len(f.versions)-1]
-	hello, _ := json.Marshal(wire.Hello{Environment: f.env, PolicyVersion: len(f.versions), PolicyHash: v.hash, Cursor: f.nextID})
+	h := wire.Hello{Environment: f.env, PolicyVersion: len(f.versions), PolicyHash: v.hash, Cursor: f.nextID}
+	if f.helloNoHash {
+		h.PolicyVersion, h.PolicyHash = 0, ""
+	}
+	hello, _ := json.Marshal(h)
+	// As the server does: the hello carries the resume point, and a resume point
+	// older than the feed holds is answered with a reset to the newest id.
+	var reset []byte
 	cursor := f.nextID
+	if last != "" && after < f.oldest-1 {
+		reset, _ = json.Marshal(wire.Reset{Cursor: cursor, Reason: "retention"})
+		f.resets++
+	}
+	helloID := after
 	drop := f.drop
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "text/event-stream")
 	fl := w.(http.Flusher)
-	fmt.Fprintf(w, ": welcome\n\nid: %d\nevent: hello\ndata: %s\n\n", cursor, hello)
+	fmt.Fprintf(w, ": welcome\n\nid: %d\nevent: hello\ndata: %s\n\n", helloID, hello)
+	if reset != nil {
+		fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", cursor, wire.EventReset, reset)
+		after = cursor
+	}
 	fl.Flush()
 	for {
 		f.mu.Lock()
@@ -280,6 +300,14 @@ func (f *fakeCP) stream(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, ": heartbeat\n\n")
 		}
 	}
+}
+
+// expireFeed drops every event so far, as the server's retention does.
+func (f *fakeCP) expireFeed() {
+	f.mu.Lock()
+	f.feed = nil
+	f.oldest = f.nextID + 1
+	f.mu.Unlock()
 }
 
 // dropStreams cuts every open stream.
@@ -326,13 +354,13 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 		problemReply(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if b.InstanceID == "" || b.Sequence <= 0 || len(b.Deltas)+len(b.GrantDraws) == 0 || len(b.Deltas) > wire.MaxDeltas {
+	if b.InstanceID == "" || b.Sequence <= 0 || len(b.Deltas)+len(b.GrantDraws)+len(b.Events) == 0 || len(b.Deltas) > wire.MaxDeltas {
 		problemReply(w, http.StatusUnprocessableEntity, "bad batch identity or size")
 		return
 	}
 	key := b.InstanceID + "/" + strconv.FormatInt(b.Sequence, 10)
 	f.mu.Lock()
-	ack := wire.UsageAck{Sequence: b.Sequence, Accepted: len(b.Deltas)}
+	ack := wire.UsageAck{Sequence: b.Sequence}
 	if _, dup := f.committed[key]; dup {
 		f.duplicates++
 		ack.Duplicate = true
@@ -342,7 +370,42 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 		}
 		f.lastSeq[b.InstanceID] = b.Sequence
 		f.committed[key] = b
-		for _, d := range b.Deltas {
+		// As the server does: usage of customers it does not know, or stamped with an
+		// earlier creation than the customer's (created again since), is kept apart.
+		unattributed := func(kind string, i int, customer string, createdAt *time.Time) bool {
+			reason := ""
+			switch rec := f.lookupLocked(customer); {
+			case rec == nil:
+				reason = wire.ReasonUnknownCustomer
+			case createdAt != nil && createdAt.Before(rec.CreatedAt):
+				reason = wire.ReasonCustomerRecreated
+			default:
+				return false
+			}
+			u := wire.Unattributed{Kind: kind, Index: i, Customer: customer, Reason: reason}
+			ack.Unattributed = append(ack.Unattributed, u)
+			f.unattributed = append(f.unattributed, u)
+			return true
+		}
+		for i, e := range b.Events {
+			unattributed(wire.RecordEvent, i, e.Customer, nil)
+		}
+		for i, d := range b.GrantDraws {
+			if unattributed(wire.RecordGrantDraw, i, d.Customer, d.CustomerCreatedAt) {
+				continue
+			}
+			k := fakeDrawKey{d.Customer, d.GrantID, d.PeriodStart.UTC()}
+			cur, ok := f.draws[k]
+			if !ok {
+				cur = dec.Zero
+			}
+			f.draws[k], _ = cur.Add(dec.MustParse(d.Units))
+		}
+		for i, d := range b.Deltas {
+			if unattributed(wire.RecordDelta, i, d.Customer, d.CustomerCreatedAt) {
+				continue
+			}
+			ack.Accepted++
 			k := fakeMeterKey{d.Customer, d.Entitlement, d.PeriodStart.UTC()}
 			tot := f.totals[k]
 			if tot == nil {
@@ -352,14 +415,6 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 			tot.units, _ = tot.units.Add(dec.MustParse(d.Units))
 			tot.overhead, _ = tot.overhead.Add(dec.MustParse(d.Overhead))
 			tot.calls += d.Calls
-		}
-		for _, d := range b.GrantDraws {
-			k := fakeDrawKey{d.Customer, d.GrantID, d.PeriodStart.UTC()}
-			cur, ok := f.draws[k]
-			if !ok {
-				cur = dec.Zero
-			}
-			f.draws[k], _ = cur.Add(dec.MustParse(d.Units))
 		}
 	}
 	drop := !ack.Duplicate && f.commitThenDrop > 0

@@ -225,7 +225,14 @@ func (c *cloud) stream(ctx context.Context, lastID *string) (bool, error) {
 		idle.Reset(c.cfg.streamIdle)
 		if line == "" {
 			if ev.hasData || ev.typ != "" {
-				if c.dispatch(ctx, &ev) && ev.typ == wire.EventHello {
+				ok, err := c.dispatch(ctx, &ev)
+				if err != nil {
+					// The event was not applied: end the connection without moving past
+					// it, so the server sends it again on the next one. hello is reported
+					// false so reconnects back off.
+					return false, err
+				}
+				if ok && ev.typ == wire.EventHello {
 					hello = true
 				}
 			}
@@ -280,15 +287,16 @@ func readLine(r *bufio.Reader, limit int) (string, error) {
 	}
 }
 
-// dispatch handles one event; false if it could not be understood.
-func (c *cloud) dispatch(ctx context.Context, ev *sseEvent) bool {
+// dispatch handles one event; false if it could not be understood. An error means
+// the event was understood but could not be applied and must be received again.
+func (c *cloud) dispatch(ctx context.Context, ev *sseEvent) (bool, error) {
 	data := []byte(ev.data.String())
 	switch ev.typ {
 	case wire.EventHello:
 		var h wire.Hello
 		if err := json.Unmarshal(data, &h); err != nil {
 			c.log.Warn("limitr: malformed hello on the push stream", "err", err)
-			return false
+			return false, nil
 		}
 		c.streamUp.Store(true)
 		if h.Environment != "" {
@@ -304,7 +312,7 @@ func (c *cloud) dispatch(ctx context.Context, ev *sseEvent) bool {
 		var pc wire.PolicyChanged
 		if err := json.Unmarshal(data, &pc); err != nil {
 			c.log.Warn("limitr: malformed policy event on the push stream", "err", err)
-			return false
+			return false, nil
 		}
 		if !c.current(pc.Hash) || pc.Hash == "" {
 			c.syncPolicy(ctx, pc.Hash)
@@ -315,11 +323,23 @@ func (c *cloud) dispatch(ctx context.Context, ev *sseEvent) bool {
 		var ch wire.CustomerChanged
 		if err := json.Unmarshal(data, &ch); err != nil {
 			c.log.Warn("limitr: malformed customer event on the push stream", "err", err)
-			return false
+			return false, nil
 		}
 		c.applyChange(ctx, ch)
+	case wire.EventReset:
+		var rs wire.Reset
+		if err := json.Unmarshal(data, &rs); err != nil {
+			// Moving past a reset unapplied would leave changes unseen: reconnect instead.
+			return false, fmt.Errorf("limitr: malformed reset on the push stream: %w", err)
+		}
+		c.log.Info("limitr: the change feed no longer holds this instance's position; re-reading the policy and customers",
+			"cursor", rs.Cursor, "reason", rs.Reason)
+		if err := c.resync(ctx); err != nil {
+			c.log.Warn("limitr: resynchronising after a reset failed; reconnecting to retry", "err", err)
+			return false, err
+		}
 	default:
-		return false
+		return false, nil
 	}
-	return true
+	return true, nil
 }

@@ -26,7 +26,7 @@ type batch struct {
 	deltas  []enforcement.UsageDelta // what to acknowledge to the engine
 	owners  []string                 // customers with grant draws in the batch, for the refresh
 	body    wire.UsageBatch          // identity is set when it is first sent
-	n       int                      // number of deltas
+	n       int                      // number of records: deltas, grant draws and call records
 	file    string                   // spill file; "" in memory
 	sending bool                     // the sender holds it: never dropped
 }
@@ -37,6 +37,7 @@ func (c *cloud) syncStats() SyncStats {
 	s.Queued, s.Spilled = c.queuedMem, c.spilledN
 	c.umu.Unlock()
 	s.Pending = c.pending()
+	s.AuditPending, s.AuditDropped = c.eng.PendingCallEvents(), c.eng.CallEventsDropped()
 	s.PolicyVersion = int(c.version.Load())
 	s.PolicyUpdatedAt = time.Unix(0, c.policyAt.Load())
 	s.StreamConnected = c.streamUp.Load()
@@ -99,12 +100,17 @@ func (c *cloud) cut(final bool) {
 			c.umu.Unlock()
 		}
 		id, ds, gd := c.eng.DrainUsageAll(context.Background(), max)
-		evs := c.eng.DrainCallEvents(max)
+		// Call records fill what room the sums leave, so a batch stays within the
+		// buffer; those that do not fit wait in the engine, within its audit bound.
+		var evs []enforcement.CallEvent
+		if room := max - len(ds) - len(gd); room > 0 {
+			evs = c.eng.DrainCallEvents(room)
+		}
 		if len(ds) == 0 && len(evs) == 0 && len(gd) == 0 {
 			return
 		}
 		c.enqueue(id, ds, gd, evs, final)
-		if len(ds) < max && len(evs) < max && len(gd) < max {
+		if len(ds) < max && len(gd) < max && len(ds)+len(gd)+len(evs) < max {
 			return
 		}
 	}
@@ -115,9 +121,18 @@ func toWire(ds []enforcement.UsageDelta) []wire.UsageDelta {
 	for i, d := range ds {
 		out[i] = wire.UsageDelta{Customer: d.Customer, Entitlement: d.Entitlement, Credit: d.Credit,
 			PeriodStart: d.PeriodStart, Units: d.Units.String(), Overhead: d.Overhead.String(),
-			Price: d.Price.String(), Calls: d.Calls}
+			Price: d.Price.String(), Calls: d.Calls, CustomerCreatedAt: timePtr(d.CustomerCreatedAt)}
 	}
 	return out
+}
+
+// timePtr is t for an optional wire field: nil when zero.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }
 
 func toWireDraws(gd []enforcement.GrantDraw) []wire.GrantDraw {
@@ -126,7 +141,8 @@ func toWireDraws(gd []enforcement.GrantDraw) []wire.GrantDraw {
 	}
 	out := make([]wire.GrantDraw, len(gd))
 	for i, d := range gd {
-		out[i] = wire.GrantDraw{Customer: d.Customer, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units.String()}
+		out[i] = wire.GrantDraw{Customer: d.Customer, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units.String(),
+			CustomerCreatedAt: timePtr(d.CustomerCreatedAt)}
 	}
 	return out
 }
@@ -173,7 +189,7 @@ func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, gd []enforcement
 				c.queuedMem -= old.n
 				c.stats.Dropped += int64(old.n)
 				c.eng.AckUsage(old.engID, old.deltas)
-				c.log.Warn("limitr: usage buffer full; dropped the oldest batch", "deltas", old.n)
+				c.log.Warn("limitr: usage buffer full; dropped the oldest batch", "records", old.n)
 			}
 		}
 	}
@@ -190,6 +206,7 @@ func (c *cloud) sender() {
 	defer c.sendWG.Done()
 	ctx := c.sendCtx
 	for {
+		c.refreshRequested()
 		c.umu.Lock()
 		var b *batch
 		if len(c.queue) > 0 {
@@ -260,7 +277,7 @@ func (c *cloud) send(ctx context.Context, b *batch) bool {
 		var ae *APIError
 		if errors.As(err, &ae) && permanent(ae.Status) {
 			c.log.Error("limitr: the server refused a usage batch; dropping it", "instance", b.body.InstanceID,
-				"sequence", b.body.Sequence, "deltas", b.n, "err", err)
+				"sequence", b.body.Sequence, "records", b.n, "err", err)
 			c.reject(b, err)
 			return true
 		}
@@ -351,6 +368,7 @@ func (c *cloud) finish(b *batch, ack *wire.UsageAck) {
 		}
 		c.stats.LastFlush = time.Now()
 		c.stats.LastError = nil
+		c.stats.Unattributed += int64(len(ack.Unattributed))
 	}
 	refresh := ack != nil && c.cfg.refreshInterval > 0 && c.spilledN == 0 && b.engID != 0
 	c.umu.Unlock()
@@ -370,10 +388,64 @@ func (c *cloud) finish(b *batch, ack *wire.UsageAck) {
 	if b.engID != 0 && b.file == "" {
 		c.eng.AckUsage(b.engID, b.deltas)
 	}
-	b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws = nil, nil, nil, nil
+	if ack != nil && len(ack.Unattributed) > 0 {
+		c.warnUnattributed(b, ack.Unattributed)
+	}
+	b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws, b.body.Events = nil, nil, nil, nil, nil
 	c.pulse()
 	if refresh {
 		c.refreshCustomers(owners)
+	}
+}
+
+// unattributedWarnEvery is how often, at most, one customer's unattributed usage is
+// logged: a customer deleted on the server while this instance serves it would
+// otherwise log every flush.
+const unattributedWarnEvery = time.Minute
+
+// warnUnattributed logs the records of an acknowledged batch the server committed
+// without a customer, once per customer per unattributedWarnEvery. Only the sender
+// calls it.
+func (c *cloud) warnUnattributed(b *batch, us []wire.Unattributed) {
+	type tally struct {
+		reason                 string
+		deltas, draws, records int
+	}
+	per := map[string]*tally{}
+	var order []string
+	for _, u := range us {
+		t := per[u.Customer]
+		if t == nil {
+			t = &tally{reason: u.Reason}
+			per[u.Customer] = t
+			order = append(order, u.Customer)
+		}
+		switch u.Kind {
+		case wire.RecordDelta:
+			t.deltas++
+		case wire.RecordGrantDraw:
+			t.draws++
+		default:
+			t.records++
+		}
+	}
+	now := time.Now()
+	if len(c.warned) > 10_000 {
+		for k, at := range c.warned {
+			if now.Sub(at) >= unattributedWarnEvery {
+				delete(c.warned, k)
+			}
+		}
+	}
+	for _, id := range order {
+		if at, ok := c.warned[id]; ok && now.Sub(at) < unattributedWarnEvery {
+			continue
+		}
+		c.warned[id] = now
+		t := per[id]
+		c.log.Warn("limitr: the server could not attribute usage to a customer; it kept the usage for an operator",
+			"customer", id, "reason", t.reason, "deltas", t.deltas, "grant_draws", t.draws, "call_records", t.records,
+			"instance", b.body.InstanceID, "sequence", b.body.Sequence)
 	}
 }
 
@@ -407,7 +479,8 @@ func (c *cloud) spillLocked(b *batch) error {
 	if b.engID != 0 {
 		c.eng.AckUsage(b.engID, b.deltas)
 	}
-	b.engID, b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws = 0, nil, nil, nil, nil
+	// The file holds the records now; memory must not grow with what is spilled.
+	b.engID, b.deltas, b.owners, b.body.Deltas, b.body.GrantDraws, b.body.Events = 0, nil, nil, nil, nil, nil
 	return nil
 }
 
@@ -466,12 +539,12 @@ func (c *cloud) loadSpilled() error {
 			_ = os.Rename(path, path+".bad")
 			continue
 		}
-		n := len(body.Deltas) + len(body.GrantDraws)
+		n := len(body.Deltas) + len(body.GrantDraws) + len(body.Events)
 		c.queue = append(c.queue, &batch{file: path, n: n})
 		c.spilledN += n
 	}
 	if len(names) > 0 {
-		c.log.Info("limitr: sending usage spilled by an earlier run", "files", len(names), "deltas", c.spilledN)
+		c.log.Info("limitr: sending usage spilled by an earlier run", "files", len(names), "records", c.spilledN)
 	}
 	return nil
 }

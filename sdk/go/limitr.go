@@ -138,7 +138,9 @@ func Open(path string, opts ...Option) (*Policy, error) {
 }
 
 // Update swaps in a new version of the policy document atomically. Customers, meters
-// and overrides are kept and enforced under the new version from the next call.
+// and overrides are kept and enforced under the new version from the next call. In
+// cloud mode it changes this instance only, until the control plane activates another
+// version.
 func (p *Policy) Update(ctx context.Context, doc []byte, opts ...Option) error {
 	cfg := config{}
 	for _, o := range opts {
@@ -159,8 +161,9 @@ func (p *Policy) Version() string { return p.eng.Policy().Hash }
 func (p *Policy) Marshal(f Format) ([]byte, error) { return p.eng.Policy().Marshal(f) }
 
 // Close releases the policy. Calls after Close return ErrClosed. In cloud mode it
-// first sends the usage not yet acknowledged, for as long as ctx allows, and stops the
-// background work.
+// stops the background work and sends the usage not yet acknowledged, for as long as
+// ctx allows; with Spill, what it could not send is written to the spill directory,
+// whose lock it then releases. Otherwise usage left unsent is reported in the error.
 func (p *Policy) Close(ctx context.Context) error {
 	if !p.closed.CompareAndSwap(false, true) || p.cloud == nil {
 		return nil
@@ -243,7 +246,11 @@ func (p *Policy) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 	return p.eng.SetCustomerPlan(ctx, id, plan, overwriteMeters)
 }
 
-// DeleteCustomer removes a customer.
+// DeleteCustomer removes a customer. In cloud mode the API deletes it first; then the
+// customer's usage not yet cut into a batch (meter sums, grant draws, audit records)
+// is discarded here, since the server would no longer attribute it. Usage already cut
+// into a batch that is queued or in flight is still sent: the server commits it
+// without a customer and reports it (SyncStats.Unattributed).
 func (p *Policy) DeleteCustomer(ctx context.Context, id string) error {
 	if err := p.open(); err != nil {
 		return err
@@ -254,7 +261,8 @@ func (p *Policy) DeleteCustomer(ctx context.Context, id string) error {
 	return p.eng.DeleteCustomer(ctx, id)
 }
 
-// Customer returns a snapshot of a customer, looked up by id or alt id.
+// Customer returns a snapshot of a customer, looked up by id or alt id. In cloud mode a
+// customer this instance does not hold is loaded from the server first.
 func (p *Policy) Customer(ctx context.Context, id string) (*Customer, error) {
 	if err := p.open(); err != nil {
 		return nil, err
@@ -266,7 +274,9 @@ func (p *Policy) Customer(ctx context.Context, id string) (*Customer, error) {
 	return c, err
 }
 
-// Customers returns snapshots of every customer, ordered by id.
+// Customers returns snapshots of every customer, ordered by id. In cloud mode these are
+// the customers this instance holds (created, changed or used here), not every
+// customer of the environment.
 func (p *Policy) Customers(ctx context.Context) ([]*Customer, error) {
 	if err := p.open(); err != nil {
 		return nil, err
