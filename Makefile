@@ -56,6 +56,8 @@ fuzz: check-go
 	$(GO) test -run '^$$' -fuzz FuzzCurves -fuzztime 30s ./internal/billing/rating/
 	$(GO) test -run '^$$' -fuzz FuzzParseKeyring -fuzztime 20s ./internal/secrets/
 	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 20s ./internal/secrets/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 30s ./internal/usage/
+	$(GO) test -run '^$$' -fuzz FuzzUsageBody -fuzztime 20s ./internal/api/
 
 lint: check-go
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/aggregate"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // LagRecorder collects the worker's per-row commit lags; pass its OnBatch in
@@ -102,7 +103,7 @@ func IdleWorker(ctx context.Context, st *Stack, n int, every time.Duration) erro
 		return fmt.Errorf("idle worker: %d rows pending, want an empty queue", s.Rows)
 	}
 	for range n {
-		if err := st.Bus.Publish(ctx, aggregate.Channel, nil); err != nil {
+		if err := st.Bus.Publish(ctx, wire.ChannelUsage, nil); err != nil {
 			return err
 		}
 		if !sleep(ctx, every) {

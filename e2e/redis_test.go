@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limitr/limitr/internal/aggregate"
 	"github.com/limitr/limitr/internal/platform/bus"
+	"github.com/limitr/limitr/internal/wire"
 	limitr "github.com/limitr/limitr/sdk/go"
 )
 
@@ -197,7 +197,7 @@ func TestRedisStopped(t *testing.T) {
 	// Wake-ups are back once the API publishes again (seen on a subscription of our
 	// own) and the API and the worker are subscribed again.
 	probe := redisClient(t, rs.URL)
-	sub := probe.Subscribe(ctx, aggregate.Channel)
+	sub := probe.Subscribe(ctx, wire.ChannelUsage)
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)
@@ -217,11 +217,11 @@ func TestRedisStopped(t *testing.T) {
 	}
 	waitFor(t, 15*time.Second, "the API to publish usage wake-ups again", func() bool { return firstWake.Load() != 0 })
 	waitFor(t, 15*time.Second, "the API and the worker to subscribe again", func() bool {
-		n, err := probe.PubSubNumSub(ctx, aggregate.Channel).Result()
-		if err != nil || n[aggregate.Channel] < 2 {
+		n, err := probe.PubSubNumSub(ctx, wire.ChannelUsage).Result()
+		if err != nil || n[wire.ChannelUsage] < 2 {
 			return false
 		}
-		chans, err := probe.PubSubChannels(ctx, "limitr:changes:*").Result()
+		chans, err := probe.PubSubChannels(ctx, wire.ChangesChannel("*", "*")).Result()
 		return err == nil && len(chans) > 0
 	})
 	resub := time.Since(restarted)

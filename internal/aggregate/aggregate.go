@@ -54,7 +54,7 @@
 // backlog after the worker idled on an empty table, with and without statistics.
 //
 // Run loops: a full batch is followed at once by the next; otherwise it waits for a
-// wake-up on the bus (the API publishes on Channel after committing usage) or the poll
+// wake-up on the bus (the API publishes on wire.ChannelUsage after committing usage) or the poll
 // interval. Without a bus it polls.
 package aggregate
 
@@ -70,10 +70,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/platform/bus"
+	"github.com/limitr/limitr/internal/wire"
 )
-
-// Channel is the bus channel the API publishes on after committing a usage batch.
-const Channel = "limitr:usage"
 
 // DefaultBatchSize is the number of rows claimed per transaction when Options leaves it 0.
 const DefaultBatchSize = 5000
@@ -252,7 +250,7 @@ func (a *Aggregator) Drain(ctx context.Context) (int, error) {
 func (a *Aggregator) Run(ctx context.Context) error {
 	var wake <-chan []byte
 	if a.opts.Bus != nil {
-		wake = a.opts.Bus.Subscribe(ctx, Channel)
+		wake = a.opts.Bus.Subscribe(ctx, wire.ChannelUsage)
 	}
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()

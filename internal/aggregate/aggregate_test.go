@@ -21,6 +21,7 @@ import (
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/platform/pgtest"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // fixture is a tenant with one environment and some customers.
@@ -459,7 +460,7 @@ func TestWakeUpThroughBus(t *testing.T) {
 	for i := range 3 {
 		insert(t, pool, f, []row{{f.customers[0], "tokens", jan, "2", "0", "0", 1}}, time.Time{})
 		start := time.Now()
-		if err := b.Publish(ctx, Channel, []byte("x")); err != nil {
+		if err := b.Publish(ctx, wire.ChannelUsage, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -601,7 +602,7 @@ func BenchmarkLagAt20kRowsPerSecond(b *testing.B) {
 		for _, rows := range batches {
 			<-tick.C
 			insert(b, pool, f, rows, time.Time{})
-			_ = wake.Publish(ctx, Channel, nil)
+			_ = wake.Publish(ctx, wire.ChannelUsage, nil)
 		}
 		tick.Stop()
 		for {

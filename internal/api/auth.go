@@ -22,6 +22,7 @@ import (
 	"github.com/limitr/limitr/internal/httpx/requestlog"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // Principal is who is calling: an API key of a tenant.
@@ -42,9 +43,6 @@ func principal(c echo.Context) *Principal {
 	p, _ := c.Get(principalKey).(*Principal)
 	return p
 }
-
-// channelKeyRevoked carries revoked key ids to every replica's key cache.
-const channelKeyRevoked = "limitr:keys:revoked"
 
 func unauthorized(detail string) error {
 	p := problem.New(http.StatusUnauthorized, detail)
@@ -207,7 +205,7 @@ func (k *keyCache) evict(id uuid.UUID) {
 }
 
 func (k *keyCache) follow(ctx context.Context, b bus.Bus) {
-	for msg := range b.Subscribe(ctx, channelKeyRevoked) {
+	for msg := range b.Subscribe(ctx, wire.ChannelKeyRevoked) {
 		if id, err := uuid.ParseBytes(msg); err == nil {
 			k.evict(id)
 		}

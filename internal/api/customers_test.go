@@ -290,7 +290,7 @@ func newFixture(t *testing.T) (*custHarness, custTenant) {
 
 func TestCustomerCreateGetPatchDelete(t *testing.T) {
 	h, tn := newFixture(t)
-	events := h.srv.bus.Subscribe(t.Context(), "limitr:changes:"+tn.tenantID.String()+":"+tn.envs["production"].String())
+	events := h.srv.bus.Subscribe(t.Context(), wire.ChangesChannel(tn.tenantID.String(), tn.envs["production"].String()))
 
 	code, body := h.do(http.MethodPost, custPath("production"), tn.secret, map[string]any{
 		"id": "org_1", "plan": "pro", "type": "org", "label": "Acme Org", "alt_ids": []string{"cus_stripe_1", "cus_stripe_1"},

@@ -21,6 +21,7 @@ import (
 	"github.com/limitr/limitr/internal/platform/pgtest"
 	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/policies/doctree"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // polHarness is a server on a fresh database, driven through its HTTP handler.
@@ -427,7 +428,7 @@ func TestPolicyPublishAndActive(t *testing.T) {
 	tenantID := h.tenantID(admin)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	wake := h.s.bus.Subscribe(ctx, "limitr:changes:"+tenantID+":"+envID)
+	wake := h.s.bus.Subscribe(ctx, wire.ChangesChannel(tenantID, envID))
 	time.Sleep(10 * time.Millisecond)
 
 	out := h.publish(admin, "production", 1)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/tenancy"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // The tenancy handlers bind the request, call the tenancy service and respond; every
@@ -108,7 +109,7 @@ func (s *Server) revokeKey(c echo.Context) error {
 	}
 	// Every replica drops the key from its cache now; the cache TTL covers a lost message.
 	s.keys.evict(id)
-	if err := s.bus.Publish(ctx, channelKeyRevoked, []byte(id.String())); err != nil {
+	if err := s.bus.Publish(ctx, wire.ChannelKeyRevoked, []byte(id.String())); err != nil {
 		s.logger.Warn("api: could not broadcast a key revocation; other replicas see it within the cache TTL", "err", err, "key", id)
 	}
 	return c.JSON(http.StatusOK, after)

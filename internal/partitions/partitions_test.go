@@ -96,11 +96,11 @@ func TestRowsLandInTheirDay(t *testing.T) {
 	}
 	tomorrow := now.UTC().Truncate(24*time.Hour).AddDate(0, 0, 1)
 	_, err := pool.Exec(ctx, `
-		insert into usage_deltas (received_at, tenant_id, environment_id, instance_id, sequence, customer_id, entitlement, credit, period_start, units, overhead, price, calls)
-		values (now(), gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', 'e', 'usd', now(), 1, 0, 0, 1),
-		       ($1, gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', 'e', 'usd', now(), 1, 0, 0, 1),
-		       ($1::timestamptz - interval '1 microsecond', gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', 'e', 'usd', now(), 1, 0, 0, 1),
-		       ($1::timestamptz + interval '30 days', gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', 'e', 'usd', now(), 1, 0, 0, 1)`, tomorrow)
+		insert into usage_deltas (received_at, tenant_id, environment_id, instance_id, sequence, customer_id, customer_uid, entitlement, credit, period_start, units, overhead, price, calls)
+		values (now(), gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', gen_random_uuid(), 'e', 'usd', now(), 1, 0, 0, 1),
+		       ($1, gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', gen_random_uuid(), 'e', 'usd', now(), 1, 0, 0, 1),
+		       ($1::timestamptz - interval '1 microsecond', gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', gen_random_uuid(), 'e', 'usd', now(), 1, 0, 0, 1),
+		       ($1::timestamptz + interval '30 days', gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', gen_random_uuid(), 'e', 'usd', now(), 1, 0, 0, 1)`, tomorrow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,8 +139,8 @@ func TestDefaultPartitionConflictIsSkipped(t *testing.T) {
 	ctx := context.Background()
 	day := time.Date(2026, 5, 10, 0, 0, 0, 0, time.UTC)
 	if _, err := pool.Exec(ctx, `
-		insert into usage_deltas (received_at, tenant_id, environment_id, instance_id, sequence, customer_id, entitlement, credit, period_start, units, overhead, price, calls)
-		values ($1::timestamptz + interval '1 day 3 hours', gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', 'e', 'usd', now(), 1, 0, 0, 1)`, day); err != nil {
+		insert into usage_deltas (received_at, tenant_id, environment_id, instance_id, sequence, customer_id, customer_uid, entitlement, credit, period_start, units, overhead, price, calls)
+		values ($1::timestamptz + interval '1 day 3 hours', gen_random_uuid(), gen_random_uuid(), 'i', 1, 'c', gen_random_uuid(), 'e', 'usd', now(), 1, 0, 0, 1)`, day); err != nil {
 		t.Fatal(err)
 	}
 	res, err := Ensure(ctx, pool, day, DaysAhead, quiet)

@@ -1,0 +1,107 @@
+package usage
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/limitr/limitr/internal/validation"
+	"github.com/limitr/limitr/internal/wire"
+)
+
+// FuzzDecodeBatch: any body either decodes and checks into a batch whose every record
+// is usable, or fails with a validation or malformed-input error (a 4xx), never a
+// panic.
+func FuzzDecodeBatch(f *testing.F) {
+	now := time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)
+	good, _ := json.Marshal(wire.UsageBatch{InstanceID: "web-1", Sequence: 1, SentAt: now,
+		Deltas: []wire.UsageDelta{{Customer: "alice", Entitlement: "e", Credit: "c", PeriodStart: now, Units: "1.5", Overhead: "0", Price: "0", Calls: 1}},
+		GrantDraws: []wire.GrantDraw{{Customer: "alice", GrantID: "g", PeriodStart: now, Units: "1"}},
+		Events:     []wire.UsageEvent{{ID: "e1", Customer: "alice", Entitlement: "e", Units: "1", Overhead: "0", At: now}}})
+	f.Add(good)
+	f.Add([]byte(`{"instance_id":"a","sequence":1,"deltas":[{"customer":"c","units":"-1e5"}]}`))
+	f.Add([]byte(`{"instance_id":"a","sequence":1,"events":[{"id":"x"},{"id":"x"}]}`))
+	f.Add([]byte(`{"instance_id":"a","sequence":1} trailing`))
+	f.Add([]byte(`{"instance_id":"a","sequence":1,"deltas":[{"customer_created_at":"never"}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		in, err := DecodeBatch(body)
+		if err != nil {
+			if !errors.Is(err, validation.ErrMalformed) && !errors.Is(err, validation.ErrInvalid) {
+				t.Fatalf("decode error %v is neither malformed nor invalid", err)
+			}
+			return
+		}
+		v := check(in, now)
+		if err := v.errs.Err("x"); err != nil {
+			if !errors.Is(err, validation.ErrInvalid) {
+				t.Fatalf("check error %v is not a validation error", err)
+			}
+			return
+		}
+		for _, d := range v.batch.Deltas {
+			if d.Calls < 0 || d.CustomerID == "" || d.PeriodStart.IsZero() || d.Entitlement == "" {
+				t.Fatalf("accepted %+v", d)
+			}
+		}
+		for _, d := range v.batch.GrantDraws {
+			if d.Units.IsNeg() || d.CustomerID == "" || d.GrantID == "" {
+				t.Fatalf("accepted draw %+v", d)
+			}
+		}
+		if in.Sequence < 1 || in.InstanceID == "" {
+			t.Fatalf("accepted batch key %q/%d", in.InstanceID, in.Sequence)
+		}
+	})
+}
+
+// Attribution, without a database: unknown names and records of an earlier customer
+// of the same id are set aside, in batch order, with the reason.
+func TestAttribute(t *testing.T) {
+	now := time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)
+	created := now.Add(-time.Hour)
+	older := created.Add(-time.Minute)
+	slightly := created.Add(-500 * time.Microsecond) // lost precision, same customer
+	in := &wire.UsageBatch{InstanceID: "i", Sequence: 1, Deltas: []wire.UsageDelta{
+		{Customer: "a", Entitlement: "e", Credit: "c", PeriodStart: now, Units: "1", Overhead: "0", Price: "0", Calls: 1},
+		{Customer: "ghost", Entitlement: "e", Credit: "c", PeriodStart: now, Units: "2", Overhead: "0", Price: "0", Calls: 1},
+		{Customer: "alt-a", Entitlement: "e", Credit: "c", PeriodStart: now, Units: "3", Overhead: "0", Price: "0", Calls: 1, CustomerCreatedAt: &older},
+		{Customer: "a", Entitlement: "e", Credit: "c", PeriodStart: now, Units: "4", Overhead: "0", Price: "0", Calls: 1, CustomerCreatedAt: &slightly},
+		{Customer: "a", Entitlement: "e", Credit: "c", PeriodStart: now.AddDate(-3, 0, 0), Units: "5", Overhead: "0", Price: "0", Calls: 1},
+	}}
+	v := check(in, now)
+	if err := v.errs.Err("x"); err != nil {
+		t.Fatal(err)
+	}
+	c := storeCustomer("a", created)
+	if err := v.attribute(map[string]storeUsageCustomer{"a": c, "alt-a": c}); err != nil {
+		t.Fatal(err)
+	}
+	var units []string
+	for _, d := range v.batch.Deltas {
+		if d.CustomerID != "a" || d.CustomerUID != c.UID {
+			t.Fatalf("attributed to %q/%v", d.CustomerID, d.CustomerUID)
+		}
+		units = append(units, d.Units.String())
+	}
+	if len(units) != 2 || units[0] != "1" || units[1] != "4" {
+		t.Fatalf("attributed units %v", units)
+	}
+	want := []struct {
+		index  int
+		reason string
+	}{{1, wire.ReasonUnknownCustomer}, {2, wire.ReasonCustomerRecreated}, {4, wire.ReasonCustomerRecreated}}
+	if len(v.batch.Unattributed) != len(want) {
+		t.Fatalf("unattributed %+v", v.batch.Unattributed)
+	}
+	for i, w := range want {
+		u := v.batch.Unattributed[i]
+		if u.Index != w.index || u.Reason != w.reason || u.Kind != wire.RecordDelta {
+			t.Fatalf("unattributed[%d] = %+v, want %+v", i, u, w)
+		}
+		var rec wire.UsageDelta
+		if err := json.Unmarshal(u.Record, &rec); err != nil || rec.Units != in.Deltas[w.index].Units {
+			t.Fatalf("kept record %s (%v)", u.Record, err)
+		}
+	}
+}
