@@ -16,7 +16,7 @@ import (
 func FuzzDecodeBatch(f *testing.F) {
 	now := time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)
 	good, _ := json.Marshal(wire.UsageBatch{InstanceID: "web-1", Sequence: 1, SentAt: now,
-		Deltas: []wire.UsageDelta{{Customer: "alice", Entitlement: "e", Credit: "c", PeriodStart: now, Units: "1.5", Overhead: "0", Price: "0", Calls: 1}},
+		Deltas:     []wire.UsageDelta{{Customer: "alice", Entitlement: "e", Credit: "c", PeriodStart: now, Units: "1.5", Overhead: "0", Price: "0", Calls: 1}},
 		GrantDraws: []wire.GrantDraw{{Customer: "alice", GrantID: "g", PeriodStart: now, Units: "1"}},
 		Events:     []wire.UsageEvent{{ID: "e1", Customer: "alice", Entitlement: "e", Units: "1", Overhead: "0", At: now}}})
 	f.Add(good)
