@@ -177,6 +177,14 @@ func (s *Service) expired(ctx context.Context, sentAt *time.Time) (bool, error) 
 	return !h.IsZero() && sentAt.Before(h.Add(expiredMargin)), nil
 }
 
+// ForgetHorizon makes the next batch re-read the deduplication horizon (tests, and
+// operators who just changed the retention).
+func (s *Service) ForgetHorizon() {
+	s.horizonMu.Lock()
+	s.horizonAt = time.Time{}
+	s.horizonMu.Unlock()
+}
+
 func invalidBatch(problems int) string {
 	if problems == 1 {
 		return "the usage batch is invalid (1 problem)"
