@@ -95,7 +95,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			if err != nil {
 				s.auth.lookups.err.Inc()
-				return s.unavailable(err)
+				return commonProblem(err)
 			}
 			s.auth.lookups.found.Inc()
 			key = k

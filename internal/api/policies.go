@@ -17,6 +17,7 @@ import (
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
+	"github.com/limitr/limitr/internal/validation"
 	"github.com/limitr/limitr/internal/wire"
 )
 
@@ -284,26 +285,15 @@ func (s *Server) listPublications(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	limit, err := page(c)
+	limit, before, err := idPage(c)
 	if err != nil {
 		return err
-	}
-	var before int64
-	if cur := c.QueryParam("cursor"); cur != "" {
-		if before, err = strconv.ParseInt(cur, 10, 64); err != nil || before <= 0 {
-			return problem.Validation("invalid query", []problem.FieldError{{Path: "cursor", Message: "is not a cursor this API returned"}})
-		}
 	}
 	pubs, err := s.policies.Publications(c.Request().Context(), env, before, limit+1)
 	if err != nil {
 		return policyProblem(err)
 	}
-	out := list[pgstore.Publication]{Data: pubs}
-	if len(pubs) > limit {
-		out.Data = pubs[:limit]
-		out.NextCursor = strconv.FormatInt(pubs[limit-1].ID, 10)
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, pageOf(pubs, limit, func(p pgstore.Publication) int64 { return p.ID }))
 }
 
 func (s *Server) getActivePolicy(c echo.Context) error {
@@ -325,7 +315,7 @@ func (s *Server) getSDKPolicy(c echo.Context) error {
 // version is cached, by hash.
 func (s *Server) serveActivePolicy(c echo.Context, name string) error {
 	p := principal(c)
-	if validID("environment", name) != nil {
+	if validation.ID("environment", name) != nil {
 		return problem.New(http.StatusNotFound, "no such environment")
 	}
 	if !p.IsAdmin() && p.Environment != name {

@@ -11,18 +11,12 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/limitr/limitr/internal/httpx/problem"
-	"github.com/limitr/limitr/internal/httpx/requestlog"
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/validation"
 )
-
-// maxIDLength bounds ids in paths and bodies.
-const maxIDLength = 256
 
 // readAll reads the request body, mapping both ways a body can be too large (the
 // http.MaxBytesReader error, and echo's BodyLimit error when there is no Content-Length)
@@ -92,24 +86,11 @@ func jsonProblem(err error) error {
 	return problem.New(http.StatusBadRequest, "malformed JSON: "+err.Error())
 }
 
-// validID checks a caller-chosen id (customer ids, entitlement names).
-func validID(field, id string) *problem.FieldError {
-	switch {
-	case id == "":
-		return &problem.FieldError{Path: field, Message: "is required"}
-	case len(id) > maxIDLength:
-		return &problem.FieldError{Path: field, Message: fmt.Sprintf("is longer than %d bytes", maxIDLength)}
-	case strings.ContainsAny(id, "\x00\r\n\t/"):
-		return &problem.FieldError{Path: field, Message: "must not contain control characters or '/'"}
-	}
-	return nil
-}
-
 // environment resolves an environment by name for the principal: admin keys reach every
 // environment of their tenant; SDK keys only their own.
 func (s *Server) environment(c echo.Context, name string) (store.Environment, error) {
 	p := principal(c)
-	if fe := validID("environment", name); fe != nil {
+	if fe := validation.ID("environment", name); fe != nil {
 		return store.Environment{}, problem.New(http.StatusNotFound, "no such environment")
 	}
 	if !p.IsAdmin() && p.Environment != name {
@@ -120,24 +101,10 @@ func (s *Server) environment(c echo.Context, name string) (store.Environment, er
 		return store.Environment{}, problem.New(http.StatusNotFound, fmt.Sprintf("no environment %q", name))
 	}
 	if err != nil {
-		return store.Environment{}, s.unavailable(err)
+		return store.Environment{}, commonProblem(err)
 	}
 	return env, nil
 }
-
-// audit records a mutating call in the caller's transaction.
-func (s *Server) audit(c echo.Context, tx pgx.Tx, env *uuid.UUID, action, resource, id string, before, after any) error {
-	p := principal(c)
-	e := store.AuditEntry{TenantID: p.TenantID, EnvironmentID: env, Action: action, Resource: resource, ResourceID: id,
-		RequestID: requestlog.RequestID(c.Request().Context())}
-	kid := p.KeyID
-	e.ActorKeyID = &kid
-	return store.RecordAudit(c.Request().Context(), tx, e, before, after)
-}
-
-// unavailable maps an error of a call made outside the domain services (tenants,
-// keys): see commonProblem.
-func (s *Server) unavailable(err error) error { return commonProblem(err) }
 
 // page reads ?limit= (1..200, default 50).
 func page(c echo.Context) (int, error) {
@@ -152,16 +119,33 @@ func page(c echo.Context) (int, error) {
 	return limit, nil
 }
 
+// idPage reads ?limit= and ?cursor= for lists paged newest first by a numeric id: the
+// cursor is the last id of the previous page (exclusive; 0: from the newest).
+func idPage(c echo.Context) (limit int, before int64, err error) {
+	if limit, err = page(c); err != nil {
+		return 0, 0, err
+	}
+	if cur := c.QueryParam("cursor"); cur != "" {
+		if before, err = strconv.ParseInt(cur, 10, 64); err != nil || before <= 0 {
+			return 0, 0, problem.Validation("invalid query", []problem.FieldError{{Path: "cursor", Message: "is not a cursor this API returned"}})
+		}
+	}
+	return limit, before, nil
+}
+
+// pageOf cuts items, read with limit+1 to see whether more follow, into a page whose
+// next cursor is the id of its last item.
+func pageOf[T any](items []T, limit int, id func(T) int64) list[T] {
+	out := list[T]{Data: items}
+	if len(items) > limit {
+		out.Data = items[:limit]
+		out.NextCursor = strconv.FormatInt(id(items[limit-1]), 10)
+	}
+	return out
+}
+
 // list is the shape of every paginated response.
 type list[T any] struct {
 	Data       []T    `json:"data"`
 	NextCursor string `json:"next_cursor,omitempty"`
-}
-
-// checkText validates free text: at most max bytes of UTF-8 without control characters.
-func checkText(field, v string, max int) *problem.FieldError {
-	if fe := validation.Text(field, v, max); fe != nil {
-		return &problem.FieldError{Path: fe.Path, Message: fe.Message}
-	}
-	return nil
 }

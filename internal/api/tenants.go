@@ -116,15 +116,9 @@ func (s *Server) revokeKey(c echo.Context) error {
 }
 
 func (s *Server) listAudit(c echo.Context) error {
-	limit, err := page(c)
+	limit, before, err := idPage(c)
 	if err != nil {
 		return err
-	}
-	var before int64
-	if cur := c.QueryParam("cursor"); cur != "" {
-		if before, err = strconv.ParseInt(cur, 10, 64); err != nil || before <= 0 {
-			return problem.Validation("invalid query", []problem.FieldError{{Path: "cursor", Message: "is not a cursor this API returned"}})
-		}
 	}
 	pg, err := s.tenancy.ListAudit(c.Request().Context(), tenancy.ListAuditInput{TenantID: principal(c).TenantID, Before: before, Limit: limit})
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -162,24 +161,13 @@ func (s *Server) listUnattributed(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	limit, err := page(c)
+	limit, before, err := idPage(c)
 	if err != nil {
 		return err
-	}
-	var before int64
-	if cur := c.QueryParam("cursor"); cur != "" {
-		if before, err = strconv.ParseInt(cur, 10, 64); err != nil || before <= 0 {
-			return problem.Validation("invalid query", []problem.FieldError{{Path: "cursor", Message: "is not a cursor this API returned"}})
-		}
 	}
 	rs, err := s.usage.Unattributed(c.Request().Context(), env, before, limit+1)
 	if err != nil {
 		return commonProblem(err)
 	}
-	out := list[usage.UnattributedRecord]{Data: rs}
-	if len(rs) > limit {
-		out.Data = rs[:limit]
-		out.NextCursor = strconv.FormatInt(rs[limit-1].ID, 10)
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, pageOf(rs, limit, func(r usage.UnattributedRecord) int64 { return r.ID }))
 }

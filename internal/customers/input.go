@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/limitr/limitr/internal/enforcement"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/validation"
+	"github.com/limitr/limitr/internal/wire"
 )
 
 // Bounds on customer fields beyond ids.
@@ -23,19 +23,11 @@ const (
 	maxTimezone      = 64
 )
 
-// CreateInput creates a customer. Plan "" inherits through refs, else the active
-// policy's default plan. Type defaults to "user", Label to "User", BillingAnchor to
-// the creation time.
+// CreateInput creates a customer (the request wire.CreateCustomerRequest defines).
+// Plan "" inherits through refs, else the active policy's default plan. Type defaults
+// to "user", Label to "User", BillingAnchor to the creation time.
 type CreateInput struct {
-	ID            string          `json:"id"`
-	Plan          string          `json:"plan"`
-	Type          *string         `json:"type"`
-	Label         *string         `json:"label"`
-	Refs          []string        `json:"refs"`
-	AltIDs        []string        `json:"alt_ids"`
-	Metadata      json.RawMessage `json:"metadata"`
-	Timezone      string          `json:"timezone"`
-	BillingAnchor *string         `json:"billing_anchor"`
+	wire.CreateCustomerRequest
 }
 
 // Validate checks every field; the error lists every problem.
@@ -85,15 +77,10 @@ func (in CreateInput) prepare(now time.Time) (created, error) {
 	return out, errs.Err("invalid customer")
 }
 
-// UpdateInput changes the profile fields it sets; absent fields keep their values.
-// Alt ids cannot be changed.
+// UpdateInput changes the profile fields it sets (wire.UpdateCustomerRequest); absent
+// fields keep their values. Alt ids cannot be changed.
 type UpdateInput struct {
-	Type          *string         `json:"type"`
-	Label         *string         `json:"label"`
-	Refs          *[]string       `json:"refs"`
-	Metadata      json.RawMessage `json:"metadata"`
-	Timezone      *string         `json:"timezone"`
-	BillingAnchor *string         `json:"billing_anchor"`
+	wire.UpdateCustomerRequest
 }
 
 // Validate checks every field set.
@@ -127,11 +114,10 @@ func (in UpdateInput) prepare() (meta json.RawMessage, anchor time.Time, err err
 	return meta, anchor, errs.Err("invalid customer")
 }
 
-// SetPlanInput moves a customer to a plan. OverwriteMeters starts its meters afresh
-// (SDKs apply it); otherwise usage carries over.
+// SetPlanInput moves a customer to a plan (wire.SetPlanRequest). OverwriteMeters
+// starts its meters afresh (SDKs apply it); otherwise usage carries over.
 type SetPlanInput struct {
-	Plan            string `json:"plan"`
-	OverwriteMeters bool   `json:"overwrite_meters"`
+	wire.SetPlanRequest
 }
 
 // Validate checks the plan name.
@@ -141,21 +127,11 @@ func (in SetPlanInput) Validate() error {
 	return errs.Err("invalid plan change")
 }
 
-// OverrideInput sets a customer's override of one entitlement's limit: only the
-// fields given change, the rest comes from the plan's limit. Numbers may be JSON
-// numbers (kept exactly as written) or strings with units ("1TiB").
+// OverrideInput sets a customer's override of one entitlement's limit
+// (wire.OverrideRequest): only the fields given change, the rest comes from the
+// plan's limit.
 type OverrideInput struct {
-	Value        Quantity `json:"value"`
-	ExpiresAt    *string  `json:"expires_at"`
-	Credit       string   `json:"credit"`
-	Mode         string   `json:"mode"`
-	Increment    Quantity `json:"increment"`
-	Minimum      Quantity `json:"minimum"`
-	Resets       *bool    `json:"resets"`
-	ResetInc     string   `json:"reset_inc"`
-	ResetSch     string   `json:"reset_sch"`
-	HardTrailing *bool    `json:"hard_trailing"`
-	GrantsApply  *bool    `json:"grants_apply"`
+	wire.OverrideRequest
 }
 
 // Validate checks what can be checked without the policy (the policy's own compiler
@@ -187,11 +163,11 @@ func (in OverrideInput) prepare(now time.Time) (enforcement.Override, error) {
 	return o, errs.Err("invalid override")
 }
 
-// TopupInput applies one of the customer's plan's topups. Price, when given, is what
-// the customer paid (an exact decimal, in runes); otherwise the topup's own price.
+// TopupInput applies one of the customer's plan's topups (wire.TopupRequest). Price,
+// when given, is what the customer paid (an exact decimal, in runes); otherwise the
+// topup's own price.
 type TopupInput struct {
-	Topup string       `json:"topup"`
-	Price *json.Number `json:"price"`
+	wire.TopupRequest
 }
 
 // Validate checks the topup name and the price.
@@ -216,42 +192,6 @@ func (in TopupInput) prepare() (*num.Dec, error) {
 		}
 	}
 	return price, errs.Err("invalid topup")
-}
-
-// Quantity accepts a JSON number (kept exactly as written) or a string such as
-// "1TiB"; null leaves it empty.
-type Quantity string
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (q *Quantity) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	switch {
-	case bytes.Equal(b, []byte("null")):
-		*q = ""
-		return nil
-	case len(b) > 0 && b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*q = Quantity(s)
-		return nil
-	case len(b) > 0 && (b[0] == '-' || b[0] >= '0' && b[0] <= '9'):
-		*q = Quantity(b)
-		return nil
-	}
-	kind := "value"
-	if len(b) > 0 {
-		switch b[0] {
-		case 't', 'f':
-			kind = "bool"
-		case '{':
-			kind = "object"
-		case '[':
-			kind = "array"
-		}
-	}
-	return &json.UnmarshalTypeError{Value: kind, Type: reflect.TypeFor[string]()}
 }
 
 func checkRefs(errs *validation.Errors, self string, refs []string) {

@@ -6,7 +6,9 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"time"
 )
 
@@ -241,4 +243,99 @@ type CustomerState struct {
 	// GrantDraws are the committed draws per grant and grant period, the last two
 	// periods per grant.
 	GrantDraws []GrantDraw `json:"grant_draws,omitempty"`
+}
+
+// The customer operations' request bodies, as the REST API reads them and the SDK
+// sends them (POST/PATCH …/customers, PUT …/plan, PUT …/overrides/{entitlement},
+// POST …/topups). Absent fields are omitted when sent and mean "unchanged" or "the
+// default" when read.
+
+// CreateCustomerRequest creates a customer. Plan "" inherits through refs, else the
+// active policy's default plan.
+type CreateCustomerRequest struct {
+	ID            string          `json:"id"`
+	Plan          string          `json:"plan,omitempty"`
+	Type          *string         `json:"type,omitempty"`
+	Label         *string         `json:"label,omitempty"`
+	Refs          []string        `json:"refs,omitempty"`
+	AltIDs        []string        `json:"alt_ids,omitempty"`
+	Metadata      json.RawMessage `json:"metadata,omitempty"`
+	Timezone      string          `json:"timezone,omitempty"`
+	BillingAnchor *string         `json:"billing_anchor,omitempty"` // RFC 3339
+}
+
+// UpdateCustomerRequest changes the profile fields it sets.
+type UpdateCustomerRequest struct {
+	Type          *string         `json:"type,omitempty"`
+	Label         *string         `json:"label,omitempty"`
+	Refs          *[]string       `json:"refs,omitempty"`
+	Metadata      json.RawMessage `json:"metadata,omitempty"`
+	Timezone      *string         `json:"timezone,omitempty"`
+	BillingAnchor *string         `json:"billing_anchor,omitempty"` // RFC 3339
+}
+
+// SetPlanRequest moves a customer to a plan; OverwriteMeters starts its meters afresh.
+type SetPlanRequest struct {
+	Plan            string `json:"plan"`
+	OverwriteMeters bool   `json:"overwrite_meters"`
+}
+
+// OverrideRequest changes the named fields of one entitlement's limit for a customer.
+// Numbers are Quantities: a JSON number (kept exactly as written) or a string with a
+// unit ("1TiB").
+type OverrideRequest struct {
+	Value        Quantity `json:"value,omitempty"`
+	ExpiresAt    *string  `json:"expires_at,omitempty"` // RFC 3339
+	Credit       string   `json:"credit,omitempty"`
+	Mode         string   `json:"mode,omitempty"`
+	Increment    Quantity `json:"increment,omitempty"`
+	Minimum      Quantity `json:"minimum,omitempty"`
+	Resets       *bool    `json:"resets,omitempty"`
+	ResetInc     string   `json:"reset_inc,omitempty"`
+	ResetSch     string   `json:"reset_sch,omitempty"`
+	HardTrailing *bool    `json:"hard_trailing,omitempty"`
+	GrantsApply  *bool    `json:"grants_apply,omitempty"`
+}
+
+// TopupRequest applies one of the customer's plan's topups; Price, when given, is what
+// the customer paid (an exact decimal), else the topup's own price.
+type TopupRequest struct {
+	Topup string       `json:"topup"`
+	Price *json.Number `json:"price,omitempty"`
+}
+
+// Quantity is an amount that may carry a unit: read from a JSON number (kept exactly as
+// written) or a string such as "1TiB"; null reads as empty. It is sent as a string.
+type Quantity string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (q *Quantity) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		*q = ""
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*q = Quantity(s)
+		return nil
+	case len(b) > 0 && (b[0] == '-' || b[0] >= '0' && b[0] <= '9'):
+		*q = Quantity(b)
+		return nil
+	}
+	kind := "value"
+	if len(b) > 0 {
+		switch b[0] {
+		case 't', 'f':
+			kind = "bool"
+		case '{':
+			kind = "object"
+		case '[':
+			kind = "array"
+		}
+	}
+	return &json.UnmarshalTypeError{Value: kind, Type: reflect.TypeFor[string]()}
 }

@@ -645,25 +645,16 @@ func mapAPIError(err error, op string) error {
 	return ae
 }
 
-type createCustomerBody struct {
-	ID            string         `json:"id"`
-	Plan          string         `json:"plan,omitempty"`
-	Type          *string        `json:"type,omitempty"`
-	Label         *string        `json:"label,omitempty"`
-	Refs          []string       `json:"refs,omitempty"`
-	AltIDs        []string       `json:"alt_ids,omitempty"`
-	Metadata      map[string]any `json:"metadata,omitempty"`
-	Timezone      string         `json:"timezone,omitempty"`
-	BillingAnchor *string        `json:"billing_anchor,omitempty"`
-}
-
-type patchCustomerBody struct {
-	Type          *string        `json:"type,omitempty"`
-	Label         *string        `json:"label,omitempty"`
-	Refs          *[]string      `json:"refs,omitempty"`
-	Metadata      map[string]any `json:"metadata,omitempty"`
-	Timezone      *string        `json:"timezone,omitempty"`
-	BillingAnchor *string        `json:"billing_anchor,omitempty"`
+// metadataJSON is a customer's metadata as a request carries it (nil: none given).
+func metadataJSON(m map[string]any) json.RawMessage {
+	if len(m) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil // not JSON-encodable: the spec's validation refuses it first
+	}
+	return data
 }
 
 func anchorText(t *time.Time) *string {
@@ -682,8 +673,8 @@ func (c *cloud) createCustomer(ctx context.Context, spec enforcement.CustomerSpe
 	if err != nil {
 		return nil, err
 	}
-	body := createCustomerBody{ID: spec.ID, Plan: spec.Plan, Type: spec.Type, Label: spec.Label,
-		AltIDs: spec.AltIDs, Metadata: spec.Metadata, BillingAnchor: anchorText(spec.Anchor)}
+	body := wire.CreateCustomerRequest{ID: spec.ID, Plan: spec.Plan, Type: spec.Type, Label: spec.Label,
+		AltIDs: spec.AltIDs, Metadata: metadataJSON(spec.Metadata), BillingAnchor: anchorText(spec.Anchor)}
 	if spec.RefsSet {
 		body.Refs = spec.Refs
 	}
@@ -727,7 +718,8 @@ func (c *cloud) updateCustomer(ctx context.Context, spec enforcement.CustomerSpe
 			return nil, fmt.Errorf("%w: alt_ids: the alt ids of an existing customer cannot be changed in cloud mode (%q)", ErrInvalidCustomer, a)
 		}
 	}
-	body := patchCustomerBody{Type: spec.Type, Label: spec.Label, Metadata: spec.Metadata, Timezone: spec.Timezone, BillingAnchor: anchorText(spec.Anchor)}
+	body := wire.UpdateCustomerRequest{Type: spec.Type, Label: spec.Label, Metadata: metadataJSON(spec.Metadata),
+		Timezone: spec.Timezone, BillingAnchor: anchorText(spec.Anchor)}
 	if spec.RefsSet {
 		refs := spec.Refs
 		if refs == nil {
@@ -743,7 +735,7 @@ func (c *cloud) updateCustomer(ctx context.Context, spec enforcement.CustomerSpe
 			return nil, err
 		}
 		if rec.ResolvedPlan != spec.Plan || rec.Plan != spec.Plan {
-			_, data, err = c.call(ctx, http.MethodPut, path+"/plan", map[string]any{"plan": spec.Plan, "overwrite_meters": false})
+			_, data, err = c.call(ctx, http.MethodPut, path+"/plan", wire.SetPlanRequest{Plan: spec.Plan})
 		}
 	}
 	return data, err
@@ -809,7 +801,7 @@ func (c *cloud) setCustomerPlan(ctx context.Context, id, plan string, overwrite 
 	if err != nil {
 		return err
 	}
-	if _, _, err := c.call(ctx, http.MethodPut, path, map[string]any{"plan": plan, "overwrite_meters": overwrite}); err != nil {
+	if _, _, err := c.call(ctx, http.MethodPut, path, wire.SetPlanRequest{Plan: plan, OverwriteMeters: overwrite}); err != nil {
 		return mapAPIError(err, "plan")
 	}
 	return c.onLocal(ctx, id, func(primary string) error {
@@ -831,29 +823,17 @@ func (c *cloud) deleteCustomer(ctx context.Context, id string) error {
 	return nil
 }
 
-type overrideBody struct {
-	Value        string `json:"value,omitempty"`
-	ExpiresAt    string `json:"expires_at,omitempty"`
-	Credit       string `json:"credit,omitempty"`
-	Mode         string `json:"mode,omitempty"`
-	Increment    string `json:"increment,omitempty"`
-	Minimum      string `json:"minimum,omitempty"`
-	Resets       *bool  `json:"resets,omitempty"`
-	ResetInc     string `json:"reset_inc,omitempty"`
-	ResetSch     string `json:"reset_sch,omitempty"`
-	HardTrailing *bool  `json:"hard_trailing,omitempty"`
-	GrantsApply  *bool  `json:"grants_apply,omitempty"`
-}
-
 func (c *cloud) createOverride(ctx context.Context, id, ent string, o Override) error {
 	path, err := c.custPath(ctx, id, "/overrides/"+url.PathEscape(ent))
 	if err != nil {
 		return err
 	}
-	body := overrideBody{Value: o.Value, Credit: o.Credit, Mode: o.Mode, Increment: o.Increment, Minimum: o.Minimum,
-		Resets: o.Resets, ResetInc: o.ResetInc, ResetSch: o.ResetSch, HardTrailing: o.HardTrailing, GrantsApply: o.GrantsApply}
+	body := wire.OverrideRequest{Value: wire.Quantity(o.Value), Credit: o.Credit, Mode: o.Mode, Increment: wire.Quantity(o.Increment),
+		Minimum: wire.Quantity(o.Minimum), Resets: o.Resets, ResetInc: o.ResetInc, ResetSch: o.ResetSch, HardTrailing: o.HardTrailing,
+		GrantsApply: o.GrantsApply}
 	if !o.ExpiresAt.IsZero() {
-		body.ExpiresAt = o.ExpiresAt.UTC().Format(time.RFC3339Nano)
+		at := o.ExpiresAt.UTC().Format(time.RFC3339Nano)
+		body.ExpiresAt = &at
 	}
 	if _, _, err := c.call(ctx, http.MethodPut, path, body); err != nil {
 		return mapAPIError(err, "override")
@@ -881,7 +861,7 @@ func (c *cloud) applyTopup(ctx context.Context, id, topup string) error {
 	if err != nil {
 		return err
 	}
-	_, data, err := c.call(ctx, http.MethodPost, path, map[string]any{"topup": topup})
+	_, data, err := c.call(ctx, http.MethodPost, path, wire.TopupRequest{Topup: topup})
 	if err != nil {
 		return mapAPIError(err, "topup")
 	}
