@@ -3,6 +3,10 @@ SHELL := /bin/bash
 GO ?= go
 GO_MIN := 1.26
 STATICCHECK_VERSION := v0.8.2
+# Run again under the race detector by `make test`: the engine and SDK, and the
+# control plane's concurrent parts (API, domains, worker, end-to-end).
+RACE_PACKAGES := ./internal/enforcement/... ./sdk/go/... ./internal/api/... ./internal/customers/... ./internal/usage/... \
+	./internal/worker/... ./cmd/worker/... ./e2e/...
 # The Redocly CLI that last linted internal/api/openapi.json clean (0 errors).
 REDOCLY_VERSION ?= 2.77.0
 
@@ -35,7 +39,7 @@ test: check-go
 	@env_out=$$(scripts/services.sh) || { echo "make: PostgreSQL and Redis could not be started (see above)" >&2; exit 1; }; \
 	eval "$$env_out"; \
 	$(GO) test -count=1 -timeout 20m ./... && \
-	$(GO) test -count=1 -race -timeout 10m ./internal/enforcement/... ./sdk/go/... && \
+	$(GO) test -count=1 -race -timeout 15m $(RACE_PACKAGES) && \
 	$(GO) run ./cmd/limitr test examples/scenarios
 
 test-short: check-go

@@ -8,7 +8,7 @@
 #   5. an SDK key (POST /v1/keys)
 #   6. examples/cloud: the quick-start code in cloud mode — it enforces, sees a changed
 #      limit published and enforces it, flushes on Close and prints the server's usage
-#   then the worker's aggregation counter from /metrics
+#   then the worker's aggregation counter from /metrics (served on an internal address)
 #
 # Everything it starts is stopped, and the database dropped, on exit (also on failure).
 # Needs Go, curl and psql (scripts/services.sh installs PostgreSQL with its client).
@@ -70,13 +70,16 @@ dev_args=(dev --addr 127.0.0.1:0 --database-url "$db_url" --operator-token "$tok
 "$work/limitr" "${dev_args[@]}" >"$work/dev.out" 2>"$work/dev.log" &
 dev_pid=$!
 base=""
+metrics=""
 for _ in $(seq 1 300); do
   base="$(sed -n 's/^limitr dev: listening on //p' "$work/dev.out" | head -n1)"
-  [ -n "$base" ] && break
+  metrics="$(sed -n 's/^limitr dev: metrics on //p' "$work/dev.out" | head -n1)"
+  [ -n "$base" ] && [ -n "$metrics" ] && break
   kill -0 "$dev_pid" 2>/dev/null || die "limitr dev exited before listening"
   sleep 0.1
 done
 [ -n "$base" ] || die "limitr dev did not print its address within 30 s"
+[ -n "$metrics" ] || die "limitr dev did not print its metrics address within 30 s"
 say "   listening on $base (Redis: ${redis_url:-none})"
 
 # api METHOD PATH KEY [BODY] -> prints the body; fails on an unexpected status.
@@ -116,10 +119,10 @@ LIMITR_BASE_URL="$base" LIMITR_SDK_KEY="$sdk_key" LIMITR_ADMIN_KEY="$admin_key" 
   "$GO" run ./examples/cloud || die "examples/cloud failed"
 say
 
-say "Meanwhile the worker folded the usage into per-customer meters (GET /metrics):"
+say "Meanwhile the worker folded the usage into per-customer meters (GET /metrics on the internal metrics address):"
 rows=""
 for _ in $(seq 1 50); do
-  rows="$(curl -sS "$base/metrics" | sed -n 's/^limitr_aggregation_rows_total \([0-9.e+]*\)$/\1/p')"
+  rows="$(curl -sS "$metrics" | sed -n 's/^limitr_aggregation_rows_total \([0-9.e+]*\)$/\1/p')"
   [ -n "$rows" ] && [ "$rows" != 0 ] && break
   sleep 0.2
 done

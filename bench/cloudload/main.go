@@ -56,7 +56,7 @@ type config struct {
 
 	issueRate, issueSenders, issueCustomers int
 	issueInterval, issueDuration            time.Duration
-	sustained, drainBudget                  time.Duration
+	sustained, drainBudget, riverDuration   time.Duration
 	workerBus                               bool
 
 	instances, limit int
@@ -79,7 +79,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("cloudload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenario", "ingest,publish,lag,overshoot", "comma-separated: ingest, publish, lag, overshoot, sustained (all: every one)")
+	scen := fs.String("scenario", "ingest,publish,lag,overshoot", "comma-separated: ingest, publish, lag, overshoot, sustained, river (all: every one)")
 	fs.StringVar(&c.databaseURL, "database-url", env("LIMITR_BENCH_DATABASE_URL", "LIMITR_TEST_DATABASE_URL"), "Postgres admin URL; a fresh database is created next to it per scenario")
 	fs.StringVar(&c.redisURL, "redis-url", env("LIMITR_BENCH_REDIS_URL", "LIMITR_TEST_REDIS_URL"), "Redis URL for the wake-up and fan-out bus (empty: in-process bus)")
 	fs.StringVar(&c.policy, "policy", "examples/policies/quickstart-ai.json", "policy for ingest, publish and lag")
@@ -108,6 +108,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.issueCustomers, "issue-customers", 200, "lag/sustained: customers the issue's shape spans (of -customers)")
 	fs.DurationVar(&c.issueDuration, "issue-duration", 20*time.Second, "lag: how long the first phase (the issue's shape) lasts; 0 skips it")
 	fs.DurationVar(&c.sustained, "sustained", time.Minute, "sustained: how long the issue's shape lasts")
+	fs.DurationVar(&c.riverDuration, "river-duration", 10*time.Second, "river: how long each rate is offered")
 	fs.DurationVar(&c.drainBudget, "drain-budget", 5*time.Second, "sustained: the backlog must be empty this soon after the last POST")
 	fs.BoolVar(&c.workerBus, "worker-wakeups", true, "lag/sustained: wake the worker after each commit; false: it only polls every second, as while Redis is down")
 	fs.IntVar(&c.instances, "instances", 3, "overshoot: SDK instances serving the customer")
@@ -122,12 +123,12 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	for s := range strings.SplitSeq(*scen, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "ingest", "publish", "lag", "overshoot", "sustained":
+		case "ingest", "publish", "lag", "overshoot", "sustained", "river":
 			c.scenarios = append(c.scenarios, s)
 		case "all":
-			c.scenarios = append(c.scenarios, "ingest", "publish", "lag", "overshoot", "sustained")
+			c.scenarios = append(c.scenarios, "ingest", "publish", "lag", "overshoot", "sustained", "river")
 		default:
-			return c, fmt.Errorf("unknown scenario %q: want ingest, publish, lag, overshoot or sustained", s)
+			return c, fmt.Errorf("unknown scenario %q: want ingest, publish, lag, overshoot, sustained or river", s)
 		}
 	}
 	for p := range strings.SplitSeq(*configs, ",") {
@@ -353,6 +354,21 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 			met = met && ok
 		}
 		return out, met, nil
+	case "river":
+		// What River would add to aggregation if each usage batch inserted a job: the
+		// wait from commit to the job starting, at the batch rates the lag scenario's
+		// phases send (compare with its commit-to-aggregated lag).
+		var out []bench.RiverResult
+		for _, o := range []bench.RiverOptions{{Rate: 20, Duration: cfg.riverDuration}, {Rate: 200, Duration: cfg.riverDuration},
+			{Rate: 200, Duration: cfg.riverDuration, FetchCooldown: 5 * time.Millisecond}} {
+			r, err := bench.RiverLatency(ctx, stack.Pool, o)
+			if err != nil {
+				return out, false, err
+			}
+			fmt.Fprintln(stdout, r)
+			out = append(out, r)
+		}
+		return out, true, nil
 	case "overshoot":
 		var out []bench.OvershootResult
 		met := true

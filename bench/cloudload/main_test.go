@@ -53,6 +53,8 @@ func TestScenarios(t *testing.T) {
 				"aggregated_at − received_at  n=2000 ", "backlog: at most "}},
 		{"sustained", []string{"-customers", "20", "-idle-batches", "8", "-issue-rate", "300", "-sustained", "1s"},
 			[]string{"sustained: aggregation lag at 300 deltas/s", "20 customers, 40 meters, 300 rows", "after the last POST"}},
+		{"river", []string{"-river-duration", "500ms"},
+			[]string{"river: 20 jobs/s (fetch cooldown default), 10 jobs: commit → job start p50 ", "river: 200 jobs/s (fetch cooldown 5ms), 100 jobs"}},
 		{"overshoot", []string{"-limit", "300", "-fleet-rate", "500", "-fleet-configs", "50ms/50ms"},
 			[]string{"overshoot N=3 L=300 F=50ms R=50ms", "bound min("}},
 	} {

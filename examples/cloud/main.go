@@ -167,7 +167,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	st := policy.SyncStats()
-	fmt.Printf("   sent %d usage deltas in %d batches (duplicates %d, dropped %d)\n", st.Sent, st.Batches, st.Duplicates, st.Dropped)
+	fmt.Printf("   sent %d usage records in %d batches (duplicates %d, dropped %d, unattributed %d)\n", st.Sent, st.Batches, st.Duplicates, st.Dropped, st.Unattributed)
 
 	fmt.Println()
 	fmt.Println("7. The server's usage for each customer (GET /v1/sdk/customers/{id}/state: what the worker aggregated")

@@ -60,16 +60,15 @@ package aggregate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/platform/bus"
+	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/wire"
 )
 
@@ -275,7 +274,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			}
 			// Back off up to 30 s while Postgres is down; wake-ups still cut the wait short.
 			wait = min(a.opts.PollInterval<<min(failures-1, 5), max(a.opts.PollInterval, 30*time.Second))
-			if isTransient(err) {
+			if pg.IsTransient(err) {
 				a.log.Info("aggregate: batch rolled back; retrying", "err", err, "retry_in", wait.String())
 			} else {
 				a.log.Warn("aggregate: batch failed; retrying", "err", err, "retry_in", wait.String())
@@ -313,19 +312,6 @@ func drain(ch <-chan []byte) {
 			return
 		}
 	}
-}
-
-// isTransient reports errors that only mean "try again": deadlocks, serialization
-// failures, lock timeouts.
-func isTransient(err error) bool {
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch pe.Code {
-		case "40001", "40P01", "55P03":
-			return true
-		}
-	}
-	return false
 }
 
 func (a *Aggregator) sample(ctx context.Context) {

@@ -26,9 +26,7 @@ const (
 // CreateInput creates a customer (the request wire.CreateCustomerRequest defines).
 // Plan "" inherits through refs, else the active policy's default plan. Type defaults
 // to "user", Label to "User", BillingAnchor to the creation time.
-type CreateInput struct {
-	wire.CreateCustomerRequest
-}
+type CreateInput wire.CreateCustomerRequest
 
 // Validate checks every field; the error lists every problem.
 func (in CreateInput) Validate() error {
@@ -79,9 +77,7 @@ func (in CreateInput) prepare(now time.Time) (created, error) {
 
 // UpdateInput changes the profile fields it sets (wire.UpdateCustomerRequest); absent
 // fields keep their values. Alt ids cannot be changed.
-type UpdateInput struct {
-	wire.UpdateCustomerRequest
-}
+type UpdateInput wire.UpdateCustomerRequest
 
 // Validate checks every field set.
 func (in UpdateInput) Validate() error {
@@ -116,9 +112,7 @@ func (in UpdateInput) prepare() (meta json.RawMessage, anchor time.Time, err err
 
 // SetPlanInput moves a customer to a plan (wire.SetPlanRequest). OverwriteMeters
 // starts its meters afresh (SDKs apply it); otherwise usage carries over.
-type SetPlanInput struct {
-	wire.SetPlanRequest
-}
+type SetPlanInput wire.SetPlanRequest
 
 // Validate checks the plan name.
 func (in SetPlanInput) Validate() error {
@@ -130,9 +124,7 @@ func (in SetPlanInput) Validate() error {
 // OverrideInput sets a customer's override of one entitlement's limit
 // (wire.OverrideRequest): only the fields given change, the rest comes from the
 // plan's limit.
-type OverrideInput struct {
-	wire.OverrideRequest
-}
+type OverrideInput wire.OverrideRequest
 
 // Validate checks what can be checked without the policy (the policy's own compiler
 // checks the rest when the override is set).
@@ -166,9 +158,7 @@ func (in OverrideInput) prepare(now time.Time) (enforcement.Override, error) {
 // TopupInput applies one of the customer's plan's topups (wire.TopupRequest). Price,
 // when given, is what the customer paid (an exact decimal, in runes); otherwise the
 // topup's own price.
-type TopupInput struct {
-	wire.TopupRequest
-}
+type TopupInput wire.TopupRequest
 
 // Validate checks the topup name and the price.
 func (in TopupInput) Validate() error {
