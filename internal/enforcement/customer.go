@@ -21,30 +21,41 @@ const MaxIDLength = 256
 // immutable value swapped atomically, so plan resolution through refs reads other
 // customers without taking their locks; meters and overrides are guarded by mu.
 type customer struct {
-	mu        sync.Mutex
-	id        string
-	seq       uint64 // creation order: locks on several customers are taken in seq order
-	info      atomic.Pointer[profile]
-	planCache atomic.Pointer[planCacheEntry]
-	capCount  atomic.Int32 // len(caps), readable without the lock
-	meters    []meter
-	overrides map[string]*override
-	grants    []*grant
-	caps      []*spendCap
-	idem      map[string]idemRecord
-	deleted   bool
+	mu         sync.Mutex
+	id         string
+	seq        uint64 // creation order: locks on several customers are taken in seq order
+	info       atomic.Pointer[profile]
+	planCache  atomic.Pointer[planCacheEntry]
+	ownerCache atomic.Pointer[ownerCacheEntry]
+	capCount   atomic.Int32 // len(caps), readable without the lock
+	meters     []meter
+	overrides  map[string]*override
+	grants     []*grant
+	caps       []*spendCap
+	idem       map[string]idemRecord
+	deleted    bool
 	// topupsFor/topupsPlan record the policy and plan included topups were last synced to.
 	topupsFor  *policies.Policy
 	topupsPlan *policies.CompiledPlan
 }
 
-// planCacheEntry is the plan resolved for a policy version and profile, kept when the
-// customer names its plan itself (plans inherited through refs can change under us
-// and are resolved each time).
+// planCacheEntry is the plan resolved for a policy version and profile. A plan the
+// customer names itself stays valid for them; one inherited through refs only while
+// the engine's refs generation is gen.
 type planCacheEntry struct {
-	policy *policies.Policy
-	prof   *profile
-	plan   *policies.CompiledPlan
+	policy    *policies.Policy
+	prof      *profile
+	plan      *policies.CompiledPlan
+	inherited bool
+	gen       uint64
+}
+
+// ownerCacheEntry is the scope owner found for one scope under a refs generation
+// (owner nil: none reachable).
+type ownerCacheEntry struct {
+	gen   uint64
+	scope string
+	owner *customer
 }
 
 type profile struct {
@@ -256,11 +267,16 @@ func (e *Engine) planThroughRefs(p *policies.Policy, id string, prof *profile) *
 // scopeOwner is the customer of type scope that owns a scoped entitlement's meter for
 // c (policies.ScopeOwner), or nil.
 func (e *Engine) scopeOwner(c *customer, scope string) *customer {
-	n, ok := policies.ScopeOwner(c.info.Load().refNode(c.id), scope, engineRefs{e})
-	if !ok {
-		return nil
+	gen := e.refsGen.Load()
+	if oc := c.ownerCache.Load(); oc != nil && oc.gen == gen && oc.scope == scope {
+		return oc.owner
 	}
-	return e.byID(n.ID)
+	var owner *customer
+	if n, ok := policies.ScopeOwner(c.info.Load().refNode(c.id), scope, engineRefs{e}); ok {
+		owner, _ = n.Ref.(*customer)
+	}
+	c.ownerCache.Store(&ownerCacheEntry{gen: gen, scope: scope, owner: owner})
+	return owner
 }
 
 // engineRefs is the engine's customers as the refs graph plan resolution walks. It is
@@ -272,7 +288,9 @@ func (g engineRefs) Node(id string) (policies.RefNode, bool) {
 	if c == nil {
 		return policies.RefNode{}, false
 	}
-	return c.info.Load().refNode(id), true
+	n := c.info.Load().refNode(id)
+	n.Ref = c
+	return n, true
 }
 
 func (p *profile) refNode(id string) policies.RefNode {
@@ -292,12 +310,13 @@ func (c *customer) meter(ent string) *meter {
 // c.mu: the cache entry names the profile it was computed from.
 func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledPlan {
 	prof := c.info.Load()
-	if pc := c.planCache.Load(); pc != nil && pc.policy == p && pc.prof == prof {
+	if pc := c.planCache.Load(); pc != nil && pc.policy == p && pc.prof == prof && (!pc.inherited || pc.gen == e.refsGen.Load()) {
 		return pc.plan
 	}
+	gen := e.refsGen.Load() // before resolving: a change meanwhile makes the entry stale
 	pl := e.resolvePlan(p, c.id, prof)
-	if pl != nil && prof.plan == pl.Name {
-		c.planCache.Store(&planCacheEntry{policy: p, prof: prof, plan: pl})
+	if pl != nil {
+		c.planCache.Store(&planCacheEntry{policy: p, prof: prof, plan: pl, inherited: prof.plan != pl.Name, gen: gen})
 	}
 	return pl
 }
@@ -402,6 +421,7 @@ func (e *Engine) register(c *customer, alts []string) error {
 	}
 	s.byID[c.id] = c
 	s.mu.Unlock()
+	e.refsChanged()
 	return e.addAltIDs(c, alts)
 }
 
@@ -450,6 +470,7 @@ func (e *Engine) updateCustomer(p *policies.Policy, c *customer, spec CustomerSp
 		np.plan = p.DefaultPlan.Name
 	}
 	c.info.Store(&np)
+	e.refsChanged()
 	c.invalidateLocked()
 	c.mu.Unlock()
 	if err := e.addAltIDs(c, spec.AltIDs); err != nil {
@@ -511,6 +532,7 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 	np := *old
 	np.plan = plan
 	c.info.Store(&np)
+	e.refsChanged()
 	c.invalidateLocked()
 	e.syncIncludedLocked(p, c, now.UnixNano())
 	snap := e.snapshotLocked(p, c)
@@ -553,6 +575,7 @@ func (e *Engine) DeleteCustomer(ctx context.Context, id string) error {
 		delete(s.byID, c.id)
 	}
 	s.mu.Unlock()
+	e.refsChanged()
 	for _, a := range c.info.Load().altIDs {
 		s := &e.shards[shardFor(a)]
 		s.mu.Lock()

@@ -31,7 +31,16 @@ type Engine struct {
 	holdSeq     atomic.Uint64
 	estimates   estimateBook
 	usage       *usageRecorder // nil unless usage is recorded for cloud sync
+	// refsGen moves on every change to any customer's profile and to the set of
+	// customers. Plans inherited through refs and scope owners are cached per customer
+	// under it: they stay valid until it moves (changes are rare, calls are many).
+	refsGen atomic.Uint64
 }
+
+// refsChanged invalidates every cached inherited plan and scope owner. Call it after
+// the change is visible (a profile stored, a customer registered or removed), so a
+// resolution that read the old state cannot be cached under the new generation.
+func (e *Engine) refsChanged() { e.refsGen.Add(1) }
 
 type shard struct {
 	mu    sync.RWMutex

@@ -42,6 +42,7 @@ func (e *Engine) SetCustomer(ctx context.Context, snap *Customer, events bool) e
 		c.mu.Lock()
 		old := c.info.Load()
 		c.info.Store(state.prof)
+		e.refsChanged()
 		c.meters, c.overrides, c.grants, c.caps = state.meters, state.overrides, state.grants, state.caps
 		c.capCount.Store(int32(len(c.caps)))
 		c.invalidateLocked()
@@ -60,6 +61,7 @@ func (e *Engine) SetCustomer(ctx context.Context, snap *Customer, events bool) e
 		np := *c.info.Load()
 		np.altIDs = nil
 		c.info.Store(&np)
+		e.refsChanged()
 	}
 	if err := e.addAltIDs(c, snap.AltIDs); err != nil {
 		return err

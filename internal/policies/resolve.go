@@ -13,6 +13,9 @@ type RefNode struct {
 	Plan string // "" inherits through refs
 	Type string
 	Refs []string
+	// Ref is the graph's own handle on the customer, handed back untouched (the
+	// engine's customer, so finding the scope owner takes no second lookup).
+	Ref any
 }
 
 // RefGraph finds customers by id. Refs name ids, never alt ids.
