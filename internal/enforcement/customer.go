@@ -40,14 +40,14 @@ type customer struct {
 }
 
 // planCacheEntry is the plan resolved for a policy version and profile. A plan the
-// customer names itself stays valid for them; one inherited through refs only while
-// the engine's refs generation is gen.
+// customer names itself (gen 0) stays valid for them; one inherited through refs only
+// while the engine's refs generation is gen (never 0 once a customer exists, as
+// registering one moves it).
 type planCacheEntry struct {
-	policy    *policies.Policy
-	prof      *profile
-	plan      *policies.CompiledPlan
-	inherited bool
-	gen       uint64
+	policy *policies.Policy
+	prof   *profile
+	plan   *policies.CompiledPlan
+	gen    uint64
 }
 
 // ownerCacheEntry is the scope owner found for one scope under a refs generation
@@ -310,13 +310,16 @@ func (c *customer) meter(ent string) *meter {
 // c.mu: the cache entry names the profile it was computed from.
 func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledPlan {
 	prof := c.info.Load()
-	if pc := c.planCache.Load(); pc != nil && pc.policy == p && pc.prof == prof && (!pc.inherited || pc.gen == e.refsGen.Load()) {
+	if pc := c.planCache.Load(); pc != nil && pc.policy == p && pc.prof == prof && (pc.gen == 0 || pc.gen == e.refsGen.Load()) {
 		return pc.plan
 	}
 	gen := e.refsGen.Load() // before resolving: a change meanwhile makes the entry stale
 	pl := e.resolvePlan(p, c.id, prof)
 	if pl != nil {
-		c.planCache.Store(&planCacheEntry{policy: p, prof: prof, plan: pl, inherited: prof.plan != pl.Name, gen: gen})
+		if prof.plan == pl.Name {
+			gen = 0 // its own plan: no other customer can change it
+		}
+		c.planCache.Store(&planCacheEntry{policy: p, prof: prof, plan: pl, gen: gen})
 	}
 	return pl
 }
