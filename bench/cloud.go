@@ -29,6 +29,7 @@ import (
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/wire"
+	"github.com/limitr/limitr/internal/worker"
 )
 
 // StackConfig describes the API and, optionally, the aggregation worker run in this
@@ -109,18 +110,32 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	hs.RegisterOnShutdown(func() { _ = srv.Close() }) // ends push streams
 	go func() { _ = hs.Serve(ln) }()
 
+	// Partitions are made ahead as the worker does at start, so the runs' usage lands in
+	// its day's partition whether or not a worker runs.
+	if _, err := partitions.Ensure(ctx, pool, time.Now(), partitions.DaysAhead, logger); err != nil {
+		_ = hs.Close()
+		srv.Close()
+		pool.Close()
+		return nil, err
+	}
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	var jobs sync.WaitGroup
-	jobs.Go(func() { partitions.Maintain(jobsCtx, pool, time.Hour, logger, nil) })
 	if cfg.Worker {
+		// The worker as production composes it (internal/worker).
 		workerBus := wake
 		if cfg.WorkerPolls {
 			workerBus = nil
 		}
-		jobs.Go(func() {
-			_ = aggregate.New(pool, aggregate.Options{BatchSize: cfg.WorkerBatchSize, PollInterval: cfg.PollInterval,
-				Bus: workerBus, Logger: logger, OnBatch: cfg.OnBatch}).Run(jobsCtx)
-		})
+		w, err := worker.New(worker.Deps{Pool: pool, Bus: workerBus, Logger: logger}, worker.Config{BatchSize: cfg.WorkerBatchSize,
+			PollInterval: cfg.PollInterval, OnBatch: cfg.OnBatch})
+		if err != nil {
+			stopJobs()
+			_ = hs.Close()
+			srv.Close()
+			pool.Close()
+			return nil, err
+		}
+		jobs.Go(func() { _ = w.Run(jobsCtx) })
 	}
 	return &Stack{URL: "http://" + ln.Addr().String(), Pool: pool, Bus: wake, close: func() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -45,6 +45,8 @@ func (r RiverResult) String() string {
 		r.Rate, cd, r.Jobs, r.Start.P50, r.Start.P90, r.Start.P99, r.Start.Max)
 }
 
+const benchQueue = "bench"
+
 // pingArgs is a job that only records when it started.
 type pingArgs struct {
 	Committed time.Time `json:"committed"`
@@ -80,7 +82,9 @@ func RiverLatency(ctx context.Context, pool *pgxpool.Pool, opt RiverOptions) (Ri
 	workers := river.NewWorkers()
 	river.AddWorker(workers, w)
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Queues:        map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 16}},
+		// A queue of its own: a worker's River client on the same database must not take
+		// (and fail) these jobs.
+		Queues:        map[string]river.QueueConfig{benchQueue: {MaxWorkers: 16}},
 		Workers:       workers,
 		FetchCooldown: opt.FetchCooldown,
 	})
@@ -106,7 +110,7 @@ func RiverLatency(ctx context.Context, pool *pgxpool.Pool, opt RiverOptions) (Ri
 		}
 		// The job carries its commit time: the transaction commits right after.
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			_, err := client.InsertTx(ctx, tx, pingArgs{Committed: time.Now()}, nil)
+			_, err := client.InsertTx(ctx, tx, pingArgs{Committed: time.Now()}, &river.InsertOpts{Queue: benchQueue})
 			return err
 		})
 		if err != nil {

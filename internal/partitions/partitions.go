@@ -150,33 +150,6 @@ func ensureDay(ctx context.Context, pool *pgxpool.Pool, table string, from time.
 	return created, "", nil
 }
 
-// Maintain runs Ensure at once and then every interval until ctx ends. onRun, when not
-// nil, is told each outcome (for metrics).
-func Maintain(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, logger *slog.Logger, onRun func(Result, error)) {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		res, err := Ensure(ctx, pool, time.Now(), DaysAhead, logger)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			logger.Warn("partitions: maintenance failed; retrying next round", "err", err, "retry_in", interval.String())
-		}
-		if onRun != nil {
-			onRun(res, err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // Dropped is a partition DropOlderThan removed, or kept and why.
 type Dropped struct {
 	Partition string

@@ -179,29 +179,3 @@ func ensureDayUnchecked(ctx context.Context, pool *pgxpool.Pool, table string, f
 	defer func() { skipDefaultCheck = false }()
 	return ensureDay(ctx, pool, table, from)
 }
-
-func TestMaintainRunsAtOnce(t *testing.T) {
-	_, pool := pgtest.NewMigrated(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	runs := make(chan Result, 4)
-	done := make(chan struct{})
-	go func() {
-		Maintain(ctx, pool, time.Hour, quiet, func(r Result, err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			runs <- r
-		})
-		close(done)
-	}()
-	select {
-	case r := <-runs:
-		if len(r.Created) != 2*(DaysAhead+1) {
-			t.Errorf("created %v", r.Created)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no run")
-	}
-	cancel()
-	<-done
-}

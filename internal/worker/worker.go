@@ -46,6 +46,8 @@ type Config struct {
 	// MaintenanceInterval is how often the periodic maintenance jobs run (default 1h).
 	// Partitions are made two days ahead, so an hour leaves ample room for retries.
 	MaintenanceInterval time.Duration
+	// OnBatch, when set, sees every committed aggregation batch (benchmarks and tests).
+	OnBatch func(aggregate.Batch)
 }
 
 func (c *Config) defaults() {
@@ -100,7 +102,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, deps: deps, log: log, metrics: newMetrics(reg)}
 	w.agg = aggregate.New(deps.Pool, aggregate.Options{BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval,
-		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg)})
+		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg), OnBatch: cfg.OnBatch})
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &partitionsWorker{w: w})
