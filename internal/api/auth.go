@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/limitr/limitr/internal/httpx/metrics"
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/httpx/ratelimit"
 	"github.com/limitr/limitr/internal/httpx/requestlog"
@@ -249,19 +250,7 @@ func newAuthGuard(cfg Config, rdb redis.UniversalClient, reg prometheus.Register
 		Name: "limitr_api_key_lookups_total",
 		Help: "API key lookups in Postgres, by result: found, unknown (unknown or revoked key) or error.",
 	}, []string{"result"})
-	if err := reg.Register(vec); err != nil {
-		// A second server on the same registry shares the counter; anything else is a
-		// programming error, as with prometheus.MustRegister.
-		var are prometheus.AlreadyRegisteredError
-		existing, ok := (*prometheus.CounterVec)(nil), false
-		if errors.As(err, &are) {
-			existing, ok = are.ExistingCollector.(*prometheus.CounterVec)
-		}
-		if !ok {
-			panic("api: " + err.Error())
-		}
-		vec = existing
-	}
+	vec = metrics.Register(reg, vec)
 	// Created up front, so every result is exported (as 0) before it first happens.
 	g.lookups = keyLookups{found: vec.WithLabelValues("found"), unknown: vec.WithLabelValues("unknown"), err: vec.WithLabelValues("error")}
 	return g

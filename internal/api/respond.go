@@ -2,13 +2,11 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -54,36 +52,7 @@ func bindJSON(c echo.Context, dst any) error {
 	if trimmed[0] != '{' {
 		return problem.New(http.StatusBadRequest, "request body must be a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return jsonProblem(err)
-	}
-	if dec.More() {
-		return problem.New(http.StatusBadRequest, "request body has data after the JSON object")
-	}
-	return nil
-}
-
-func jsonProblem(err error) error {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syntax):
-		return problem.New(http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, err))
-	case errors.As(err, &typ):
-		field := typ.Field
-		if field == "" {
-			field = "(body)"
-		}
-		return problem.Validation("a field has the wrong type", []problem.FieldError{{Path: field, Message: fmt.Sprintf("must be %s, got %s", typ.Type, typ.Value)}})
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return problem.Validation("the body has an unknown field", []problem.FieldError{{Path: name, Message: "unknown field"}})
-	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		return problem.New(http.StatusBadRequest, "malformed JSON: the body ends early")
-	}
-	return problem.New(http.StatusBadRequest, "malformed JSON: "+err.Error())
+	return commonProblem(validation.DecodeJSON(body, dst))
 }
 
 // environment resolves an environment by name for the principal: admin keys reach every

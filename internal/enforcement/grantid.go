@@ -69,7 +69,7 @@ func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string,
 		c.mu.Unlock()
 		return false, nil
 	}
-	drawn, err := e.drawnLocked(p, c, g, draws)
+	drawn, _, err := e.drawnLocked(p, c, g, draws)
 	if err != nil {
 		c.mu.Unlock()
 		return false, err
@@ -95,15 +95,16 @@ func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string,
 }
 
 // drawnLocked is what has been drawn from a grant of c in its current period: the
-// committed draws that match it and this instance's draws not committed yet. Caller
-// holds c.mu.
-func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []RemoteGrantDraw) (num.Dec, error) {
+// committed draws that match it (to the microsecond, as the server keeps times) and
+// this instance's draws not committed yet. matched reports whether any committed draw
+// matched. Caller holds c.mu.
+func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []RemoteGrantDraw) (drawn num.Dec, matched bool, err error) {
 	start := g.periodStart(c.location(p), c.info.Load().anchor)
 	var calc num.Calc
-	drawn := num.Zero
+	drawn = num.Zero
 	for _, d := range draws {
 		if diff := d.PeriodStart.UnixNano() - start; d.GrantID == g.id && diff > -int64(time.Microsecond) && diff < int64(time.Microsecond) {
-			drawn = calc.Add(drawn, d.Units)
+			drawn, matched = calc.Add(drawn, d.Units), true
 		}
 	}
 	if e.usage != nil {
@@ -111,7 +112,7 @@ func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []
 		drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.info.Load().created.UnixNano()}))
 		e.usage.mu.Unlock()
 	}
-	return drawn, calc.Err
+	return drawn, matched, calc.Err
 }
 
 // InsertCustomer is SetCustomer for an id no customer holds yet (by id or alt id): it

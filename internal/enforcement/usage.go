@@ -472,26 +472,14 @@ func (e *Engine) ApplyGrantDraws(ctx context.Context, id string, draws []RemoteG
 	if len(draws) == 0 || len(c.grants) == 0 {
 		return nil
 	}
-	loc, anchor := c.location(p), c.info.Load().anchor
 	var calc num.Calc
 	for _, g := range c.grants {
-		start := g.periodStart(loc, anchor)
-		drawn, matched := num.Zero, false
-		for _, d := range draws {
-			if d.GrantID != g.id {
-				continue
-			}
-			if diff := d.PeriodStart.UnixNano() - start; diff > -int64(time.Microsecond) && diff < int64(time.Microsecond) {
-				drawn, matched = calc.Add(drawn, d.Units), true
-			}
+		drawn, matched, err := e.drawnLocked(p, c, g, draws)
+		if err != nil {
+			return err
 		}
 		if !matched {
 			continue
-		}
-		if e.usage != nil {
-			e.usage.mu.Lock()
-			drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.info.Load().created.UnixNano()}))
-			e.usage.mu.Unlock()
 		}
 		v := calc.Sub(g.def.starting, drawn)
 		if calc.Err != nil {

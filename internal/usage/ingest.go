@@ -57,8 +57,8 @@ type Metrics struct {
 	Unattributed *prometheus.CounterVec // by kind and reason
 }
 
-// NewMetrics registers ingest's metrics on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics makes ingest's metrics; whoever serves them registers each one.
+func NewMetrics() *Metrics {
 	m := &Metrics{
 		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "limitr_usage_batches_total",
@@ -73,7 +73,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records of committed batches that could not be attributed to a customer, by kind and reason (kept in unattributed_usage).",
 		}, []string{"kind", "reason"}),
 	}
-	reg.MustRegister(m.Batches, m.Deltas, m.Unattributed)
 	return m
 }
 

@@ -24,11 +24,11 @@ func DecodeJSON(data []byte, dst any) error {
 		return jsonError(err)
 	}
 	if dec.More() {
-		return fmt.Errorf("%w: data after the JSON value", ErrMalformed)
+		return fmt.Errorf("%w: request body has data after the JSON value", ErrMalformed)
 	}
 	var extra json.RawMessage
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: data after the JSON value", ErrMalformed)
+		return fmt.Errorf("%w: request body has data after the JSON value", ErrMalformed)
 	}
 	return nil
 }
