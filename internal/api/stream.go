@@ -70,7 +70,7 @@ func (s *Server) sdkStream(c echo.Context) error {
 		return commonProblem(err)
 	}
 	hello := wire.Hello{Environment: env.Name, Cursor: latest}
-	_, v, err := s.policies.Active(ctx, env)
+	v, err := s.policies.ActiveRef(ctx, env)
 	switch {
 	case err == nil:
 		hello.PolicyVersion, hello.PolicyHash = v.Number, v.Hash

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/limitr/limitr/internal/httpx/idempotency"
 	"github.com/limitr/limitr/internal/partitions"
 )
 
@@ -160,7 +161,10 @@ func inBatches(ctx context.Context, step func() (int64, error)) (int64, error) {
 	}
 }
 
-var deleteIdempotency = deleteWhere(`idempotency_keys`, `created_at`)
+// deleteIdempotency purges replies through the idempotency store, which owns the table.
+func deleteIdempotency(ctx context.Context, pool *pgxpool.Pool, cutoff time.Time) (int64, error) {
+	return idempotency.NewPGStore(pool, nil).Purge(ctx, time.Since(cutoff))
+}
 
 // deleteUsageBatches removes batch keys received before the cutoff and records the
 // cutoff, so the API can tell a batch it can no longer deduplicate.

@@ -41,7 +41,8 @@ type Config struct {
 	// PollInterval is how long aggregation waits for a wake-up before looking anyway
 	// (default 1s).
 	PollInterval time.Duration
-	// Retention says how long rows are kept (retention.Defaults() when zero).
+	// Retention says how long rows are kept; a zero field keeps them forever (the
+	// configuration's defaults are retention.Defaults()).
 	Retention retention.Policy
 	// MaintenanceInterval is how often the periodic maintenance jobs run (default 1h).
 	// Partitions are made two days ahead, so an hour leaves ample room for retries.
@@ -56,9 +57,6 @@ func (c *Config) defaults() {
 	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = time.Second
-	}
-	if c.Retention == (retention.Policy{}) {
-		c.Retention = retention.Defaults()
 	}
 	if c.MaintenanceInterval <= 0 {
 		c.MaintenanceInterval = time.Hour

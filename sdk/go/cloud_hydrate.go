@@ -162,6 +162,23 @@ func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 	return true, nil
 }
 
+// liveOverrides decodes a record's overrides that have not expired at now; an
+// unreadable one is logged and skipped.
+func (c *cloud) liveOverrides(rec *wire.Customer, now time.Time) map[string]Override {
+	live := make(map[string]Override, len(rec.Overrides))
+	for ent, raw := range rec.Overrides {
+		var o Override
+		if err := json.Unmarshal(raw, &o); err != nil {
+			c.log.Warn("limitr: skipping an unreadable override", "customer", rec.ID, "entitlement", ent, "err", err)
+			continue
+		}
+		if o.ExpiresAt.IsZero() || now.Before(o.ExpiresAt) {
+			live[ent] = o
+		}
+	}
+	return live
+}
+
 // snapshot builds the engine's customer from a server record and meter totals: the
 // profile, overrides, purchased topups as grants (under the server's grant ids; one
 // that does not reset less its committed draws) and each meter at its committed total
@@ -172,18 +189,7 @@ func (c *cloud) snapshot(rec *wire.Customer, st *wire.CustomerState) (*Customer,
 	snap := &Customer{ID: rec.ID, Plan: rec.Plan, AltIDs: slices.Clone(rec.AltIDs), Refs: slices.Clone(rec.Refs),
 		Type: rec.Type, Label: rec.Label, Metadata: customerMetadata(rec), Timezone: rec.Timezone,
 		BillingAnchor: rec.BillingAnchor, Created: rec.CreatedAt,
-		Meters: map[string]Meter{}, Overrides: map[string]Override{}, Grants: map[string]Grant{}}
-	for ent, raw := range rec.Overrides {
-		var o Override
-		if err := json.Unmarshal(raw, &o); err != nil {
-			c.log.Warn("limitr: skipping an unreadable override", "customer", rec.ID, "entitlement", ent, "err", err)
-			continue
-		}
-		if !o.ExpiresAt.IsZero() && !now.Before(o.ExpiresAt) {
-			continue
-		}
-		snap.Overrides[ent] = o
-	}
+		Meters: map[string]Meter{}, Overrides: c.liveOverrides(rec, now), Grants: map[string]Grant{}}
 	for ent, totals := range st.Meters {
 		var latest *wire.MeterTotal
 		for i := range totals {

@@ -2,7 +2,6 @@ package limitr
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -125,18 +124,7 @@ func (c *cloud) layOver(ctx context.Context, cur *Customer, rec *wire.Customer, 
 	if err := c.retryOnPolicyLag(ctx, func() error { return c.applyProfile(ctx, cur, rec) }); err != nil {
 		warn("applying the profile failed", err)
 	}
-	now := time.Now()
-	live := map[string]Override{}
-	for ent, raw := range rec.Overrides {
-		var o Override
-		if err := json.Unmarshal(raw, &o); err != nil {
-			warn("skipping an unreadable override", err, "entitlement", ent)
-			continue
-		}
-		if o.ExpiresAt.IsZero() || now.Before(o.ExpiresAt) {
-			live[ent] = o
-		}
-	}
+	live := c.liveOverrides(rec, time.Now())
 	for ent, o := range live {
 		if held, ok := cur.Overrides[ent]; ok && sameOverride(held, o) {
 			continue

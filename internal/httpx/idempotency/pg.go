@@ -195,17 +195,28 @@ where tenant_id = $1 and principal = $2 and key = $3 and completed_at is null`,
 	return nil
 }
 
+// purgeBatch bounds the records one statement of Purge deletes, so a large backlog
+// never holds locks for long.
+const purgeBatch = 10_000
+
 // Purge deletes records created more than olderThan ago (use DefaultTTL) and
-// returns how many it deleted. Run it periodically from a worker; expired
+// returns how many it deleted. The worker's retention job runs it; expired
 // records are ignored anyway, so it only reclaims space.
 func (s *PGStore) Purge(ctx context.Context, olderThan time.Duration) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `
-delete from idempotency_keys where created_at < now() - $1::bigint * interval '1 microsecond'`,
-		olderThan.Microseconds())
-	if err != nil {
-		return 0, fmt.Errorf("idempotency: purge: %w", err)
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, `
+delete from idempotency_keys where ctid = any (array(
+	select ctid from idempotency_keys where created_at < now() - $1::bigint * interval '1 microsecond' limit $2))`,
+			olderThan.Microseconds(), purgeBatch)
+		if err != nil {
+			return total, fmt.Errorf("idempotency: purge: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < purgeBatch || ctx.Err() != nil {
+			return total, nil
+		}
 	}
-	return tag.RowsAffected(), nil
 }
 
 // bodyAAD binds a sealed reply to its key: copied into another row it does not open.

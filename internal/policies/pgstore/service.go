@@ -193,6 +193,16 @@ func (s *Service) Active(ctx context.Context, env store.Environment) (*policies.
 	return p, v, err
 }
 
+// ActiveRef is the number and hash of the version published to an environment,
+// without loading or compiling it; ErrNoActivePolicy when nothing is.
+func (s *Service) ActiveRef(ctx context.Context, env store.Environment) (VersionRef, error) {
+	hash, number, err := ActiveHash(ctx, s.pool, env.TenantID, env.ID)
+	if errors.Is(err, ErrNotFound) {
+		return VersionRef{}, ErrNoActivePolicy
+	}
+	return VersionRef{Number: number, Hash: hash}, err
+}
+
 // ActivePolicy is Active without the version.
 func (s *Service) ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error) {
 	p, _, err := s.Active(ctx, env)
