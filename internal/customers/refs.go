@@ -20,11 +20,13 @@ func (g refGraph) Node(id string) (policies.RefNode, bool) {
 // loadRefs loads the customers reachable through refs from start.
 func loadRefs(ctx context.Context, db store.DBTX, env store.Environment, start []string) (refGraph, error) {
 	g := refGraph{}
+	asked := map[string]bool{} // ids looked up, found or not
 	frontier := start
-	for len(frontier) > 0 && len(g) <= policies.MaxRefsVisited {
+	for len(frontier) > 0 && len(asked) <= policies.MaxRefsVisited {
 		var missing []string
 		for _, id := range frontier {
-			if _, ok := g[id]; !ok {
+			if !asked[id] {
+				asked[id] = true
 				missing = append(missing, id)
 			}
 		}
@@ -36,21 +38,13 @@ func loadRefs(ctx context.Context, db store.DBTX, env store.Environment, start [
 			return nil, err
 		}
 		var next []string
-		for _, id := range missing {
-			p, ok := got[id]
-			if !ok {
-				g[id] = policies.RefNode{} // known missing: not asked again
-				continue
+		for _, id := range missing { // in refs order, so a bound cuts the same way each time
+			if p, ok := got[id]; ok {
+				g[id] = policies.RefNode{ID: p.ID, Plan: p.Plan, Type: p.Type, Refs: p.Refs}
+				next = append(next, p.Refs...)
 			}
-			g[id] = policies.RefNode{ID: p.ID, Plan: p.Plan, Type: p.Type, Refs: p.Refs}
-			next = append(next, p.Refs...)
 		}
 		frontier = next
-	}
-	for id, n := range g {
-		if n.ID == "" {
-			delete(g, id)
-		}
 	}
 	return g, nil
 }
