@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/httpx/idempotency"
 	"github.com/limitr/limitr/internal/httpx/metrics"
@@ -128,6 +129,7 @@ type Server struct {
 	// The domains the handlers call.
 	policies     *pgstore.Service
 	customers    *customers.Service
+	billing      *billing.Service
 	usage        *usage.Service
 	usageMetrics *usage.Metrics
 
@@ -188,6 +190,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	notify := notifier{s}
 	s.policies = pgstore.NewService(deps.Pool, notify)
 	s.customers = customers.NewService(deps.Pool, s.policies, notify)
+	s.billing = billing.NewService(deps.Pool, s.policies, s.customers)
 	s.usageMetrics = usage.NewMetrics()
 	s.usageMetrics.Batches = metrics.Register(reg, s.usageMetrics.Batches)
 	s.usageMetrics.Deltas = metrics.Register(reg, s.usageMetrics.Deltas)
@@ -269,6 +272,7 @@ func (s *Server) newEcho() *echo.Echo {
 	authed.GET("/audit", s.listAudit, adminOnly)
 	s.policyRoutes(authed)
 	s.customerRoutes(authed)
+	s.billingRoutes(authed)
 	s.syncRoutes(authed)
 	return e
 }

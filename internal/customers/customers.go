@@ -47,7 +47,21 @@ func (s *Service) Create(ctx context.Context, env store.Environment, in CreateIn
 			return nil, err
 		}
 		cust := store.Customer{Customer: wire.Customer{ID: c.id, Plan: c.plan, Type: c.typ, Label: c.label, Refs: c.refs,
-			AltIDs: c.alts, Metadata: c.meta, Timezone: c.tz, BillingAnchor: c.anchor}}
+			AltIDs: c.alts, Metadata: c.meta, Timezone: c.tz, BillingAnchor: c.anchor, TestClock: c.testClock}}
+		if c.testClock != "" {
+			// A customer on a test clock starts at the clock's time: its billing anchor
+			// defaults to it, and its plan history (kept by the database) is dated by it.
+			now, err := store.TestClockTime(ctx, tx, env.TenantID, env.ID, c.testClock)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, validation.New("invalid customer", "test_clock", fmt.Sprintf("no test clock %q in this environment", c.testClock))
+			}
+			if err != nil {
+				return nil, err
+			}
+			if !c.anchorSet {
+				cust.BillingAnchor = now.UTC()
+			}
+		}
 		// As the engine does: an empty plan inherits through refs; failing that, the
 		// customer is put on the default plan by name.
 		if cust.Plan == "" {
@@ -95,6 +109,20 @@ func (s *Service) GetRecord(ctx context.Context, env store.Environment, id strin
 		return store.Customer{}, err
 	}
 	return s.load(ctx, s.pool, p, env, id, false)
+}
+
+// Records pages the customers on a test clock ("" = on real time) by id, with their
+// uids and resolved plans under p: billing rates them.
+func (s *Service) Records(ctx context.Context, env store.Environment, p *policies.Policy, clock, after string, limit int) ([]store.Customer, error) {
+	cs, err := store.ListCustomersOnClock(ctx, s.pool, env.TenantID, env.ID, clock, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	ptrs := make([]*store.Customer, len(cs))
+	for i := range cs {
+		ptrs[i] = &cs[i]
+	}
+	return cs, fillResolvedPlans(ctx, s.pool, p, env, ptrs...)
 }
 
 // List pages an environment's customers by id, after the exclusive cursor after.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/limitr/limitr/internal/enforcement"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/validation"
@@ -41,6 +43,8 @@ type created struct {
 	meta                 json.RawMessage
 	tz                   string
 	anchor               time.Time
+	anchorSet            bool
+	testClock            string
 }
 
 func (in CreateInput) prepare(now time.Time) (created, error) {
@@ -70,7 +74,13 @@ func (in CreateInput) prepare(now time.Time) (created, error) {
 	if in.BillingAnchor != nil {
 		t, fe := validation.Time("billing_anchor", *in.BillingAnchor)
 		errs.AddField(fe)
-		out.anchor = t
+		out.anchor, out.anchorSet = t, true
+	}
+	if in.TestClock != "" {
+		if _, err := uuid.Parse(in.TestClock); err != nil {
+			errs.Add("test_clock", "is not a test clock id")
+		}
+		out.testClock = in.TestClock
 	}
 	return out, errs.Err("invalid customer")
 }

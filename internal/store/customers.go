@@ -59,12 +59,12 @@ func (e *AltIDConflictError) Error() string {
 // Is makes the error match ErrConflict.
 func (e *AltIDConflictError) Is(target error) bool { return target == ErrConflict }
 
-const customerColumns = `id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor, created_at, updated_at, revision, uid`
+const customerColumns = `id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor, created_at, updated_at, revision, uid, coalesce(test_clock_id::text, '')`
 
 func scanCustomer(row pgx.Row) (Customer, error) {
 	var c Customer
 	err := row.Scan(&c.ID, &c.Plan, &c.Type, &c.Label, &c.Refs, &c.AltIDs, &c.Metadata, &c.Timezone,
-		&c.BillingAnchor, &c.CreatedAt, &c.UpdatedAt, &c.Revision, &c.UID)
+		&c.BillingAnchor, &c.CreatedAt, &c.UpdatedAt, &c.Revision, &c.UID, &c.TestClock)
 	if err != nil {
 		return Customer{}, err
 	}
@@ -149,9 +149,9 @@ func InsertCustomer(ctx context.Context, tx DBTX, tenantID, envID uuid.UUID, c *
 			return &AltIDConflictError{Field: fmt.Sprintf("alt_ids[%d]", i), Name: a, Owner: owner}
 		}
 	}
-	err = tx.QueryRow(ctx, `insert into customers (tenant_id, environment_id, id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning created_at, updated_at, revision, uid`,
-		tenantID, envID, c.ID, c.Plan, c.Type, c.Label, c.Refs, c.AltIDs, []byte(c.Metadata), c.Timezone, c.BillingAnchor).
+	err = tx.QueryRow(ctx, `insert into customers (tenant_id, environment_id, id, plan, type, label, refs, alt_ids, metadata, timezone, billing_anchor, test_clock_id)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, nullif($12, '')::uuid) returning created_at, updated_at, revision, uid`,
+		tenantID, envID, c.ID, c.Plan, c.Type, c.Label, c.Refs, c.AltIDs, []byte(c.Metadata), c.Timezone, c.BillingAnchor, c.TestClock).
 		Scan(&c.CreatedAt, &c.UpdatedAt, &c.Revision, &c.UID)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("customer %q: %w", c.ID, ErrConflict)
@@ -199,9 +199,19 @@ func GetCustomer(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, idOrAl
 // ListCustomers pages an environment's customers by id, after the exclusive cursor
 // after ("" = from the start).
 func ListCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, after string, limit int) ([]Customer, error) {
+	return listCustomers(ctx, db, tenantID, envID, after, limit, "")
+}
+
+// ListCustomersOnClock pages the customers that live on a test clock ("" = those on
+// real time), by id.
+func ListCustomersOnClock(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, clock, after string, limit int) ([]Customer, error) {
+	return listCustomers(ctx, db, tenantID, envID, after, limit, `and test_clock_id is not distinct from nullif($5, '')::uuid`, clock)
+}
+
+func listCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, after string, limit int, filter string, args ...any) ([]Customer, error) {
 	rows, err := db.Query(ctx, `select `+customerColumns+` from customers
-		where tenant_id = $1 and environment_id = $2 and id > $3 order by id limit $4`,
-		tenantID, envID, after, limit)
+		where tenant_id = $1 and environment_id = $2 and id > $3 `+filter+` order by id limit $4`,
+		append([]any{tenantID, envID, after, limit}, args...)...)
 	if err != nil {
 		return nil, err
 	}

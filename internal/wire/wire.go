@@ -205,7 +205,9 @@ type Customer struct {
 	CreatedAt     time.Time                  `json:"created_at"`
 	UpdatedAt     time.Time                  `json:"updated_at"`
 	Revision      int64                      `json:"revision"`
-	Overrides     map[string]json.RawMessage `json:"overrides"`
+	// TestClock is the test clock the customer lives on (billing only), if any.
+	TestClock string                     `json:"test_clock,omitempty"`
+	Overrides map[string]json.RawMessage `json:"overrides"`
 	Topups        []CustomerTopup            `json:"topups"`
 }
 
@@ -262,6 +264,9 @@ type CreateCustomerRequest struct {
 	Metadata      json.RawMessage `json:"metadata,omitempty"`
 	Timezone      string          `json:"timezone,omitempty"`
 	BillingAnchor *string         `json:"billing_anchor,omitempty"` // RFC 3339
+	// TestClock attaches the customer to a test clock of a non-live environment: its
+	// billing periods, plan changes and invoices follow the clock's time.
+	TestClock string `json:"test_clock,omitempty"`
 }
 
 // UpdateCustomerRequest changes the profile fields it sets.

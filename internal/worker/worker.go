@@ -47,6 +47,9 @@ type Config struct {
 	// MaintenanceInterval is how often the periodic maintenance jobs run (default 1h).
 	// Partitions are made two days ahead, so an hour leaves ample room for retries.
 	MaintenanceInterval time.Duration
+	// BillingInterval is how often the billing pass runs: closing ended periods and
+	// finalizing drafts past their grace (default 1m).
+	BillingInterval time.Duration
 	// OnBatch, when set, sees every committed aggregation batch (benchmarks and tests).
 	OnBatch func(aggregate.Batch)
 }
@@ -60,6 +63,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaintenanceInterval <= 0 {
 		c.MaintenanceInterval = time.Hour
+	}
+	if c.BillingInterval <= 0 {
+		c.BillingInterval = time.Minute
 	}
 }
 
@@ -106,6 +112,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	river.AddWorker(workers, &partitionsWorker{w: w})
 	river.AddWorker(workers, &idempotencyWorker{w: w})
 	river.AddWorker(workers, &retentionWorker{w: w})
+	river.AddWorker(workers, newBillingCloseWorker(w))
 	every := river.PeriodicInterval(cfg.MaintenanceInterval)
 	onMaintenance := &river.InsertOpts{Queue: QueueMaintenance}
 	periodic := []*river.PeriodicJob{
@@ -115,10 +122,12 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 			&river.PeriodicJobOpts{RunOnStart: true}),
 		river.NewPeriodicJob(every, func() (river.JobArgs, *river.InsertOpts) { return RetentionArgs{}, onMaintenance },
 			&river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(cfg.BillingInterval), func() (river.JobArgs, *river.InsertOpts) { return BillingCloseArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}),
 	}
 	client, err := river.NewClient(riverpgxv5.New(deps.Pool), &river.Config{
 		Logger:       log.With("component", "river"),
-		Queues:       map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, river.QueueDefault: {MaxWorkers: 4}},
+		Queues:       map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, QueueBilling: {MaxWorkers: 1}, river.QueueDefault: {MaxWorkers: 4}},
 		Workers:      workers,
 		PeriodicJobs: periodic,
 		JobTimeout:   15 * time.Minute,

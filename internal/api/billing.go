@@ -1,0 +1,216 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/customers"
+	"github.com/limitr/limitr/internal/httpx/problem"
+	"github.com/limitr/limitr/internal/store"
+)
+
+func (s *Server) billingRoutes(g *echo.Group) {
+	eg := g.Group("/environments/:env", adminOnly)
+	eg.GET("/billing", s.getBillingSettings)
+	eg.PUT("/billing", s.putBillingSettings)
+	eg.GET("/customers/:id/invoices/upcoming", s.upcomingInvoice)
+	eg.GET("/invoices", s.listInvoices)
+	eg.GET("/invoices/:invoice", s.getInvoice)
+	eg.POST("/invoices/:invoice/finalize", s.invoiceAction(s.billing.Finalize))
+	eg.POST("/invoices/:invoice/void", s.invoiceAction(s.billing.Void))
+	eg.POST("/invoices/:invoice/mark-paid", s.invoiceAction(s.billing.MarkPaid))
+	eg.POST("/invoices/:invoice/mark-uncollectible", s.invoiceAction(s.billing.MarkUncollectible))
+	eg.GET("/invoices/:invoice/credit-notes", s.listCreditNotes)
+	eg.POST("/invoices/:invoice/credit-notes", s.createCreditNote)
+	eg.POST("/test-clocks", s.createTestClock)
+	eg.GET("/test-clocks/:clock", s.getTestClock)
+	eg.POST("/test-clocks/:clock/advance", s.advanceTestClock)
+}
+
+// billingProblem maps the billing domain's errors.
+func billingProblem(err error) error {
+	var te *billing.TransitionError
+	switch {
+	case errors.As(err, &te):
+		return problem.New(http.StatusConflict, te.Error())
+	case errors.Is(err, billing.ErrNotFound):
+		return problem.New(http.StatusNotFound, err.Error())
+	case errors.Is(err, billing.ErrLiveEnvironment):
+		return problem.New(http.StatusConflict, err.Error()+": mark the environment as not live, or use a test environment")
+	case errors.Is(err, billing.ErrClockAdvancing):
+		return problem.New(http.StatusConflict, err.Error()+": wait until its status is ready")
+	case errors.Is(err, billing.ErrNoPolicy):
+		return problem.New(http.StatusConflict, err.Error()+": publish a policy first")
+	case errors.Is(err, customers.ErrNotFound):
+		return customerProblem(err)
+	}
+	return commonProblem(err)
+}
+
+func (s *Server) getBillingSettings(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	out, err := s.billing.Settings(c.Request().Context(), env)
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) putBillingSettings(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	var in billing.SettingsInput
+	if err := bindJSON(c, &in); err != nil {
+		return err
+	}
+	out, err := s.billing.PutSettings(c.Request().Context(), env, in)
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) upcomingInvoice(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	out, err := s.billing.Upcoming(c.Request().Context(), env, c.Param("id"))
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) listInvoices(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	limit, err := page(c)
+	if err != nil {
+		return err
+	}
+	f := billing.InvoiceFilter{Customer: c.QueryParam("customer"), Status: c.QueryParam("status"), After: c.QueryParam("cursor"), Limit: limit}
+	items, next, err := s.billing.List(c.Request().Context(), env, f)
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, list[billing.Invoice]{Data: items, NextCursor: next})
+}
+
+func (s *Server) getInvoice(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	out, err := s.billing.Get(c.Request().Context(), env, c.Param("invoice"))
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// invoiceAction serves a POST that moves an invoice through its lifecycle.
+func (s *Server) invoiceAction(op func(ctx context.Context, env store.Environment, id string) (billing.Invoice, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		env, err := s.environment(c, c.Param("env"))
+		if err != nil {
+			return err
+		}
+		out, err := op(c.Request().Context(), env, c.Param("invoice"))
+		if err != nil {
+			return billingProblem(err)
+		}
+		return c.JSON(http.StatusOK, out)
+	}
+}
+
+func (s *Server) listCreditNotes(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	out, err := s.billing.CreditNotes(c.Request().Context(), env, c.Param("invoice"))
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, list[billing.CreditNote]{Data: out})
+}
+
+func (s *Server) createCreditNote(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	var in billing.CreditNoteInput
+	if err := bindJSON(c, &in); err != nil {
+		return err
+	}
+	out, err := s.billing.CreateCreditNote(c.Request().Context(), env, c.Param("invoice"), in)
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+func (s *Server) createTestClock(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	var in billing.TestClockInput
+	if err := bindJSON(c, &in); err != nil {
+		return err
+	}
+	out, err := s.billing.CreateTestClock(c.Request().Context(), env, in)
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusCreated, out)
+}
+
+func (s *Server) getTestClock(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	out, err := s.billing.GetTestClock(c.Request().Context(), env, c.Param("clock"))
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// advanceTestClock moves the clock and answers at once with status "advancing"; the
+// billing that became due runs in the background (and, should this process stop
+// first, on a worker's next pass), after which the clock reports "ready".
+func (s *Server) advanceTestClock(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	var in billing.AdvanceInput
+	if err := bindJSON(c, &in); err != nil {
+		return err
+	}
+	out, err := s.billing.AdvanceTestClock(c.Request().Context(), env, c.Param("clock"), in)
+	if err != nil {
+		return billingProblem(err)
+	}
+	go func() {
+		if _, err := s.billing.RunTestClock(s.ctx, env, out.ID); err != nil && s.ctx.Err() == nil {
+			s.logger.Error("api: test clock run failed; a worker retries it", "clock", out.ID, "err", err)
+		}
+	}()
+	return c.JSON(http.StatusOK, out)
+}

@@ -1,0 +1,518 @@
+package billing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/limitr/limitr/internal/billing/money"
+	"github.com/limitr/limitr/internal/enforcement"
+	"github.com/limitr/limitr/internal/num"
+	"github.com/limitr/limitr/internal/policies"
+	"github.com/limitr/limitr/internal/policies/pgstore"
+	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/validation"
+)
+
+// Policies reads the versions billing rates with.
+type Policies interface {
+	Source(ctx context.Context, tenantID uuid.UUID, number int) (pgstore.Version, *policies.Policy, error)
+	ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error)
+}
+
+// Customers pages an environment's customers with their uids and resolved plans.
+type Customers interface {
+	Records(ctx context.Context, env store.Environment, p *policies.Policy, clock, after string, limit int) ([]store.Customer, error)
+	GetRecord(ctx context.Context, env store.Environment, id string) (store.Customer, error)
+}
+
+// Service is the billing domain.
+type Service struct {
+	pool      *pgxpool.Pool
+	policies  Policies
+	customers Customers
+	now       func() time.Time
+}
+
+// NewService returns the billing service.
+func NewService(pool *pgxpool.Pool, pols Policies, custs Customers) *Service {
+	return &Service{pool: pool, policies: pols, customers: custs, now: time.Now}
+}
+
+// Environments lists the environments with a published policy: those billing runs for.
+func (s *Service) Environments(ctx context.Context) ([]store.Environment, error) {
+	rows, err := s.pool.Query(ctx, `select e.id, e.tenant_id, e.name, e.live, e.created_at from environments e
+		join environment_policies p on p.tenant_id = e.tenant_id and p.environment_id = e.id order by e.id`)
+	if err != nil {
+		return nil, fmt.Errorf("billing: environments: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Environment, error) {
+		var e store.Environment
+		return e, r.Scan(&e.ID, &e.TenantID, &e.Name, &e.Live, &e.CreatedAt)
+	})
+}
+
+// CloseAll runs Close at real time for every billed environment and finishes test
+// clocks left advancing. It is the worker's periodic billing pass.
+func (s *Service) CloseAll(ctx context.Context) (CloseResult, error) {
+	var total CloseResult
+	envs, err := s.Environments(ctx)
+	if err != nil {
+		return total, err
+	}
+	var errs []error
+	for _, env := range envs {
+		r, err := s.Close(ctx, env, "", s.now())
+		total.add(r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("environment %s: %w", env.ID, err))
+		}
+	}
+	clocks, err := s.AdvancingClocks(ctx)
+	if err != nil {
+		return total, err
+	}
+	for _, c := range clocks {
+		env, err := store.EnvironmentByID(ctx, s.pool, c.TenantID, c.EnvironmentID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r, err := s.RunTestClock(ctx, env, c.ID)
+		total.add(r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("test clock %s: %w", c.ID, err))
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// envVersions is an environment's publication history, compiled on demand.
+type envVersions struct {
+	ctx      context.Context
+	svc      *Service
+	tenantID uuid.UUID
+	pubs     []publication // oldest first
+	compiled map[int]*policies.Policy
+}
+
+type publication struct {
+	at     time.Time
+	number int
+}
+
+func (s *Service) versions(ctx context.Context, db store.DBTX, env store.Environment) (*envVersions, error) {
+	rows, err := db.Query(ctx, `select p.published_at, v.number from policy_publications p
+		join policy_versions v on v.tenant_id = p.tenant_id and v.id = p.version_id
+		where p.tenant_id = $1 and p.environment_id = $2 order by p.id`, env.TenantID, env.ID)
+	if err != nil {
+		return nil, fmt.Errorf("billing: publications: %w", err)
+	}
+	pubs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (publication, error) {
+		var p publication
+		return p, r.Scan(&p.at, &p.number)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("billing: publications: %w", err)
+	}
+	if len(pubs) == 0 {
+		return nil, fmt.Errorf("%w: environment %q", ErrNoPolicy, env.Name)
+	}
+	return &envVersions{ctx: ctx, svc: s, tenantID: env.TenantID, pubs: pubs, compiled: map[int]*policies.Policy{}}, nil
+}
+
+// At is the version in force at t: the last published at or before it, else the first.
+func (v *envVersions) At(t time.Time) (Version, error) {
+	n := v.pubs[0].number
+	for _, p := range v.pubs {
+		if p.at.After(t) {
+			break
+		}
+		n = p.number
+	}
+	return v.Number(n)
+}
+
+// Number compiles a version (pgstore caches compiled versions).
+func (v *envVersions) Number(n int) (Version, error) {
+	if p, ok := v.compiled[n]; ok {
+		return Version{Number: n, Policy: p}, nil
+	}
+	_, p, err := v.svc.policies.Source(v.ctx, v.tenantID, n)
+	if err != nil {
+		return Version{}, fmt.Errorf("billing: policy version %d: %w", n, err)
+	}
+	v.compiled[n] = p
+	return Version{Number: n, Policy: p}, nil
+}
+
+// subject builds the rating view of a customer.
+func subject(c store.Customer, plans []PlanSpan) (Subject, error) {
+	sub := Subject{ID: c.ID, ResolvedPlan: c.ResolvedPlan, Anchor: c.BillingAnchor, CreatedAt: c.CreatedAt, Plans: plans}
+	if len(plans) > 0 {
+		// Billing starts with the first plan record: creation, or the test clock's time
+		// when the customer was created on one.
+		sub.CreatedAt = plans[0].From
+	}
+	if c.Timezone != "" {
+		loc, err := time.LoadLocation(c.Timezone)
+		if err != nil {
+			return Subject{}, fmt.Errorf("billing: customer %q: time zone: %w", c.ID, err)
+		}
+		sub.Location = loc
+	}
+	if len(c.Overrides) > 0 {
+		sub.Overrides = make(map[string]enforcement.Override, len(c.Overrides))
+		for ent, raw := range c.Overrides {
+			var o enforcement.Override
+			if err := json.Unmarshal(raw, &o); err != nil {
+				return Subject{}, fmt.Errorf("billing: customer %q: override %q: %w", c.ID, ent, err)
+			}
+			sub.Overrides[ent] = o
+		}
+	}
+	return sub, nil
+}
+
+// location is where a customer's periods are reckoned: its time zone, else the
+// policy's.
+func (sub Subject) location(p *policies.Policy) *time.Location {
+	if sub.Location != nil {
+		return sub.Location
+	}
+	return p.Location
+}
+
+// customerData is what rating needs from the database for a set of customers.
+type customerData struct {
+	plans  map[uuid.UUID][]PlanSpan
+	meters map[uuid.UUID][]MeterUsage
+	billed map[uuid.UUID][]BilledMeter
+}
+
+// loadCustomerData reads plan histories, committed meters and billed meter periods of
+// customers in three queries. Meters are those that can belong to a period ending by
+// `until`: every meter period starting before it within a year and a month (the
+// longest reset), and every level meter.
+func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, until time.Time) (customerData, error) {
+	out := customerData{plans: map[uuid.UUID][]PlanSpan{}, meters: map[uuid.UUID][]MeterUsage{}, billed: map[uuid.UUID][]BilledMeter{}}
+	rows, err := db.Query(ctx, `select customer_uid, effective_at, plan from customer_plan_history
+		where customer_uid = any($1) order by customer_uid, effective_at`, uids)
+	if err != nil {
+		return out, fmt.Errorf("billing: plan history: %w", err)
+	}
+	for rows.Next() {
+		var uid uuid.UUID
+		var s PlanSpan
+		if err := rows.Scan(&uid, &s.From, &s.Plan); err != nil {
+			rows.Close()
+			return out, err
+		}
+		out.plans[uid] = append(out.plans[uid], s)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("billing: plan history: %w", err)
+	}
+	rows, err = db.Query(ctx, `select customer_uid, entitlement, period_start, units::text, grant_covered::text from meter_aggregates
+		where customer_uid = any($1) and period_start < $2`, uids, until)
+	if err != nil {
+		return out, fmt.Errorf("billing: meters: %w", err)
+	}
+	for rows.Next() {
+		var uid uuid.UUID
+		var m MeterUsage
+		var units, granted string
+		if err := rows.Scan(&uid, &m.Entitlement, &m.PeriodStart, &units, &granted); err != nil {
+			rows.Close()
+			return out, err
+		}
+		if m.Units, err = num.Parse(units); err == nil {
+			m.GrantCovered, err = num.Parse(granted)
+		}
+		if err != nil {
+			rows.Close()
+			return out, fmt.Errorf("billing: meter %s of %s: %w", m.Entitlement, uid, err)
+		}
+		out.meters[uid] = append(out.meters[uid], m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("billing: meters: %w", err)
+	}
+	rows, err = db.Query(ctx, `select b.customer_uid, b.entitlement, b.period_start, b.units::text, b.grant_covered::text, b.amount::text, b.policy_version
+		from billed_meter_periods b join meter_aggregates m
+		  on m.customer_uid = b.customer_uid and m.entitlement = b.entitlement and m.period_start = b.period_start
+		where b.customer_uid = any($1) and (m.units <> b.units or m.grant_covered <> b.grant_covered)`, uids)
+	if err != nil {
+		return out, fmt.Errorf("billing: billed meters: %w", err)
+	}
+	for rows.Next() {
+		var uid uuid.UUID
+		var b BilledMeter
+		var units, granted, amount string
+		if err := rows.Scan(&uid, &b.Entitlement, &b.PeriodStart, &units, &granted, &amount, &b.PolicyVersion); err != nil {
+			rows.Close()
+			return out, err
+		}
+		b.Units, _ = num.Parse(units)
+		b.GrantCovered, _ = num.Parse(granted)
+		b.Amount, _ = num.Parse(amount)
+		out.billed[uid] = append(out.billed[uid], b)
+	}
+	rows.Close()
+	return out, rows.Err()
+}
+
+// rate rates one customer's period.
+func (s *Service) rate(set Settings, vers Versions, c store.Customer, data customerData, per Period, now time.Time) (Rated, error) {
+	sub, err := subject(c, data.plans[c.UID])
+	if err != nil {
+		return Rated{}, err
+	}
+	if now.After(per.End) {
+		now = per.End
+	}
+	return Rate(RatingInput{Currency: set.Currency, RuneRate: set.runeRate, Versions: vers, Customer: sub, Period: per,
+		Meters: data.meters[c.UID], Billed: data.billed[c.UID], Now: now})
+}
+
+// clockNow is the time a customer lives on: its test clock's, else real time.
+func (s *Service) clockNow(ctx context.Context, db store.DBTX, env store.Environment, c store.Customer) (time.Time, error) {
+	if c.TestClock == "" {
+		return s.now(), nil
+	}
+	return store.TestClockTime(ctx, db, env.TenantID, env.ID, c.TestClock)
+}
+
+// Upcoming is the invoice of the customer's current period as it stands now: not
+// stored, status "upcoming".
+func (s *Service) Upcoming(ctx context.Context, env store.Environment, customerID string) (Invoice, error) {
+	c, err := s.customers.GetRecord(ctx, env, customerID)
+	if err != nil {
+		return Invoice{}, err
+	}
+	set, err := s.Settings(ctx, env)
+	if err != nil {
+		return Invoice{}, err
+	}
+	vers, err := s.versions(ctx, s.pool, env)
+	if err != nil {
+		return Invoice{}, err
+	}
+	now, err := s.clockNow(ctx, s.pool, env, c)
+	if err != nil {
+		return Invoice{}, err
+	}
+	data, err := loadCustomerData(ctx, s.pool, []uuid.UUID{c.UID}, now.Add(time.Nanosecond))
+	if err != nil {
+		return Invoice{}, err
+	}
+	sub, err := subject(c, data.plans[c.UID])
+	if err != nil {
+		return Invoice{}, err
+	}
+	v, err := vers.At(now)
+	if err != nil {
+		return Invoice{}, err
+	}
+	per := PeriodAt(now, sub.CreatedAt, sub.Anchor, sub.location(v.Policy))
+	data.meters[c.UID], err = s.currentMeters(ctx, c.UID, per)
+	if err != nil {
+		return Invoice{}, err
+	}
+	rated, err := s.rate(set, vers, c, data, per, now)
+	if err != nil {
+		return Invoice{}, err
+	}
+	inv := Invoice{Customer: c.ID, Status: StatusUpcoming, Currency: set.Currency, PeriodStart: per.Start, PeriodEnd: per.End}
+	due := per.End.Add(set.Grace).AddDate(0, 0, set.DaysUntilDue)
+	inv.DueAt = &due
+	inv.setLines(rated, set.Currency)
+	return inv, nil
+}
+
+// currentMeters reads the meters that can belong to a period, up to its end.
+func (s *Service) currentMeters(ctx context.Context, uid uuid.UUID, per Period) ([]MeterUsage, error) {
+	data, err := loadCustomerData(ctx, s.pool, []uuid.UUID{uid}, per.End)
+	if err != nil {
+		return nil, err
+	}
+	return data.meters[uid], nil
+}
+
+// sortLines keeps an invoice's lines in a stable order.
+func sortLines(lines []Line) {
+	rank := map[string]int{KindPlanFee: 0, KindProration: 1, KindUsage: 2, KindCredit: 2, KindAdjustment: 3, KindTopup: 4}
+	sort.SliceStable(lines, func(i, j int) bool { return rank[lines[i].Kind] < rank[lines[j].Kind] })
+}
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,15}$`)
+
+// Settings are an environment's billing settings.
+type Settings struct {
+	Currency      string          `json:"currency"`
+	RuneRate      string          `json:"rune_rate"`
+	GracePeriod   string          `json:"grace_period"`
+	DaysUntilDue  int             `json:"days_until_due"`
+	InvoicePrefix string          `json:"invoice_prefix"`
+	Seller        json.RawMessage `json:"seller"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+
+	runeRate num.Dec
+	Grace    time.Duration `json:"-"`
+}
+
+// DefaultSettings are an environment's settings until it sets its own.
+func DefaultSettings() Settings {
+	return Settings{Currency: "USD", RuneRate: "1", GracePeriod: "1h0m0s", DaysUntilDue: 30, InvoicePrefix: "INV",
+		Seller: json.RawMessage(`{}`), runeRate: num.One, Grace: time.Hour}
+}
+
+// Settings reads an environment's billing settings (the defaults until set).
+func (s *Service) Settings(ctx context.Context, env store.Environment) (Settings, error) {
+	return loadSettings(ctx, s.pool, env)
+}
+
+func loadSettings(ctx context.Context, db store.DBTX, env store.Environment) (Settings, error) {
+	set := DefaultSettings()
+	var rate string
+	var grace int64
+	err := db.QueryRow(ctx, `select currency, rune_rate::text, grace_seconds, days_until_due, invoice_prefix, seller, updated_at
+		from billing_settings where tenant_id = $1 and environment_id = $2`, env.TenantID, env.ID).
+		Scan(&set.Currency, &rate, &grace, &set.DaysUntilDue, &set.InvoicePrefix, &set.Seller, &set.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return set, nil
+	}
+	if err != nil {
+		return Settings{}, fmt.Errorf("billing: settings: %w", err)
+	}
+	if set.runeRate, err = num.Parse(rate); err != nil {
+		return Settings{}, fmt.Errorf("billing: settings: rune_rate: %w", err)
+	}
+	set.RuneRate = set.runeRate.Trim(0).String()
+	set.Grace = time.Duration(grace) * time.Second
+	set.GracePeriod = set.Grace.String()
+	return set, nil
+}
+
+// SettingsInput replaces an environment's billing settings; absent fields take the
+// defaults.
+type SettingsInput struct {
+	Currency      *string         `json:"currency,omitempty"`
+	RuneRate      *string         `json:"rune_rate,omitempty"`
+	GracePeriod   *string         `json:"grace_period,omitempty"`
+	DaysUntilDue  *int            `json:"days_until_due,omitempty"`
+	InvoicePrefix *string         `json:"invoice_prefix,omitempty"`
+	Seller        json.RawMessage `json:"seller,omitempty"`
+}
+
+// Validate checks every field.
+func (in SettingsInput) Validate() error {
+	_, err := in.prepare()
+	return err
+}
+
+func (in SettingsInput) prepare() (Settings, error) {
+	set := DefaultSettings()
+	var errs validation.Errors
+	if in.Currency != nil {
+		c, err := money.Normalize(*in.Currency)
+		if err != nil {
+			errs.Add("currency", "must be an ISO 4217 currency code, like USD or EUR")
+		}
+		set.Currency = c
+	}
+	if in.RuneRate != nil {
+		r, err := num.Parse(*in.RuneRate)
+		switch {
+		case err != nil:
+			errs.Add("rune_rate", "must be a decimal string, like \"1\" or \"0.92\"")
+		case !r.IsPos():
+			errs.Add("rune_rate", "must be greater than 0")
+		default:
+			set.runeRate, set.RuneRate = r, r.Trim(0).String()
+		}
+	}
+	if in.GracePeriod != nil {
+		g, err := time.ParseDuration(*in.GracePeriod)
+		switch {
+		case err != nil:
+			errs.Add("grace_period", "must be a duration, like \"1h\" or \"30m\"")
+		case g < 0 || g > 31*24*time.Hour:
+			errs.Add("grace_period", "must be between 0 and 744h")
+		default:
+			set.Grace, set.GracePeriod = g.Truncate(time.Second), g.Truncate(time.Second).String()
+		}
+	}
+	if in.DaysUntilDue != nil {
+		if *in.DaysUntilDue < 0 || *in.DaysUntilDue > 365 {
+			errs.Add("days_until_due", "must be between 0 and 365")
+		}
+		set.DaysUntilDue = *in.DaysUntilDue
+	}
+	if in.InvoicePrefix != nil {
+		set.InvoicePrefix = *in.InvoicePrefix
+		if !prefixRE.MatchString(set.InvoicePrefix) {
+			errs.Add("invoice_prefix", "must be 1 to 16 letters, digits or dashes, starting with a letter or digit")
+		}
+	}
+	if in.Seller != nil {
+		var seller map[string]any
+		if err := json.Unmarshal(in.Seller, &seller); err != nil || seller == nil {
+			errs.Add("seller", "must be an object (name, address, email, tax_id, ...)")
+		} else if len(in.Seller) > 16<<10 {
+			errs.Add("seller", "must be at most 16 KiB")
+		}
+		set.Seller = in.Seller
+	}
+	return set, errs.Err("invalid billing settings")
+}
+
+// PutSettings replaces an environment's billing settings.
+func (s *Service) PutSettings(ctx context.Context, env store.Environment, in SettingsInput) (Settings, error) {
+	set, err := in.prepare()
+	if err != nil {
+		return Settings{}, err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		before, err := loadSettings(ctx, tx, env)
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRow(ctx, `insert into billing_settings (tenant_id, environment_id, currency, rune_rate, grace_seconds, days_until_due, invoice_prefix, seller)
+			values ($1, $2, $3, $4::numeric, $5, $6, $7, $8)
+			on conflict (tenant_id, environment_id) do update set currency = excluded.currency, rune_rate = excluded.rune_rate,
+			  grace_seconds = excluded.grace_seconds, days_until_due = excluded.days_until_due, invoice_prefix = excluded.invoice_prefix,
+			  seller = excluded.seller, updated_at = now(), revision = billing_settings.revision + 1
+			returning updated_at`,
+			env.TenantID, env.ID, set.Currency, set.RuneRate, int64(set.Grace/time.Second), set.DaysUntilDue, set.InvoicePrefix, []byte(set.Seller)).
+			Scan(&set.UpdatedAt)
+		if err != nil {
+			return fmt.Errorf("billing: save settings: %w", err)
+		}
+		return s.record(ctx, tx, env, "billing.settings", "billing_settings", env.Name, before, set)
+	})
+	return set, err
+}
+
+// record writes the audit entry and the change-feed entry of a billing change.
+func (s *Service) record(ctx context.Context, tx pgx.Tx, env store.Environment, action, resource, id string, before, after any) error {
+	envID := env.ID
+	if err := store.RecordAudit(ctx, tx, store.AuditEntry{TenantID: env.TenantID, EnvironmentID: &envID,
+		Action: action, Resource: resource, ResourceID: id}, before, after); err != nil {
+		return fmt.Errorf("billing: audit: %w", err)
+	}
+	if _, err := store.AppendChange(ctx, tx, env.TenantID, env.ID, resource, id, map[string]any{"action": action, "data": after}); err != nil {
+		return fmt.Errorf("billing: change feed: %w", err)
+	}
+	return nil
+}

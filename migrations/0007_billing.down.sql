@@ -1,0 +1,15 @@
+drop table credit_notes;
+drop table billed_meter_periods;
+drop table invoices;
+drop table invoice_counters;
+drop trigger customers_plan_update on customers;
+drop trigger customers_plan_insert on customers;
+drop function record_customer_plan();
+drop table customer_plan_history;
+alter table customers drop column test_clock_id;
+drop table test_clocks;
+drop table billing_settings;
+alter table environments drop column live;
+delete from change_feed where kind not in ('policy', 'customer');
+alter table change_feed drop constraint change_feed_kind_check;
+alter table change_feed add constraint change_feed_kind_check check (kind in ('policy', 'customer'));
