@@ -194,21 +194,21 @@ type Customer struct {
 	Plan string `json:"plan"`
 	// ResolvedPlan is the plan the customer is on under the environment's active policy:
 	// its own, inherited through refs, or the default ("" without an active policy).
-	ResolvedPlan  string                     `json:"resolved_plan"`
-	Type          string                     `json:"type"`
-	Label         string                     `json:"label"`
-	Refs          []string                   `json:"refs"`
-	AltIDs        []string                   `json:"alt_ids"`
-	Metadata      json.RawMessage            `json:"metadata"`
-	Timezone      string                     `json:"timezone"`
-	BillingAnchor time.Time                  `json:"billing_anchor"`
-	CreatedAt     time.Time                  `json:"created_at"`
-	UpdatedAt     time.Time                  `json:"updated_at"`
-	Revision      int64                      `json:"revision"`
+	ResolvedPlan  string          `json:"resolved_plan"`
+	Type          string          `json:"type"`
+	Label         string          `json:"label"`
+	Refs          []string        `json:"refs"`
+	AltIDs        []string        `json:"alt_ids"`
+	Metadata      json.RawMessage `json:"metadata"`
+	Timezone      string          `json:"timezone"`
+	BillingAnchor time.Time       `json:"billing_anchor"`
+	CreatedAt     time.Time       `json:"created_at"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+	Revision      int64           `json:"revision"`
 	// TestClock is the test clock the customer lives on (billing only), if any.
 	TestClock string                     `json:"test_clock,omitempty"`
 	Overrides map[string]json.RawMessage `json:"overrides"`
-	Topups        []CustomerTopup            `json:"topups"`
+	Topups    []CustomerTopup            `json:"topups"`
 }
 
 // CustomerTopup is a topup applied to a customer: the grant every SDK instance
