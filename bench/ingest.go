@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/md5"
@@ -318,7 +319,7 @@ func CopyRows(tenantID, envID pgtype.UUID, instance string, b wire.UsageBatch) [
 	for i, d := range b.Deltas {
 		uid := pgtype.UUID{Bytes: md5.Sum([]byte(d.Customer)), Valid: true}
 		out[i] = []any{tenantID, envID, instance, b.Sequence, d.Customer, uid, d.Entitlement, d.Credit, d.PeriodStart,
-			numeric(d.Units), numeric(d.Overhead), numeric(d.Price), d.Calls}
+			numeric(d.Units), numeric(d.Overhead), numeric(d.Price), d.Calls, numeric(cmp.Or(d.GrantCovered, "0"))}
 	}
 	return out
 }

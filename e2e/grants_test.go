@@ -77,4 +77,20 @@ func TestGrantBalanceSurvivesRestart(t *testing.T) {
 	if drawn != 10 {
 		t.Fatalf("committed draws %v, want the topup's 10", drawn)
 	}
+	// Both instances said how much of their overage the grant paid for; the worker sums
+	// it into the meter (what an invoice credits): 1,250,000 tokens each.
+	var covered float64
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if err := pool.QueryRow(ctx, `select coalesce(sum(grant_covered), 0)::float8 from meter_aggregates where customer_id = 'grant-user'`).Scan(&covered); err != nil {
+			t.Fatal(err)
+		}
+		if covered == 2_500_000 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if covered != 2_500_000 {
+		t.Fatalf("aggregated grant coverage %v, want 2500000", covered)
+	}
 }

@@ -163,20 +163,20 @@ with claimed as materialized (
     from claimed c
     where d.received_at = c.received_at and d.id = c.id
     returning d.received_at, d.tenant_id, d.environment_id, d.customer_id, d.customer_uid, d.entitlement,
-              d.period_start, d.credit, d.units, d.overhead, d.price, d.calls
+              d.period_start, d.credit, d.units, d.overhead, d.price, d.calls, d.grant_covered
 ), sums as (
     select tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start,
            max(credit) as credit, sum(units) as units, sum(overhead) as overhead,
-           sum(price) as price, sum(calls) as calls
+           sum(price) as price, sum(calls) as calls, sum(grant_covered) as grant_covered
     from marked
     -- A uid belongs to one tenant, environment and id: grouping by them too changes nothing.
     group by customer_uid, entitlement, period_start, tenant_id, environment_id, customer_id
 ), upserted as (
     insert into meter_aggregates as m
         (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit,
-         units, overhead, price, calls, updated_at)
+         units, overhead, price, calls, grant_covered, updated_at)
     select tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, credit,
-           units, overhead, price, calls, now()
+           units, overhead, price, calls, grant_covered, now()
     from sums
     order by customer_uid, entitlement, period_start
     on conflict (customer_uid, entitlement, period_start) do update
@@ -184,6 +184,7 @@ with claimed as materialized (
         overhead = m.overhead + excluded.overhead,
         price = m.price + excluded.price,
         calls = m.calls + excluded.calls,
+        grant_covered = m.grant_covered + excluded.grant_covered,
         credit = excluded.credit,
         updated_at = excluded.updated_at
     returning 1

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/limitr/limitr/internal/aggregate"
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/platform/pgtest"
 	"github.com/limitr/limitr/internal/store"
@@ -247,6 +248,54 @@ func TestSyncUsageCommitsOnce(t *testing.T) {
 	}
 }
 
+// Grant coverage rides with the deltas: each batch's grant_covered is stored with its
+// row, the worker sums it per meter period into meter_aggregates (invoices credit it),
+// a delta without it counts 0, and an unattributed record keeps it as sent.
+func TestSyncGrantCoveredSumsIntoMeterAggregates(t *testing.T) {
+	f := newSyncFixture(t)
+	ctx := context.Background()
+	covered := func(d wire.UsageDelta, g string) wire.UsageDelta { d.GrantCovered = g; return d }
+	f.ack(f.usage(f.sdk, batch("web-1", 1, covered(delta("alice", "ai-chat-input", "1500"), "400.5"),
+		delta("bob", "ai-chat-input", "7")), true))
+	a := f.ack(f.usage(f.sdk, batch("web-2", 1, covered(delta("cus_alice", "ai-chat-input", "200"), "0.0000000000000000001"),
+		covered(delta("ghost", "ai-chat-input", "9"), "9")), false))
+	if len(a.Unattributed) != 1 || a.Unattributed[0].Customer != "ghost" {
+		t.Fatalf("ack %+v, want ghost unattributed", a)
+	}
+	if n := f.count(`select count(*) from usage_deltas where grant_covered > 0`); n != 2 {
+		t.Fatalf("%d delta rows carry grant coverage, want 2", n)
+	}
+	var kept string
+	if err := f.pool.QueryRow(ctx, `select record->>'grant_covered' from unattributed_usage where customer = 'ghost'`).Scan(&kept); err != nil || kept != "9" {
+		t.Fatalf("unattributed record's grant_covered = %q, %v; want 9", kept, err)
+	}
+	// A retry of a committed batch adds nothing.
+	if a := f.ack(f.usage(f.sdk, batch("web-1", 1, covered(delta("alice", "ai-chat-input", "1500"), "400.5")), true)); !a.Duplicate {
+		t.Fatalf("retry ack %+v", a)
+	}
+	if _, err := aggregate.New(f.pool, aggregate.Options{}).Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	rows, err := f.pool.Query(ctx, `select customer_id, grant_covered::text from meter_aggregates where entitlement = 'ai-chat-input'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c, g string
+		if err := rows.Scan(&c, &g); err != nil {
+			t.Fatal(err)
+		}
+		got[c] = g
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["alice"] != "400.5000000000000000001" || got["bob"] != "0" {
+		t.Fatalf("meter_aggregates grant_covered = %v, want alice 400.5000000000000000001 (both batches, exactly), bob 0", got)
+	}
+}
+
 func TestSyncUsageConcurrentRetries(t *testing.T) {
 	f := newSyncFixture(t)
 	b := batch("web-1", 7, delta("alice", "ai-chat-input", "3"), delta("bob", "ai-chat-input", "4"))
@@ -341,6 +390,10 @@ func TestSyncUsageRejectsBadInput(t *testing.T) {
 		{name: "rounding decimal", body: with(d(func(x *wire.UsageDelta) { x.Units = "0.00000000000000000001" })), code: 422, path: "deltas[1].units"},
 		{name: "overflowing decimal", body: with(d(func(x *wire.UsageDelta) { x.Units = "123456789012345678901" })), code: 422, path: "deltas[1].units"},
 		{name: "negative calls", body: with(d(func(x *wire.UsageDelta) { x.Calls = -1 })), gz: true, code: 422, path: "deltas[1].calls"},
+		{name: "negative grant coverage", body: with(d(func(x *wire.UsageDelta) { x.GrantCovered = "-0.5" })), code: 422, path: "deltas[1].grant_covered"},
+		{name: "garbage grant coverage", body: with(d(func(x *wire.UsageDelta) { x.GrantCovered = "lots" })), gz: true, code: 422, path: "deltas[1].grant_covered"},
+		{name: "grant coverage with an exponent", body: with(d(func(x *wire.UsageDelta) { x.GrantCovered = "1e2" })), code: 422, path: "deltas[1].grant_covered"},
+		{name: "numeric grant coverage", body: `{"instance_id": "web-1", "sequence": 1, "deltas": [{"customer": "alice", "grant_covered": 5}]}`, code: 422, path: "deltas.grant_covered"},
 		{name: "empty customer", body: with(d(func(x *wire.UsageDelta) { x.Customer = "" })), code: 422, path: "deltas[1].customer"},
 		{name: "long entitlement", body: with(d(func(x *wire.UsageDelta) { x.Entitlement = strings.Repeat("e", 257) })), code: 422, path: "deltas[1].entitlement"},
 		{name: "NUL in credit", body: with(d(func(x *wire.UsageDelta) { x.Credit = "a\x00b" })), code: 422, path: "deltas[1].credit"},

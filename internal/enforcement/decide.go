@@ -306,7 +306,7 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	}
 	if e.usage != nil {
 		moved, _ := next.Sub(m.value)
-		e.record(owner, m, limit.Credit.Name, moved, cost, num.Zero)
+		e.record(owner, m, limit.Credit.Name, moved, cost, num.Zero, num.Zero) // no overage here, so no grant draws
 	}
 	m.value = next
 	if m.credit != limit.Credit.Name {
@@ -619,7 +619,8 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		} else {
 			price = num.Zero
 		}
-		e.record(owner, m, d.limit.Credit.Name, c.Sub(d.newValue, d.meterValue), d.overhead, price)
+		// draw.applied is the zero decimal when no grant was drawn.
+		e.record(owner, m, d.limit.Credit.Name, c.Sub(d.newValue, d.meterValue), d.overhead, price, draw.applied)
 	}
 	moved := e.commitCaps(d, p, res, locked, caps, draw.applied, now, events)
 	if !events {

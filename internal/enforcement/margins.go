@@ -2,9 +2,11 @@ package enforcement
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/limitr/limitr/internal/billing/rating"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/quantity"
@@ -14,7 +16,10 @@ import (
 //
 //   - Revenue follows the reference engine: each entitlement's usage past its limit,
 //     priced by its credit's own price from the first billable unit. Included units
-//     are free; usage a grant paid for still counts, because it was sold.
+//     are free; usage a grant paid for still counts, because it was sold. Unlike the
+//     reference, a credit without a price of its own is priced through the exchange
+//     table (1 ai_credit = 1.25 rune earns 1.25 a unit) instead of earning nothing.
+//     RateOverage is the rule, shared with invoices.
 //   - Cost is the provider cost recorded on the meters this period.
 //   - Margin is (Revenue − Cost) / Revenue in percent, rounded to 2 places, or −100
 //     when there is no revenue (the reference engine's convention).
@@ -107,21 +112,14 @@ func percent(c *num.Calc, revenue, cost num.Dec) float64 {
 	return num.Float64(ratio.Round(2))
 }
 
-// line prices one entitlement's period: usage past the limit at the credit's own price.
-func line(credit *policies.CompiledCredit, usage, limit, cost, granted, topup num.Dec) marginLine {
-	var c num.Calc
-	l := marginLine{usage: usage, limit: limit, revenue: num.Zero, cost: cost, granted: num.Zero, topup: topup}
-	if usage.Cmp(limit) > 0 {
-		if v, ok := priceOwn(credit, c.Sub(usage, limit), num.Zero); ok {
-			l.revenue = v
-		}
+// line prices one entitlement's period through RateOverage, the rule invoices use. A
+// credit with no price path has no revenue; any other rating error is returned.
+func line(p *policies.Policy, credit *policies.CompiledCredit, usage, limit, cost, granted, topup num.Dec) (marginLine, error) {
+	revenue, covered, err := RateOverage(p, credit, usage, limit, granted)
+	if err != nil && !errors.Is(err, rating.ErrNoPrice) {
+		return marginLine{}, err
 	}
-	if granted.IsPos() {
-		if v, ok := priceOwn(credit, granted, num.Zero); ok {
-			l.granted = num.Min(v, l.revenue)
-		}
-	}
-	return l
+	return marginLine{usage: usage, limit: limit, revenue: revenue, cost: cost, granted: covered, topup: topup}, nil
 }
 
 // CustomerMarginSnapshot reports the current period's margin for a customer, over the
@@ -156,7 +154,11 @@ func (e *Engine) CustomerMarginSnapshot(ctx context.Context, id string) (Margin,
 				usage, cost, granted, topup = num.Zero, num.Zero, num.Zero, num.Zero
 			}
 		}
-		sum.add(ce.Name, line(limit.Credit, usage, limit.Value, cost, granted, topup))
+		l, err := line(p, limit.Credit, usage, limit.Value, cost, granted, topup)
+		if err != nil {
+			return Margin{}, fmt.Errorf("margin of %q: %w", ce.Name, err)
+		}
+		sum.add(ce.Name, l)
 	}
 	return sum.result()
 }
@@ -233,7 +235,11 @@ func (e *Engine) MarginSnapshot(ctx context.Context, planName string, usage map[
 		if c.Err != nil {
 			return Margin{}, c.Err
 		}
-		sum.add(name, line(l.Credit, value, limit, cost, num.Zero, num.Zero))
+		ml, err := line(p, l.Credit, value, limit, cost, num.Zero, num.Zero)
+		if err != nil {
+			return Margin{}, fmt.Errorf("margin of %q: %w", name, err)
+		}
+		sum.add(name, ml)
 	}
 	return sum.result()
 }

@@ -19,13 +19,3 @@ func priceUnits(p *policies.Policy, c *policies.CompiledCredit, qty, position nu
 	}
 	return v, true
 }
-
-// priceOwn prices units on the credit's own curve only (margins: revenue is what the
-// credit's own price bills, not what an exchange pair says it is worth).
-func priceOwn(c *policies.CompiledCredit, qty, position num.Dec) (num.Dec, bool) {
-	if c.Curve == nil {
-		return num.Dec{}, false
-	}
-	v, err := c.Curve.PriceOf(qty, position)
-	return v, err == nil
-}

@@ -23,6 +23,10 @@ type UsageDelta struct {
 	Overhead    num.Dec
 	Price       num.Dec
 	Calls       int64
+	// GrantCovered is how many of Units past the limit grants paid for (the sum of
+	// the calls' grant draws, in the delta's credit): what an invoice credits instead
+	// of billing, as margins do (see RateOverage).
+	GrantCovered num.Dec
 	// CustomerCreatedAt is when the meter's owner was created: a customer deleted and
 	// created again under the same id is another customer, whose usage this is not.
 	CustomerCreatedAt time.Time
@@ -35,6 +39,7 @@ type pendingUsage struct {
 	units       num.Dec
 	overhead    num.Dec
 	price       num.Dec
+	granted     num.Dec // units of the overage grants paid for
 	calls       int64
 	queued      bool // on the recorder's dirty list
 }
@@ -127,12 +132,15 @@ func WithUsageRecording() Option {
 	}
 }
 
-// record adds a committed call's effect to its meter. Caller holds c.mu.
-func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, price num.Dec) {
+// record adds a committed call's effect to its meter: units, provider cost, price of
+// the billable part, and granted, the units of its overage that grants paid for (the
+// call's draw.applied), so the server can credit them on the invoice as margins do.
+// Caller holds c.mu.
+func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, price, granted num.Dec) {
 	r := e.usage
 	pu := m.pending
 	if pu == nil {
-		pu = &pendingUsage{units: num.Zero, overhead: num.Zero, price: num.Zero}
+		pu = &pendingUsage{units: num.Zero, overhead: num.Zero, price: num.Zero, granted: num.Zero}
 		m.pending = pu
 	}
 	if pu.calls > 0 && pu.periodStart != m.started {
@@ -140,13 +148,14 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 		r.mu.Lock()
 		r.closed = append(r.closed, pu.delta(c, m.ent))
 		r.mu.Unlock()
-		pu.units, pu.overhead, pu.price, pu.calls = num.Zero, num.Zero, num.Zero, 0
+		pu.reset()
 	}
 	var calc num.Calc
 	pu.periodStart, pu.credit = m.started, credit
 	pu.units = calc.Add(pu.units, units)
 	pu.overhead = calc.Add(pu.overhead, overhead)
 	pu.price = calc.Add(pu.price, price)
+	pu.granted = calc.Add(pu.granted, granted)
 	pu.calls++
 	if !pu.queued {
 		pu.queued = true
@@ -159,7 +168,13 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 // delta is the pending usage of c's meter ent. Caller holds c.mu.
 func (pu *pendingUsage) delta(c *customer, ent string) UsageDelta {
 	return UsageDelta{Customer: c.id, Entitlement: ent, Credit: pu.credit, PeriodStart: time.Unix(0, pu.periodStart).UTC(),
-		Units: pu.units, Overhead: pu.overhead, Price: pu.price, Calls: pu.calls, CustomerCreatedAt: c.info.Load().created}
+		Units: pu.units, Overhead: pu.overhead, Price: pu.price, GrantCovered: pu.granted, Calls: pu.calls,
+		CustomerCreatedAt: c.info.Load().created}
+}
+
+// reset empties the pending sums (the meter stays on the dirty list if it is there).
+func (pu *pendingUsage) reset() {
+	pu.units, pu.overhead, pu.price, pu.granted, pu.calls = num.Zero, num.Zero, num.Zero, num.Zero, 0
 }
 
 func (d *UsageDelta) key() usageKey {
@@ -176,7 +191,8 @@ func (d *GrantDraw) key() grantKey {
 func (r *usageRecorder) discard(c *customer) {
 	for i := range c.meters {
 		if pu := c.meters[i].pending; pu != nil {
-			pu.units, pu.overhead, pu.price, pu.calls, pu.queued = num.Zero, num.Zero, num.Zero, 0, false
+			pu.reset()
+			pu.queued = false
 		}
 	}
 	created := c.info.Load().created.UnixNano()
@@ -242,7 +258,8 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 			if pu.calls > 0 && !ref.c.deleted {
 				out = append(out, pu.delta(ref.c, ref.ent))
 			}
-			pu.units, pu.overhead, pu.price, pu.calls, pu.queued = num.Zero, num.Zero, num.Zero, 0, false
+			pu.reset()
+			pu.queued = false
 		}
 		ref.c.mu.Unlock()
 	}
@@ -292,7 +309,7 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 		cur, ok := r.inflight[k]
 		if !ok {
 			cur = UsageDelta{Customer: d.Customer, Entitlement: d.Entitlement, Credit: d.Credit, PeriodStart: d.PeriodStart,
-				Units: num.Zero, Overhead: num.Zero, Price: num.Zero, CustomerCreatedAt: d.CustomerCreatedAt}
+				Units: num.Zero, Overhead: num.Zero, Price: num.Zero, GrantCovered: num.Zero, CustomerCreatedAt: d.CustomerCreatedAt}
 		}
 		cur.Units, cur.Overhead = calc.Add(cur.Units, d.Units), calc.Add(cur.Overhead, d.Overhead)
 		cur.Calls += d.Calls

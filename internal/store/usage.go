@@ -17,7 +17,8 @@ import (
 
 // Usage synced from SDK instances (migrations/0002_usage.up.sql). A batch is keyed by
 // (tenant, environment, instance id, sequence) and committed at most once: its row in
-// usage_batches, its deltas, its grant draws (added to grant_draw_totals,
+// usage_batches, its deltas (with the units of overage grants paid for,
+// migrations/0006_grant_covered.up.sql), its grant draws (added to grant_draw_totals,
 // migrations/0003_grant_draws.up.sql) and its audit events go in together, in the
 // caller's transaction, or not at all.
 
@@ -67,6 +68,9 @@ type UsageDelta struct {
 	Overhead    num.Dec
 	Price       num.Dec
 	Calls       int64
+	// GrantCovered is how many of Units past the limit grants paid for (0 when the
+	// SDK did not say).
+	GrantCovered num.Dec
 }
 
 // UsageEvent is one raw call, sent in audit mode.
@@ -84,7 +88,7 @@ type UsageEvent struct {
 
 // UsageDeltaColumns are the columns InsertUsageBatch copies deltas into.
 var UsageDeltaColumns = []string{"tenant_id", "environment_id", "instance_id", "sequence", "customer_id", "customer_uid",
-	"entitlement", "credit", "period_start", "units", "overhead", "price", "calls"}
+	"entitlement", "credit", "period_start", "units", "overhead", "price", "calls", "grant_covered"}
 
 var usageEventColumns = []string{"tenant_id", "environment_id", "instance_id", "event_id", "customer_id", "customer_uid",
 	"caller_id", "entitlement", "units", "overhead", "allowed", "at"}
@@ -119,7 +123,7 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 			d := &b.Deltas[i]
 			i++
 			return []any{tenant, env, b.InstanceID, b.Sequence, d.CustomerID, pgtype.UUID{Bytes: d.CustomerUID, Valid: true}, d.Entitlement, d.Credit,
-				d.PeriodStart, pgNumeric(d.Units), pgNumeric(d.Overhead), pgNumeric(d.Price), d.Calls}, nil
+				d.PeriodStart, pgNumeric(d.Units), pgNumeric(d.Overhead), pgNumeric(d.Price), d.Calls, pgNumeric(d.GrantCovered)}, nil
 		}))
 		if err != nil {
 			return false, fmt.Errorf("store: copy usage deltas: %w", err)

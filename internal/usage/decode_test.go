@@ -24,6 +24,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte(`{"instance_id":"a","sequence":1,"events":[{"id":"x"},{"id":"x"}]}`))
 	f.Add([]byte(`{"instance_id":"a","sequence":1} trailing`))
 	f.Add([]byte(`{"instance_id":"a","sequence":1,"deltas":[{"customer_created_at":"never"}]}`))
+	f.Add([]byte(`{"instance_id":"a","sequence":1,"deltas":[{"customer":"c","entitlement":"e","credit":"c","period_start":"2026-01-15T00:00:00Z","units":"1","overhead":"0","price":"0","grant_covered":"-0.5"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		in, err := DecodeBatch(body)
 		if err != nil {
@@ -40,7 +41,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			return
 		}
 		for _, d := range v.batch.Deltas {
-			if d.Calls < 0 || d.CustomerID == "" || d.PeriodStart.IsZero() || d.Entitlement == "" {
+			if d.Calls < 0 || d.CustomerID == "" || d.PeriodStart.IsZero() || d.Entitlement == "" || d.GrantCovered.IsNeg() {
 				t.Fatalf("accepted %+v", d)
 			}
 		}
@@ -53,6 +54,32 @@ func FuzzDecodeBatch(f *testing.F) {
 			t.Fatalf("accepted batch key %q/%d", in.InstanceID, in.Sequence)
 		}
 	})
+}
+
+// grant_covered is optional: absent is 0 (SDKs before it), present is parsed exactly,
+// and a negative or malformed one names its field.
+func TestCheckGrantCovered(t *testing.T) {
+	now := time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)
+	d := func(g string) wire.UsageDelta {
+		return wire.UsageDelta{Customer: "a", Entitlement: "e", Credit: "c", PeriodStart: now, Units: "12", Overhead: "0", Price: "4", Calls: 3, GrantCovered: g}
+	}
+	v := check(&wire.UsageBatch{InstanceID: "i", Sequence: 1, Deltas: []wire.UsageDelta{d(""), d("2.50")}}, now)
+	if err := v.errs.Err("x"); err != nil {
+		t.Fatal(err)
+	}
+	if g := v.batch.Deltas[0].GrantCovered; !g.IsZero() {
+		t.Fatalf("absent grant_covered = %v, want 0", g)
+	}
+	if g := v.batch.Deltas[1].GrantCovered.String(); g != "2.50" {
+		t.Fatalf("grant_covered = %s, want 2.50", g)
+	}
+	for _, bad := range []string{"-1", "NaN", "1e3", "2,5", " 1"} {
+		v := check(&wire.UsageBatch{InstanceID: "i", Sequence: 1, Deltas: []wire.UsageDelta{d("1"), d(bad)}}, now)
+		var ve *validation.Error
+		if err := v.errs.Err("x"); !errors.As(err, &ve) || len(ve.Fields) != 1 || ve.Fields[0].Path != "deltas[1].grant_covered" {
+			t.Fatalf("grant_covered %q: %v, want one problem at deltas[1].grant_covered", bad, err)
+		}
+	}
 }
 
 // Attribution, without a database: unknown names and records of an earlier customer

@@ -161,6 +161,15 @@ func (v *checked) checkDelta(i int) bool {
 	if out.Price, fe = parseDecimal("price", d.Price); fe != nil {
 		v.at("deltas", i, fe)
 	}
+	// grant_covered is optional (SDKs before it leave it out): absent is 0.
+	out.GrantCovered = num.Zero
+	if d.GrantCovered != "" {
+		if out.GrantCovered, fe = parseDecimal("grant_covered", d.GrantCovered); fe != nil {
+			v.at("deltas", i, fe)
+		} else if out.GrantCovered.IsNeg() {
+			v.add(itemPath("deltas", i, "grant_covered"), "must not be negative: it counts units grants paid for")
+		}
+	}
 	if d.Calls < 0 {
 		v.add(itemPath("deltas", i, "calls"), "must not be negative")
 	}

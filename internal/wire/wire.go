@@ -87,6 +87,11 @@ type UsageDelta struct {
 	Overhead    string    `json:"overhead"` // provider cost, runes
 	Price       string    `json:"price"`    // price of the billable part, runes
 	Calls       int64     `json:"calls"`    // >= 0
+	// GrantCovered is how many of the delta's units past the limit grants (topups) paid
+	// for, in units of the credit, >= 0: an invoice credits them instead of billing
+	// them. Optional: absent means 0, as SDKs before the field send it, and SDKs leave
+	// it out when it is 0.
+	GrantCovered string `json:"grant_covered,omitempty"`
 	// CustomerCreatedAt is the creation time of the customer the usage was recorded
 	// for, as the SDK holds it (the server's created_at for customers it created or
 	// hydrated). A customer deleted and created again under the same id is a new

@@ -89,6 +89,8 @@ type fakeTotal struct {
 	credit          string
 	units, overhead dec.Dec
 	calls           int64
+	granted         dec.Dec // grant_covered, summed as the worker does
+	grantedSent     int     // deltas that carried grant_covered
 }
 
 type fakeRecord struct {
@@ -409,12 +411,16 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 			k := fakeMeterKey{d.Customer, d.Entitlement, d.PeriodStart.UTC()}
 			tot := f.totals[k]
 			if tot == nil {
-				tot = &fakeTotal{credit: d.Credit, units: dec.Zero, overhead: dec.Zero}
+				tot = &fakeTotal{credit: d.Credit, units: dec.Zero, overhead: dec.Zero, granted: dec.Zero}
 				f.totals[k] = tot
 			}
 			tot.units, _ = tot.units.Add(dec.MustParse(d.Units))
 			tot.overhead, _ = tot.overhead.Add(dec.MustParse(d.Overhead))
 			tot.calls += d.Calls
+			if d.GrantCovered != "" {
+				tot.granted, _ = tot.granted.Add(dec.MustParse(d.GrantCovered))
+				tot.grantedSent++
+			}
 		}
 	}
 	drop := !ack.Duplicate && f.commitThenDrop > 0
@@ -431,6 +437,21 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(ack)
+}
+
+// grantCovered is the committed grant coverage of a customer's entitlement over every
+// period, and how many deltas carried it.
+func (f *fakeCP) grantCovered(customer, ent string) (float64, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sum, n := dec.Zero, 0
+	for k, t := range f.totals {
+		if k.customer == customer && k.ent == ent {
+			sum, _ = sum.Add(t.granted)
+			n += t.grantedSent
+		}
+	}
+	return dec.Float64(sum), n
 }
 
 // units is the committed usage of a customer's entitlement over every period.

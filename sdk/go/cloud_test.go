@@ -287,6 +287,10 @@ func TestCloudCloseFlushes(t *testing.T) {
 	if got := f.units("u", "api"); got != 7 {
 		t.Fatalf("server has %v", got)
 	}
+	// No grant paid for anything: the optional field is left out, as older SDKs do.
+	if _, n := f.grantCovered("u", "api"); n != 0 {
+		t.Fatalf("%d deltas sent grant_covered without grants", n)
+	}
 }
 
 func TestCloudCloseReportsUnsentUsage(t *testing.T) {
@@ -811,6 +815,10 @@ func TestCloudGrantDrawsSurviveARestart(t *testing.T) {
 	if got := f.drawn("g"); got != 14 {
 		t.Fatalf("server has %v drawn", got)
 	}
+	// The deltas say how much of the overage the grants paid: all 14 units past the limit.
+	if got, _ := f.grantCovered("g", "api"); got != 14 {
+		t.Fatalf("server has %v grant-covered", got)
+	}
 	b := connect(t, f)
 	after, err := b.RemainingCredit(ctx, "g", "req")
 	if err != nil || after != before {
@@ -822,5 +830,8 @@ func TestCloudGrantDrawsSurviveARestart(t *testing.T) {
 	closeNow(t, b)
 	if got := f.drawn("g"); got != 24 {
 		t.Fatalf("server has %v drawn", got)
+	}
+	if got, _ := f.grantCovered("g", "api"); got != 24 {
+		t.Fatalf("server has %v grant-covered", got)
 	}
 }

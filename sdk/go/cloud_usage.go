@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/limitr/limitr/internal/enforcement"
+	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/wire"
 )
 
@@ -121,9 +122,19 @@ func toWire(ds []enforcement.UsageDelta) []wire.UsageDelta {
 	for i, d := range ds {
 		out[i] = wire.UsageDelta{Customer: d.Customer, Entitlement: d.Entitlement, Credit: d.Credit,
 			PeriodStart: d.PeriodStart, Units: d.Units.String(), Overhead: d.Overhead.String(),
-			Price: d.Price.String(), Calls: d.Calls, CustomerCreatedAt: timePtr(d.CustomerCreatedAt)}
+			Price: d.Price.String(), GrantCovered: decimalOpt(d.GrantCovered), Calls: d.Calls,
+			CustomerCreatedAt: timePtr(d.CustomerCreatedAt)}
 	}
 	return out
+}
+
+// decimalOpt is d for an optional wire decimal: "" (left out) when zero, so a delta
+// without grant-paid overage looks as it did to servers that predate the field.
+func decimalOpt(d num.Dec) string {
+	if d.IsZero() {
+		return ""
+	}
+	return d.String()
 }
 
 // timePtr is t for an optional wire field: nil when zero.

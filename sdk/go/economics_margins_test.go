@@ -222,3 +222,33 @@ func TestMarginSnapshotScaling(t *testing.T) {
 		t.Error("unknown plan: no error")
 	}
 }
+
+// Ours, a deliberate difference from Limitr: a credit with no price of its own is
+// priced through the exchange table (1 ai_credit = 1.25 abstract = 1.25 rune), as
+// invoices price it; a credit with no price path at all still earns nothing.
+func TestMarginExchangeOnlyCredit(t *testing.T) {
+	e := newEnv(t, `{"policy": {
+  "credits": {"abstract": {}, "ai_credit": {}, "seat": {}},
+  "exchange": {"abstract": {"value": 1, "currency": "rune"}, "ai_credit": {"value": 1.25, "currency": "abstract"}},
+  "plans": {"p": {"default": true, "entitlements": {
+    "ai":    {"limit": {"credit": "ai_credit", "mode": "soft", "value": 100}},
+    "seats": {"limit": {"credit": "seat", "mode": "soft", "value": 1}}
+  }}}}}`)
+	e.customer("u", "")
+	e.allow("u", "ai", 140) // 40 over × 1.25
+	e.allow("u", "seats", 3)
+	m := e.margin("u")
+	if ai := m.Entitlements["ai"]; ai.Revenue != 50 || ai.Margin == nil || *ai.Margin != 100 {
+		t.Errorf("ai = %+v, want revenue 50 at 100%%", ai)
+	}
+	if seats := m.Entitlements["seats"]; seats.Revenue != 0 || seats.Margin != nil {
+		t.Errorf("seats = %+v, want no revenue (no price path)", seats)
+	}
+	if m.Revenue != 50 || m.Margin != 100 {
+		t.Errorf("margin = %+v, want revenue 50 at 100%%", m)
+	}
+	snap, err := e.p.MarginSnapshot(e.ctx, "p", map[string]limitr.Usage{"ai": {Value: 120}})
+	if err != nil || snap.Revenue != 25 {
+		t.Errorf("MarginSnapshot = %+v, %v; want revenue 25", snap, err)
+	}
+}
