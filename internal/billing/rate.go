@@ -1,14 +1,12 @@
 package billing
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/limitr/limitr/internal/billing/money"
-	"github.com/limitr/limitr/internal/billing/rating"
 	"github.com/limitr/limitr/internal/enforcement"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/policies"
@@ -542,34 +540,8 @@ func timePtrOrNil(t time.Time) *time.Time {
 	return timePtr(t)
 }
 
-// rateOverage prices a meter period's overage and the part of it grants paid for.
+// rateOverage is the engine's rating rule, the one margins use: invoices and
+// CustomerMarginSnapshot cannot disagree.
 func rateOverage(p *policies.Policy, credit *policies.CompiledCredit, usage, limit, granted num.Dec) (revenue, covered num.Dec, err error) {
-	price := func(q num.Dec) (num.Dec, error) {
-		if credit.Curve != nil {
-			return credit.Curve.PriceOf(q, num.Zero)
-		}
-		v, err := p.Exchange.ToRunes(q, credit.Name, num.Zero)
-		if errors.Is(err, rating.ErrNoPrice) {
-			return num.Zero, nil
-		}
-		return v, err
-	}
-	revenue, covered = num.Zero, num.Zero
-	if usage.Cmp(limit) <= 0 {
-		return revenue, covered, nil
-	}
-	over, err := usage.Sub(limit)
-	if err != nil {
-		return revenue, covered, err
-	}
-	if revenue, err = price(over); err != nil {
-		return num.Zero, num.Zero, err
-	}
-	if granted.IsPos() {
-		if covered, err = price(granted); err != nil {
-			return num.Zero, num.Zero, err
-		}
-		covered = num.Min(covered, revenue)
-	}
-	return revenue, covered, nil
+	return enforcement.RateOverage(p, credit, usage, limit, granted)
 }
