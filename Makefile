@@ -59,6 +59,7 @@ fuzz: check-go
 	$(GO) test -run '^$$' -fuzz FuzzCompile -fuzztime 30s ./internal/policies/expr/
 	$(GO) test -run '^$$' -fuzz FuzzCurves -fuzztime 30s ./internal/billing/rating/
 	$(GO) test -run '^$$' -fuzz FuzzRound -fuzztime 20s ./internal/billing/money/
+	$(GO) test -run '^$$' -fuzz FuzzMinorUnits -fuzztime 30s ./internal/billing/stripe/
 	$(GO) test -run '^$$' -fuzz FuzzParseKeyring -fuzztime 20s ./internal/secrets/
 	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 20s ./internal/secrets/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 30s ./internal/usage/
