@@ -144,7 +144,7 @@ func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- s
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RateLimit:     cfg.RateLimit,
 		RatePer:       cfg.RatePeriod,
-	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Secrets: cfg.Secrets})
+	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase})
 	if err != nil {
 		return err
 	}

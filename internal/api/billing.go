@@ -5,9 +5,12 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/billing/stripe"
+	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/store"
@@ -29,6 +32,9 @@ func (s *Server) billingRoutes(g *echo.Group) {
 	eg.POST("/test-clocks", s.createTestClock)
 	eg.GET("/test-clocks/:clock", s.getTestClock)
 	eg.POST("/test-clocks/:clock/advance", s.advanceTestClock)
+	eg.GET("/integrations/stripe", s.getStripe)
+	eg.PUT("/integrations/stripe", s.putStripe)
+	eg.DELETE("/integrations/stripe", s.deleteStripe)
 }
 
 // billingProblem maps the billing domain's errors.
@@ -47,6 +53,10 @@ func billingProblem(err error) error {
 		return problem.New(http.StatusConflict, err.Error()+": publish a policy first")
 	case errors.Is(err, customers.ErrNotFound):
 		return customerProblem(err)
+	case errors.Is(err, stripesync.ErrNotConnected):
+		return problem.New(http.StatusNotFound, err.Error())
+	case errors.Is(err, stripesync.ErrEphemeralKeyring):
+		return problem.New(http.StatusConflict, err.Error()+" (set LIMITR_SECRET_KEY on the API and the worker)")
 	}
 	return commonProblem(err)
 }
@@ -212,5 +222,69 @@ func (s *Server) advanceTestClock(c echo.Context) error {
 			s.logger.Error("api: test clock run failed; a worker retries it", "clock", out.ID, "err", err)
 		}
 	}()
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) getStripe(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	out, err := s.stripe.Connection(c.Request().Context(), env)
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// putStripe connects the environment to a Stripe account. The secrets are sealed and
+// never returned.
+func (s *Server) putStripe(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	var in stripesync.ConnectInput
+	if err := bindJSON(c, &in); err != nil {
+		return err
+	}
+	out, err := s.stripe.Connect(c.Request().Context(), env, in)
+	if err != nil {
+		return billingProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) deleteStripe(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	if err := s.stripe.Disconnect(c.Request().Context(), env); err != nil {
+		return billingProblem(err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// stripeWebhook takes a Stripe event for an environment: a bad signature is a 400 and
+// changes nothing; a redelivered event is answered 200 and ignored.
+func (s *Server) stripeWebhook(c echo.Context) error {
+	envID, err := uuid.Parse(c.Param("environment_id"))
+	if err != nil {
+		return problem.New(http.StatusNotFound, "no environment connected to Stripe has this id")
+	}
+	body, err := readAll(c)
+	if err != nil {
+		return err
+	}
+	out, err := s.stripe.HandleWebhook(c.Request().Context(), envID, body, c.Request().Header.Get("Stripe-Signature"))
+	switch {
+	case errors.Is(err, stripesync.ErrUnknownEnvironment):
+		return problem.New(http.StatusNotFound, err.Error())
+	case errors.Is(err, stripe.ErrBadSignature), errors.Is(err, stripe.ErrMalformedEvent):
+		return problem.New(http.StatusBadRequest, err.Error())
+	case err != nil:
+		return billingProblem(err)
+	}
 	return c.JSON(http.StatusOK, out)
 }

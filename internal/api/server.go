@@ -16,8 +16,11 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/httpx/idempotency"
 	"github.com/limitr/limitr/internal/httpx/metrics"
@@ -106,6 +109,8 @@ type Deps struct {
 	// (idempotent replies, which can hold a new API key). Nil makes an ephemeral keyring:
 	// sealed values then open only in this process.
 	Secrets *secrets.Keyring
+	// StripeAPIBase is Stripe's API URL (empty: Stripe's own).
+	StripeAPIBase string
 }
 
 // Server serves the API.
@@ -130,6 +135,7 @@ type Server struct {
 	policies     *pgstore.Service
 	customers    *customers.Service
 	billing      *billing.Service
+	stripe       *stripesync.Service
 	usage        *usage.Service
 	usageMetrics *usage.Metrics
 
@@ -191,6 +197,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.policies = pgstore.NewService(deps.Pool, notify)
 	s.customers = customers.NewService(deps.Pool, s.policies, notify)
 	s.billing = billing.NewService(deps.Pool, s.policies, s.customers)
+	// An insert-only River client: the API queues the Stripe jobs its changes cause, in
+	// their transactions; workers run them.
+	jobs, err := river.NewClient(riverpgxv5.New(deps.Pool), &river.Config{Logger: logger.With("component", "river")})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("api: river: %w", err)
+	}
+	s.stripe = stripesync.New(deps.Pool, deps.Secrets, jobs, s.billing, stripesync.Config{APIBase: deps.StripeAPIBase, Logger: logger})
+	s.billing.SetMirror(s.stripe)
 	s.usageMetrics = usage.NewMetrics()
 	s.usageMetrics.Batches = metrics.Register(reg, s.usageMetrics.Batches)
 	s.usageMetrics.Deltas = metrics.Register(reg, s.usageMetrics.Deltas)
@@ -261,6 +276,9 @@ func (s *Server) newEcho() *echo.Echo {
 	v1.POST("/tenants", s.createTenant, s.operatorOnly, withActor, idempotency.Middleware(idem, func(echo.Context) (string, string, bool) {
 		return "", "operator", true
 	}))
+
+	// Stripe signs its webhooks; they carry no API key.
+	v1.POST("/webhooks/stripe/:environment_id", s.stripeWebhook)
 
 	authed := v1.Group("", s.authenticate, withActor, s.rateLimit(), idempotency.Middleware(idem, s.idempotencyScope))
 	authed.GET("/tenant", s.getTenant, adminOnly)

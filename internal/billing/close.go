@@ -388,5 +388,10 @@ func (s *Service) finalizeRows(ctx context.Context, tx pgx.Tx, env store.Environ
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("billing: finalize: %w", err)
 	}
+	if s.mirror != nil {
+		if err := s.mirror.InvoicesFinalized(ctx, tx, env, locked); err != nil {
+			return 0, fmt.Errorf("billing: finalize: mirror: %w", err)
+		}
+	}
 	return len(finals), nil
 }

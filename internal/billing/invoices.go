@@ -213,23 +213,50 @@ func (s *Service) Finalize(ctx context.Context, env store.Environment, id string
 	return out, err
 }
 
-// Void voids a finalized invoice that is not paid.
-func (s *Service) Void(ctx context.Context, env store.Environment, id string) (Invoice, error) {
-	return s.transition(ctx, env, id, "void", StatusVoid, `voided_at = now()`, StatusFinalized, StatusUncollectible, StatusDraft)
+// transitions are the lifecycle moves after finalization: the statuses each may start
+// from, and the timestamp it sets.
+var transitions = map[string]struct {
+	op, set string
+	from    []string
+}{
+	StatusVoid:          {"void", `voided_at = now()`, []string{StatusFinalized, StatusUncollectible, StatusDraft}},
+	StatusPaid:          {"mark paid", `paid_at = now()`, []string{StatusFinalized, StatusUncollectible}},
+	StatusUncollectible: {"mark uncollectible", `uncollectible_at = now()`, []string{StatusFinalized}},
 }
 
-// MarkPaid records that a finalized invoice was paid (outside Stripe, or as Stripe
-// reports it).
+// Void voids an invoice that is not paid.
+func (s *Service) Void(ctx context.Context, env store.Environment, id string) (Invoice, error) {
+	return s.transition(ctx, env, id, StatusVoid, true)
+}
+
+// MarkPaid records that a finalized invoice was paid outside Stripe.
 func (s *Service) MarkPaid(ctx context.Context, env store.Environment, id string) (Invoice, error) {
-	return s.transition(ctx, env, id, "mark paid", StatusPaid, `paid_at = now()`, StatusFinalized, StatusUncollectible)
+	return s.transition(ctx, env, id, StatusPaid, true)
 }
 
 // MarkUncollectible records that a finalized invoice will not be paid.
 func (s *Service) MarkUncollectible(ctx context.Context, env store.Environment, id string) (Invoice, error) {
-	return s.transition(ctx, env, id, "mark uncollectible", StatusUncollectible, `uncollectible_at = now()`, StatusFinalized)
+	return s.transition(ctx, env, id, StatusUncollectible, true)
 }
 
-func (s *Service) transition(ctx context.Context, env store.Environment, id, op, to, set string, from ...string) (Invoice, error) {
+// ApplyRemoteStatus records a status Stripe reports (a webhook): the same transition,
+// without telling the mirror, which already knows. An invoice already in that status
+// is returned unchanged.
+func (s *Service) ApplyRemoteStatus(ctx context.Context, env store.Environment, id, status string) (Invoice, error) {
+	if _, ok := transitions[status]; !ok {
+		return Invoice{}, fmt.Errorf("billing: no transition to %q", status)
+	}
+	inv, err := s.transition(ctx, env, id, status, false)
+	var te *TransitionError
+	if errors.As(err, &te) && te.Status == status {
+		return s.Get(ctx, env, id)
+	}
+	return inv, err
+}
+
+func (s *Service) transition(ctx context.Context, env store.Environment, id, to string, mirror bool) (Invoice, error) {
+	t := transitions[to]
+	op, set, from := t.op, t.set, t.from
 	var out Invoice
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		inv, err := getInvoice(ctx, tx, env, id, true)
@@ -257,6 +284,11 @@ func (s *Service) transition(ctx context.Context, env store.Environment, id, op,
 		out, err = getInvoice(ctx, tx, env, id, false)
 		if err != nil {
 			return err
+		}
+		if mirror && s.mirror != nil && inv.Status != StatusDraft {
+			if err := s.mirror.InvoiceStatusChanged(ctx, tx, env, uuid.MustParse(out.ID), to); err != nil {
+				return fmt.Errorf("billing: %s: mirror: %w", op, err)
+			}
 		}
 		return s.record(ctx, tx, env, "invoice."+to, "invoice", out.ID, inv.summary(), out.summary())
 	})
@@ -372,6 +404,11 @@ func (s *Service) CreateCreditNote(ctx context.Context, env store.Environment, i
 			amount_due = greatest(total - credited - $2::numeric, 0), updated_at = now(), revision = revision + 1 where id = $1`,
 			uuid.MustParse(inv.ID), out.Total); err != nil {
 			return fmt.Errorf("billing: credit note: %w", err)
+		}
+		if s.mirror != nil {
+			if err := s.mirror.CreditNoteCreated(ctx, tx, env, uuid.MustParse(inv.ID), id); err != nil {
+				return fmt.Errorf("billing: credit note: mirror: %w", err)
+			}
 		}
 		return s.record(ctx, tx, env, "invoice.credit_note", "invoice", inv.ID, nil, out)
 	})

@@ -484,6 +484,21 @@ func (r *rater) fee(p *policies.Policy, plan *policies.CompiledPlan) (num.Dec, b
 	return amount, err == nil, err
 }
 
+// PlanFee is a plan's fee per billing period in the settings' currency, as invoices
+// bill it (a decimal string); ok is false for a plan without a priced subscription.
+func PlanFee(p *policies.Policy, plan *policies.CompiledPlan, set Settings) (fee string, ok bool, err error) {
+	r := rater{in: RatingInput{Currency: set.Currency, RuneRate: set.runeRate}}
+	if r.in.RuneRate.IsZero() {
+		r.in.RuneRate = num.One
+	}
+	amount, ok, err := r.fee(p, plan)
+	if err != nil || !ok {
+		return "", ok, err
+	}
+	fee, err = money.Format(amount, set.Currency)
+	return fee, err == nil, err
+}
+
 // spansIn returns the plan spans overlapping the period: the plan in force at its start
 // first, then every change inside it.
 func (r *rater) spansIn(per Period) []PlanSpan {

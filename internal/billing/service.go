@@ -34,17 +34,38 @@ type Customers interface {
 	GetRecord(ctx context.Context, env store.Environment, id string) (store.Customer, error)
 }
 
+// Mirror follows invoices into an outside system (Stripe). It is told inside the
+// transaction that changes an invoice, so the jobs it queues commit with the change.
+type Mirror interface {
+	InvoicesFinalized(ctx context.Context, tx pgx.Tx, env store.Environment, ids []uuid.UUID) error
+	InvoiceStatusChanged(ctx context.Context, tx pgx.Tx, env store.Environment, id uuid.UUID, status string) error
+	CreditNoteCreated(ctx context.Context, tx pgx.Tx, env store.Environment, invoiceID, noteID uuid.UUID) error
+}
+
 // Service is the billing domain.
 type Service struct {
 	pool      *pgxpool.Pool
 	policies  Policies
 	customers Customers
+	mirror    Mirror
 	now       func() time.Time
 }
+
+// SetMirror makes the service tell m about invoice changes (nil: nobody).
+func (s *Service) SetMirror(m Mirror) { s.mirror = m }
 
 // NewService returns the billing service.
 func NewService(pool *pgxpool.Pool, pols Policies, custs Customers) *Service {
 	return &Service{pool: pool, policies: pols, customers: custs, now: time.Now}
+}
+
+// ActivePolicy is the environment's published policy (ErrNoPolicy when none).
+func (s *Service) ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error) {
+	p, err := s.policies.ActivePolicy(ctx, env)
+	if errors.Is(err, pgstore.ErrNoActivePolicy) {
+		return nil, fmt.Errorf("%w: environment %q", ErrNoPolicy, env.Name)
+	}
+	return p, err
 }
 
 // Environments lists the environments with a published policy: those billing runs for.

@@ -42,7 +42,15 @@ type API struct {
 	LogLevel          slog.Level
 	// Secrets is the keyring from LIMITR_SECRET_KEY; nil when it is not set.
 	Secrets *secrets.Keyring
+	// StripeAPIBase is Stripe's API URL, or a Stripe-compatible one (stripe-mock).
+	StripeAPIBase string
 }
+
+// stripeAPIBase is shared by the API, the worker and `limitr dev`.
+var stripeAPIBase = Setting{"stripe-api-base", "LIMITR_STRIPE_API_BASE", "https://api.stripe.com", "Stripe's API URL; point it at a Stripe-compatible server (stripe-mock) to test"}
+
+// secretKey is shared by the API, the worker and `limitr dev`.
+var secretKey = Setting{"secret-key", secrets.EnvVar, "", "keyring sealing secrets at rest: comma-separated keys, newest first (make one with `limitr admin gen-secret-key`); prefer the environment variable to the flag"}
 
 // APISettings are the API server's options, in the order the README documents them.
 var APISettings = []Setting{
@@ -58,7 +66,8 @@ var APISettings = []Setting{
 	{"read-header-timeout", "LIMITR_READ_HEADER_TIMEOUT", "10s", "how long a client may take to send a request's headers"},
 	{"read-timeout", "LIMITR_READ_TIMEOUT", "30s", "how long a client may take to send a whole request, body included"},
 	{"shutdown-timeout", "LIMITR_SHUTDOWN_TIMEOUT", "15s", "how long to drain requests on SIGTERM"},
-	{"secret-key", secrets.EnvVar, "", "keyring sealing secrets at rest: comma-separated keys, newest first (make one with `limitr admin gen-secret-key`); prefer the environment variable to the flag"},
+	secretKey,
+	stripeAPIBase,
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
 }
 
@@ -148,15 +157,37 @@ func apiFromValues(v map[string]string) (API, error) {
 	if c.ReadTimeout, err = time.ParseDuration(v["read-timeout"]); err != nil || c.ReadTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("read-timeout: %q is not a positive duration", v["read-timeout"]))
 	}
-	if spec := v["secret-key"]; spec != "" {
-		if c.Secrets, err = secrets.ParseKeyring(spec); err != nil {
-			errs = append(errs, fmt.Errorf("secret-key: %w", err))
-		}
+	if c.Secrets, err = parseSecrets(v); err != nil {
+		errs = append(errs, err)
+	}
+	if c.StripeAPIBase, err = parseStripeAPIBase(v); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(strings.ToUpper(v["log-level"]))); err != nil {
 		errs = append(errs, fmt.Errorf("log-level: %q is not debug, info, warn or error", v["log-level"]))
 	}
 	return c, errors.Join(errs...)
+}
+
+func parseSecrets(v map[string]string) (*secrets.Keyring, error) {
+	spec := v["secret-key"]
+	if spec == "" {
+		return nil, nil
+	}
+	kr, err := secrets.ParseKeyring(spec)
+	if err != nil {
+		return nil, fmt.Errorf("secret-key: %w", err)
+	}
+	return kr, nil
+}
+
+func parseStripeAPIBase(v map[string]string) (string, error) {
+	base := v["stripe-api-base"]
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("stripe-api-base: %q is not an http(s) URL", base)
+	}
+	return strings.TrimRight(base, "/"), nil
 }
 
 // Worker is the background worker's configuration.
@@ -169,6 +200,9 @@ type Worker struct {
 	MigrateOnStart bool
 	LogLevel       slog.Level
 	Retention      retention.Policy
+	// Secrets opens the Stripe secrets the billing jobs use; nil when not set.
+	Secrets       *secrets.Keyring
+	StripeAPIBase string
 }
 
 // WorkerSettings are the worker's options.
@@ -180,6 +214,8 @@ var WorkerSettings = []Setting{
 	{"batch-size", "LIMITR_WORKER_BATCH_SIZE", "5000", "usage rows folded into meters per transaction"},
 	{"migrate-on-start", "LIMITR_MIGRATE_ON_START", "true", "apply pending migrations at start (under an advisory lock)"},
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
+	secretKey,
+	stripeAPIBase,
 	{"retention-idempotency", "LIMITR_RETENTION_IDEMPOTENCY", "24h", "how long replies to POSTs with an Idempotency-Key are kept for retries"},
 	{"retention-usage-batches", "LIMITR_RETENTION_USAGE_BATCHES", "35d", "how long usage-batch keys are kept to deduplicate retries (older batches are kept as unattributed, batch_expired)"},
 	{"retention-change-feed", "LIMITR_RETENTION_CHANGE_FEED", "7d", "how long change-feed entries are kept for SDK streams to resume from (older cursors resynchronise)"},
@@ -231,6 +267,12 @@ func workerFromValues(v map[string]string) (Worker, error) {
 		*r.dst = d
 	}
 	if err := c.Retention.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Secrets, err = parseSecrets(v); err != nil {
+		errs = append(errs, err)
+	}
+	if c.StripeAPIBase, err = parseStripeAPIBase(v); err != nil {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)

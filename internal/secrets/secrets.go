@@ -290,6 +290,13 @@ func (kr *Keyring) NeedsRotation(sealed []byte) bool {
 	return id != kr.keys[0].id
 }
 
+// NeedsRotationString is NeedsRotation for the text form: true when sealed was not
+// sealed with the newest key (re-seal it), or cannot be read at all.
+func (kr *Keyring) NeedsRotationString(sealed string) bool {
+	id, _, err := splitText(sealed)
+	return err != nil || id != kr.keys[0].id
+}
+
 // SealString is Seal in a text form safe for a Postgres text column, a URL or a log
 // line: "v1.<keyid>.<base64url(nonce|ciphertext)>".
 func (kr *Keyring) SealString(plaintext, aad []byte) (string, error) {

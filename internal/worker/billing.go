@@ -3,9 +3,12 @@ package worker
 import (
 	"context"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 )
@@ -29,12 +32,46 @@ type billingCloseWorker struct {
 	river.WorkerDefaults[BillingCloseArgs]
 	w       *Worker
 	billing *billing.Service
+	stripe  *stripesync.Service
 }
 
 func newBillingCloseWorker(w *Worker) *billingCloseWorker {
 	pols := pgstore.NewService(w.deps.Pool, nil)
 	custs := customers.NewService(w.deps.Pool, pols, nil)
-	return &billingCloseWorker{w: w, billing: billing.NewService(w.deps.Pool, pols, custs)}
+	bill := billing.NewService(w.deps.Pool, pols, custs)
+	sync := stripesync.New(w.deps.Pool, w.deps.Secrets, lateInserter{w}, bill,
+		stripesync.Config{APIBase: w.deps.StripeAPIBase, Logger: w.log})
+	bill.SetMirror(sync)
+	w.stripe = sync
+	return &billingCloseWorker{w: w, billing: bill, stripe: sync}
+}
+
+// lateInserter queues jobs through the worker's River client, which is built after
+// the workers it runs.
+type lateInserter struct{ w *Worker }
+
+func (l lateInserter) InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error) {
+	return l.w.river.InsertManyTx(ctx, tx, params)
+}
+
+// ResealArgs re-seals stored secrets under the keyring's newest key.
+type ResealArgs struct{}
+
+// Kind implements river.JobArgs.
+func (ResealArgs) Kind() string { return "limitr.reseal_secrets" }
+
+type resealWorker struct {
+	river.WorkerDefaults[ResealArgs]
+	w *Worker
+}
+
+func (rw *resealWorker) Work(ctx context.Context, _ *river.Job[ResealArgs]) error {
+	n, err := rw.w.stripe.Reseal(ctx)
+	if n > 0 {
+		rw.w.log.Info("worker: re-sealed secrets under the newest key", "connections", n)
+	}
+	rw.w.metrics.outcome("reseal_secrets", err)
+	return err
 }
 
 func (bw *billingCloseWorker) Work(ctx context.Context, _ *river.Job[BillingCloseArgs]) error {

@@ -27,8 +27,10 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/limitr/limitr/internal/aggregate"
+	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/retention"
+	"github.com/limitr/limitr/internal/secrets"
 )
 
 // QueueMaintenance is the River queue maintenance jobs run on.
@@ -75,6 +77,10 @@ type Deps struct {
 	Bus      bus.Bus
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
+	// Secrets opens the Stripe secrets; without it Stripe jobs fail (and say so).
+	Secrets *secrets.Keyring
+	// StripeAPIBase is Stripe's API URL (empty: Stripe's own).
+	StripeAPIBase string
 }
 
 // Worker runs the background work.
@@ -85,6 +91,7 @@ type Worker struct {
 	metrics *Metrics
 	river   *river.Client[pgx.Tx]
 	agg     *aggregate.Aggregator
+	stripe  *stripesync.Service
 }
 
 // New builds a worker; Run starts it.
@@ -112,7 +119,10 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	river.AddWorker(workers, &partitionsWorker{w: w})
 	river.AddWorker(workers, &idempotencyWorker{w: w})
 	river.AddWorker(workers, &retentionWorker{w: w})
-	river.AddWorker(workers, newBillingCloseWorker(w))
+	river.AddWorker(workers, &resealWorker{w: w})
+	bill := newBillingCloseWorker(w)
+	river.AddWorker(workers, bill)
+	bill.stripe.AddWorkers(workers)
 	every := river.PeriodicInterval(cfg.MaintenanceInterval)
 	onMaintenance := &river.InsertOpts{Queue: QueueMaintenance}
 	periodic := []*river.PeriodicJob{
@@ -124,10 +134,18 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 			&river.PeriodicJobOpts{RunOnStart: true}),
 		river.NewPeriodicJob(river.PeriodicInterval(cfg.BillingInterval), func() (river.JobArgs, *river.InsertOpts) { return BillingCloseArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(cfg.BillingInterval), func() (river.JobArgs, *river.InsertOpts) {
+			return stripesync.SyncCatalogArgs{}, &river.InsertOpts{Queue: stripesync.Queue}
+		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(every, func() (river.JobArgs, *river.InsertOpts) {
+			return stripesync.ReconcileArgs{}, &river.InsertOpts{Queue: stripesync.Queue}
+		}, nil),
+		river.NewPeriodicJob(every, func() (river.JobArgs, *river.InsertOpts) { return ResealArgs{}, onMaintenance },
+			&river.PeriodicJobOpts{RunOnStart: true}),
 	}
 	client, err := river.NewClient(riverpgxv5.New(deps.Pool), &river.Config{
 		Logger:       log.With("component", "river"),
-		Queues:       map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, QueueBilling: {MaxWorkers: 1}, river.QueueDefault: {MaxWorkers: 4}},
+		Queues:       map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, QueueBilling: {MaxWorkers: 1}, stripesync.Queue: {MaxWorkers: 4}, river.QueueDefault: {MaxWorkers: 4}},
 		Workers:      workers,
 		PeriodicJobs: periodic,
 		JobTimeout:   15 * time.Minute,
