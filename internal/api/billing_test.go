@@ -233,3 +233,29 @@ func TestBillingConcurrentClosesMakeOneInvoicePerPeriod(t *testing.T) {
 		t.Fatalf("numbers: %d distinct in 1..90", n)
 	}
 }
+
+// A purchased topup is billed when applied, at its price, on an invoice of its own.
+func TestBillingTopupInvoice(t *testing.T) {
+	f := newBillingFixture(t)
+	f.call(http.MethodPut, f.path("billing"), map[string]any{"currency": "EUR", "rune_rate": "0.5"}, http.StatusOK)
+	f.call(http.MethodPost, f.path("customers"), map[string]any{"id": "buyer", "plan": "basic"}, http.StatusCreated)
+	f.call(http.MethodPost, f.path("customers", "buyer", "topups"), map[string]any{"topup": "token_pack"}, http.StatusCreated)
+	var page struct {
+		Data []billing.Invoice `json:"data"`
+	}
+	_ = json.Unmarshal(f.call(http.MethodGet, f.path("invoices")+"?customer=buyer", nil, http.StatusOK), &page)
+	if len(page.Data) != 1 {
+		t.Fatalf("invoices: %+v", page.Data)
+	}
+	inv := page.Data[0]
+	// 8 runes at 0.5 EUR a rune.
+	if inv.Kind != "topup" || inv.Status != "finalized" || inv.Number == nil || *inv.Number != "INV-000001" ||
+		inv.Total != "4.00" || inv.Currency != "EUR" || len(inv.Lines) != 1 || inv.Lines[0].Kind != "topup" {
+		t.Fatalf("topup invoice: %+v", inv)
+	}
+	// A free topup is not invoiced.
+	f.call(http.MethodPost, f.path("customers", "buyer", "topups"), map[string]any{"topup": "token_pack", "price": "0"}, http.StatusCreated)
+	if n := f.h.count(`select count(*) from invoices where kind = 'topup'`); n != 1 {
+		t.Fatalf("%d topup invoices", n)
+	}
+}

@@ -197,6 +197,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.policies = pgstore.NewService(deps.Pool, notify)
 	s.customers = customers.NewService(deps.Pool, s.policies, notify)
 	s.billing = billing.NewService(deps.Pool, s.policies, s.customers)
+	s.customers.SetTopupBiller(s.billing)
 	// An insert-only River client: the API queues the Stripe jobs its changes cause, in
 	// their transactions; workers run them.
 	jobs, err := river.NewClient(riverpgxv5.New(deps.Pool), &river.Config{Logger: logger.With("component", "river")})

@@ -68,13 +68,22 @@ type Notifier interface {
 	ChangeCommitted(ctx context.Context, tenantID, envID uuid.UUID, changeID int64)
 }
 
+// TopupBiller invoices a purchased topup in the transaction that applies it.
+type TopupBiller interface {
+	InvoiceTopup(ctx context.Context, tx pgx.Tx, env store.Environment, c store.Customer, t wire.CustomerTopup) error
+}
+
 // Service is the customers domain.
 type Service struct {
 	pool     *pgxpool.Pool
 	policies Policies
 	notify   Notifier
+	biller   TopupBiller
 	now      func() time.Time
 }
+
+// SetTopupBiller makes applied topups with a price invoiced by b (nil: not invoiced).
+func (s *Service) SetTopupBiller(b TopupBiller) { s.biller = b }
 
 // NewService returns the service. notify may be nil (followers then catch up by
 // polling).

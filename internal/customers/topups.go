@@ -61,6 +61,11 @@ func (s *Service) ApplyTopup(ctx context.Context, env store.Environment, id stri
 		if err != nil {
 			return nil, err
 		}
+		if s.biller != nil {
+			if err := s.biller.InvoiceTopup(ctx, tx, env, after, rec); err != nil {
+				return nil, err
+			}
+		}
 		out = rec
 		feed := feedOf(opTopup, after)
 		feed.Topup, _ = json.Marshal(rec)
