@@ -212,6 +212,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.usageMetrics.Deltas = metrics.Register(reg, s.usageMetrics.Deltas)
 	s.usageMetrics.Unattributed = metrics.Register(reg, s.usageMetrics.Unattributed)
 	s.usage = usage.NewService(deps.Pool, s.customers, notify, s.usageMetrics)
+	s.usage.SetPolicies(s.policies)
 	s.hub = bus.NewHub(ctx, s.bus)
 	s.streams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "limitr_sdk_streams", Help: "Open SDK push streams on this replica."})
 	s.streams = metrics.Register(reg, s.streams)

@@ -213,6 +213,17 @@ type UsageCustomer struct {
 	ID        string // canonical id (the name may be an alt id)
 	UID       uuid.UUID
 	CreatedAt time.Time
+	// Clock is set for a customer on a test clock: its meter periods on the server
+	// follow the clock's time.
+	Clock *ClockedCustomer
+}
+
+// ClockedCustomer is what re-dating usage on a test clock needs of a customer.
+type ClockedCustomer struct {
+	Now, Start    time.Time // the clock's time; the customer's start on it
+	Plan          string
+	Timezone      string
+	BillingAnchor time.Time
 }
 
 // ResolveUsageCustomers looks up the distinct customer names of a batch, ids or alt
@@ -228,11 +239,15 @@ func ResolveUsageCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UU
 	// Two index lookups (ids, then alt ids) rather than one join on coalesce(): no index
 	// serves the coalesce, and Postgres' generic plan for the cached statement then
 	// scanned every customer once per name.
-	rows, err := db.Query(ctx, `select c.id, c.id, c.uid, c.created_at from customers c
+	const clocked = `c.plan, c.timezone, c.billing_anchor, t.frozen_time,
+		case when c.test_clock_id is null then null else (select min(effective_at) from customer_plan_history h where h.customer_uid = c.uid) end`
+	rows, err := db.Query(ctx, `select c.id, c.id, c.uid, c.created_at, `+clocked+` from customers c
+		left join test_clocks t on t.id = c.test_clock_id
 		where c.tenant_id = $1 and c.environment_id = $2 and c.id = any($3::text[])
 		union all
-		select a.alt_id, c.id, c.uid, c.created_at from customer_alt_ids a
+		select a.alt_id, c.id, c.uid, c.created_at, `+clocked+` from customer_alt_ids a
 		join customers c on c.tenant_id = a.tenant_id and c.environment_id = a.environment_id and c.id = a.customer_id
+		left join test_clocks t on t.id = c.test_clock_id
 		where a.tenant_id = $1 and a.environment_id = $2 and a.alt_id = any($3::text[])`,
 		tenantID, envID, names)
 	if err != nil {
@@ -242,8 +257,14 @@ func ResolveUsageCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UU
 	for rows.Next() {
 		var name string
 		var c UsageCustomer
-		if err := rows.Scan(&name, &c.ID, &c.UID, &c.CreatedAt); err != nil {
+		var k ClockedCustomer
+		var now, start *time.Time
+		if err := rows.Scan(&name, &c.ID, &c.UID, &c.CreatedAt, &k.Plan, &k.Timezone, &k.BillingAnchor, &now, &start); err != nil {
 			return nil, err
+		}
+		if now != nil && start != nil {
+			k.Now, k.Start = *now, *start
+			c.Clock = &k
 		}
 		out[name] = c
 	}

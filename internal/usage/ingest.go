@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/wire"
 )
@@ -32,10 +33,16 @@ type Notifier interface {
 	UsageCommitted(ctx context.Context, tenantID, envID uuid.UUID)
 }
 
+// Policies finds an environment's published policy.
+type Policies interface {
+	ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error)
+}
+
 // Service is the usage domain.
 type Service struct {
 	pool      *pgxpool.Pool
 	customers Customers
+	policies  Policies
 	notify    Notifier
 	metrics   *Metrics
 	now       func() time.Time
@@ -49,6 +56,10 @@ type Service struct {
 func NewService(pool *pgxpool.Pool, customers Customers, notify Notifier, metrics *Metrics) *Service {
 	return &Service{pool: pool, customers: customers, notify: notify, metrics: metrics, now: time.Now}
 }
+
+// SetPolicies lets ingest re-date the usage of customers on test clocks by their
+// limits' periods (without it, their usage keeps the SDK's periods).
+func (s *Service) SetPolicies(p Policies) { s.policies = p }
 
 // Metrics count what ingest does.
 type Metrics struct {
@@ -118,6 +129,9 @@ func (s *Service) Commit(ctx context.Context, env store.Environment, in *wire.Us
 				return err
 			}
 			if err := v.attribute(found); err != nil {
+				return err
+			}
+			if err := s.redate(ctx, env, v, found); err != nil {
 				return err
 			}
 		}
@@ -287,4 +301,59 @@ func (v *checked) unattributed(kind string, i int, customer, reason string, reco
 	}
 	v.batch.Unattributed = append(v.batch.Unattributed, store.Unattributed{Kind: kind, Index: i, Customer: customer, Reason: reason, Record: raw})
 	return nil
+}
+
+// redate moves the usage of customers on a test clock into the meter period that
+// contains the clock's time: an SDK meters by real time, while such a customer's
+// periods, invoices and grace follow its clock. Levels (limits that never reset) keep
+// their period.
+func (s *Service) redate(ctx context.Context, env store.Environment, v *checked, found map[string]store.UsageCustomer) error {
+	if s.policies == nil {
+		return nil
+	}
+	clocked := map[uuid.UUID]*store.ClockedCustomer{}
+	for _, c := range found {
+		if c.Clock != nil {
+			clocked[c.UID] = c.Clock
+		}
+	}
+	if len(clocked) == 0 {
+		return nil
+	}
+	p, err := s.policies.ActivePolicy(ctx, env)
+	if err != nil {
+		return nil // no policy to read periods from: keep the SDK's
+	}
+	for i := range v.batch.Deltas {
+		d := &v.batch.Deltas[i]
+		k := clocked[d.CustomerUID]
+		if k == nil {
+			continue
+		}
+		if start, ok := clockPeriod(p, k, d.Entitlement); ok {
+			d.PeriodStart = start
+		}
+	}
+	return nil
+}
+
+// clockPeriod is the start of the period of a customer's limit on an entitlement that
+// contains its clock's time.
+func clockPeriod(p *policies.Policy, k *store.ClockedCustomer, ent string) (time.Time, bool) {
+	plan := p.Plan(k.Plan)
+	idx, ok := p.EntitlementIndex(ent)
+	if plan == nil || !ok {
+		return time.Time{}, false
+	}
+	ce := plan.Entitlement(idx)
+	if ce == nil || ce.Limit == nil || !ce.Limit.Resets() {
+		return time.Time{}, false
+	}
+	loc := p.Location
+	if k.Timezone != "" {
+		if l, err := time.LoadLocation(k.Timezone); err == nil {
+			loc = l
+		}
+	}
+	return ce.Limit.Reset.CurrentStart(k.Start, k.Now, loc, k.BillingAnchor).UTC(), true
 }
