@@ -24,29 +24,15 @@ func TestRoundHalfAwayFromZero(t *testing.T) {
 	}
 }
 
-func TestFormatAndMinorUnits(t *testing.T) {
-	for _, tc := range []struct {
-		in, cur, text string
-		minor         int64
-	}{
-		{"12.3", "usd", "12.30", 1230}, {"-0.004", "USD", "0.00", 0}, {"1200.5", "JPY", "1201", 1201},
-		{"1.2345", "KWD", "1.235", 1235}, {"-7.125", "EUR", "-7.13", -713}, {"0", "USD", "0.00", 0},
+func TestFormat(t *testing.T) {
+	for _, tc := range []struct{ in, cur, text string }{
+		{"12.3", "usd", "12.30"}, {"-0.004", "USD", "0.00"}, {"1200.5", "JPY", "1201"},
+		{"1.2345", "KWD", "1.235"}, {"-7.125", "EUR", "-7.13"}, {"0", "USD", "0.00"},
 	} {
 		text, err := Format(num.MustParse(tc.in), tc.cur)
 		if err != nil || text != tc.text {
 			t.Errorf("Format(%s %s) = %q %v, want %q", tc.in, tc.cur, text, err, tc.text)
-			continue
 		}
-		minor, err := MinorUnits(num.MustParse(text), tc.cur)
-		if err != nil || minor != tc.minor {
-			t.Errorf("MinorUnits(%s %s) = %d %v, want %d", text, tc.cur, minor, err, tc.minor)
-		}
-	}
-	if _, err := MinorUnits(num.MustParse("1.234"), "USD"); !errors.Is(err, ErrInexact) {
-		t.Errorf("inexact: %v", err)
-	}
-	if _, err := MinorUnits(num.MustParse("999999999999999999"), "USD"); !errors.Is(err, num.ErrOutOfRange) {
-		t.Errorf("overflow: %v", err)
 	}
 	if _, err := Normalize("usx"); !errors.Is(err, ErrUnknownCurrency) {
 		t.Errorf("unknown: %v", err)
@@ -78,4 +64,15 @@ func FuzzRound(f *testing.F) {
 			t.Fatalf("Round(%s, %d) = %s rounds a half towards zero", d, sc, r)
 		}
 	})
+}
+
+func TestCurrencyTable(t *testing.T) {
+	if n := len(iso4217); n < 150 {
+		t.Errorf("the table has %d currencies: ISO 4217 lists more than 150", n)
+	}
+	for code := range iso4217 {
+		if c, err := Normalize(code); err != nil || c != code || len(code) != 3 {
+			t.Errorf("table key %q is not an upper-case code", code)
+		}
+	}
 }

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/limitr/limitr/internal/billing/money"
 )
 
 // Sentinel errors of the money helpers, for errors.Is.
 var (
-	// ErrUnknownCurrency: not an active ISO 4217 currency with a minor unit.
-	ErrUnknownCurrency = errors.New("unknown currency")
+	// ErrUnknownCurrency: not an active ISO 4217 currency with a minor unit (it is
+	// money.ErrUnknownCurrency: one table of currencies for invoices and Stripe).
+	ErrUnknownCurrency = money.ErrUnknownCurrency
 	// ErrInvalidAmount: not a plain decimal string ("12.34", "-5", "0.5").
 	ErrInvalidAmount = errors.New("invalid amount")
 	// ErrInexactAmount: the amount has digits below the currency's minor unit. It was
@@ -25,15 +28,10 @@ var (
 // ISO 4217 (2 for USD, 0 for JPY, 3 for KWD). The code may be in either case, as our
 // invoices spell it "USD" and Stripe "usd".
 func CurrencyExponent(code string) (int, error) {
-	c, ok := normalizeCurrency(code)
-	if !ok {
+	if _, ok := normalizeCurrency(code); !ok {
 		return 0, fmt.Errorf("%w: %q", ErrUnknownCurrency, code)
 	}
-	exp, ok := iso4217[c]
-	if !ok {
-		return 0, fmt.Errorf("%w: %q", ErrUnknownCurrency, code)
-	}
-	return exp, nil
+	return money.Exponent(code)
 }
 
 // MinorUnits converts an already rounded decimal amount ("12.34", "-0.50", "1200") into

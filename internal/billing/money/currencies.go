@@ -1,4 +1,4 @@
-package stripe
+package money
 
 // iso4217 maps each active ISO 4217 currency (List One, 2025) to the number of decimal
 // places of its minor unit. ANG and SLL, which are being withdrawn but still accepted by
