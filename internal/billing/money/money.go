@@ -16,7 +16,6 @@ import (
 // ErrUnknownCurrency reports a code that is not an active ISO 4217 currency.
 var ErrUnknownCurrency = errors.New("unknown currency")
 
-
 // Normalize upper-cases a currency code and checks it is an active ISO 4217 code.
 func Normalize(code string) (string, error) {
 	c := strings.ToUpper(strings.TrimSpace(code))
