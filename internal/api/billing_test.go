@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -341,5 +342,36 @@ func TestBillingInterruptedClosesLeaveNoGaps(t *testing.T) {
 	}
 	if got := f.h.count(`select coalesce(max(last_number), 0) from invoice_counters`); got != 3*n {
 		t.Fatalf("counter at %d, want %d", got, 3*n)
+	}
+}
+
+// A plan change mid-period (dated by the database, on the clock's time) is prorated
+// to the second on that period's invoice.
+func TestBillingPlanChangeIsProrated(t *testing.T) {
+	f := newBillingFixture(t)
+	var clock billing.TestClock
+	_ = json.Unmarshal(f.call(http.MethodPost, f.path("test-clocks"), map[string]string{"frozen_time": "2026-02-01T00:00:00Z"}, http.StatusCreated), &clock)
+	f.clock = clock.ID
+	f.call(http.MethodPost, f.path("customers"), map[string]any{"id": "mover", "plan": "basic", "test_clock": clock.ID}, http.StatusCreated)
+	f.advance("2026-02-08T00:00:00Z") // a quarter of February
+	f.call(http.MethodPut, f.path("customers", "mover", "plan"), map[string]any{"plan": "pro"}, http.StatusOK)
+	up := f.invoice(f.call(http.MethodGet, f.path("customers", "mover", "invoices", "upcoming"), nil, http.StatusOK))
+	// basic 20 in full, −15 for its unused three quarters, and pro from the end of its
+	// 14-day trial (counted from the customer's start, 02-01) on 02-15: half of the
+	// period, 49.50.
+	var kinds []string
+	for _, l := range up.Lines {
+		kinds = append(kinds, l.Kind+" "+l.Amount)
+	}
+	if got := strings.Join(kinds, ", "); got != "plan_fee 20.00, proration -15.00, proration 49.50" || up.Total != "54.50" {
+		t.Fatalf("upcoming after the upgrade: %s = %s", got, up.Total)
+	}
+	f.advance("2026-03-01T01:30:00Z")
+	var page struct {
+		Data []billing.Invoice `json:"data"`
+	}
+	_ = json.Unmarshal(f.call(http.MethodGet, f.path("invoices")+"?customer=mover", nil, http.StatusOK), &page)
+	if len(page.Data) != 1 || page.Data[0].Total != "54.50" || page.Data[0].Status != "finalized" {
+		t.Fatalf("invoice: %+v", page.Data)
 	}
 }

@@ -379,21 +379,14 @@ func (s *Service) CreateCreditNote(ctx context.Context, env store.Environment, i
 		if inv.Status != StatusFinalized && inv.Status != StatusPaid && inv.Status != StatusUncollectible {
 			return &TransitionError{Op: "credit", Status: inv.Status}
 		}
-		total, err := in.total(inv.Currency)
+		note, err := NewCreditNote(inv, in)
 		if err != nil {
 			return err
 		}
-		credited, _ := num.Parse(inv.Credited)
-		after, err := credited.Add(total)
-		if err != nil || after.Cmp(inv.total) > 0 {
-			left, _ := inv.total.Sub(credited)
-			l, _ := money.Format(left, inv.Currency)
-			return validation.New("invalid credit note", "lines", fmt.Sprintf("credit notes may total at most the invoice's %s %s; %s is left", inv.Total, inv.Currency, l))
-		}
-		lines, _ := json.Marshal(in.Lines)
+		lines, _ := json.Marshal(note.Lines)
 		id := uuid.New()
-		out = CreditNote{ID: id.String(), Invoice: inv.ID, Reason: in.Reason, Lines: in.Lines}
-		out.Total, _ = money.Format(total, inv.Currency)
+		out = note
+		out.ID = id.String()
 		a := store.ActorFrom(ctx)
 		if err := tx.QueryRow(ctx, `insert into credit_notes (id, tenant_id, environment_id, invoice_id, reason, lines, total, created_by)
 			values ($1, $2, $3, $4, $5, $6, $7::numeric, $8) returning created_at`,
@@ -413,6 +406,39 @@ func (s *Service) CreateCreditNote(ctx context.Context, env store.Environment, i
 		return s.record(ctx, tx, env, "invoice.credit_note", "invoice", inv.ID, nil, out)
 	})
 	return out, err
+}
+
+// NewCreditNote checks a credit note against its invoice: every line valid, amounts
+// exact in the currency's minor unit, and all the invoice's credit notes totalling at
+// most its total. The note has no id yet.
+func NewCreditNote(inv Invoice, in CreditNoteInput) (CreditNote, error) {
+	total, err := in.total(inv.Currency)
+	if err != nil {
+		return CreditNote{}, err
+	}
+	invTotal, err := num.Parse(inv.Total)
+	if err != nil {
+		return CreditNote{}, fmt.Errorf("billing: invoice total %q: %w", inv.Total, err)
+	}
+	credited, err := num.Parse(inv.Credited)
+	if err != nil {
+		credited = num.Zero
+	}
+	after, err := credited.Add(total)
+	if err != nil || after.Cmp(invTotal) > 0 {
+		left, _ := invTotal.Sub(credited)
+		l, _ := money.Format(left, inv.Currency)
+		return CreditNote{}, validation.New("invalid credit note", "lines",
+			fmt.Sprintf("credit notes may total at most the invoice's %s %s; %s is left", inv.Total, inv.Currency, l))
+	}
+	out := CreditNote{Invoice: inv.ID, Reason: in.Reason, Lines: make([]CreditNoteLine, len(in.Lines))}
+	for i, l := range in.Lines {
+		a, _ := num.Parse(l.Amount) // checked by in.total
+		out.Lines[i] = CreditNoteLine{Description: l.Description}
+		out.Lines[i].Amount, _ = money.Format(a, inv.Currency)
+	}
+	out.Total, _ = money.Format(total, inv.Currency)
+	return out, nil
 }
 
 // CreditNotes lists an invoice's credit notes, oldest first.
