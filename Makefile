@@ -64,6 +64,7 @@ fuzz: check-go
 	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 20s ./internal/secrets/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 30s ./internal/usage/
 	$(GO) test -run '^$$' -fuzz FuzzUsageBody -fuzztime 20s ./internal/api/
+	$(GO) test -run '^$$' -fuzz FuzzPreviewCSV -fuzztime 30s ./cmd/limitr/
 
 lint: check-go
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }

@@ -1,8 +1,9 @@
-// Command limitr is the Limitr command-line tool: it validates policy documents and
-// runs policy scenarios.
+// Command limitr is the Limitr command-line tool: it validates policy documents, runs
+// policy scenarios and previews invoices offline.
 //
 //	limitr validate policy.yaml ...
 //	limitr test examples/scenarios
+//	limitr invoice preview --policy policy.yaml --usage usage.csv
 package main
 
 import (
@@ -28,7 +29,7 @@ var version = ""
 const (
 	exitOK    = 0
 	exitFail  = 1 // an invalid document or a failing scenario
-	exitUsage = 2
+	exitUsage = 2 // bad flags or arguments, or an input file that does not parse
 )
 
 // command is one subcommand. New ones (dev, price, margin) are added to commands.
@@ -45,6 +46,7 @@ func commandList() []command {
 		{"validate", "FILE...", "check policy documents and list every problem with its path", runValidate},
 		{"test", "[-q] [-run REGEXP] PATH...", "run scenario files, or every *.yaml/*.yml under directories", runTest},
 		{"dev", "[--addr ADDR] [--database-url URL] [--operator-token TOKEN]", "run the API and the worker in one process, for development", runDev},
+		{"invoice", "preview --policy FILE --usage FILE|-", "preview invoices from a usage CSV, offline, with the server's rating code", runInvoice},
 		{"admin", "bootstrap|create-key|gen-secret-key ...", "operator commands: create a tenant, create a key for a tenant, make a LIMITR_SECRET_KEY key", runAdmin},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show this help", runHelp},
@@ -86,7 +88,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  limitr %-38s %s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Exit status: 0 ok, 1 invalid document or failing scenario, 2 usage error.")
+	fmt.Fprintln(w, "Exit status: 0 ok, 1 invalid document or failing scenario, 2 usage error or bad input.")
 	fmt.Fprintln(w, "Scenario format: docs/scenarios.md.")
 }
 
@@ -109,6 +111,13 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 				for _, a := range adminCommands() {
 					fmt.Fprintf(stdout, "  limitr admin %s %s\n      %s\n", a.name, a.args, a.summary)
 				}
+			}
+			if c.name == "invoice" {
+				fmt.Fprintln(stdout, "\nCommands:")
+				for _, a := range invoiceCommands() {
+					fmt.Fprintf(stdout, "  limitr invoice %s %s\n      %s\n", a.name, a.args, a.summary)
+				}
+				fmt.Fprintln(stdout, "\n"+usageFileHelp)
 			}
 			if c.name == "test" {
 				fmt.Fprintln(stdout, "\nStep kinds:")
@@ -168,17 +177,28 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 
 func validateFile(file string) []string {
 	if _, err := os.Stat(file); err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			return []string{pe.Err.Error()}
-		}
-		return []string{err.Error()}
+		return []string{fileError(err)}
 	}
 	p, err := limitr.Open(file)
 	if err == nil {
 		_ = p.Close(context.Background())
 		return nil
 	}
+	return problemLines(err, file)
+}
+
+// fileError is a file error without the path the caller already shows.
+func fileError(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// problemLines lists every problem of a rejected policy document, with its path and
+// line.
+func problemLines(err error, file string) []string {
 	var ve *limitr.ValidationError
 	if !errors.As(err, &ve) || len(ve.Problems) == 0 {
 		return []string{strings.TrimPrefix(strings.TrimPrefix(err.Error(), "limitr: "), file+": ")}

@@ -72,6 +72,8 @@ func TestUsageErrors(t *testing.T) {
 		{"test"},
 		{"test", "-run", "(", "."},
 		{"test", "testdata/does-not-exist"},
+		{"invoice"},
+		{"invoice", "preview"},
 		{"help", "frobnicate"},
 		{"version", "extra"},
 	} {
@@ -94,6 +96,10 @@ func TestHelpAndVersion(t *testing.T) {
 	code, out, _ = runCLI(t, "help", "test")
 	if code != 0 || !strings.Contains(out, "expect_value") {
 		t.Errorf("help test: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, "help", "invoice")
+	if code != 0 || !strings.Contains(out, "limitr invoice preview --policy FILE") || !strings.Contains(out, "grant_covered") {
+		t.Errorf("help invoice: exit %d\n%s", code, out)
 	}
 	code, out, _ = runCLI(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "limitr ") {

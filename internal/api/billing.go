@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/billing/document"
 	"github.com/limitr/limitr/internal/billing/stripe"
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/customers"
@@ -23,6 +25,7 @@ func (s *Server) billingRoutes(g *echo.Group) {
 	eg.GET("/customers/:id/invoices/upcoming", s.upcomingInvoice)
 	eg.GET("/invoices", s.listInvoices)
 	eg.GET("/invoices/:invoice", s.getInvoice)
+	eg.GET("/invoices/:invoice/document", s.invoiceDocument)
 	eg.POST("/invoices/:invoice/finalize", s.invoiceAction(s.billing.Finalize))
 	eg.POST("/invoices/:invoice/void", s.invoiceAction(s.billing.Void))
 	eg.POST("/invoices/:invoice/mark-paid", s.invoiceAction(s.billing.MarkPaid))
@@ -128,6 +131,29 @@ func (s *Server) getInvoice(c echo.Context) error {
 		return billingProblem(err)
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// invoiceDocument serves an invoice, with its credit notes, as a printable HTML page.
+func (s *Server) invoiceDocument(c echo.Context) error {
+	env, err := s.environment(c, c.Param("env"))
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	inv, err := s.billing.Get(ctx, env, c.Param("invoice"))
+	if err != nil {
+		return billingProblem(err)
+	}
+	notes, err := s.billing.CreditNotes(ctx, env, inv.ID)
+	if err != nil {
+		return billingProblem(err)
+	}
+	var page bytes.Buffer
+	if err := document.Render(&page, inv, notes); err != nil {
+		return err
+	}
+	c.Response().Header().Set("Content-Security-Policy", document.ContentSecurityPolicy)
+	return c.Blob(http.StatusOK, "text/html; charset=utf-8", page.Bytes())
 }
 
 // invoiceAction serves a POST that moves an invoice through its lifecycle.

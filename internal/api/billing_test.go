@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -373,5 +374,64 @@ func TestBillingPlanChangeIsProrated(t *testing.T) {
 	_ = json.Unmarshal(f.call(http.MethodGet, f.path("invoices")+"?customer=mover", nil, http.StatusOK), &page)
 	if len(page.Data) != 1 || page.Data[0].Total != "54.50" || page.Data[0].Status != "finalized" {
 		t.Fatalf("invoice: %+v", page.Data)
+	}
+}
+
+// The printable document of a finalized invoice: HTML with its number, lines, totals
+// and credit notes, every value escaped; unknown invoices are 404 problems.
+func TestInvoiceDocument(t *testing.T) {
+	f := newBillingFixture(t)
+	f.call(http.MethodPut, f.path("billing"), map[string]any{"seller": map[string]any{"name": "Acme <script>alert(1)</script> Inc",
+		"address": []string{"1 Rue de la Paix", "75002 Paris"}, "email": "billing@acme.test", "tax_id": "FR123"}}, http.StatusOK)
+	var clock billing.TestClock
+	_ = json.Unmarshal(f.call(http.MethodPost, f.path("test-clocks"), map[string]string{"frozen_time": "2026-01-10T09:30:00Z"}, http.StatusCreated), &clock)
+	f.clock = clock.ID
+	f.call(http.MethodPost, f.path("customers"), map[string]any{"id": "acme", "plan": "basic", "test_clock": clock.ID,
+		"metadata": map[string]any{"name": "Globex & Co", "email": "ap@globex.test", "crm_notes": "churn risk"}}, http.StatusCreated)
+	f.setUsage("acme", "tokens", time.Date(2026, 1, 10, 9, 30, 0, 0, time.UTC), "1600000", "250000")
+	f.advance("2026-02-10T01:30:00Z")
+	var page struct {
+		Data []billing.Invoice `json:"data"`
+	}
+	_ = json.Unmarshal(f.call(http.MethodGet, f.path("invoices")+"?customer=acme", nil, http.StatusOK), &page)
+	if len(page.Data) != 1 || page.Data[0].Status != billing.StatusFinalized {
+		t.Fatalf("invoices: %+v", page.Data)
+	}
+	inv := page.Data[0]
+	f.call(http.MethodPost, f.path("invoices", inv.ID, "credit-notes"),
+		map[string]any{"reason": "goodwill", "lines": []map[string]string{{"description": "outage on the 3rd", "amount": "5.50"}}}, http.StatusCreated)
+
+	get := func(id string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, f.path("invoices", id, "document"), nil)
+		req.Header.Set("Authorization", "Bearer "+f.tn.secret)
+		rec := httptest.NewRecorder()
+		f.h.srv.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	rec := get(inv.ID)
+	body := rec.Body.String()
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Fatalf("document: %d %s\n%s", rec.Code, rec.Header().Get("Content-Type"), body)
+	}
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.HasPrefix(csp, "default-src 'none'") {
+		t.Errorf("Content-Security-Policy %q", csp)
+	}
+	oaConform(t, oaDoc(t), http.MethodGet, "/v1/environments/{env}/invoices/{invoice}/document", rec.Code, rec.Header(), rec.Body.Bytes())
+	for _, want := range []string{"<!DOCTYPE html>", "INV-000001", "Acme &lt;script&gt;alert(1)&lt;/script&gt; Inc", "75002 Paris",
+		"Globex &amp; Co", "ap@globex.test", "<span>Customer ID:</span> acme",
+		"<td>Plan basic</td>", ">20.00<", "tokens: 600000 token over the 1000000 included", ">12.00<", ">-5.00<",
+		"27.00 USD", "5.50 USD", "21.50 USD", "outage on the 3rd"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("document lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "<script") || strings.Contains(body, "churn risk") {
+		t.Errorf("document shows markup or private metadata:\n%s", body)
+	}
+	for _, id := range []string{uuid.NewString(), "not-an-id"} {
+		rec := get(id)
+		if rec.Code != http.StatusNotFound || !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/problem+json") {
+			t.Errorf("unknown invoice %s: %d %s %s", id, rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+		}
 	}
 }
