@@ -6,7 +6,9 @@
 // TestEndToEnd is the happy path; TestAPIKilledMidStream, TestWorkerKilledMidBatch,
 // TestRedisStopped, TestPostgresOutage and TestSpillReplayAfterRestart each inject one
 // kind of fault and check that the server's totals equal what the SDKs allowed,
-// exactly.
+// exactly. TestInvoiceFleetContract checks that invoices are rated on the server: the
+// same usage served by one instance or split over three gets the same invoice, to the
+// cent, equal to the single instance's margin snapshot.
 //
 // The tests skip when LIMITR_TEST_DATABASE_URL is not set; -short shrinks them to a few
 // seconds.

@@ -9,6 +9,11 @@
 #   6. examples/cloud: the quick-start code in cloud mode — it enforces, sees a changed
 #      limit published and enforces it, flushes on Close and prints the server's usage
 #   then the worker's aggregation counter from /metrics (served on an internal address)
+#   7. the policy published to staging (a non-live environment) and an SDK key for it
+#   8. examples/billing: billing settings, the upcoming invoice of the customer
+#      examples/cloud served (equal to the SDK's live estimate), then a month on a test
+#      clock in staging: a customer on the clock, usage, the clock advanced past the
+#      period's end and grace period, and the finalized invoice
 #
 # Everything it starts is stopped, and the database dropped, on exit (also on failure).
 # Needs Go, curl and psql (scripts/services.sh installs PostgreSQL with its client).
@@ -127,5 +132,20 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 say "   limitr_aggregation_rows_total ${rows:-0}"
+say
+
+say "== Billing: invoices rated on the server, and a month on a test clock =="
+say
+say "7. Publish the policy to staging, a non-live environment (test clocks are refused in a live one), with an SDK key"
+api POST /v1/environments/staging/publish "$admin_key" "{\"version\": $version}" >/dev/null
+test_sdk_key="$(api POST /v1/keys "$admin_key" '{"kind": "sdk", "environment": "staging", "name": "demo billing"}' | field secret)"
+[ -n "$test_sdk_key" ] || die "no SDK key for staging in the reply"
+say "   version $version active in staging; SDK key ${test_sdk_key:0:12}…"
+
+say "8. The billing client: go run ./examples/billing"
+say
+LIMITR_BASE_URL="$base" LIMITR_ADMIN_KEY="$admin_key" LIMITR_SDK_KEY="$sdk_key" LIMITR_ENVIRONMENT=production \
+  LIMITR_TEST_SDK_KEY="$test_sdk_key" LIMITR_TEST_ENVIRONMENT=staging \
+  "$GO" run ./examples/billing || die "examples/billing failed"
 say
 say "demo: done; stopping limitr dev and dropping $db"
