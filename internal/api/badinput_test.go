@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,8 @@ type biRoute struct {
 	sdk      bool // an SDK key of secEnv, not the admin key
 	// optionalBody: no body (or {}) is itself a valid request.
 	optionalBody bool
+	// webhook: no API key; never a 2xx here (the environment is not connected).
+	webhook bool
 }
 
 const biCustomer = "acme-user-4412" // from newSecWorld
@@ -69,6 +72,24 @@ func biRoutes() map[string]biRoute {
 			{"increment", "qty", nil}, {"minimum", "qty", nil}, {"resets", "bool", true}, {"reset_inc", "string", "1day"},
 			{"reset_sch", "string", nil}, {"hard_trailing", "bool", nil}, {"grants_apply", "bool", nil}}},
 		"POST /v1/environments/{env}/customers/{id}/topups": {fields: []biField{{"topup", "string", "boost"}, {"price", "number", 4.5}}},
+
+		"PUT /v1/environments/{env}/billing": {fields: []biField{{"currency", "string", "EUR"},
+			{"rune_rate", "string", "0.9"}, {"grace_period", "string", "30m"}, {"days_until_due", "count", 15},
+			{"invoice_prefix", "string", "BI"}, {"seller", "object", map[string]any{"name": "Bi"}}}},
+		"POST /v1/environments/{env}/invoices/{invoice}/finalize":           {optionalBody: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/void":               {optionalBody: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/mark-paid":          {optionalBody: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/mark-uncollectible": {optionalBody: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/credit-notes": {fields: []biField{{"reason", "text", "goodwill"},
+			{"lines", "list", []map[string]string{{"description": "sorry", "amount": "0.50"}}}}},
+		"POST /v1/environments/{env}/test-clocks": {fields: []biField{{"frozen_time", "string", "2030-01-01T00:00:00Z"},
+			{"name", "text", "bi"}}},
+		"POST /v1/environments/{env}/test-clocks/{clock}/advance": {fields: []biField{{"frozen_time", "string", "2031-01-01T00:00:00Z"}}},
+		"PUT /v1/environments/{env}/integrations/stripe": {fields: []biField{{"secret_key", "string", "sk_test_bi"},
+			{"webhook_secret", "string", "whsec_bi"}}},
+		// Signed by Stripe, not by an API key: A's environment is not connected, so
+		// every body is refused (TestStripeWebhooks covers the signed ones).
+		"POST /v1/webhooks/stripe/{environment_id}": {webhook: true},
 	}
 }
 
@@ -120,10 +141,11 @@ func biAs(f biField, lit []byte) []byte {
 }
 
 type biEnv struct {
-	t     *testing.T
-	w     *secWorld
-	srv   http.Handler // the world's server
-	small http.Handler // the same database, MaxBodyBytes 4096
+	t        *testing.T
+	w        *secWorld
+	srv      http.Handler      // the world's server
+	small    http.Handler      // the same database, MaxBodyBytes 4096
+	invoices map[string]string // invoice action → an invoice of A's for it
 }
 
 func newBiEnv(t *testing.T) *biEnv {
@@ -133,7 +155,23 @@ func newBiEnv(t *testing.T) *biEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return &biEnv{t: t, w: w, srv: w.h.srv.Handler(), small: s.Handler()}
+	e := &biEnv{t: t, w: w, srv: w.h.srv.Handler(), small: s.Handler(), invoices: map[string]string{}}
+	for action, status := range map[string]string{"finalize": "draft", "void": "finalized", "mark-paid": "finalized", "mark-uncollectible": "finalized"} {
+		// Copies of A's topup invoice, one per action, in the status it starts from.
+		var id string
+		err := w.h.pool.QueryRow(context.Background(), `insert into invoices (id, tenant_id, environment_id, customer_uid, customer_id, kind,
+				topup_id, period_start, period_end, status, sequence, number, currency, lines, subtotal, total, amount_due, finalize_after)
+			select gen_random_uuid(), tenant_id, environment_id, customer_uid, customer_id, 'topup', gen_random_uuid(), period_start, period_end,
+				$2, case when $2 = 'draft' then null else 1000 + (select count(*) from invoices) end,
+				case when $2 = 'draft' then null else 'BI-' || (select count(*) from invoices) end,
+				currency, lines, subtotal, total, amount_due, finalize_after
+			from invoices where id = $1 returning id::text`, w.aInvoice, status).Scan(&id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.invoices[action] = id
+	}
+	return e
 }
 
 func (e *biEnv) authFor(rt biRoute) string {
@@ -155,7 +193,17 @@ func (e *biEnv) keyFor(template string) string {
 }
 
 func (e *biEnv) path(template string) string {
-	return strings.NewReplacer("{env}", secEnv, "{id}", biCustomer, "{entitlement}", "ai_input").Replace(template)
+	return strings.NewReplacer("{env}", secEnv, "{id}", biCustomer, "{entitlement}", "ai_input",
+		"{invoice}", e.invoiceFor(template), "{clock}", e.w.aClock, "{environment_id}", e.w.a.envs[secEnv].String()).Replace(template)
+}
+
+// invoiceFor gives each invoice action its own invoice of A's, in a status where its
+// baseline succeeds: a draft to finalize, finalized ones to void, pay and write off.
+func (e *biEnv) invoiceFor(template string) string {
+	if id, ok := e.invoices[template[strings.LastIndex(template, "/")+1:]]; ok {
+		return id
+	}
+	return e.w.aInvoice
 }
 
 // reject checks a 4xx problem+json with a detail.
@@ -404,7 +452,7 @@ func TestBadInputBodies(t *testing.T) {
 	// Every baseline body is valid: the rejections above were the faults' doing.
 	for _, name := range routes {
 		rt := table[name]
-		if rt.raw {
+		if rt.raw || rt.webhook {
 			continue
 		}
 		body := []byte(strings.NewReplacer("bi-new", "bi-final", "bi-tenant", "bi-final", "bi-env", "bi-final", "bi-alt", "bi-final-alt").Replace(string(biBody(rt, "", nil))))

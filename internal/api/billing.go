@@ -163,6 +163,9 @@ func (s *Server) invoiceAction(op func(ctx context.Context, env store.Environmen
 		if err != nil {
 			return err
 		}
+		if err := bindNothing(c); err != nil {
+			return err
+		}
 		out, err := op(c.Request().Context(), env, c.Param("invoice"))
 		if err != nil {
 			return billingProblem(err)

@@ -28,6 +28,7 @@ import (
 	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
+	"github.com/limitr/limitr/internal/secrets"
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/wire"
 )
@@ -65,7 +66,16 @@ type custTenant struct {
 func newCustHarness(t *testing.T) *custHarness {
 	t.Helper()
 	_, pool := pgtest.NewMigrated(t)
-	srv, err := New(Config{OperatorToken: "op"}, Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler)})
+	// A keyring of its own, as in production (Stripe secrets are refused without one).
+	spec, err := secrets.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := secrets.ParseKeyring(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{OperatorToken: "op"}, Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler), Secrets: kr})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,6 +55,24 @@ func bindJSON(c echo.Context, dst any) error {
 	return commonProblem(validation.DecodeJSON(body, dst))
 }
 
+// bindNothing reads the body of a request that takes no parameters: none, null or {}
+// is fine; anything else is an error naming what was sent, never silently ignored.
+func bindNothing(c echo.Context) error {
+	body, err := readAll(c)
+	if err != nil {
+		return err
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		return nil
+	}
+	if trimmed[0] != '{' {
+		return problem.New(http.StatusBadRequest, "request body must be empty or a JSON object")
+	}
+	var none struct{}
+	return commonProblem(validation.DecodeJSON(body, &none))
+}
+
 // environment resolves an environment by name for the principal: admin keys reach every
 // environment of their tenant; SDK keys only their own.
 func (s *Server) environment(c echo.Context, name string) (store.Environment, error) {

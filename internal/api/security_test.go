@@ -160,6 +160,8 @@ type secWorld struct {
 	aSDK, aStaging, aRevoked string
 	aSDKID                   uuid.UUID
 	bSDK                     string
+	// A's invoice (of its priced topup) and test clock.
+	aInvoice, aClock string
 	// aSecrets are strings that identify tenant A's data: none may reach tenant B.
 	aSecrets []string
 }
@@ -213,10 +215,25 @@ func newSecWorld(t *testing.T) *secWorld {
 	w.mustDo("POST", custPath("production"), w.a.secret, map[string]any{"id": "acme-prod-4412"}, 201)
 	w.mustDo("POST", custPath("production"), w.b.secret, map[string]any{"id": "globex-cust-1"}, 201)
 
+	var invoices list[struct {
+		ID string `json:"id"`
+	}]
+	_ = json.Unmarshal(w.mustDo("GET", "/v1/environments/"+secEnv+"/invoices", w.a.secret, nil, 200), &invoices)
+	if len(invoices.Data) != 1 {
+		t.Fatalf("tenant A has %d invoices, want its topup's", len(invoices.Data))
+	}
+	w.aInvoice = invoices.Data[0].ID
+	var clock struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(w.mustDo("POST", "/v1/environments/"+secEnv+"/test-clocks", w.a.secret, map[string]string{"frozen_time": "2026-01-01T00:00:00Z"}, 201), &clock)
+	w.aClock = clock.ID
+
 	// Everything that identifies A's data.
 	w.aSecrets = []string{w.a.tenantID.String(), w.a.keyID.String(), w.a.secret, w.a.secret[:17], sdkID.String(),
 		w.aSDK, w.aSDK[:15], w.aStaging, w.aStaging[:15], w.aRevoked, spare.ID.String(),
-		"acme-org-4412", "acme-user-4412", "acme-alt-4412", "acme-meta-4412", "Acme Label 4412", "acme-prod-4412", topup.GrantID}
+		"acme-org-4412", "acme-user-4412", "acme-alt-4412", "acme-meta-4412", "Acme Label 4412", "acme-prod-4412", topup.GrantID,
+		w.aInvoice, w.aClock}
 	for _, id := range w.a.envs {
 		w.aSecrets = append(w.aSecrets, id.String())
 	}
@@ -264,6 +281,7 @@ type secRoute struct {
 	operator  bool   // the operator token, not API keys
 	adminOnly bool   // SDK keys get 403
 	sdkOnly   bool   // admin keys get 403
+	signed    bool   // no API key: a signature in the request (Stripe webhooks)
 	// own: another tenant's admin key acts on its own tenant (lists, creations) rather
 	// than reaching for one of A's resources (which is then a 404).
 	own bool
@@ -313,6 +331,26 @@ func secRoutes(t *testing.T) map[string]secRoute {
 		"PUT /v1/environments/{env}/customers/{id}/overrides/{entitlement}":    {body: `{"value":1}`},
 		"DELETE /v1/environments/{env}/customers/{id}/overrides/{entitlement}": {},
 		"POST /v1/environments/{env}/customers/{id}/topups":                    {body: `{"topup":"monthly_included"}`},
+
+		"GET /v1/environments/{env}/billing":                                {adminOnly: true},
+		"PUT /v1/environments/{env}/billing":                                {adminOnly: true, body: `{"currency":"EUR"}`},
+		"GET /v1/environments/{env}/customers/{id}/invoices/upcoming":       {adminOnly: true},
+		"GET /v1/environments/{env}/invoices":                               {adminOnly: true},
+		"GET /v1/environments/{env}/invoices/{invoice}":                     {adminOnly: true},
+		"GET /v1/environments/{env}/invoices/{invoice}/document":            {adminOnly: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/finalize":           {adminOnly: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/void":               {adminOnly: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/mark-paid":          {adminOnly: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/mark-uncollectible": {adminOnly: true},
+		"GET /v1/environments/{env}/invoices/{invoice}/credit-notes":        {adminOnly: true},
+		"POST /v1/environments/{env}/invoices/{invoice}/credit-notes":       {adminOnly: true, body: `{"reason":"x","lines":[{"description":"a","amount":"1.00"}]}`},
+		"POST /v1/environments/{env}/test-clocks":                           {adminOnly: true, body: `{"frozen_time":"2030-01-01T00:00:00Z"}`},
+		"GET /v1/environments/{env}/test-clocks/{clock}":                    {adminOnly: true},
+		"POST /v1/environments/{env}/test-clocks/{clock}/advance":           {adminOnly: true, body: `{"frozen_time":"2031-01-01T00:00:00Z"}`},
+		"GET /v1/environments/{env}/integrations/stripe":                    {adminOnly: true},
+		"PUT /v1/environments/{env}/integrations/stripe":                    {adminOnly: true, body: `{"secret_key":"sk_test_1","webhook_secret":"whsec_1"}`},
+		"DELETE /v1/environments/{env}/integrations/stripe":                 {adminOnly: true},
+		"POST /v1/webhooks/stripe/{environment_id}":                         {signed: true, body: `{"id":"evt_1","type":"invoice.paid"}`},
 	}
 }
 
@@ -326,7 +364,8 @@ func secUsageBatch(customer string) string {
 
 // secPath fills a route template with tenant A's resources.
 func (w *secWorld) secPath(template, env string) string {
-	p := strings.NewReplacer("{env}", env, "{number}", "3", "{entitlement}", "ai_input").Replace(template)
+	p := strings.NewReplacer("{env}", env, "{number}", "3", "{entitlement}", "ai_input", "{invoice}", w.aInvoice,
+		"{clock}", w.aClock, "{environment_id}", w.a.envs[secEnv].String()).Replace(template)
 	if strings.HasPrefix(p, "/v1/keys/") {
 		p = strings.Replace(p, "{id}", w.aSDKID.String(), 1)
 	}
@@ -399,6 +438,14 @@ func TestSecurityMatrix(t *testing.T) {
 		if rt.public {
 			if r := send(""); r.Code != 200 {
 				t.Errorf("%s without a key: %d", name, r.Code)
+			}
+			continue
+		}
+		if rt.signed {
+			// A's environment is not connected to Stripe; connected, an unsigned or
+			// badly signed event is a 400 (TestStripeWebhooks).
+			for _, a := range append(malformed, attempt{"A's admin key", bearer(w.a.secret)}) {
+				secProblem(t, name+" with "+a.who, send(a.authz), 400, 404)
 			}
 			continue
 		}
@@ -475,7 +522,7 @@ func TestSecurityMatrix(t *testing.T) {
 		if l := w.leaks(r, path, sent); len(l) > 0 {
 			t.Errorf("%s on production with B's key: A's data: %q: %s", name, l, r.Body)
 		}
-		if strings.Contains(template, "{id}") {
+		if strings.Contains(template, "{id}") || strings.Contains(template, "{invoice}") || strings.Contains(template, "{clock}") {
 			secProblem(t, name+" on production with B's key", r, 404)
 		} else if r.Code != 200 {
 			t.Errorf("%s on production with B's key: %d %s", name, r.Code, r.Body)

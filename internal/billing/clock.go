@@ -103,13 +103,18 @@ func getClock(ctx context.Context, db store.DBTX, env store.Environment, id stri
 }
 
 // AdvanceInput moves a test clock forward.
-type AdvanceInput = TestClockInput
+type AdvanceInput struct {
+	FrozenTime string `json:"frozen_time"`
+}
+
+// Validate checks the input.
+func (in AdvanceInput) Validate() error { _, err := TestClockInput{FrozenTime: in.FrozenTime}.prepare(); return err }
 
 // AdvanceTestClock moves a clock forward and marks it advancing; RunTestClock then
 // does the billing that became due and marks it ready. The frozen time only moves
 // forward.
 func (s *Service) AdvanceTestClock(ctx context.Context, env store.Environment, id string, in AdvanceInput) (TestClock, error) {
-	t, err := in.prepare()
+	t, err := TestClockInput{FrozenTime: in.FrozenTime}.prepare()
 	if err != nil {
 		return TestClock{}, err
 	}

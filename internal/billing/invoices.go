@@ -332,7 +332,7 @@ func (in CreditNoteInput) Validate() error {
 
 func (in CreditNoteInput) total(currency string) (num.Dec, error) {
 	var errs validation.Errors
-	errs.AddField(validation.Text("reason", in.Reason, 500))
+	errs.AddField(validation.Text("reason", in.Reason, 200))
 	if in.Reason == "" {
 		errs.Add("reason", "is required")
 	}
@@ -349,7 +349,7 @@ func (in CreditNoteInput) total(currency string) (num.Dec, error) {
 		if l.Description == "" {
 			errs.Add(path+".description", "is required")
 		}
-		errs.AddField(validation.Text(path+".description", l.Description, 500))
+		errs.AddField(validation.Text(path+".description", l.Description, 200))
 		a, err := num.Parse(l.Amount)
 		switch {
 		case err != nil:

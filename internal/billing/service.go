@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -317,6 +318,9 @@ func (s *Service) clockNow(ctx context.Context, db store.DBTX, env store.Environ
 // Upcoming is the invoice of the customer's current period as it stands now: not
 // stored, status "upcoming".
 func (s *Service) Upcoming(ctx context.Context, env store.Environment, customerID string) (Invoice, error) {
+	if validation.ID("id", customerID) != nil {
+		return Invoice{}, fmt.Errorf("%w: customer %q", ErrNotFound, customerID)
+	}
 	c, err := s.customers.GetRecord(ctx, env, customerID)
 	if err != nil {
 		return Invoice{}, err
@@ -488,10 +492,13 @@ func (in SettingsInput) prepare() (Settings, error) {
 	}
 	if in.Seller != nil {
 		var seller map[string]any
-		if err := json.Unmarshal(in.Seller, &seller); err != nil || seller == nil {
+		switch err := json.Unmarshal(in.Seller, &seller); {
+		case err != nil || seller == nil:
 			errs.Add("seller", "must be an object (name, address, email, tax_id, ...)")
-		} else if len(in.Seller) > 16<<10 {
+		case len(in.Seller) > 16<<10:
 			errs.Add("seller", "must be at most 16 KiB")
+		case hasNUL(seller):
+			errs.Add("seller", "must not contain NUL characters")
 		}
 		set.Seller = in.Seller
 	}
@@ -536,4 +543,26 @@ func (s *Service) record(ctx context.Context, tx pgx.Tx, env store.Environment, 
 		return fmt.Errorf("billing: change feed: %w", err)
 	}
 	return nil
+}
+
+// hasNUL reports a NUL character in any key or string of a decoded JSON value: text
+// columns and documents cannot hold one.
+func hasNUL(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.ContainsRune(x, 0)
+	case []any:
+		for _, e := range x {
+			if hasNUL(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if strings.ContainsRune(k, 0) || hasNUL(e) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -84,7 +84,7 @@ func (in ConnectInput) Validate() error {
 		errs.Add("secret_key", "is required: a Stripe secret or restricted key (sk_… or rk_…)")
 	case !strings.HasPrefix(in.SecretKey, "sk_") && !strings.HasPrefix(in.SecretKey, "rk_"):
 		errs.Add("secret_key", "must be a Stripe secret or restricted key (sk_… or rk_…)")
-	case len(in.SecretKey) > 512:
+	case len(in.SecretKey) > 255:
 		errs.Add("secret_key", "is too long")
 	}
 	switch {
@@ -92,7 +92,7 @@ func (in ConnectInput) Validate() error {
 		errs.Add("webhook_secret", "is required: the endpoint's signing secret (whsec_…)")
 	case !strings.HasPrefix(in.WebhookSecret, "whsec_"):
 		errs.Add("webhook_secret", "must be a webhook signing secret (whsec_…)")
-	case len(in.WebhookSecret) > 512:
+	case len(in.WebhookSecret) > 255:
 		errs.Add("webhook_secret", "is too long")
 	}
 	return errs.Err("invalid stripe connection")
