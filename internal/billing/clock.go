@@ -108,7 +108,10 @@ type AdvanceInput struct {
 }
 
 // Validate checks the input.
-func (in AdvanceInput) Validate() error { _, err := TestClockInput{FrozenTime: in.FrozenTime}.prepare(); return err }
+func (in AdvanceInput) Validate() error {
+	_, err := TestClockInput{FrozenTime: in.FrozenTime}.prepare()
+	return err
+}
 
 // AdvanceTestClock moves a clock forward and marks it advancing; RunTestClock then
 // does the billing that became due and marks it ready. The frozen time only moves
