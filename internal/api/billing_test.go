@@ -233,3 +233,39 @@ func TestBillingConcurrentClosesMakeOneInvoicePerPeriod(t *testing.T) {
 		t.Fatalf("numbers: %d distinct in 1..90", n)
 	}
 }
+
+// A pass that catches up several periods of a customer finalizes them together; when
+// late usage of an invoiced meter period is adjusted on more than one of them, the
+// meter period is recorded once, as the later-numbered invoice billed it.
+func TestBillingCatchUpRecordsAMeterPeriodOnce(t *testing.T) {
+	f := newBillingFixture(t)
+	f.call(http.MethodPut, f.path("billing"), map[string]any{"grace_period": "0s"}, http.StatusOK)
+	var clock billing.TestClock
+	_ = json.Unmarshal(f.call(http.MethodPost, f.path("test-clocks"), map[string]string{"frozen_time": "2026-01-10T09:30:00Z"}, http.StatusCreated), &clock)
+	f.call(http.MethodPost, f.path("customers"), map[string]any{"id": "acme", "plan": "basic", "test_clock": clock.ID}, http.StatusCreated)
+	ctx := context.Background()
+	env, err := store.EnvironmentByName(ctx, f.h.pool, f.tn.tenantID, f.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 1, 10, 9, 30, 0, 0, time.UTC)
+	f.setUsage("acme", "tokens", start, "1600000", "0")
+	if res, err := f.h.srv.billing.Close(ctx, env, clock.ID, time.Date(2026, 2, 15, 0, 0, 0, 0, time.UTC)); err != nil || res.Finalized != 1 {
+		t.Fatalf("first close: %+v %v", res, err)
+	}
+	f.setUsage("acme", "tokens", start, "1700000", "0")
+	if res, err := f.h.srv.billing.Close(ctx, env, clock.ID, time.Date(2026, 4, 15, 0, 0, 0, 0, time.UTC)); err != nil || res.Finalized != 2 {
+		t.Fatalf("catch-up close: %+v %v", res, err)
+	}
+	var number, units string
+	if err := f.h.pool.QueryRow(ctx, `select i.number, b.units::text from billed_meter_periods b join invoices i on i.id = b.invoice_id
+		where b.entitlement = 'tokens' and b.period_start = $1`, start).Scan(&number, &units); err != nil {
+		t.Fatal(err)
+	}
+	if number != "INV-000003" || units != "1700000" {
+		t.Fatalf("billed meter period: invoice %s, units %s", number, units)
+	}
+	if n := f.h.count(`select count(*) from audit_log where action = 'invoice.finalized'`); n != 3 {
+		t.Fatalf("%d audit entries, want 3", n)
+	}
+}
