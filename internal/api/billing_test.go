@@ -435,3 +435,49 @@ func TestInvoiceDocument(t *testing.T) {
 		}
 	}
 }
+
+// A pass that catches up several periods of a customer bills late usage of an
+// invoiced meter period once: on the first of the new invoices, which records it.
+func TestBillingCatchUpBillsLateUsageOnce(t *testing.T) {
+	f := newBillingFixture(t)
+	f.call(http.MethodPut, f.path("billing"), map[string]any{"grace_period": "0s"}, http.StatusOK)
+	var clock billing.TestClock
+	_ = json.Unmarshal(f.call(http.MethodPost, f.path("test-clocks"), map[string]string{"frozen_time": "2026-01-10T09:30:00Z"}, http.StatusCreated), &clock)
+	f.call(http.MethodPost, f.path("customers"), map[string]any{"id": "acme", "plan": "basic", "test_clock": clock.ID}, http.StatusCreated)
+	ctx := context.Background()
+	env, err := store.EnvironmentByName(ctx, f.h.pool, f.tn.tenantID, f.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 1, 10, 9, 30, 0, 0, time.UTC)
+	f.setUsage("acme", "tokens", start, "1600000", "0")
+	if res, err := f.h.srv.billing.Close(ctx, env, clock.ID, time.Date(2026, 2, 15, 0, 0, 0, 0, time.UTC)); err != nil || res.Finalized != 1 {
+		t.Fatalf("first close: %+v %v", res, err)
+	}
+	f.setUsage("acme", "tokens", start, "1700000", "0")
+	if res, err := f.h.srv.billing.Close(ctx, env, clock.ID, time.Date(2026, 4, 15, 0, 0, 0, 0, time.UTC)); err != nil || res.Finalized != 2 {
+		t.Fatalf("catch-up close: %+v %v", res, err)
+	}
+	var page struct {
+		Data []billing.Invoice `json:"data"`
+	}
+	_ = json.Unmarshal(f.call(http.MethodGet, f.path("invoices")+"?customer=acme", nil, http.StatusOK), &page)
+	adjusted := map[string]string{}
+	for _, inv := range page.Data {
+		adjusted[*inv.Number] = amounts(inv)["adjustment:tokens"]
+	}
+	if adjusted["INV-000002"] != "2.00" || adjusted["INV-000003"] != "" {
+		t.Fatalf("late usage billed as %v, want +2.00 once, on INV-000002", adjusted)
+	}
+	var number, units string
+	if err := f.h.pool.QueryRow(ctx, `select i.number, b.units::text from billed_meter_periods b join invoices i on i.id = b.invoice_id
+		where b.entitlement = 'tokens' and b.period_start = $1`, start).Scan(&number, &units); err != nil {
+		t.Fatal(err)
+	}
+	if number != "INV-000002" || units != "1700000" {
+		t.Fatalf("billed meter period: invoice %s, units %s", number, units)
+	}
+	if n := f.h.count(`select count(*) from audit_log where action = 'invoice.finalized'`); n != 3 {
+		t.Fatalf("%d audit entries, want 3", n)
+	}
+}

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/limitr/limitr/internal/billing/money"
 	"github.com/limitr/limitr/internal/num"
@@ -16,6 +19,9 @@ import (
 
 // closePage is how many customers one closing transaction handles.
 const closePage = 500
+
+// closeWorkers is how many closing transactions a pass runs at once.
+const closeWorkers = 2
 
 // maxPeriodsPerPass bounds how many ended periods of one customer a pass invoices (a
 // worker down for years catches up over several passes).
@@ -55,26 +61,66 @@ func (s *Service) Close(ctx context.Context, env store.Environment, clock string
 	if err != nil {
 		return res, err
 	}
-	after := ""
-	for {
+	// Pages are closed by closeWorkers transactions at once: while one waits on the
+	// database, another rates its page, and the database works on two at once. Only
+	// the numbering is serial (the counter row is locked until commit).
+	var (
+		mu    sync.Mutex // guards after, done, res and errs
+		after string
+		done  bool
+		errs  []error
+		wg    sync.WaitGroup
+	)
+	next := func() ([]store.Customer, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if done || len(errs) > 0 {
+			return nil, nil
+		}
 		page, err := s.customers.Records(ctx, env, active, clock, after, closePage)
 		if err != nil {
-			return res, fmt.Errorf("billing: customers: %w", err)
+			return nil, fmt.Errorf("billing: customers: %w", err)
 		}
 		if len(page) == 0 {
-			break
+			done = true
+			return nil, nil
 		}
 		after = page[len(page)-1].ID
 		res.Customers += len(page)
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			d, f, err := s.closePage(ctx, tx, env, set, vers, page, now)
-			res.Drafted += d
-			res.Finalized += f
-			return err
+		return page, nil
+	}
+	for range closeWorkers {
+		wg.Go(func() {
+			for {
+				page, err := next()
+				if err == nil && len(page) == 0 {
+					return
+				}
+				var d, f int
+				if err == nil {
+					err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+						var err error
+						d, f, err = s.closePage(ctx, tx, env, set, vers, page, now)
+						return err
+					})
+				}
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					res.Drafted += d
+					res.Finalized += f
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
 		})
-		if err != nil {
-			return res, err
-		}
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return res, errs[0]
 	}
 	r, f, err := s.finalizeDue(ctx, env, clock, now)
 	res.Refreshed += r
@@ -89,7 +135,7 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 		uids[i] = c.UID
 	}
 	last := map[uuid.UUID]time.Time{}
-	rows, err := tx.Query(ctx, `select customer_uid, max(period_end) from invoices where kind = 'period' and customer_uid = any($1) group by 1`, uids)
+	rows, err := tx.Query(ctx, `select customer_uid, max(period_end) from invoices where kind = 'period' and customer_uid = any($1) group by 1`, pgUUIDs(uids))
 	if err != nil {
 		return 0, 0, fmt.Errorf("billing: last invoices: %w", err)
 	}
@@ -126,10 +172,13 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 			if per.End.After(now) {
 				break
 			}
-			rated, err := s.rate(set, vers, c, data, per, now)
+			rated, err := rateSubject(set, vers, sub, c.UID, data, per, now)
 			if err != nil {
 				return 0, 0, err
 			}
+			// What this invoice bills is billed: the customer's next period in this pass
+			// must not bill the same late usage again.
+			data.billed[c.UID] = mergeBills(data.billed[c.UID], rated.Bills)
 			inv := Invoice{Kind: "period", Customer: c.ID, Status: StatusDraft, Currency: set.Currency, PeriodStart: per.Start, PeriodEnd: per.End, uid: c.UID}
 			inv.setLines(rated, set.Currency)
 			fa := per.End.Add(set.Grace)
@@ -159,6 +208,28 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 	return drafted, n, err
 }
 
+// mergeBills lays newer bills of meter periods over older ones.
+func mergeBills(old, newer []BilledMeter) []BilledMeter {
+	if len(newer) == 0 {
+		return old
+	}
+	at := make(map[meterKey]int, len(old))
+	out := append([]BilledMeter(nil), old...)
+	for i, b := range out {
+		at[meterKey{b.Entitlement, b.PeriodStart.UnixNano()}] = i
+	}
+	for _, b := range newer {
+		k := meterKey{b.Entitlement, b.PeriodStart.UnixNano()}
+		if i, ok := at[k]; ok {
+			out[i] = b
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, b)
+	}
+	return out
+}
+
 // buyer is the customer as an invoice shows it: its id and its metadata (name, email,
 // address, as the tenant stores them).
 func buyer(id string, meta json.RawMessage) json.RawMessage {
@@ -176,35 +247,85 @@ func buyer(id string, meta json.RawMessage) json.RawMessage {
 
 // insertDrafts inserts invoices as drafts, skipping periods that already have one
 // (another worker got there first). It returns each invoice's id, uuid.Nil where
-// skipped.
+// skipped. The page goes in one statement: its rows travel as arrays.
 func insertDrafts(ctx context.Context, tx pgx.Tx, env store.Environment, invs []Invoice) ([]uuid.UUID, error) {
 	ids := make([]uuid.UUID, len(invs))
 	if len(invs) == 0 {
 		return ids, nil
 	}
-	b := &pgx.Batch{}
+	var (
+		newIDs, uids                 = make([][16]byte, len(invs)), make([][16]byte, len(invs))
+		customers, currencies        = make([]string, len(invs)), make([]string, len(invs))
+		totals, due                  = make([]string, len(invs)), make([]string, len(invs))
+		starts, ends, finalizeAfters = make([]time.Time, len(invs)), make([]time.Time, len(invs)), make([]time.Time, len(invs))
+		lines, bills, buyers         = make([]json.RawMessage, len(invs)), make([]json.RawMessage, len(invs)), make([]json.RawMessage, len(invs))
+	)
 	for i := range invs {
 		inv := &invs[i]
-		lines, _ := json.Marshal(inv.Lines)
-		bills, _ := json.Marshal(billsJSON(inv.bills))
-		b.Queue(`insert into invoices (id, tenant_id, environment_id, customer_uid, customer_id, kind, period_start, period_end, status,
-			currency, lines, bills, subtotal, total, amount_due, buyer, finalize_after)
-			values ($1, $2, $3, $4, $5, 'period', $6, $7, 'draft', $8, $9, $10, $11::numeric, $11::numeric, $12::numeric, $13, $14)
-			on conflict (customer_uid, period_start) where kind = 'period' do nothing returning id`,
-			uuid.Must(uuid.NewV7()), env.TenantID, env.ID, inv.uid, inv.Customer, inv.PeriodStart, inv.PeriodEnd, inv.Currency, lines, bills,
-			inv.Total, inv.AmountDue, []byte(inv.Buyer), *inv.FinalizeAfter)
-	}
-	br := tx.SendBatch(ctx, b)
-	for i := range invs {
-		var id uuid.UUID
-		err := br.QueryRow().Scan(&id)
-		if err != nil && err != pgx.ErrNoRows {
-			br.Close()
-			return nil, fmt.Errorf("billing: insert invoice: %w", err)
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, err
 		}
 		ids[i] = id
+		newIDs[i], uids[i] = id, inv.uid
+		customers[i], currencies[i], totals[i], due[i] = inv.Customer, inv.Currency, inv.Total, inv.AmountDue
+		starts[i], ends[i], finalizeAfters[i] = inv.PeriodStart, inv.PeriodEnd, *inv.FinalizeAfter
+		if lines[i], err = json.Marshal(inv.Lines); err != nil {
+			return nil, fmt.Errorf("billing: invoice lines: %w", err)
+		}
+		if bills[i], err = json.Marshal(billsJSON(inv.bills)); err != nil {
+			return nil, fmt.Errorf("billing: invoice bills: %w", err)
+		}
+		buyers[i] = inv.Buyer
+		if len(buyers[i]) == 0 {
+			buyers[i] = json.RawMessage(`{}`)
+		}
 	}
-	return ids, br.Close()
+	rows, err := tx.Query(ctx, `insert into invoices (id, tenant_id, environment_id, customer_uid, customer_id, kind, period_start, period_end, status,
+			currency, lines, bills, subtotal, total, amount_due, buyer, finalize_after)
+		select u.id, $1, $2, u.uid, u.customer, 'period', u.period_start, u.period_end, 'draft',
+			u.currency, u.lines, u.bills, u.total::numeric, u.total::numeric, u.due::numeric, u.buyer, u.finalize_after
+		from unnest($3::uuid[], $4::uuid[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[], $9::jsonb[], $10::jsonb[],
+			$11::text[], $12::text[], $13::jsonb[], $14::timestamptz[])
+			as u(id, uid, customer, period_start, period_end, currency, lines, bills, total, due, buyer, finalize_after)
+		on conflict (customer_uid, period_start) where kind = 'period' do nothing returning id`,
+		pgUUID(env.TenantID), pgUUID(env.ID), newIDs, uids, customers, starts, ends, currencies,
+		pgtype.FlatArray[json.RawMessage](lines), pgtype.FlatArray[json.RawMessage](bills), totals, due, pgtype.FlatArray[json.RawMessage](buyers), finalizeAfters)
+	if err != nil {
+		return nil, fmt.Errorf("billing: insert invoices: %w", err)
+	}
+	inserted := make(map[uuid.UUID]bool, len(invs))
+	for rows.Next() {
+		var id pgtype.UUID
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("billing: insert invoices: %w", err)
+		}
+		inserted[id.Bytes] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("billing: insert invoices: %w", err)
+	}
+	for i, id := range ids {
+		if !inserted[id] {
+			ids[i] = uuid.Nil
+		}
+	}
+	return ids, nil
+}
+
+// pgUUID is a uuid as pgx encodes it directly (uuid.UUID goes through driver.Valuer
+// and a string).
+func pgUUID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }
+
+// pgUUIDs is a uuid[] as pgx encodes it without reflection.
+func pgUUIDs(ids []uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }
 
 type billJSON struct {
@@ -312,86 +433,127 @@ func (s *Service) refresh(ctx context.Context, tx pgx.Tx, env store.Environment,
 // finalizeRows numbers and freezes drafts, in the caller's transaction. The counter
 // row is locked and advanced by exactly the number of drafts finalized, so numbers
 // have no gaps whatever rolls back. It records the meter periods the invoices billed,
-// and an audit and change-feed entry per invoice.
+// and an audit and change-feed entry per invoice. Each of these is one statement for
+// all the drafts, sent in three round trips.
 func (s *Service) finalizeRows(ctx context.Context, tx pgx.Tx, env store.Environment, ids []uuid.UUID) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	rows, err := tx.Query(ctx, `select id from invoices where id = any($1) and status = 'draft' order by period_end, customer_id, id for update`, ids)
+	// The drafts, locked in the order they are numbered.
+	type draft struct {
+		id              [16]byte
+		customer, total string
+		start, end      time.Time
+	}
+	rows, err := tx.Query(ctx, `select id, customer_id, total::text, period_start, period_end from invoices
+		where id = any($1) and status = 'draft' order by period_end, customer_id, id for update`, pgUUIDs(ids))
 	if err != nil {
 		return 0, fmt.Errorf("billing: finalize: %w", err)
 	}
-	locked, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil || len(locked) == 0 {
-		return 0, err
-	}
-	set, err := loadSettings(ctx, tx, env)
-	if err != nil {
-		return 0, err
-	}
-	var last int64
-	if err := tx.QueryRow(ctx, `insert into invoice_counters (tenant_id, environment_id, last_number) values ($1, $2, $3)
-		on conflict (tenant_id, environment_id) do update set last_number = invoice_counters.last_number + excluded.last_number
-		returning last_number`, env.TenantID, env.ID, len(locked)).Scan(&last); err != nil {
-		return 0, fmt.Errorf("billing: invoice numbers: %w", err)
-	}
-	seqs := make([]int64, len(locked))
-	numbers := make([]string, len(locked))
-	for i := range locked {
-		seqs[i] = last - int64(len(locked)) + 1 + int64(i)
-		numbers[i] = fmt.Sprintf("%s-%06d", set.InvoicePrefix, seqs[i])
-	}
-	rows, err = tx.Query(ctx, `update invoices i set status = 'finalized', sequence = u.seq, number = u.number, finalized_at = now(),
-			due_at = i.finalize_after + make_interval(days => $2), seller = $3, updated_at = now(), revision = i.revision + 1
-		from unnest($1::uuid[], $4::bigint[], $5::text[]) as u(id, seq, number)
-		where i.id = u.id
-		returning i.id, i.number, i.customer_id, i.customer_uid, i.total::text, i.period_start, i.period_end, i.bills`,
-		locked, set.DaysUntilDue, []byte(set.Seller), seqs, numbers)
-	if err != nil {
-		return 0, fmt.Errorf("billing: finalize: %w", err)
-	}
-	type done struct {
-		id               uuid.UUID
-		number, customer string
-		uid              uuid.UUID
-		total            string
-		start, end       time.Time
-		bills            []byte
-	}
-	finals, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (done, error) {
-		var d done
-		return d, r.Scan(&d.id, &d.number, &d.customer, &d.uid, &d.total, &d.start, &d.end, &d.bills)
+	drafts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (draft, error) {
+		var d draft
+		return d, r.Scan(&d.id, &d.customer, &d.total, &d.start, &d.end)
 	})
-	if err != nil {
-		return 0, fmt.Errorf("billing: finalize: %w", err)
+	if err != nil || len(drafts) == 0 {
+		return 0, err
 	}
+	locked := make([][16]byte, len(drafts))
+	for i, d := range drafts {
+		locked[i] = d.id
+	}
+	tenant, envID := pgUUID(env.TenantID), pgUUID(env.ID)
+	var set Settings
+	var last int64
 	b := &pgx.Batch{}
-	for _, f := range finals {
-		b.Queue(`insert into billed_meter_periods (customer_uid, entitlement, period_start, units, grant_covered, amount, policy_version, invoice_id)
-			select $1, x.entitlement, x.period_start, x.units::numeric, x.grant_covered::numeric, x.amount::numeric, x.policy_version, $2
-			from jsonb_to_recordset($3::jsonb) as x(entitlement text, period_start timestamptz, units text, grant_covered text, amount text, policy_version int)
-			on conflict (customer_uid, entitlement, period_start) do update set units = excluded.units, grant_covered = excluded.grant_covered,
-			  amount = excluded.amount, invoice_id = excluded.invoice_id, updated_at = now()`, f.uid, f.id, f.bills)
-		total, _ := num.Parse(f.total)
-		t, _ := money.Format(total, set.Currency)
-		summary := map[string]any{"id": f.id.String(), "number": f.number, "customer": f.customer, "status": StatusFinalized,
-			"total": t, "period_start": f.start, "period_end": f.end}
-		payload, _ := json.Marshal(summary)
-		envID := env.ID
-		a := store.ActorFrom(ctx)
-		b.Queue(`insert into audit_log (tenant_id, environment_id, actor_key_id, action, resource, resource_id, after, request_id)
-			values ($1, $2, $3, 'invoice.finalized', 'invoice', $4, $5, $6)`, env.TenantID, &envID, a.KeyID, f.id.String(), payload, a.RequestID)
-		b.Queue(`insert into change_feed (tenant_id, environment_id, kind, subject, payload)
-			values ($1, $2, 'invoice', $3, jsonb_build_object('action', 'invoice.finalized', 'data', $4::jsonb))`,
-			env.TenantID, env.ID, f.id.String(), payload)
-	}
+	// The meter periods the invoices bill. A meter period billed by two of these
+	// invoices (adjustments of the same late usage) is recorded once, as the
+	// later-numbered invoice billed it: numbers follow the lock order.
+	b.Queue(`insert into billed_meter_periods (customer_uid, entitlement, period_start, units, grant_covered, amount, policy_version, invoice_id)
+		select distinct on (i.customer_uid, x.entitlement, x.period_start)
+			i.customer_uid, x.entitlement, x.period_start, x.units::numeric, x.grant_covered::numeric, x.amount::numeric, x.policy_version, i.id
+		from unnest($1::uuid[]) with ordinality as l(id, n) join invoices i on i.id = l.id,
+			jsonb_to_recordset(i.bills) as x(entitlement text, period_start timestamptz, units text, grant_covered text, amount text, policy_version int)
+		order by i.customer_uid, x.entitlement, x.period_start, l.n desc
+		on conflict (customer_uid, entitlement, period_start) do update set units = excluded.units, grant_covered = excluded.grant_covered,
+		  amount = excluded.amount, invoice_id = excluded.invoice_id, updated_at = now()`, locked)
+	b.Queue(settingsSQL, tenant, envID).QueryRow(func(row pgx.Row) (err error) {
+		set, err = scanSettings(row)
+		return err
+	})
+	// The counter is locked last: it is held until commit, so a concurrent close of
+	// the same environment waits only for the numbering.
+	b.Queue(`insert into invoice_counters (tenant_id, environment_id, last_number) values ($1, $2, $3)
+		on conflict (tenant_id, environment_id) do update set last_number = invoice_counters.last_number + excluded.last_number
+		returning last_number`, tenant, envID, len(drafts)).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&last)
+	})
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("billing: finalize: %w", err)
 	}
+	seqs := make([]int64, len(drafts))
+	numbers := make([]string, len(drafts))
+	subjects := make([]string, len(drafts))
+	payloads := make([]json.RawMessage, len(drafts))
+	for i, d := range drafts {
+		seqs[i] = last - int64(len(drafts)) + 1 + int64(i)
+		numbers[i] = fmt.Sprintf("%s-%06d", set.InvoicePrefix, seqs[i])
+		total, err := num.Parse(d.total)
+		if err != nil {
+			return 0, fmt.Errorf("billing: finalize: total %q: %w", d.total, err)
+		}
+		t, _ := money.Format(total, set.Currency)
+		subjects[i] = uuid.UUID(d.id).String()
+		// The keys in the order json.Marshal gives a map's: the entries read as before.
+		if payloads[i], err = json.Marshal(finalizedSummary{Customer: d.customer, ID: subjects[i], Number: numbers[i],
+			PeriodEnd: d.end, PeriodStart: d.start, Status: StatusFinalized, Total: t}); err != nil {
+			return 0, fmt.Errorf("billing: finalize: %w", err)
+		}
+	}
+	a := store.ActorFrom(ctx)
+	var finalized int64
+	b = &pgx.Batch{}
+	b.Queue(`update invoices i set status = 'finalized', sequence = u.seq, number = u.number, finalized_at = now(),
+			due_at = i.finalize_after + make_interval(days => $2), seller = $3, updated_at = now(), revision = i.revision + 1
+		from unnest($1::uuid[], $4::bigint[], $5::text[]) as u(id, seq, number)
+		where i.id = u.id`,
+		locked, set.DaysUntilDue, []byte(set.Seller), seqs, numbers).Exec(func(ct pgconn.CommandTag) error {
+		finalized = ct.RowsAffected()
+		return nil
+	})
+	b.Queue(`insert into audit_log (tenant_id, environment_id, actor_key_id, action, resource, resource_id, after, request_id)
+		select $1, $2, $3, 'invoice.finalized', 'invoice', u.id, u.payload, $4
+		from unnest($5::text[], $6::jsonb[]) with ordinality as u(id, payload, n) order by u.n`,
+		tenant, envID, a.KeyID, a.RequestID, subjects, pgtype.FlatArray[json.RawMessage](payloads))
+	b.Queue(`insert into change_feed (tenant_id, environment_id, kind, subject, payload)
+		select $1, $2, 'invoice', u.id, jsonb_build_object('action', 'invoice.finalized', 'data', u.payload)
+		from unnest($3::text[], $4::jsonb[]) with ordinality as u(id, payload, n) order by u.n`,
+		tenant, envID, subjects, pgtype.FlatArray[json.RawMessage](payloads))
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return 0, fmt.Errorf("billing: finalize: %w", err)
+	}
+	if finalized != int64(len(drafts)) {
+		// Every locked draft is updated; anything else would leave a gap.
+		return 0, fmt.Errorf("billing: finalize: %d of %d locked drafts updated", finalized, len(drafts))
+	}
 	if s.mirror != nil {
-		if err := s.mirror.InvoicesFinalized(ctx, tx, env, locked); err != nil {
+		ids := make([]uuid.UUID, len(locked))
+		for i, id := range locked {
+			ids[i] = uuid.UUID(id)
+		}
+		if err := s.mirror.InvoicesFinalized(ctx, tx, env, ids); err != nil {
 			return 0, fmt.Errorf("billing: finalize: mirror: %w", err)
 		}
 	}
-	return len(finals), nil
+	return len(drafts), nil
+}
+
+// finalizedSummary is an invoice in its audit and change-feed entries.
+type finalizedSummary struct {
+	Customer    string    `json:"customer"`
+	ID          string    `json:"id"`
+	Number      string    `json:"number"`
+	PeriodEnd   time.Time `json:"period_end"`
+	PeriodStart time.Time `json:"period_start"`
+	Status      string    `json:"status"`
+	Total       string    `json:"total"`
 }

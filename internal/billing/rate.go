@@ -2,7 +2,7 @@ package billing
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,7 +97,9 @@ func Rate(in RatingInput) (Rated, error) {
 	if in.RuneRate.IsZero() {
 		in.RuneRate = num.One
 	}
-	r := rater{in: in}
+	r := rater{in: in,
+		lines: make([]draftLine, 0, 2+2*len(in.Meters)+len(in.Billed)),
+		bills: make([]BilledMeter, 0, len(in.Meters)+len(in.Billed))}
 	if err := r.fees(); err != nil {
 		return Rated{}, err
 	}
@@ -116,6 +118,12 @@ func Rate(in RatingInput) (Rated, error) {
 		return Rated{}, c.Err
 	}
 	out := Rated{Total: total, Bills: r.bills}
+	if len(r.bills) == 0 {
+		out.Bills = nil
+	}
+	if len(r.lines) > 0 {
+		out.Lines = make([]Line, 0, len(r.lines))
+	}
 	for _, l := range r.lines {
 		line, err := l.render(in.Currency)
 		if err != nil {
@@ -215,12 +223,12 @@ func (r *rater) usage() error {
 	if plan == nil {
 		return nil
 	}
-	meters := append([]MeterUsage(nil), r.in.Meters...)
-	sort.Slice(meters, func(i, j int) bool {
-		if meters[i].Entitlement != meters[j].Entitlement {
-			return meters[i].Entitlement < meters[j].Entitlement
+	meters := slices.Clone(r.in.Meters)
+	slices.SortFunc(meters, func(a, b MeterUsage) int {
+		if c := strings.Compare(a.Entitlement, b.Entitlement); c != 0 {
+			return c
 		}
-		return meters[i].PeriodStart.Before(meters[j].PeriodStart)
+		return a.PeriodStart.Compare(b.PeriodStart)
 	})
 	for _, m := range meters {
 		if m.Entitlement == plan.Subscription {
@@ -280,7 +288,7 @@ func (r *rater) rateMeter(p *policies.Policy, l *policies.CompiledLimit, m Meter
 	}
 	over, _ := m.Units.Sub(l.Value)
 	charge = &draftLine{Line: Line{Kind: KindUsage, Entitlement: m.Entitlement,
-		Description: fmt.Sprintf("%s: %s %s over the %s included", m.Entitlement, decString(over), unitName(l.Credit), decString(l.Value))},
+		Description: m.Entitlement + ": " + decString(over) + " " + unitName(l.Credit) + " over the " + decString(l.Value) + " included"},
 		amount: gross, quantity: over, hasQty: true}
 	if c := l.Credit.Curve; c != nil && c.Model == 0 && !l.Credit.Int {
 		charge.unit, _ = c.Price.Mul(r.in.RuneRate)
@@ -299,7 +307,7 @@ func (r *rater) rateMeter(p *policies.Policy, l *policies.CompiledLimit, m Meter
 		return charge, nil, nil
 	}
 	credit = &draftLine{Line: Line{Kind: KindCredit, Entitlement: m.Entitlement,
-		Description: fmt.Sprintf("%s: %s %s paid from grants", m.Entitlement, decString(num.Min(m.GrantCovered, over)), unitName(l.Credit))},
+		Description: m.Entitlement + ": " + decString(num.Min(m.GrantCovered, over)) + " " + unitName(l.Credit) + " paid from grants"},
 		amount: creditAmount}
 	return charge, credit, nil
 }
@@ -312,12 +320,12 @@ func (r *rater) adjustments() error {
 	for _, m := range r.in.Meters {
 		current[meterKey{m.Entitlement, m.PeriodStart.UnixNano()}] = m
 	}
-	billed := append([]BilledMeter(nil), r.in.Billed...)
-	sort.Slice(billed, func(i, j int) bool {
-		if billed[i].Entitlement != billed[j].Entitlement {
-			return billed[i].Entitlement < billed[j].Entitlement
+	billed := slices.Clone(r.in.Billed)
+	slices.SortFunc(billed, func(a, b BilledMeter) int {
+		if c := strings.Compare(a.Entitlement, b.Entitlement); c != 0 {
+			return c
 		}
-		return billed[i].PeriodStart.Before(billed[j].PeriodStart)
+		return a.PeriodStart.Compare(b.PeriodStart)
 	})
 	for _, b := range billed {
 		m, ok := current[meterKey{b.Entitlement, b.PeriodStart.UnixNano()}]
@@ -413,7 +421,7 @@ func (r *rater) fees() error {
 		}
 		if charged.Equal(per.Start) {
 			r.lines = append(r.lines, draftLine{Line: Line{Kind: KindPlanFee,
-				Description: fmt.Sprintf("Plan %s", planLabel(plan)), PolicyVersion: v.Number,
+				Description: "Plan " + planLabel(plan), PolicyVersion: v.Number,
 				PeriodStart: timePtr(per.Start), PeriodEnd: timePtr(per.End)},
 				amount: fee, quantity: num.One, unit: fee, hasQty: true, hasUnit: true})
 		} else if err := r.prorate(v.Number, plan, fee, charged, per, false); err != nil {

@@ -1,13 +1,15 @@
 package billing
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -117,12 +119,14 @@ func (s *Service) CloseAll(ctx context.Context) (CloseResult, error) {
 	return total, errors.Join(errs...)
 }
 
-// envVersions is an environment's publication history, compiled on demand.
+// envVersions is an environment's publication history, compiled on demand. It is safe
+// for concurrent use (Close rates pages in parallel).
 type envVersions struct {
 	ctx      context.Context
 	svc      *Service
 	tenantID uuid.UUID
 	pubs     []publication // oldest first
+	mu       sync.Mutex
 	compiled map[int]*policies.Policy
 }
 
@@ -165,6 +169,8 @@ func (v *envVersions) At(t time.Time) (Version, error) {
 
 // Number compiles a version (pgstore caches compiled versions).
 func (v *envVersions) Number(n int) (Version, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	if p, ok := v.compiled[n]; ok {
 		return Version{Number: n, Policy: p}, nil
 	}
@@ -185,7 +191,7 @@ func subject(c store.Customer, plans []PlanSpan) (Subject, error) {
 		sub.CreatedAt = plans[0].From
 	}
 	if c.Timezone != "" {
-		loc, err := time.LoadLocation(c.Timezone)
+		loc, err := loadLocation(c.Timezone)
 		if err != nil {
 			return Subject{}, fmt.Errorf("billing: customer %q: time zone: %w", c.ID, err)
 		}
@@ -202,6 +208,22 @@ func subject(c store.Customer, plans []PlanSpan) (Subject, error) {
 		}
 	}
 	return sub, nil
+}
+
+// locations caches time zones by name: time.LoadLocation reads and parses the zone
+// file on every call.
+var locations sync.Map // string → *time.Location
+
+func loadLocation(name string) (*time.Location, error) {
+	if loc, ok := locations.Load(name); ok {
+		return loc.(*time.Location), nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	locations.Store(name, loc)
+	return loc, nil
 }
 
 // location is where a customer's periods are reckoned: its time zone, else the
@@ -225,9 +247,11 @@ type customerData struct {
 // `until`: every meter period starting before it within a year and a month (the
 // longest reset), and every level meter.
 func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, until time.Time) (customerData, error) {
-	out := customerData{plans: map[uuid.UUID][]PlanSpan{}, meters: map[uuid.UUID][]MeterUsage{}, billed: map[uuid.UUID][]BilledMeter{}}
+	out := customerData{plans: make(map[uuid.UUID][]PlanSpan, len(uids)), meters: make(map[uuid.UUID][]MeterUsage, len(uids)),
+		billed: map[uuid.UUID][]BilledMeter{}}
+	arr := pgUUIDs(uids)
 	rows, err := db.Query(ctx, `select customer_uid, effective_at, plan from customer_plan_history
-		where customer_uid = any($1) order by customer_uid, effective_at`, uids)
+		where customer_uid = any($1) order by customer_uid, effective_at`, arr)
 	if err != nil {
 		return out, fmt.Errorf("billing: plan history: %w", err)
 	}
@@ -245,7 +269,7 @@ func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, unti
 		return out, fmt.Errorf("billing: plan history: %w", err)
 	}
 	rows, err = db.Query(ctx, `select customer_uid, entitlement, period_start, units::text, grant_covered::text from meter_aggregates
-		where customer_uid = any($1) and period_start < $2`, uids, until)
+		where customer_uid = any($1) and period_start < $2`, arr, until)
 	if err != nil {
 		return out, fmt.Errorf("billing: meters: %w", err)
 	}
@@ -273,7 +297,7 @@ func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, unti
 	rows, err = db.Query(ctx, `select b.customer_uid, b.entitlement, b.period_start, b.units::text, b.grant_covered::text, b.amount::text, b.policy_version
 		from billed_meter_periods b join meter_aggregates m
 		  on m.customer_uid = b.customer_uid and m.entitlement = b.entitlement and m.period_start = b.period_start
-		where b.customer_uid = any($1) and (m.units <> b.units or m.grant_covered <> b.grant_covered)`, uids)
+		where b.customer_uid = any($1) and (m.units <> b.units or m.grant_covered <> b.grant_covered)`, arr)
 	if err != nil {
 		return out, fmt.Errorf("billing: billed meters: %w", err)
 	}
@@ -300,11 +324,16 @@ func (s *Service) rate(set Settings, vers Versions, c store.Customer, data custo
 	if err != nil {
 		return Rated{}, err
 	}
+	return rateSubject(set, vers, sub, c.UID, data, per, now)
+}
+
+// rateSubject rates the period of a customer whose subject is built already.
+func rateSubject(set Settings, vers Versions, sub Subject, uid uuid.UUID, data customerData, per Period, now time.Time) (Rated, error) {
 	if now.After(per.End) {
 		now = per.End
 	}
 	return Rate(RatingInput{Currency: set.Currency, RuneRate: set.runeRate, Versions: vers, Customer: sub, Period: per,
-		Meters: data.meters[c.UID], Billed: data.billed[c.UID], Now: now})
+		Meters: data.meters[uid], Billed: data.billed[uid], Now: now})
 }
 
 // clockNow is the time a customer lives on: its test clock's, else real time.
@@ -376,8 +405,23 @@ func (s *Service) currentMeters(ctx context.Context, uid uuid.UUID, per Period) 
 
 // sortLines keeps an invoice's lines in a stable order.
 func sortLines(lines []Line) {
-	rank := map[string]int{KindPlanFee: 0, KindProration: 1, KindUsage: 2, KindCredit: 2, KindAdjustment: 3, KindTopup: 4}
-	sort.SliceStable(lines, func(i, j int) bool { return rank[lines[i].Kind] < rank[lines[j].Kind] })
+	slices.SortStableFunc(lines, func(a, b Line) int { return cmp.Compare(lineRank(a.Kind), lineRank(b.Kind)) })
+}
+
+func lineRank(kind string) int {
+	switch kind {
+	case KindPlanFee:
+		return 0
+	case KindProration:
+		return 1
+	case KindUsage, KindCredit:
+		return 2
+	case KindAdjustment:
+		return 3
+	case KindTopup:
+		return 4
+	}
+	return 0 // as a missing key of the map this replaced
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,15}$`)
@@ -408,12 +452,19 @@ func (s *Service) Settings(ctx context.Context, env store.Environment) (Settings
 }
 
 func loadSettings(ctx context.Context, db store.DBTX, env store.Environment) (Settings, error) {
+	return scanSettings(db.QueryRow(ctx, settingsSQL, env.TenantID, env.ID))
+}
+
+// settingsSQL reads an environment's settings ($1 tenant, $2 environment) for
+// scanSettings.
+const settingsSQL = `select currency, rune_rate::text, grace_seconds, days_until_due, invoice_prefix, seller, updated_at
+	from billing_settings where tenant_id = $1 and environment_id = $2`
+
+func scanSettings(row pgx.Row) (Settings, error) {
 	set := DefaultSettings()
 	var rate string
 	var grace int64
-	err := db.QueryRow(ctx, `select currency, rune_rate::text, grace_seconds, days_until_due, invoice_prefix, seller, updated_at
-		from billing_settings where tenant_id = $1 and environment_id = $2`, env.TenantID, env.ID).
-		Scan(&set.Currency, &rate, &grace, &set.DaysUntilDue, &set.InvoicePrefix, &set.Seller, &set.UpdatedAt)
+	err := row.Scan(&set.Currency, &rate, &grace, &set.DaysUntilDue, &set.InvoicePrefix, &set.Seller, &set.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return set, nil
 	}
