@@ -307,10 +307,37 @@ func insertDrafts(ctx context.Context, tx pgx.Tx, env store.Environment, invs []
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("billing: insert invoices: %w", err)
 	}
+	var subjects []string
+	var payloads []json.RawMessage
 	for i, id := range ids {
 		if !inserted[id] {
 			ids[i] = uuid.Nil
+			continue
 		}
+		inv := &invs[i]
+		payload, err := json.Marshal(invoiceSummary{Customer: inv.Customer, ID: id.String(), PeriodEnd: inv.PeriodEnd,
+			PeriodStart: inv.PeriodStart, Status: StatusDraft, Total: inv.Total})
+		if err != nil {
+			return nil, fmt.Errorf("billing: invoice summary: %w", err)
+		}
+		subjects, payloads = append(subjects, id.String()), append(payloads, payload)
+	}
+	if len(subjects) == 0 {
+		return ids, nil
+	}
+	// Drafting is a transition like the others: in the audit log and on the change feed.
+	a := store.ActorFrom(ctx)
+	b := &pgx.Batch{}
+	b.Queue(`insert into audit_log (tenant_id, environment_id, actor_key_id, action, resource, resource_id, after, request_id)
+		select $1, $2, $3, 'invoice.draft', 'invoice', u.id, u.payload, $4
+		from unnest($5::text[], $6::jsonb[]) with ordinality as u(id, payload, n) order by u.n`,
+		pgUUID(env.TenantID), pgUUID(env.ID), a.KeyID, a.RequestID, subjects, pgtype.FlatArray[json.RawMessage](payloads))
+	b.Queue(`insert into change_feed (tenant_id, environment_id, kind, subject, payload)
+		select $1, $2, 'invoice', u.id, jsonb_build_object('action', 'invoice.draft', 'data', u.payload)
+		from unnest($3::text[], $4::jsonb[]) with ordinality as u(id, payload, n) order by u.n`,
+		pgUUID(env.TenantID), pgUUID(env.ID), subjects, pgtype.FlatArray[json.RawMessage](payloads))
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("billing: record drafts: %w", err)
 	}
 	return ids, nil
 }
@@ -504,7 +531,7 @@ func (s *Service) finalizeRows(ctx context.Context, tx pgx.Tx, env store.Environ
 		t, _ := money.Format(total, set.Currency)
 		subjects[i] = uuid.UUID(d.id).String()
 		// The keys in the order json.Marshal gives a map's: the entries read as before.
-		if payloads[i], err = json.Marshal(finalizedSummary{Customer: d.customer, ID: subjects[i], Number: numbers[i],
+		if payloads[i], err = json.Marshal(invoiceSummary{Customer: d.customer, ID: subjects[i], Number: numbers[i],
 			PeriodEnd: d.end, PeriodStart: d.start, Status: StatusFinalized, Total: t}); err != nil {
 			return 0, fmt.Errorf("billing: finalize: %w", err)
 		}
@@ -547,11 +574,11 @@ func (s *Service) finalizeRows(ctx context.Context, tx pgx.Tx, env store.Environ
 	return len(drafts), nil
 }
 
-// finalizedSummary is an invoice in its audit and change-feed entries.
-type finalizedSummary struct {
+// invoiceSummary is an invoice in its audit and change-feed entries.
+type invoiceSummary struct {
 	Customer    string    `json:"customer"`
 	ID          string    `json:"id"`
-	Number      string    `json:"number"`
+	Number      string    `json:"number,omitempty"`
 	PeriodEnd   time.Time `json:"period_end"`
 	PeriodStart time.Time `json:"period_start"`
 	Status      string    `json:"status"`

@@ -11,7 +11,7 @@ import (
 func TestFinalizedSummaryAsMap(t *testing.T) {
 	start := time.Date(2026, 1, 10, 9, 30, 0, 0, time.FixedZone("x", 3600))
 	end := start.AddDate(0, 1, 0)
-	got, err := json.Marshal(finalizedSummary{Customer: "acme <&>", ID: "0192", Number: "INV-000001", PeriodEnd: end,
+	got, err := json.Marshal(invoiceSummary{Customer: "acme <&>", ID: "0192", Number: "INV-000001", PeriodEnd: end,
 		PeriodStart: start, Status: StatusFinalized, Total: "28.00"})
 	if err != nil {
 		t.Fatal(err)
