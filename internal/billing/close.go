@@ -149,17 +149,27 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 		last[uid] = end
 	}
 	rows.Close()
-	data, err := loadCustomerData(ctx, tx, uids, now)
-	if err != nil {
-		return 0, 0, err
-	}
 	v, err := vers.At(now)
 	if err != nil {
 		return 0, 0, err
 	}
-	var fresh []Invoice
-	for _, c := range page {
-		sub, err := subject(c, data.plans[c.UID])
+	// Plan histories first (they date each customer's periods); usage only for the
+	// customers with a period to close, so a pass with nothing due stays cheap.
+	data, err := loadCustomerData(ctx, tx, uids, time.Time{})
+	if err != nil {
+		return 0, 0, err
+	}
+	type todo struct {
+		c   *store.Customer
+		sub Subject
+		loc *time.Location
+		per Period
+	}
+	var work []todo
+	var dueUIDs []uuid.UUID
+	for i := range page {
+		c := &page[i]
+		sub, err := subject(*c, data.plans[c.UID])
 		if err != nil {
 			return 0, 0, err
 		}
@@ -168,6 +178,18 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 		if end, ok := last[c.UID]; ok {
 			per = PeriodAt(end, sub.CreatedAt, sub.Anchor, loc)
 		}
+		if per.End.After(now) {
+			continue
+		}
+		work = append(work, todo{c, sub, loc, per})
+		dueUIDs = append(dueUIDs, c.UID)
+	}
+	if err := loadUsage(ctx, tx, dueUIDs, now, &data); err != nil {
+		return 0, 0, err
+	}
+	var fresh []Invoice
+	for _, w := range work {
+		c, sub, loc, per := w.c, w.sub, w.loc, w.per
 		for range maxPeriodsPerPass {
 			if per.End.After(now) {
 				break

@@ -245,7 +245,7 @@ type customerData struct {
 // loadCustomerData reads plan histories, committed meters and billed meter periods of
 // customers in three queries. Meters are those that can belong to a period ending by
 // `until`: every meter period starting before it within a year and a month (the
-// longest reset), and every level meter.
+// longest reset), and every level meter. A zero until reads the plan histories only.
 func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, until time.Time) (customerData, error) {
 	out := customerData{plans: make(map[uuid.UUID][]PlanSpan, len(uids)), meters: make(map[uuid.UUID][]MeterUsage, len(uids)),
 		billed: map[uuid.UUID][]BilledMeter{}}
@@ -268,10 +268,22 @@ func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, unti
 	if err := rows.Err(); err != nil {
 		return out, fmt.Errorf("billing: plan history: %w", err)
 	}
-	rows, err = db.Query(ctx, `select customer_uid, entitlement, period_start, units::text, grant_covered::text from meter_aggregates
+	if until.IsZero() {
+		return out, nil // plan histories only: loadUsage adds the rest
+	}
+	return out, loadUsage(ctx, db, uids, until, &out)
+}
+
+// loadUsage reads the committed meters and billed meter periods of customers into out.
+func loadUsage(ctx context.Context, db store.DBTX, uids []uuid.UUID, until time.Time, out *customerData) error {
+	if len(uids) == 0 {
+		return nil
+	}
+	arr := pgUUIDs(uids)
+	rows, err := db.Query(ctx, `select customer_uid, entitlement, period_start, units::text, grant_covered::text from meter_aggregates
 		where customer_uid = any($1) and period_start < $2`, arr, until)
 	if err != nil {
-		return out, fmt.Errorf("billing: meters: %w", err)
+		return fmt.Errorf("billing: meters: %w", err)
 	}
 	for rows.Next() {
 		var uid uuid.UUID
@@ -279,27 +291,27 @@ func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, unti
 		var units, granted string
 		if err := rows.Scan(&uid, &m.Entitlement, &m.PeriodStart, &units, &granted); err != nil {
 			rows.Close()
-			return out, err
+			return err
 		}
 		if m.Units, err = num.Parse(units); err == nil {
 			m.GrantCovered, err = num.Parse(granted)
 		}
 		if err != nil {
 			rows.Close()
-			return out, fmt.Errorf("billing: meter %s of %s: %w", m.Entitlement, uid, err)
+			return fmt.Errorf("billing: meter %s of %s: %w", m.Entitlement, uid, err)
 		}
 		out.meters[uid] = append(out.meters[uid], m)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return out, fmt.Errorf("billing: meters: %w", err)
+		return fmt.Errorf("billing: meters: %w", err)
 	}
 	rows, err = db.Query(ctx, `select b.customer_uid, b.entitlement, b.period_start, b.units::text, b.grant_covered::text, b.amount::text, b.policy_version
 		from billed_meter_periods b join meter_aggregates m
 		  on m.customer_uid = b.customer_uid and m.entitlement = b.entitlement and m.period_start = b.period_start
 		where b.customer_uid = any($1) and (m.units <> b.units or m.grant_covered <> b.grant_covered)`, arr)
 	if err != nil {
-		return out, fmt.Errorf("billing: billed meters: %w", err)
+		return fmt.Errorf("billing: billed meters: %w", err)
 	}
 	for rows.Next() {
 		var uid uuid.UUID
@@ -307,7 +319,7 @@ func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, unti
 		var units, granted, amount string
 		if err := rows.Scan(&uid, &b.Entitlement, &b.PeriodStart, &units, &granted, &amount, &b.PolicyVersion); err != nil {
 			rows.Close()
-			return out, err
+			return err
 		}
 		b.Units, _ = num.Parse(units)
 		b.GrantCovered, _ = num.Parse(granted)
@@ -315,7 +327,7 @@ func loadCustomerData(ctx context.Context, db store.DBTX, uids []uuid.UUID, unti
 		out.billed[uid] = append(out.billed[uid], b)
 	}
 	rows.Close()
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // rate rates one customer's period.
