@@ -27,6 +27,7 @@ import (
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/platform/pgtest"
 	"github.com/limitr/limitr/internal/secrets"
+	"github.com/limitr/limitr/internal/worker"
 )
 
 // stripeProxy stands in front of stripe-mock (which checks every request's shape but
@@ -373,4 +374,39 @@ func TestStripeWebhooks(t *testing.T) {
 		t.Fatalf("unknown environment: %d", rec.Code)
 	}
 	_, _ = io.Copy(io.Discard, rec.Body)
+}
+
+// The whole path: the finalization queues the push in its transaction, a worker's River
+// client runs it, and the invoice reads synced.
+func TestStripeWorkerPushesThroughRiver(t *testing.T) {
+	f := newStripeFixture(t)
+	f.connect()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w, err := worker.New(worker.Deps{Pool: f.h.pool, Logger: slog.New(slog.DiscardHandler), Secrets: f.h.srv.secrets,
+		StripeAPIBase: f.h.srv.stripe.APIBase()}, worker.Config{BillingInterval: time.Hour, MaintenanceInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	inv := f.finalizedInvoice("acme")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := f.invoice(f.call(http.MethodGet, f.path("invoices", inv.ID), nil, http.StatusOK))
+		if got.StripeStatus == "synced" && got.StripeInvoiceID != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not synced by the worker: %+v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := f.proxy.count("invoices/finalize"); n != 1 {
+		t.Fatalf("%d finalizations in Stripe", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

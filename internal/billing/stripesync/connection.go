@@ -70,6 +70,9 @@ func New(pool *pgxpool.Pool, keyring *secrets.Keyring, jobs JobInserter, bill *b
 	return &Service{pool: pool, keyring: keyring, jobs: jobs, billing: bill, cfg: cfg, log: log, now: time.Now}
 }
 
+// APIBase is the Stripe URL the mirror calls ("" for Stripe's own).
+func (s *Service) APIBase() string { return s.cfg.APIBase }
+
 // ConnectInput connects an environment to a Stripe account.
 type ConnectInput struct {
 	SecretKey     string `json:"secret_key"`
