@@ -53,7 +53,7 @@ func biRoutes() map[string]biRoute {
 			{"sent_at", "string", time.Now().UTC().Format(time.RFC3339)}, {"policy_version", "count", 3},
 			{"deltas", "list", usage.Deltas}, {"events", "list", nil}}},
 		"POST /v1/tenants":      {operator: true, fields: []biField{{"slug", "string", "bi-tenant"}, {"name", "text", "Bi"}}},
-		"POST /v1/environments": {fields: []biField{{"name", "string", "bi-env"}}},
+		"POST /v1/environments": {fields: []biField{{"name", "string", "bi-env"}, {"live", "bool", true}}},
 		"POST /v1/keys": {fields: []biField{{"kind", "string", "admin"}, {"environment", "string", ""},
 			{"name", "text", "bi-key"}}},
 		"POST /v1/policies":                    {raw: true},

@@ -481,3 +481,24 @@ func TestBillingCatchUpBillsLateUsageOnce(t *testing.T) {
 		t.Fatalf("%d audit entries, want 3", n)
 	}
 }
+
+// An environment is live (no test clocks) when it says so; production by default.
+func TestBillingLiveEnvironments(t *testing.T) {
+	f := newBillingFixture(t)
+	var env struct {
+		Live bool `json:"live"`
+	}
+	_ = json.Unmarshal(f.call(http.MethodPost, "/v1/environments", map[string]any{"name": "eu-prod", "live": true}, http.StatusCreated), &env)
+	if !env.Live {
+		t.Fatal("eu-prod is not live")
+	}
+	code, body := f.h.do(http.MethodPost, "/v1/environments/eu-prod/test-clocks", f.tn.secret, map[string]string{"frozen_time": "2026-01-01T00:00:00Z"})
+	if code != http.StatusConflict {
+		t.Fatalf("a test clock in a live environment: %d %s", code, body)
+	}
+	_ = json.Unmarshal(f.call(http.MethodPost, "/v1/environments", map[string]any{"name": "sandbox"}, http.StatusCreated), &env)
+	if env.Live {
+		t.Fatal("sandbox is live by default")
+	}
+	f.call(http.MethodPost, "/v1/environments/sandbox/test-clocks", map[string]string{"frozen_time": "2026-01-01T00:00:00Z"}, http.StatusCreated)
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/platform/pgtest"
 	"github.com/limitr/limitr/internal/secrets"
+	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/worker"
 )
 
@@ -408,5 +409,87 @@ func TestStripeWorkerPushesThroughRiver(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Customers created or changed since their last sync, and plans with a priced
+// subscription, are mirrored; a second pass with nothing new calls Stripe for nothing.
+func TestStripeCatalogSync(t *testing.T) {
+	f := newStripeFixture(t)
+	f.connect()
+	ctx := context.Background()
+	f.call(http.MethodPost, f.path("customers"), map[string]any{"id": "c1", "plan": "basic", "metadata": map[string]string{"email": "c1@example.com"}}, http.StatusCreated)
+	f.call(http.MethodPost, f.path("customers"), map[string]any{"id": "c2", "plan": "pro"}, http.StatusCreated)
+	if err := f.h.srv.stripe.SyncCatalog(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.proxy.count("customers"); n != 2 {
+		t.Fatalf("%d customer calls, want 2 creations", n)
+	}
+	// basic (20) and pro (99): a product and a monthly price each.
+	if p, pr := f.proxy.count("products"), f.proxy.count("prices"); p != 2 || pr != 2 {
+		t.Fatalf("%d products and %d prices, want 2 and 2", p, pr)
+	}
+	before := len(f.proxy.keys)
+	if err := f.h.srv.stripe.SyncCatalog(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.proxy.keys) != before {
+		t.Fatalf("a pass with nothing new called Stripe: %v", f.proxy.keys[before:])
+	}
+	// A changed customer is updated (a new revision, a new key).
+	f.call(http.MethodPatch, f.path("customers", "c1"), map[string]any{"metadata": map[string]string{"name": "C One"}}, http.StatusOK)
+	// A new fee is a new price; the old one is deactivated, never edited.
+	f.call(http.MethodPut, f.path("billing"), map[string]any{"rune_rate": "2"}, http.StatusOK)
+	if err := f.h.srv.stripe.SyncCatalog(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.proxy.count("customers"); n != 3 {
+		t.Fatalf("%d customer calls, want 2 creations and 1 update", n)
+	}
+	var updates int
+	for _, k := range f.proxy.keys[before:] {
+		if strings.HasPrefix(k, "limitr:price:") {
+			updates++
+		}
+	}
+	if updates != 4 {
+		t.Fatalf("price calls after the fees changed: %v", f.proxy.keys[before:])
+	}
+}
+
+// The reconciliation reports invoices Stripe does not have, and those on which it
+// disagrees with us (stripe-mock keeps no state: its invoices are never "open").
+func TestStripeReconcileReportsDrift(t *testing.T) {
+	f := newStripeFixture(t)
+	f.connect()
+	ctx := context.Background()
+	inv := f.finalizedInvoice("acme")
+	env, err := store.EnvironmentByName(ctx, f.h.pool, f.tn.tenantID, f.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.h.srv.stripe.Reconcile(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Drift) != 1 || rep.Drift[0].Invoice != inv.ID || rep.Drift[0].Problem != "not in Stripe yet" {
+		t.Fatalf("before the push: %+v", rep)
+	}
+	var args stripesync.PushInvoiceArgs
+	_ = json.Unmarshal(f.jobs("limitr.stripe_push_invoice")[0], &args)
+	if err := f.h.srv.stripe.PushInvoice(ctx, args); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err = f.h.srv.stripe.Reconcile(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Checked != 1 || len(rep.Drift) != 1 || !strings.Contains(rep.Drift[0].Problem, "status: ours finalized") {
+		t.Fatalf("after the push: %+v", rep)
+	}
+	var conn stripesync.Connection
+	_ = json.Unmarshal(f.call(http.MethodGet, f.path("integrations", "stripe"), nil, http.StatusOK), &conn)
+	if conn.LastReconcile == nil || conn.LastReconcile.Checked != 1 || len(conn.LastReconcile.Drift) != 1 {
+		t.Fatalf("the report is not on the connection: %+v", conn)
 	}
 }

@@ -53,6 +53,8 @@ func (s *Server) listEnvironments(c echo.Context) error {
 
 type createEnvironmentRequest struct {
 	Name string `json:"name"`
+	// Live: bills real money (no test clocks); default: live when named "production".
+	Live *bool `json:"live,omitempty"`
 }
 
 func (s *Server) createEnvironment(c echo.Context) error {
@@ -62,7 +64,7 @@ func (s *Server) createEnvironment(c echo.Context) error {
 	}
 	p := principal(c)
 	env, err := s.tenancy.CreateEnvironment(c.Request().Context(), tenancy.CreateEnvironmentInput{
-		TenantID: p.TenantID, Name: req.Name})
+		TenantID: p.TenantID, Name: req.Name, Live: req.Live})
 	if err != nil {
 		return tenancyProblem(err)
 	}

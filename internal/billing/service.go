@@ -399,7 +399,7 @@ func (s *Service) Upcoming(ctx context.Context, env store.Environment, customerI
 	if err != nil {
 		return Invoice{}, err
 	}
-	inv := Invoice{Customer: c.ID, Status: StatusUpcoming, Currency: set.Currency, PeriodStart: per.Start, PeriodEnd: per.End}
+	inv := Invoice{Kind: "period", Customer: c.ID, Status: StatusUpcoming, Currency: set.Currency, PeriodStart: per.Start, PeriodEnd: per.End}
 	due := per.End.Add(set.Grace).AddDate(0, 0, set.DaysUntilDue)
 	inv.DueAt = &due
 	inv.setLines(rated, set.Currency)

@@ -40,7 +40,7 @@ func TestRunRemovesWhatIsPastItsTime(t *testing.T) {
 	}
 	var envs [2]store.Environment
 	for i, name := range []string{"production", "staging"} {
-		if envs[i], err = store.CreateEnvironment(ctx, pool, ten.ID, name); err != nil {
+		if envs[i], err = store.CreateEnvironment(ctx, pool, ten.ID, name, false); err != nil {
 			t.Fatal(err)
 		}
 	}

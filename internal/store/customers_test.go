@@ -25,7 +25,7 @@ func customerFixture(t *testing.T) (*pgxpool.Pool, uuid.UUID, uuid.UUID) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := store.CreateEnvironment(ctx, pool, ten.ID, "production")
+	env, err := store.CreateEnvironment(ctx, pool, ten.ID, "production", true)
 	if err != nil {
 		t.Fatal(err)
 	}

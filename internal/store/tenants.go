@@ -53,8 +53,8 @@ func TenantBySlug(ctx context.Context, db DBTX, slug string) (Tenant, error) {
 }
 
 // CreateEnvironment adds an environment to a tenant.
-func CreateEnvironment(ctx context.Context, db DBTX, tenantID uuid.UUID, name string) (Environment, error) {
-	e := Environment{ID: uuid.New(), TenantID: tenantID, Name: name, Live: name == "production"}
+func CreateEnvironment(ctx context.Context, db DBTX, tenantID uuid.UUID, name string, live bool) (Environment, error) {
+	e := Environment{ID: uuid.New(), TenantID: tenantID, Name: name, Live: live}
 	err := db.QueryRow(ctx, `insert into environments (id, tenant_id, name, live) values ($1, $2, $3, $4) returning created_at`,
 		e.ID, tenantID, name, e.Live).Scan(&e.CreatedAt)
 	if isUniqueViolation(err) {

@@ -111,7 +111,7 @@ func TestResolveUsageCustomers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	other, err := store.CreateEnvironment(ctx, pool, ten, "staging")
+	other, err := store.CreateEnvironment(ctx, pool, ten, "staging", false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,9 @@ type CreateEnvironmentInput struct {
 	TenantID uuid.UUID
 	// Name is 1-63 lowercase letters, digits and dashes ("production", "eu-staging").
 	Name string
+	// Live marks an environment that bills real money (test clocks are refused there);
+	// nil: live when it is named "production".
+	Live *bool
 }
 
 // Validate reports every invalid field.

@@ -72,7 +72,7 @@ func (s *Service) CreateTenant(ctx context.Context, in CreateTenantInput) (Boots
 		}
 		out.Tenant = t
 		for _, env := range store.DefaultEnvironments {
-			e, err := store.CreateEnvironment(ctx, tx, t.ID, env)
+			e, err := store.CreateEnvironment(ctx, tx, t.ID, env, env == "production")
 			if err != nil {
 				return err
 			}
@@ -126,7 +126,11 @@ func (s *Service) CreateEnvironment(ctx context.Context, in CreateEnvironmentInp
 	var env Environment
 	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		if env, err = store.CreateEnvironment(ctx, tx, in.TenantID, in.Name); err != nil {
+		live := in.Name == "production"
+		if in.Live != nil {
+			live = *in.Live
+		}
+		if env, err = store.CreateEnvironment(ctx, tx, in.TenantID, in.Name, live); err != nil {
 			return resourceErr(err, ResourceEnvironment, in.Name)
 		}
 		return audit(ctx, tx, in.TenantID, &env.ID, "environment.create", "environment", env.ID.String(), nil, env)
