@@ -155,6 +155,11 @@ func TestBillingLifecycleOnATestClock(t *testing.T) {
 	}
 	first := page.Data[0].ID
 	f.setUsage("acme", "tokens", start, "1650000", "250000")
+	// Late usage lands on the draft as it arrives (the next pass), before the grace ends.
+	f.advance("2026-02-10T00:40:00Z")
+	if d := f.invoice(f.call(http.MethodGet, f.path("invoices", first), nil, http.StatusOK)); d.Status != "draft" || d.Total != "28.00" {
+		t.Fatalf("draft after late usage: %s %s", d.Status, d.Total)
+	}
 	f.advance("2026-02-10T01:30:00Z")
 	inv := f.invoice(f.call(http.MethodGet, f.path("invoices", first), nil, http.StatusOK))
 	if inv.Status != "finalized" || inv.Number == nil || *inv.Number != "ACME-000001" || inv.Total != "28.00" || inv.DueAt == nil {

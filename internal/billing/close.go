@@ -125,7 +125,39 @@ func (s *Service) Close(ctx context.Context, env store.Environment, clock string
 	r, f, err := s.finalizeDue(ctx, env, clock, now)
 	res.Refreshed += r
 	res.Finalized += f
+	if err != nil {
+		return res, err
+	}
+	r, err = s.refreshMoved(ctx, env, clock, now)
+	res.Refreshed += r
 	return res, err
+}
+
+// refreshMoved re-rates the drafts still in their grace period whose customer's usage
+// was committed since the draft was last rated, so a draft shows late usage as it
+// arrives, not only when it is finalized.
+func (s *Service) refreshMoved(ctx context.Context, env store.Environment, clock string, now time.Time) (int, error) {
+	refreshed := 0
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `select `+invoiceColumns+` from invoices i
+			where i.tenant_id = $1 and i.environment_id = $2 and i.status = 'draft' and i.kind = 'period' and i.finalize_after > $3
+			  and exists (select 1 from customers c where c.uid = i.customer_uid and c.test_clock_id is not distinct from nullif($4, '')::uuid)
+			  and exists (select 1 from meter_aggregates m where m.customer_uid = i.customer_uid and m.updated_at > i.updated_at)
+			order by i.id limit $5 for update skip locked`, env.TenantID, env.ID, now, clock, closePage)
+		if err != nil {
+			return err
+		}
+		drafts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Invoice, error) { return scanInvoice(r) })
+		if err != nil || len(drafts) == 0 {
+			return err
+		}
+		refreshed = len(drafts)
+		return s.refresh(ctx, tx, env, drafts)
+	})
+	if err != nil {
+		return refreshed, fmt.Errorf("billing: refresh drafts: %w", err)
+	}
+	return refreshed, nil
 }
 
 // closePage creates the invoices of the ended periods of a page of customers.
