@@ -507,3 +507,33 @@ func TestBillingLiveEnvironments(t *testing.T) {
 	}
 	f.call(http.MethodPost, "/v1/environments/sandbox/test-clocks", map[string]string{"frozen_time": "2026-01-01T00:00:00Z"}, http.StatusCreated)
 }
+
+// A customer deleted mid-period still owes what it used: its last period is invoiced
+// when it ends, from the record kept at deletion, and nothing after it.
+func TestBillingDeletedCustomerIsBilledForItsLastPeriod(t *testing.T) {
+	f := newBillingFixture(t)
+	ctx := context.Background()
+	var c struct {
+		CreatedAt time.Time `json:"created_at"`
+	}
+	_ = json.Unmarshal(f.call(http.MethodPost, f.path("customers"), map[string]any{"id": "leaver", "plan": "basic"}, http.StatusCreated), &c)
+	f.setUsage("leaver", "tokens", c.CreatedAt, "1500000", "0")
+	f.call(http.MethodDelete, f.path("customers", "leaver"), nil, http.StatusNoContent)
+	env, err := store.EnvironmentByName(ctx, f.h.pool, f.tn.tenantID, f.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := c.CreatedAt.AddDate(0, 3, 0)
+	for range 2 {
+		if _, err := f.h.srv.billing.Close(ctx, env, "", later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var page struct {
+		Data []billing.Invoice `json:"data"`
+	}
+	_ = json.Unmarshal(f.call(http.MethodGet, f.path("invoices")+"?customer=leaver", nil, http.StatusOK), &page)
+	if len(page.Data) != 1 || page.Data[0].Status != "finalized" || page.Data[0].Total != "30.00" || !page.Data[0].PeriodStart.Equal(c.CreatedAt) {
+		t.Fatalf("invoices of the deleted customer: %+v", page.Data)
+	}
+}

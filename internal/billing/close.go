@@ -100,7 +100,7 @@ func (s *Service) Close(ctx context.Context, env store.Environment, clock string
 				if err == nil {
 					err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 						var err error
-						d, f, err = s.closePage(ctx, tx, env, set, vers, page, now)
+						d, f, err = s.closePage(ctx, tx, env, set, vers, page, nil, now)
 						return err
 					})
 				}
@@ -121,6 +121,14 @@ func (s *Service) Close(ctx context.Context, env store.Environment, clock string
 	wg.Wait()
 	if len(errs) > 0 {
 		return res, errs[0]
+	}
+	if clock == "" {
+		d, f, err := s.closeDeleted(ctx, env, set, vers, now)
+		res.Drafted += d
+		res.Finalized += f
+		if err != nil {
+			return res, err
+		}
 	}
 	r, f, err := s.finalizeDue(ctx, env, clock, now)
 	res.Refreshed += r
@@ -161,7 +169,11 @@ func (s *Service) refreshMoved(ctx context.Context, env store.Environment, clock
 }
 
 // closePage creates the invoices of the ended periods of a page of customers.
-func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environment, set Settings, vers *envVersions, page []store.Customer, now time.Time) (drafted, finalized int, err error) {
+//
+// ended holds the customers that were deleted, with when: their periods stop there
+// (the one they were deleted in is still billed, when it ends).
+func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environment, set Settings, vers *envVersions, page []store.Customer,
+	ended map[uuid.UUID]time.Time, now time.Time) (drafted, finalized int, err error) {
 	uids := make([]uuid.UUID, len(page))
 	for i, c := range page {
 		uids[i] = c.UID
@@ -226,6 +238,9 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 			if per.End.After(now) {
 				break
 			}
+			if end, ok := ended[c.UID]; ok && !per.Start.Before(end) {
+				break // deleted before this period
+			}
 			rated, err := rateSubject(set, vers, sub, c.UID, data, per, now)
 			if err != nil {
 				return 0, 0, err
@@ -260,6 +275,50 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 		}
 	}
 	return drafted, n, err
+}
+
+// closeDeleted bills the periods of deleted customers that were not invoiced yet, up
+// to the one each was deleted in: what they used before they left is owed. Their
+// record is the one kept at deletion (plan, overrides, time zone, anchor).
+func (s *Service) closeDeleted(ctx context.Context, env store.Environment, set Settings, vers *envVersions, now time.Time) (drafted, finalized int, err error) {
+	after := uuid.Nil
+	for {
+		rows, err := s.pool.Query(ctx, `select d.uid, d.record, d.created_at, d.deleted_at from deleted_customers d
+			where d.tenant_id = $1 and d.environment_id = $2 and d.uid > $3 and d.record->>'test_clock' is null
+			  and not exists (select 1 from invoices i where i.customer_uid = d.uid and i.kind = 'period' and i.period_end >= d.deleted_at)
+			order by d.uid limit $4`, env.TenantID, env.ID, after, closePage)
+		if err != nil {
+			return drafted, finalized, fmt.Errorf("billing: deleted customers: %w", err)
+		}
+		ended := map[uuid.UUID]time.Time{}
+		page, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Customer, error) {
+			var c store.Customer
+			var record []byte
+			var created, deleted time.Time
+			if err := r.Scan(&c.UID, &record, &created, &deleted); err != nil {
+				return c, err
+			}
+			if err := json.Unmarshal(record, &c.Customer); err != nil {
+				return c, fmt.Errorf("billing: deleted customer %s: %w", c.UID, err)
+			}
+			c.CreatedAt = created
+			ended[c.UID] = deleted
+			return c, nil
+		})
+		if err != nil || len(page) == 0 {
+			return drafted, finalized, err
+		}
+		after = page[len(page)-1].UID
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			d, f, err := s.closePage(ctx, tx, env, set, vers, page, ended, now)
+			drafted += d
+			finalized += f
+			return err
+		})
+		if err != nil {
+			return drafted, finalized, err
+		}
+	}
 }
 
 // mergeBills lays newer bills of meter periods over older ones.
