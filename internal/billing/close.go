@@ -200,12 +200,6 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 	if err != nil {
 		return 0, 0, err
 	}
-	type todo struct {
-		c   *store.Customer
-		sub Subject
-		loc *time.Location
-		per Period
-	}
 	var work []todo
 	var dueUIDs []uuid.UUID
 	for i := range page {
@@ -228,31 +222,9 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 	if err := loadUsage(ctx, tx, dueUIDs, now, &data); err != nil {
 		return 0, 0, err
 	}
-	var fresh []Invoice
-	for _, w := range work {
-		c, sub, loc, per := w.c, w.sub, w.loc, w.per
-		for range maxPeriodsPerPass {
-			if per.End.After(now) {
-				break
-			}
-			if end, ok := ended[c.UID]; ok && !per.Start.Before(end) {
-				break // deleted before this period
-			}
-			rated, err := rateSubject(set, vers, sub, c.UID, data, per, now)
-			if err != nil {
-				return 0, 0, err
-			}
-			// What this invoice bills is billed: the customer's next period in this pass
-			// must not bill the same late usage again.
-			data.billed[c.UID] = mergeBills(data.billed[c.UID], rated.Bills)
-			inv := Invoice{Kind: "period", Customer: c.ID, Status: StatusDraft, Currency: set.Currency, PeriodStart: per.Start, PeriodEnd: per.End, uid: c.UID}
-			inv.setLines(rated, set.Currency)
-			fa := per.End.Add(set.Grace)
-			inv.FinalizeAfter = &fa
-			inv.Buyer = buyer(c.Customer.ID, c.Metadata)
-			fresh = append(fresh, inv)
-			per = NextPeriod(per, sub.CreatedAt, sub.Anchor, loc)
-		}
+	fresh, err := draftPeriods(set, vers, work, data, ended, now)
+	if err != nil {
+		return 0, 0, err
 	}
 	ids, err := insertDrafts(ctx, tx, env, fresh)
 	if err != nil {
@@ -272,6 +244,46 @@ func (s *Service) closePage(ctx context.Context, tx pgx.Tx, env store.Environmen
 		}
 	}
 	return drafted, n, err
+}
+
+// todo is a customer with a period to close: its first one not invoiced yet.
+type todo struct {
+	c   *store.Customer
+	sub Subject
+	loc *time.Location
+	per Period
+}
+
+// draftPeriods rates every ended period of the customers to close, oldest first, up
+// to now (and, for a deleted customer, up to the period it was deleted in).
+func draftPeriods(set Settings, vers *envVersions, work []todo, data customerData, ended map[uuid.UUID]time.Time, now time.Time) ([]Invoice, error) {
+	var fresh []Invoice
+	for _, w := range work {
+		c, sub, loc, per := w.c, w.sub, w.loc, w.per
+		for range maxPeriodsPerPass {
+			if per.End.After(now) {
+				break
+			}
+			if end, ok := ended[c.UID]; ok && !per.Start.Before(end) {
+				break // deleted before this period
+			}
+			rated, err := rateSubject(set, vers, sub, c.UID, data, per, now)
+			if err != nil {
+				return nil, err
+			}
+			// What this invoice bills is billed: the customer's next period in this pass
+			// must not bill the same late usage again.
+			data.billed[c.UID] = mergeBills(data.billed[c.UID], rated.Bills)
+			inv := Invoice{Kind: "period", Customer: c.ID, Status: StatusDraft, Currency: set.Currency, PeriodStart: per.Start, PeriodEnd: per.End, uid: c.UID}
+			inv.setLines(rated, set.Currency)
+			fa := per.End.Add(set.Grace)
+			inv.FinalizeAfter = &fa
+			inv.Buyer = buyer(c.Customer.ID, c.Metadata)
+			fresh = append(fresh, inv)
+			per = NextPeriod(per, sub.CreatedAt, sub.Anchor, loc)
+		}
+	}
+	return fresh, nil
 }
 
 // closeDeleted bills the periods of deleted customers that were not invoiced yet, up
@@ -435,7 +447,15 @@ func insertDrafts(ctx context.Context, tx pgx.Tx, env store.Environment, invs []
 	if len(subjects) == 0 {
 		return ids, nil
 	}
-	// Drafting is a transition like the others: in the audit log and on the change feed.
+	if err := recordDrafts(ctx, tx, env, subjects, payloads); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// recordDrafts writes the audit and change-feed entries of new drafts: drafting is a
+// transition like the others.
+func recordDrafts(ctx context.Context, tx pgx.Tx, env store.Environment, subjects []string, payloads []json.RawMessage) error {
 	a := store.ActorFrom(ctx)
 	b := &pgx.Batch{}
 	b.Queue(`insert into audit_log (tenant_id, environment_id, actor_key_id, action, resource, resource_id, after, request_id)
@@ -447,9 +467,9 @@ func insertDrafts(ctx context.Context, tx pgx.Tx, env store.Environment, invs []
 		from unnest($3::text[], $4::jsonb[]) with ordinality as u(id, payload, n) order by u.n`,
 		pgUUID(env.TenantID), pgUUID(env.ID), subjects, pgtype.FlatArray[json.RawMessage](payloads))
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("billing: record drafts: %w", err)
+		return fmt.Errorf("billing: record drafts: %w", err)
 	}
-	return ids, nil
+	return nil
 }
 
 // pgUUID is a uuid as pgx encodes it directly (uuid.UUID goes through driver.Valuer

@@ -149,6 +149,7 @@ func truncate(s string, n int) string {
 
 // pushed is what we know of an invoice's Stripe side.
 type pushed struct {
+	id              uuid.UUID
 	inv             billing.Invoice
 	uid             uuid.UUID
 	stripeInvoiceID string
@@ -161,7 +162,7 @@ func (s *Service) loadPushed(ctx context.Context, db store.DBTX, env store.Envir
 	if err != nil {
 		return pushed{}, err
 	}
-	p := pushed{inv: inv, items: map[int]string{}}
+	p := pushed{id: id, inv: inv, items: map[int]string{}}
 	var sid *string
 	if err := db.QueryRow(ctx, `select customer_uid, stripe_invoice_id, stripe_status from invoices where id = $1`, id).
 		Scan(&p.uid, &sid, &p.stripeStatus); err != nil {
@@ -186,19 +187,11 @@ func (s *Service) loadPushed(ctx context.Context, db store.DBTX, env store.Envir
 	return p, rows.Err()
 }
 
-// stepHook, when set (tests), runs after each Stripe call and before its result is
-// recorded: returning an error there is a crash between the two.
-type stepHook func(step string) error
-
 // PushInvoice mirrors one finalized invoice. Every step is idempotent: its Stripe call
 // carries a key derived from our ids and the step, and its result is stored before
 // the next step, so a retry after a crash anywhere resends the same keys (Stripe
 // replays its answer) or skips what is recorded: never a second invoice or item.
 func (s *Service) PushInvoice(ctx context.Context, a PushInvoiceArgs) error {
-	return s.pushInvoice(ctx, a, nil)
-}
-
-func (s *Service) pushInvoice(ctx context.Context, a PushInvoiceArgs, hook stepHook) error {
 	env, err := s.environment(ctx, a.TenantID, a.EnvironmentID)
 	if err != nil {
 		return err
@@ -214,13 +207,7 @@ func (s *Service) pushInvoice(ctx context.Context, a PushInvoiceArgs, hook stepH
 	if err != nil {
 		return err
 	}
-	crash := func(step string) error {
-		if hook != nil {
-			return hook(step)
-		}
-		return nil
-	}
-	customerID, err := s.ensureCustomer(ctx, c, env, p.uid, p.inv.Customer, hook)
+	customerID, err := s.ensureCustomer(ctx, c, env, p.uid, p.inv.Customer)
 	if err != nil {
 		return err
 	}
@@ -241,15 +228,34 @@ func (s *Service) pushInvoice(ctx context.Context, a PushInvoiceArgs, hook stepH
 		if err != nil {
 			return err
 		}
-		if err := crash("create"); err != nil {
-			return err
-		}
 		if _, err := s.pool.Exec(ctx, `update invoices set stripe_invoice_id = $2, stripe_status = 'pending', stripe_error = ''
 			where id = $1 and stripe_invoice_id is null`, a.InvoiceID, id); err != nil {
 			return err
 		}
 		p.stripeInvoiceID = id
 	}
+	if err := s.pushItems(ctx, c, p, customerID, key); err != nil {
+		return err
+	}
+	if p.stripeStatus != "synced" {
+		if _, err := c.FinalizeInvoice(ctx, key("finalize"), p.stripeInvoiceID); err != nil {
+			return err
+		}
+		if _, err := s.pool.Exec(ctx, `update invoices set stripe_status = 'synced', stripe_error = '' where id = $1`, a.InvoiceID); err != nil {
+			return err
+		}
+	}
+	// The invoice may have moved on while it was being pushed.
+	switch p.inv.Status {
+	case billing.StatusPaid, billing.StatusVoid, billing.StatusUncollectible:
+		return s.PushStatus(ctx, InvoiceStatusArgs{TenantID: a.TenantID, EnvironmentID: a.EnvironmentID, InvoiceID: a.InvoiceID, Status: p.inv.Status})
+	}
+	return nil
+}
+
+// pushItems adds the invoice's lines to its Stripe invoice, each once: an item whose id
+// is recorded is skipped, one whose reply was lost is resent with the same key.
+func (s *Service) pushItems(ctx context.Context, c *stripe.Client, p pushed, customerID string, key func(...string) string) error {
 	for i, l := range p.inv.Lines {
 		if _, done := p.items[i]; done {
 			continue
@@ -267,35 +273,16 @@ func (s *Service) pushInvoice(ctx context.Context, a PushInvoiceArgs, hook stepH
 		if err != nil {
 			return err
 		}
-		if err := crash(fmt.Sprintf("item:%d", i)); err != nil {
-			return err
-		}
 		if _, err := s.pool.Exec(ctx, `insert into stripe_invoice_items (invoice_id, line_index, stripe_item_id) values ($1, $2, $3)
-			on conflict do nothing`, a.InvoiceID, i, itemID); err != nil {
+			on conflict do nothing`, p.id, i, itemID); err != nil {
 			return err
 		}
-	}
-	if p.stripeStatus != "synced" {
-		if _, err := c.FinalizeInvoice(ctx, key("finalize"), p.stripeInvoiceID); err != nil {
-			return err
-		}
-		if err := crash("finalize"); err != nil {
-			return err
-		}
-		if _, err := s.pool.Exec(ctx, `update invoices set stripe_status = 'synced', stripe_error = '' where id = $1`, a.InvoiceID); err != nil {
-			return err
-		}
-	}
-	// The invoice may have moved on while it was being pushed.
-	switch p.inv.Status {
-	case billing.StatusPaid, billing.StatusVoid, billing.StatusUncollectible:
-		return s.PushStatus(ctx, InvoiceStatusArgs{TenantID: a.TenantID, EnvironmentID: a.EnvironmentID, InvoiceID: a.InvoiceID, Status: p.inv.Status})
 	}
 	return nil
 }
 
 // ensureCustomer returns the customer's Stripe id, creating it once.
-func (s *Service) ensureCustomer(ctx context.Context, c *stripe.Client, env store.Environment, uid uuid.UUID, id string, hook stepHook) (string, error) {
+func (s *Service) ensureCustomer(ctx context.Context, c *stripe.Client, env store.Environment, uid uuid.UUID, id string) (string, error) {
 	var sid string
 	err := s.pool.QueryRow(ctx, `select stripe_id from stripe_customers where customer_uid = $1`, uid).Scan(&sid)
 	if err == nil {
@@ -311,11 +298,6 @@ func (s *Service) ensureCustomer(ctx context.Context, c *stripe.Client, env stor
 	sid, err = c.UpsertCustomer(ctx, stripe.IdempotencyKey("cus", uid.String(), "create"), in)
 	if err != nil {
 		return "", err
-	}
-	if hook != nil {
-		if err := hook("customer"); err != nil {
-			return "", err
-		}
 	}
 	if err := s.pool.QueryRow(ctx, `insert into stripe_customers (customer_uid, tenant_id, environment_id, stripe_id, synced_revision)
 		values ($1, $2, $3, $4, $5) on conflict (customer_uid) do update set customer_uid = excluded.customer_uid returning stripe_id`,
