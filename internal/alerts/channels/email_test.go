@@ -251,7 +251,8 @@ func TestEmailValidate(t *testing.T) {
 			t.Errorf("password in error: %v", err)
 		}
 	}
-	if MessageID("a b<c>@d") != "a_b_c__d@limitr" || MessageID("x") != MessageID("x") {
+	id := "alert_1:chan_2"
+	if MessageID("a b<c>@d") != "a_b_c__d@limitr" || MessageID(id) != MessageID(strings.Clone(id)) {
 		t.Error("MessageID not deterministic/sanitized")
 	}
 }
