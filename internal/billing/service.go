@@ -375,7 +375,8 @@ func (s *Service) Upcoming(ctx context.Context, env store.Environment, customerI
 	if err != nil {
 		return Invoice{}, err
 	}
-	data, err := loadCustomerData(ctx, s.pool, []uuid.UUID{c.UID}, now.Add(time.Nanosecond))
+	// The plan history dates the period; the usage is read up to the period's end.
+	data, err := loadCustomerData(ctx, s.pool, []uuid.UUID{c.UID}, time.Time{})
 	if err != nil {
 		return Invoice{}, err
 	}
@@ -388,11 +389,10 @@ func (s *Service) Upcoming(ctx context.Context, env store.Environment, customerI
 		return Invoice{}, err
 	}
 	per := PeriodAt(now, sub.CreatedAt, sub.Anchor, sub.location(v.Policy))
-	data.meters[c.UID], err = s.currentMeters(ctx, c.UID, per)
-	if err != nil {
+	if err := loadUsage(ctx, s.pool, []uuid.UUID{c.UID}, per.End, &data); err != nil {
 		return Invoice{}, err
 	}
-	rated, err := s.rate(set, vers, c, data, per, now)
+	rated, err := rateSubject(set, vers, sub, c.UID, data, per, now)
 	if err != nil {
 		return Invoice{}, err
 	}
@@ -401,15 +401,6 @@ func (s *Service) Upcoming(ctx context.Context, env store.Environment, customerI
 	inv.DueAt = &due
 	inv.setLines(rated, set.Currency)
 	return inv, nil
-}
-
-// currentMeters reads the meters that can belong to a period, up to its end.
-func (s *Service) currentMeters(ctx context.Context, uid uuid.UUID, per Period) ([]MeterUsage, error) {
-	data, err := loadCustomerData(ctx, s.pool, []uuid.UUID{uid}, per.End)
-	if err != nil {
-		return nil, err
-	}
-	return data.meters[uid], nil
 }
 
 // sortLines keeps an invoice's lines in a stable order.
