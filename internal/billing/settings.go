@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,6 +15,9 @@ import (
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/validation"
 )
+
+// maxSellerBytes bounds the seller shown on invoices (name, address, email, tax id).
+const maxSellerBytes = 16 << 10
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,15}$`)
 
@@ -135,16 +137,9 @@ func (in SettingsInput) prepare() (Settings, error) {
 		}
 	}
 	if in.Seller != nil {
-		var seller map[string]any
-		switch err := json.Unmarshal(in.Seller, &seller); {
-		case err != nil || seller == nil:
-			errs.Add("seller", "must be an object (name, address, email, tax_id, ...)")
-		case len(in.Seller) > 16<<10:
-			errs.Add("seller", "must be at most 16 KiB")
-		case hasNUL(seller):
-			errs.Add("seller", "must not contain NUL characters")
-		}
-		set.Seller = in.Seller
+		seller, fe := validation.JSONObject("seller", in.Seller, maxSellerBytes)
+		errs.AddField(fe)
+		set.Seller = seller
 	}
 	return set, errs.Err("invalid billing settings")
 }
@@ -174,26 +169,4 @@ func (s *Service) PutSettings(ctx context.Context, env store.Environment, in Set
 		return s.record(ctx, tx, env, "billing.settings", "billing_settings", env.Name, before, set)
 	})
 	return set, err
-}
-
-// hasNUL reports a NUL character in any key or string of a decoded JSON value: text
-// columns and documents cannot hold one.
-func hasNUL(v any) bool {
-	switch x := v.(type) {
-	case string:
-		return strings.ContainsRune(x, 0)
-	case []any:
-		for _, e := range x {
-			if hasNUL(e) {
-				return true
-			}
-		}
-	case map[string]any:
-		for k, e := range x {
-			if strings.ContainsRune(k, 0) || hasNUL(e) {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -240,21 +240,9 @@ func checkMetadata(errs *validation.Errors, raw json.RawMessage) json.RawMessage
 	if len(t) == 0 || bytes.Equal(t, []byte("null")) {
 		return json.RawMessage("{}")
 	}
-	if len(t) > maxMetadataBytes {
-		errs.Addf("metadata", "is larger than %d bytes", maxMetadataBytes)
-		return nil
-	}
-	var m map[string]any
-	if t[0] != '{' || json.Unmarshal(t, &m) != nil {
-		errs.Add("metadata", "must be a JSON object")
-		return nil
-	}
-	// Postgres jsonb rejects \u0000 in strings; catch it here rather than as a 500.
-	if bytes.Contains(t, []byte(`\u0000`)) {
-		errs.Add("metadata", "must not contain NUL characters")
-		return nil
-	}
-	return json.RawMessage(t)
+	obj, fe := validation.JSONObject("metadata", t, maxMetadataBytes)
+	errs.AddField(fe)
+	return obj
 }
 
 func checkTimezone(tz string) *validation.FieldError {

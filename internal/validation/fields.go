@@ -1,6 +1,8 @@
 package validation
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -59,4 +61,22 @@ func Time(path, v string) (time.Time, *FieldError) {
 		return time.Time{}, &FieldError{Path: path, Message: "is out of range"}
 	}
 	return t.Truncate(time.Microsecond), nil
+}
+
+// JSONObject checks a free-form JSON object (customer metadata, an invoice seller): an
+// object of at most max bytes, without NUL characters, which Postgres' jsonb refuses.
+// It returns the object without surrounding space.
+func JSONObject(path string, raw json.RawMessage, max int) (json.RawMessage, *FieldError) {
+	t := bytes.TrimSpace(raw)
+	if len(t) > max {
+		return nil, &FieldError{Path: path, Message: fmt.Sprintf("is larger than %d bytes", max)}
+	}
+	var m map[string]any
+	if len(t) == 0 || t[0] != '{' || json.Unmarshal(t, &m) != nil {
+		return nil, &FieldError{Path: path, Message: "must be a JSON object"}
+	}
+	if bytes.Contains(t, []byte(`\u0000`)) {
+		return nil, &FieldError{Path: path, Message: "must not contain NUL characters"}
+	}
+	return json.RawMessage(t), nil
 }
