@@ -42,13 +42,15 @@ var eventStatus = map[string]string{
 // nothing) and applies it to our invoice. A bad signature returns an error matching
 // stripe.ErrBadSignature and changes nothing.
 func (s *Service) HandleWebhook(ctx context.Context, envID uuid.UUID, payload []byte, signature string) (WebhookResult, error) {
-	var env store.Environment
-	err := s.pool.QueryRow(ctx, `select e.id, e.tenant_id, e.name, e.live, e.created_at from stripe_connections c
-		join environments e on e.tenant_id = c.tenant_id and e.id = c.environment_id where c.environment_id = $1`, envID).
-		Scan(&env.ID, &env.TenantID, &env.Name, &env.Live, &env.CreatedAt)
+	var tenantID uuid.UUID
+	err := s.pool.QueryRow(ctx, `select tenant_id from stripe_connections where environment_id = $1`, envID).Scan(&tenantID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return WebhookResult{}, ErrUnknownEnvironment
 	}
+	if err != nil {
+		return WebhookResult{}, err
+	}
+	env, err := s.environment(ctx, tenantID, envID)
 	if err != nil {
 		return WebhookResult{}, err
 	}
