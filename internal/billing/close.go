@@ -567,10 +567,22 @@ func (s *Service) refresh(ctx context.Context, tx pgx.Tx, env store.Environment,
 	if err != nil {
 		return err
 	}
+	active, err := s.policies.ActivePolicy(ctx, env)
+	if err != nil {
+		return err
+	}
+	records, err := s.customers.RecordsByUID(ctx, env, active, uids)
+	if err != nil {
+		return fmt.Errorf("billing: customers of drafts: %w", err)
+	}
+	byUID := make(map[uuid.UUID]store.Customer, len(records))
+	for _, c := range records {
+		byUID[c.UID] = c
+	}
 	b := &pgx.Batch{}
 	for _, d := range drafts {
-		c, err := s.customers.GetRecord(ctx, env, d.Customer)
-		if err != nil || c.UID != d.uid {
+		c, ok := byUID[d.uid]
+		if !ok {
 			continue // deleted since: the draft keeps the lines it had
 		}
 		rated, err := s.rate(set, vers, c, data, Period{Start: d.PeriodStart, End: d.PeriodEnd}, d.PeriodEnd)

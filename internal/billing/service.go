@@ -32,6 +32,7 @@ type Policies interface {
 type Customers interface {
 	Records(ctx context.Context, env store.Environment, p *policies.Policy, clock, after string, limit int) ([]store.Customer, error)
 	GetRecord(ctx context.Context, env store.Environment, id string) (store.Customer, error)
+	RecordsByUID(ctx context.Context, env store.Environment, p *policies.Policy, uids []uuid.UUID) ([]store.Customer, error)
 }
 
 // Mirror follows invoices into an outside system (Stripe). It is told inside the

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/limitr/limitr/internal/policies"
@@ -115,6 +116,20 @@ func (s *Service) GetRecord(ctx context.Context, env store.Environment, id strin
 // uids and resolved plans under p: billing rates them.
 func (s *Service) Records(ctx context.Context, env store.Environment, p *policies.Policy, clock, after string, limit int) ([]store.Customer, error) {
 	cs, err := store.ListCustomersOnClock(ctx, s.pool, env.TenantID, env.ID, clock, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	ptrs := make([]*store.Customer, len(cs))
+	for i := range cs {
+		ptrs[i] = &cs[i]
+	}
+	return cs, fillResolvedPlans(ctx, s.pool, p, env, ptrs...)
+}
+
+// RecordsByUID loads the customers that still have these uids, with their resolved
+// plans under p; deleted ones are absent.
+func (s *Service) RecordsByUID(ctx context.Context, env store.Environment, p *policies.Policy, uids []uuid.UUID) ([]store.Customer, error) {
+	cs, err := store.CustomersByUID(ctx, s.pool, env.TenantID, env.ID, uids)
 	if err != nil {
 		return nil, err
 	}

@@ -208,6 +208,12 @@ func ListCustomersOnClock(ctx context.Context, db DBTX, tenantID, envID uuid.UUI
 	return listCustomers(ctx, db, tenantID, envID, after, limit, `and test_clock_id is not distinct from nullif($5, '')::uuid`, clock)
 }
 
+// CustomersByUID loads the customers that still have these uids (a uid is gone once its
+// customer is deleted), by id.
+func CustomersByUID(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, uids []uuid.UUID) ([]Customer, error) {
+	return listCustomers(ctx, db, tenantID, envID, "", len(uids), `and uid = any($5::uuid[])`, uids)
+}
+
 func listCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, after string, limit int, filter string, args ...any) ([]Customer, error) {
 	rows, err := db.Query(ctx, `select `+customerColumns+` from customers
 		where tenant_id = $1 and environment_id = $2 and id > $3 `+filter+` order by id limit $4`,
