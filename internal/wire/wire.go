@@ -18,11 +18,13 @@ const (
 	PathStream   = "/v1/sdk/stream"        // GET, text/event-stream
 	PathUsage    = "/v1/sdk/usage"         // POST, gzip JSON UsageBatch
 	PathCustomer = "/v1/sdk/customers/"    // GET PathCustomer + id + "/state": CustomerState
+	PathEvents   = "/v1/sdk/events"        // POST, gzip JSON EventBatch
 	HeaderEnv    = "Limitr-Environment"    // on PathPolicy replies: the key's environment name
 	HeaderVer    = "Limitr-Policy-Version" // on PathPolicy replies: the version number
 	MaxBatchRaw  = 8 << 20                 // largest decompressed usage batch accepted
 	MaxDeltas    = 10_000                  // most deltas in one batch
 	MaxInstance  = 64                      // longest instance id
+	MaxEvents    = 1_000                   // most events in one EventBatch
 	EventPolicy  = "policy"                // stream event: a new version is active
 	EventCust    = "customer"              // stream event: a customer changed
 	EventHello   = "hello"                 // stream event: sent first on every connection
@@ -152,6 +154,49 @@ type Unattributed struct {
 	Index    int    `json:"index"` // position in the batch's list of that kind
 	Customer string `json:"customer"`
 	Reason   string `json:"reason"`
+}
+
+// EventBatch carries engine events an SDK instance forwards in cloud mode, for alerts:
+// policy notifications (Type is the notification's name, Source the engine event it
+// matched) and the engine events worth an alert (meter-limit, meter-overage,
+// cap-limit, cap-threshold-crossed, meter-governed). (InstanceID, Sequence) identifies
+// the batch as it does a UsageBatch: the server takes a batch at most once, so a retry
+// after a lost reply is harmless. Sequence starts at 1 and moves on only after the
+// server acknowledged the batch.
+type EventBatch struct {
+	InstanceID    string    `json:"instance_id"`
+	Sequence      int64     `json:"sequence"`
+	SentAt        time.Time `json:"sent_at"`
+	PolicyVersion int       `json:"policy_version"`
+	Events        []Event   `json:"events"` // at most MaxEvents
+}
+
+// Event is one forwarded engine event. Events the SDK saw several times between two
+// flushes with the same Type, Notification, Customer, Entitlement and CapID are sent
+// once: At is the first occurrence and Count how many there were.
+type Event struct {
+	Type         string    `json:"type"`                   // engine event type, or the notification's name
+	Notification string    `json:"notification,omitempty"` // the policy notification that matched ("" for a plain engine event)
+	Source       string    `json:"source,omitempty"`       // for a notification: the engine event type it matched
+	Customer     string    `json:"customer"`               // the customer concerned (a meter's owner)
+	Caller       string    `json:"caller,omitempty"`
+	Entitlement  string    `json:"entitlement,omitempty"`
+	Plan         string    `json:"plan,omitempty"`
+	CapID        string    `json:"cap_id,omitempty"`
+	At           time.Time `json:"at"`
+	Count        int64     `json:"count"` // >= 1
+	// Payload is the event as the engine renders it to handlers (Event.JSON), so a
+	// rule's condition sees what a policy notification's matches expression sees.
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// EventAck answers an EventBatch: taken now or already (Duplicate). Events naming no
+// customer of the environment are kept on the server but fire no alert.
+type EventAck struct {
+	Sequence  int64 `json:"sequence"`
+	Duplicate bool  `json:"duplicate"`
+	Accepted  int   `json:"accepted"` // events stored
+	Alerts    int   `json:"alerts"`   // alerts the batch fired
 }
 
 // Hello is the first stream event: where the feed stands and what is active.
