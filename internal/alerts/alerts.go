@@ -1,0 +1,105 @@
+// Package alerts turns conditions into messages: rules per environment (usage percent,
+// spend, grant balance, margin, forecast, caps, policy notifications, billing events)
+// are matched against observations (meters as usage is aggregated, engine events the
+// SDKs forward, invoice changes), each alert fires once per rule, customer, threshold
+// and period (a unique index, so concurrent workers and retries cannot fire it
+// twice), and every (alert, channel) pair becomes a delivery: a River job inserted in
+// the transaction that fired the alert, retried with backoff and jitter for up to
+// 24 hours, then dead-lettered, with every attempt logged.
+//
+// Firing once per period is the hysteresis: a meter hovering at 80 % fires the 80 %
+// alert once, however often it dips and crosses again, and the next period starts
+// armed. When one step crosses several thresholds, only the highest is delivered; the
+// lower ones are recorded as superseded so they do not fire later in the period.
+//
+// Channel secrets (Slack tokens and webhook URLs, SMTP passwords, webhook signing
+// secrets) are sealed with LIMITR_SECRET_KEY and never returned after creation.
+package alerts
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/limitr/limitr/internal/policies"
+	"github.com/limitr/limitr/internal/secrets"
+	"github.com/limitr/limitr/internal/store"
+)
+
+// Errors, for errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a channel or rule of that name exists in the environment.
+	ErrConflict = errors.New("name already in use")
+	// ErrEphemeralKeyring: secrets would be sealed with a key that dies with the process.
+	ErrEphemeralKeyring = errors.New("LIMITR_SECRET_KEY is not set: refusing to store channel secrets that could not be read after a restart")
+	// ErrNotResendable: only a delivered or dead delivery can be sent again.
+	ErrNotResendable = errors.New("the delivery is still in progress")
+)
+
+// Queue is the River queue deliveries run on.
+const Queue = "alerts"
+
+// JobInserter queues River jobs in a transaction (*river.Client[pgx.Tx] is one).
+type JobInserter interface {
+	InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
+}
+
+// Policies reads an environment's active policy (nil when none is published).
+type Policies interface {
+	ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error)
+}
+
+// Config says how to reach the destinations.
+type Config struct {
+	// SlackAPIURL is Slack's Web API base (default https://slack.com/api/), or a
+	// Slack-compatible one for tests and proxies.
+	SlackAPIURL string
+	// PublicURL is where the dashboard is served; messages link a customer there
+	// (empty: no link).
+	PublicURL  string
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	// MaxAge is how long a delivery is retried before it is dead-lettered (default 24h).
+	MaxAge time.Duration
+}
+
+// Service is the alerts domain.
+type Service struct {
+	pool     *pgxpool.Pool
+	keyring  *secrets.Keyring
+	jobs     JobInserter
+	policies Policies
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// New returns the service. jobs may be nil in a process that never fires alerts; it
+// then refuses to fire rather than fire without delivering.
+func New(pool *pgxpool.Pool, keyring *secrets.Keyring, jobs JobInserter, pols Policies, cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 24 * time.Hour
+	}
+	return &Service{pool: pool, keyring: keyring, jobs: jobs, policies: pols, cfg: cfg, log: cfg.Logger, now: time.Now}
+}
+
+// record writes the audit entry of a change to channels or rules.
+func record(ctx context.Context, tx pgx.Tx, env store.Environment, action, resource, id string, before, after any) error {
+	envID := env.ID
+	return store.RecordAudit(ctx, tx, store.AuditEntry{TenantID: env.TenantID, EnvironmentID: &envID,
+		Action: action, Resource: resource, ResourceID: id}, before, after)
+}
