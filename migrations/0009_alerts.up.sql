@@ -75,6 +75,10 @@ create table alert_deliveries (
     -- (found so after a crash, its outcome is in doubt); delivered; dead: gave up.
     status          text not null check (status in ('pending', 'sending', 'delivered', 'dead')),
     attempts        integer not null default 0,
+    -- A resend starts a new retry window and a new message id (the delivery id with
+    -- -r<n>), so receivers that deduplicate do not drop it.
+    resends         integer not null default 0,
+    window_start    timestamptz not null default now(),
     last_error      text not null default '',
     next_attempt_at timestamptz,
     delivered_at    timestamptz,

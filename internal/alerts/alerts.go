@@ -69,17 +69,21 @@ type Config struct {
 	Logger     *slog.Logger
 	// MaxAge is how long a delivery is retried before it is dead-lettered (default 24h).
 	MaxAge time.Duration
+	// RetryBase is the first retry's delay, doubling per attempt up to an hour
+	// (default 5s).
+	RetryBase time.Duration
 }
 
 // Service is the alerts domain.
 type Service struct {
-	pool     *pgxpool.Pool
-	keyring  *secrets.Keyring
-	jobs     JobInserter
-	policies Policies
-	cfg      Config
-	log      *slog.Logger
-	now      func() time.Time
+	pool      *pgxpool.Pool
+	keyring   *secrets.Keyring
+	jobs      JobInserter
+	policies  Policies
+	customers Customers
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
 }
 
 // New returns the service. jobs may be nil in a process that never fires alerts; it

@@ -121,14 +121,20 @@ func (s *Service) finalizeRows(ctx context.Context, tx pgx.Tx, env store.Environ
 		// Every locked draft is updated; anything else would leave a gap.
 		return 0, fmt.Errorf("billing: finalize: %d of %d locked drafts updated", finalized, len(drafts))
 	}
+	if s.mirror == nil && s.alerts == nil {
+		return len(drafts), nil
+	}
+	finalizedIDs := make([]uuid.UUID, len(locked))
+	for i, id := range locked {
+		finalizedIDs[i] = uuid.UUID(id)
+	}
 	if s.mirror != nil {
-		ids := make([]uuid.UUID, len(locked))
-		for i, id := range locked {
-			ids[i] = uuid.UUID(id)
-		}
-		if err := s.mirror.InvoicesFinalized(ctx, tx, env, ids); err != nil {
+		if err := s.mirror.InvoicesFinalized(ctx, tx, env, finalizedIDs); err != nil {
 			return 0, fmt.Errorf("billing: finalize: mirror: %w", err)
 		}
+	}
+	if err := s.InvoiceEvent(ctx, tx, env, EventInvoiceFinalized, finalizedIDs, ""); err != nil {
+		return 0, fmt.Errorf("billing: finalize: %w", err)
 	}
 	return len(drafts), nil
 }

@@ -45,6 +45,7 @@ type Mirror interface {
 
 // Service is the billing domain.
 type Service struct {
+	alerts    InvoiceAlerts
 	pool      *pgxpool.Pool
 	policies  Policies
 	customers Customers

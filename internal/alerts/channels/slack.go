@@ -121,20 +121,65 @@ func (s Slack) Send(ctx context.Context, m Message) error {
 		})
 		return s.classify(err)
 	}
-	opts := []slack.Option{slack.OptionHTTPClient(client)}
-	if s.APIURL != "" {
-		api := s.APIURL
-		if !strings.HasSuffix(api, "/") {
-			api += "/"
-		}
-		opts = append(opts, slack.OptionAPIURL(api))
-	}
-	api := slack.New(s.Token, opts...)
+	api := s.api(client)
 	_, _, err := api.PostMessageContext(ctx, s.Channel,
 		slack.MsgOptionText(fallback(m), false),
 		slack.MsgOptionBlocks(blocks...),
+		slack.MsgOptionMetadata(slack.SlackMetadata{EventType: MetadataEventType,
+			EventPayload: map[string]any{"delivery_id": m.DeliveryID}}),
 	)
 	return s.classify(err)
+}
+
+// api is a Web API client on the configured base URL.
+func (s Slack) api(client *http.Client) *slack.Client {
+	opts := []slack.Option{slack.OptionHTTPClient(client)}
+	if s.APIURL != "" {
+		base := s.APIURL
+		if !strings.HasSuffix(base, "/") {
+			base += "/"
+		}
+		opts = append(opts, slack.OptionAPIURL(base))
+	}
+	return slack.New(s.Token, opts...)
+}
+
+// MetadataEventType marks the messages this package posts with a bot token; their
+// metadata carries the delivery id, so Delivered can find them again.
+const MetadataEventType = "limitr_alert"
+
+// Delivered reports whether a message for deliveryID was posted to the channel since
+// since: after a crash between posting and recording, it tells a retry whether the
+// first attempt got through, so the message is not sent twice. It needs a bot token
+// (an incoming webhook cannot be read back) and the channel's id (conversations.history
+// takes no names); ErrUnsupported otherwise, and the caller must decide without it.
+func (s Slack) Delivered(ctx context.Context, deliveryID string, since time.Time) (bool, error) {
+	if s.Token == "" || s.WebhookURL != "" || strings.HasPrefix(s.Channel, "#") {
+		return false, errors.ErrUnsupported
+	}
+	client := s.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	api := s.api(client)
+	params := &slack.GetConversationHistoryParameters{ChannelID: s.Channel, IncludeAllMetadata: true, Limit: 200,
+		Oldest: fmt.Sprintf("%d.000000", since.Add(-time.Minute).Unix())}
+	for range 20 { // at most 4,000 messages back
+		resp, err := api.GetConversationHistoryContext(ctx, params)
+		if err != nil {
+			return false, s.classify(err)
+		}
+		for _, msg := range resp.Messages {
+			if msg.Metadata.EventType == MetadataEventType && msg.Metadata.EventPayload["delivery_id"] == deliveryID {
+				return true, nil
+			}
+		}
+		if !resp.HasMore || resp.ResponseMetaData.NextCursor == "" {
+			return false, nil
+		}
+		params.Cursor = resp.ResponseMetaData.NextCursor
+	}
+	return false, errors.New("slack: history too long to check")
 }
 
 // permanentSlackErrors are API error codes a retry cannot fix.

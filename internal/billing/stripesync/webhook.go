@@ -92,8 +92,13 @@ func (s *Service) HandleWebhook(ctx context.Context, envID uuid.UUID, payload []
 	out.Invoice = invoiceID.String()
 	if status == "" {
 		// A failed payment changes no status: Stripe retries it; we show the reason.
-		_, err := s.pool.Exec(ctx, `update invoices set stripe_error = $2, updated_at = now() where id = $1`,
-			*invoiceID, fmt.Sprintf("payment failed (Stripe event %s at %s)", ev.ID, ev.Created.UTC().Format(time.RFC3339)))
+		reason := fmt.Sprintf("payment failed (Stripe event %s at %s)", ev.ID, ev.Created.UTC().Format(time.RFC3339))
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `update invoices set stripe_error = $2, updated_at = now() where id = $1`, *invoiceID, reason); err != nil {
+				return err
+			}
+			return s.billing.InvoiceEvent(ctx, tx, env, billing.EventPaymentFailed, []uuid.UUID{*invoiceID}, reason)
+		})
 		return out, err
 	}
 	inv, err := s.billing.ApplyRemoteStatus(ctx, env, invoiceID.String(), status)

@@ -1,0 +1,305 @@
+package alerts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/limitr/limitr/internal/alerts/channels"
+	"github.com/limitr/limitr/internal/store"
+)
+
+// Backoff bounds: the first retry after about RetryBase, doubling, at most an hour
+// apart, with jitter so a destination coming back is not hit by every delivery at once.
+const (
+	defaultRetryBase = 5 * time.Second
+	maxRetryDelay    = time.Hour
+	sendTimeout      = 30 * time.Second
+)
+
+// Prober is a channel that can tell whether an earlier attempt got through.
+type Prober interface {
+	Delivered(ctx context.Context, deliveryID string, since time.Time) (bool, error)
+}
+
+// AddWorkers registers the delivery worker.
+func (s *Service) AddWorkers(workers *river.Workers) {
+	river.AddWorker(workers, &deliverWorker{s: s})
+}
+
+type deliverWorker struct {
+	river.WorkerDefaults[DeliverArgs]
+	s *Service
+}
+
+// Timeout bounds one attempt; the send itself is bounded by sendTimeout.
+func (w *deliverWorker) Timeout(*river.Job[DeliverArgs]) time.Duration { return 2 * time.Minute }
+
+// Work makes one attempt. The attempt is recorded as under way (status sending) and
+// committed before anything is sent, so a crash mid-send leaves a trace: the next run
+// finds the delivery still sending, asks the destination whether the message arrived
+// where it can (Slack with a bot token), and sends again only if it did not. Email
+// and webhooks are sent again with the same Message-ID or webhook-id, which receivers
+// deduplicate on.
+func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
+	s := w.s
+	att, err := s.claim(ctx, job.Args.DeliveryID)
+	if err != nil || att == nil {
+		return err // nil att: delivered, dead or gone; nothing to do
+	}
+	if att.expired {
+		return river.JobCancel(s.finish(ctx, att, outcomeDead, 0, "gave up after "+s.cfg.MaxAge.String()+" of retries"))
+	}
+	sender, msg, err := s.prepare(ctx, att)
+	if err != nil {
+		return river.JobCancel(s.finish(ctx, att, outcomeDead, 0, err.Error()))
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, sendTimeout)
+	defer cancel()
+	if att.inDoubtSince != nil {
+		if p, ok := sender.(Prober); ok {
+			if got, perr := p.Delivered(sendCtx, msg.DeliveryID, *att.inDoubtSince); perr == nil && got {
+				return s.finish(ctx, att, outcomeConfirmed, 0, "")
+			}
+		}
+	}
+	err = sender.Send(sendCtx, msg)
+	if err == nil {
+		return s.finish(ctx, att, outcomeDelivered, 0, "")
+	}
+	var de *channels.DeliveryError
+	status, retryAfter := 0, time.Duration(0)
+	if errors.As(err, &de) {
+		status, retryAfter = de.Status, de.RetryAfter
+	}
+	if !channels.IsRetryable(err) {
+		return river.JobCancel(s.finish(ctx, att, outcomeFailed, status, err.Error()))
+	}
+	delay := retryAfter
+	if delay <= 0 {
+		delay = s.backoff(att.attempt)
+	}
+	if s.now().Add(delay).After(att.createdAt.Add(s.cfg.MaxAge)) {
+		return river.JobCancel(s.finish(ctx, att, outcomeDead, status, err.Error()))
+	}
+	if ferr := s.retryLater(ctx, att, status, err.Error(), delay); ferr != nil {
+		return ferr
+	}
+	return river.JobSnooze(delay)
+}
+
+// backoff is the wait before attempt n+1: RetryBase·2ⁿ⁻¹, at most an hour, jittered
+// down to half.
+func (s *Service) backoff(attempt int) time.Duration {
+	base := s.cfg.RetryBase
+	if base <= 0 {
+		base = defaultRetryBase
+	}
+	d := base << min(max(attempt-1, 0), 20)
+	if d <= 0 || d > maxRetryDelay {
+		d = maxRetryDelay
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Attempt outcomes, as alert_attempts records them.
+const (
+	outcomeDelivered = "delivered"
+	outcomeConfirmed = "confirmed" // an in-doubt attempt the destination says arrived
+	outcomeRetry     = "retry"
+	outcomeFailed    = "failed" // permanent: the destination refused it
+	outcomeDead      = "dead"   // retried past MaxAge, or its channel is gone
+	outcomeInDoubt   = "in_doubt"
+)
+
+// attempt is a claimed delivery attempt.
+type attempt struct {
+	env          store.Environment
+	deliveryID   uuid.UUID
+	alertID      uuid.UUID
+	channelID    *uuid.UUID
+	attemptID    int64
+	attempt      int
+	createdAt    time.Time // the start of the retry window
+	resends      int
+	expired      bool
+	inDoubtSince *time.Time // the start of an attempt that never finished
+}
+
+// claim records a new attempt as under way and commits it before anything is sent.
+// It returns nil when the delivery needs nothing (delivered, dead, deleted).
+func (s *Service) claim(ctx context.Context, id uuid.UUID) (*attempt, error) {
+	var att *attempt
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		a := attempt{deliveryID: id}
+		var status string
+		err := tx.QueryRow(ctx, `select tenant_id, environment_id, alert_id, channel_id, status, attempts, window_start, resends
+			from alert_deliveries where id = $1 for update`, id).
+			Scan(&a.env.TenantID, &a.env.ID, &a.alertID, &a.channelID, &status, &a.attempt, &a.createdAt, &a.resends)
+		if errors.Is(err, pgx.ErrNoRows) || status == "delivered" || status == "dead" {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("alerts: claim delivery: %w", err)
+		}
+		if status == "sending" {
+			var started time.Time
+			if err := tx.QueryRow(ctx, `update alert_attempts set outcome = $2, finished_at = now(),
+					error = 'the worker stopped during this attempt; its outcome is unknown'
+				where id = (select max(id) from alert_attempts where delivery_id = $1) returning started_at`,
+				id, outcomeInDoubt).Scan(&started); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("alerts: mark attempt in doubt: %w", err)
+			}
+			a.inDoubtSince = &started
+		}
+		a.attempt++
+		a.expired = s.now().After(a.createdAt.Add(s.cfg.MaxAge))
+		if _, err := tx.Exec(ctx, `update alert_deliveries set status = 'sending', attempts = $2, next_attempt_at = null,
+			updated_at = now() where id = $1`, id, a.attempt); err != nil {
+			return fmt.Errorf("alerts: claim delivery: %w", err)
+		}
+		if err := tx.QueryRow(ctx, `insert into alert_attempts (delivery_id, attempt) values ($1, $2) returning id`,
+			id, a.attempt).Scan(&a.attemptID); err != nil {
+			return fmt.Errorf("alerts: record attempt: %w", err)
+		}
+		att = &a
+		return nil
+	})
+	return att, err
+}
+
+// finish records an attempt's final outcome. It runs even when the job's context
+// ended (a worker stopping): the message went out, and that must be written down.
+func (s *Service) finish(ctx context.Context, att *attempt, outcome string, status int, msg string) error {
+	ctx = context.WithoutCancel(ctx)
+	next := "dead"
+	var deliveredAt any
+	if outcome == outcomeDelivered || outcome == outcomeConfirmed {
+		next, deliveredAt = "delivered", s.now()
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `update alert_attempts set outcome = $2, status_code = $3, error = $4, finished_at = now() where id = $1`,
+			att.attemptID, outcome, status, truncateError(msg)); err != nil {
+			return fmt.Errorf("alerts: record attempt: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `update alert_deliveries set status = $2, last_error = $3, delivered_at = $4, updated_at = now() where id = $1`,
+			att.deliveryID, next, truncateError(msg), deliveredAt); err != nil {
+			return fmt.Errorf("alerts: record delivery: %w", err)
+		}
+		return nil
+	})
+}
+
+// retryLater records a failed attempt that will be retried after delay.
+func (s *Service) retryLater(ctx context.Context, att *attempt, status int, msg string, delay time.Duration) error {
+	ctx = context.WithoutCancel(ctx)
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `update alert_attempts set outcome = $2, status_code = $3, error = $4, finished_at = now() where id = $1`,
+			att.attemptID, outcomeRetry, status, truncateError(msg)); err != nil {
+			return fmt.Errorf("alerts: record attempt: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `update alert_deliveries set status = 'pending', last_error = $2, next_attempt_at = $3, updated_at = now() where id = $1`,
+			att.deliveryID, truncateError(msg), s.now().Add(delay)); err != nil {
+			return fmt.Errorf("alerts: record delivery: %w", err)
+		}
+		return nil
+	})
+}
+
+func truncateError(s string) string {
+	if len(s) > 2000 {
+		return s[:2000] + "…"
+	}
+	return s
+}
+
+// prepare opens the channel and renders the alert.
+func (s *Service) prepare(ctx context.Context, att *attempt) (channels.Sender, channels.Message, error) {
+	if att.channelID == nil {
+		return nil, channels.Message{}, errors.New("the channel was deleted")
+	}
+	c, err := s.getChannel(ctx, s.pool, att.env, *att.channelID, false, true)
+	if err != nil {
+		return nil, channels.Message{}, err
+	}
+	a, err := getAlert(ctx, s.pool, att.env, att.alertID)
+	if err != nil {
+		return nil, channels.Message{}, err
+	}
+	return s.sender(c), s.message(messageID(att.deliveryID, att.resends), a), nil
+}
+
+// sender builds the channel's client with its secrets.
+func (s *Service) sender(c *storedChannel) channels.Sender {
+	sec := c.secrets
+	switch c.Kind {
+	case ChannelSlack:
+		ch := ""
+		if c.Slack != nil {
+			ch = c.Slack.Channel
+		}
+		return channels.Slack{Token: sec.SlackToken, Channel: ch, WebhookURL: sec.SlackWebhookURL,
+			APIURL: s.cfg.SlackAPIURL, HTTPClient: s.cfg.HTTPClient}
+	case ChannelEmail:
+		e := c.Email
+		return channels.Email{Host: e.SMTP.Host, Port: e.SMTP.Port, Username: e.SMTP.Username, Password: sec.SMTPPassword,
+			From: e.From, To: e.To, TLS: e.SMTP.TLS, Timeout: sendTimeout}
+	default:
+		keys := []string{sec.WebhookSecret}
+		if sec.PreviousSecret != "" && sec.PreviousUntil != nil && s.now().Before(*sec.PreviousUntil) {
+			keys = append(keys, sec.PreviousSecret)
+		}
+		url := ""
+		if c.Webhook != nil {
+			url = c.Webhook.URL
+		}
+		return channels.Webhook{URL: url, Secrets: keys, HTTPClient: s.cfg.HTTPClient}
+	}
+}
+
+// message renders an alert for one delivery.
+// messageID is what receivers deduplicate on: the delivery, and which resend.
+func messageID(id uuid.UUID, resends int) string {
+	if resends == 0 {
+		return id.String()
+	}
+	return fmt.Sprintf("%s-r%d", id, resends)
+}
+
+func (s *Service) message(deliveryID string, a Alert) channels.Message {
+	m := channels.Message{DeliveryID: deliveryID, Title: a.Title, Text: a.Summary, OccurredAt: a.FiredAt}
+	add := func(label, value string) {
+		if value != "" {
+			m.Fields = append(m.Fields, channels.Field{Label: label, Value: value})
+		}
+	}
+	add("Customer", a.CustomerID)
+	plan, _ := a.Data["plan"].(string)
+	add("Plan", plan)
+	add("Entitlement", a.Entitlement)
+	if v, ok := a.Data["value"]; ok {
+		if l, ok := a.Data["limit"]; ok {
+			add("Value / limit", fmt.Sprint(v)+" / "+fmt.Sprint(l))
+		} else {
+			add("Value", fmt.Sprint(v))
+		}
+	}
+	add("Rule", a.RuleName)
+	if s.cfg.PublicURL != "" && a.CustomerID != "" {
+		m.Link = strings.TrimRight(s.cfg.PublicURL, "/") + "/dashboard/customers/" + url.PathEscape(a.CustomerID)
+	}
+	data, err := json.Marshal(a)
+	if err == nil {
+		m.Data = data
+	}
+	return m
+}

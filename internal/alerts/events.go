@@ -1,0 +1,230 @@
+package alerts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/enforcement"
+	"github.com/limitr/limitr/internal/policies"
+	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/validation"
+	"github.com/limitr/limitr/internal/wire"
+)
+
+// Customers reads customer records with their resolved plans (the customers domain).
+type Customers interface {
+	RecordsByUID(ctx context.Context, env store.Environment, p *policies.Policy, uids []uuid.UUID) ([]store.Customer, error)
+}
+
+// SetCustomers gives event ingest its customer lookups.
+func (s *Service) SetCustomers(c Customers) { s.customers = c }
+
+const maxEventPayload = 16 << 10
+
+// ValidateEventBatch checks a forwarded batch, naming every bad field.
+func ValidateEventBatch(b *wire.EventBatch) error {
+	var errs validation.Errors
+	errs.AddField(validation.Required("instance_id", b.InstanceID))
+	if len(b.InstanceID) > wire.MaxInstance {
+		errs.Addf("instance_id", "is longer than %d bytes", wire.MaxInstance)
+	}
+	if b.Sequence < 1 {
+		errs.Add("sequence", "must be at least 1")
+	}
+	if len(b.Events) > wire.MaxEvents {
+		errs.Addf("events", "at most %d events per batch, got %d", wire.MaxEvents, len(b.Events))
+	}
+	for i, e := range b.Events {
+		if errs.Len() >= 20 {
+			break
+		}
+		at := func(f string) string { return fmt.Sprintf("events[%d].%s", i, f) }
+		errs.AddField(validation.Required(at("type"), e.Type))
+		errs.AddField(validation.Required(at("customer"), e.Customer))
+		for f, v := range map[string]string{"notification": e.Notification, "source": e.Source, "entitlement": e.Entitlement,
+			"plan": e.Plan, "cap_id": e.CapID, "caller": e.Caller} {
+			errs.AddField(validation.Text(at(f), v, validation.MaxIDLength))
+		}
+		if e.Count < 1 {
+			errs.Add(at("count"), "must be at least 1")
+		}
+		if e.At.IsZero() {
+			errs.Add(at("at"), "is required")
+		}
+		if len(e.Payload) > 0 {
+			if len(e.Payload) > maxEventPayload {
+				errs.Addf(at("payload"), "is larger than %d bytes", maxEventPayload)
+			} else if _, fe := validation.JSONObject(at("payload"), e.Payload, maxEventPayload); fe != nil {
+				errs.AddField(fe)
+			}
+		}
+	}
+	return errs.Err("invalid event batch")
+}
+
+// IngestEvents stores a forwarded batch once per (instance, sequence) and fires the
+// environment's cap_hit and notification rules on it, in one transaction: the
+// acknowledgement means the events and the alerts they raised are committed.
+func (s *Service) IngestEvents(ctx context.Context, env store.Environment, b wire.EventBatch) (wire.EventAck, error) {
+	if err := ValidateEventBatch(&b); err != nil {
+		return wire.EventAck{}, err
+	}
+	ack := wire.EventAck{Sequence: b.Sequence}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `insert into sdk_event_batches (tenant_id, environment_id, instance_id, sequence, events)
+			values ($1, $2, $3, $4, $5) on conflict do nothing`, env.TenantID, env.ID, b.InstanceID, b.Sequence, len(b.Events))
+		if err != nil {
+			return fmt.Errorf("alerts: event batch: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			ack.Duplicate = true
+			return nil
+		}
+		subjects, err := s.eventSubjects(ctx, tx, env, b.Events)
+		if err != nil {
+			return err
+		}
+		if err := insertEvents(ctx, tx, env, b, subjects); err != nil {
+			return err
+		}
+		ack.Accepted = len(b.Events)
+		obs := eventObservations(b.Events, subjects)
+		fired, err := s.FireTx(ctx, tx, env, obs)
+		ack.Alerts = fired.Alerts
+		return err
+	})
+	return ack, err
+}
+
+// eventSubject is what an event's customer is to the server.
+type eventSubject struct {
+	Subject
+	period billing.Period
+}
+
+// eventSubjects resolves the events' customers (by id or alt id) with their plans and
+// the billing period each event falls in; unknown customers are absent.
+func (s *Service) eventSubjects(ctx context.Context, tx pgx.Tx, env store.Environment, evs []wire.Event) (map[string]eventSubject, error) {
+	names := make([]string, 0, len(evs))
+	seen := map[string]bool{}
+	for _, e := range evs {
+		if !seen[e.Customer] {
+			seen[e.Customer] = true
+			names = append(names, e.Customer)
+		}
+	}
+	found, err := store.ResolveUsageCustomers(ctx, tx, env.TenantID, env.ID, names)
+	if err != nil {
+		return nil, fmt.Errorf("alerts: resolve customers: %w", err)
+	}
+	out := make(map[string]eventSubject, len(found))
+	if len(found) == 0 || s.customers == nil {
+		return out, nil
+	}
+	p, err := s.policies.ActivePolicy(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	uids := make([]uuid.UUID, 0, len(found))
+	for _, c := range found {
+		uids = append(uids, c.UID)
+	}
+	recs, err := s.customers.RecordsByUID(ctx, env, p, uids)
+	if err != nil {
+		return nil, fmt.Errorf("alerts: load customers: %w", err)
+	}
+	byUID := make(map[uuid.UUID]store.Customer, len(recs))
+	for _, r := range recs {
+		byUID[r.UID] = r
+	}
+	for name, c := range found {
+		r, ok := byUID[c.UID]
+		if !ok {
+			continue
+		}
+		loc := time.UTC
+		if r.Timezone != "" {
+			if l, err := time.LoadLocation(r.Timezone); err == nil {
+				loc = l
+			}
+		} else if p != nil && p.Location != nil {
+			loc = p.Location
+		}
+		out[name] = eventSubject{Subject: Subject{UID: r.UID, ID: r.ID, Type: r.Type, Plan: r.ResolvedPlan},
+			period: billing.PeriodAt(time.Now(), r.CreatedAt, r.BillingAnchor, loc)}
+	}
+	return out, nil
+}
+
+func insertEvents(ctx context.Context, tx pgx.Tx, env store.Environment, b wire.EventBatch, subjects map[string]eventSubject) error {
+	rows := make([][]any, 0, len(b.Events))
+	for _, e := range b.Events {
+		var uid *uuid.UUID
+		id := e.Customer
+		if sub, ok := subjects[e.Customer]; ok {
+			u := sub.UID
+			uid, id = &u, sub.ID
+		}
+		payload := e.Payload
+		if len(bytes.TrimSpace(payload)) == 0 {
+			payload = json.RawMessage(`{}`)
+		}
+		rows = append(rows, []any{env.TenantID, env.ID, b.InstanceID, b.Sequence, uid, id, e.Type, e.Notification, e.Source,
+			e.Entitlement, e.Plan, e.CapID, e.At.UTC(), e.Count, []byte(payload)})
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"sdk_events"}, []string{"tenant_id", "environment_id", "instance_id", "sequence",
+		"customer_uid", "customer_id", "type", "notification", "source", "entitlement", "plan", "cap_id", "at", "count", "payload"},
+		pgx.CopyFromRows(rows))
+	if err != nil {
+		return fmt.Errorf("alerts: store events: %w", err)
+	}
+	return nil
+}
+
+// eventObservations turns the events of known customers that a rule kind reads into
+// observations: cap-limit feeds cap_hit, a notification feeds notification.
+func eventObservations(evs []wire.Event, subjects map[string]eventSubject) []Observation {
+	var out []Observation
+	for _, e := range evs {
+		sub, ok := subjects[e.Customer]
+		if !ok {
+			continue
+		}
+		kind := ""
+		switch {
+		case e.Notification != "":
+			kind = KindNotification
+		case e.Type == enforcement.EventCapLimit:
+			kind = KindCapHit
+		default:
+			continue
+		}
+		var payload map[string]any
+		if len(e.Payload) > 0 {
+			_ = json.Unmarshal(e.Payload, &payload) // validated as an object
+		}
+		data := map[string]any{"type": e.Type, "source": e.Source, "customer": sub.ID, "plan": sub.Plan,
+			"entitlement": e.Entitlement, "count": e.Count, "at": e.At.UTC().Format(time.RFC3339Nano), "event": payload}
+		if e.Notification != "" {
+			data["notification"] = e.Notification
+		}
+		if m, ok := payload["meter"].(map[string]any); ok {
+			if v, ok := m["value"]; ok {
+				data["value"] = v
+			}
+			if l, ok := m["limit"]; ok {
+				data["limit"] = l
+			}
+		}
+		out = append(out, Observation{Kind: kind, Customer: sub.Subject, Entitlement: e.Entitlement, Key: e.CapID,
+			Notification: e.Notification, At: e.At, PeriodStart: sub.period.Start, PeriodEnd: sub.period.End, Data: data})
+	}
+	return out
+}
