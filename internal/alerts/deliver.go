@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -76,6 +77,11 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	if err == nil {
 		return s.finish(ctx, att, outcomeDelivered, 0, "")
 	}
+	if ambiguous(ctx, err) {
+		// The request may have reached the destination before we stopped waiting: the
+		// attempt stays under way, and the retry asks the destination first.
+		return fmt.Errorf("alerts: delivery %s: outcome unknown: %w", att.deliveryID, err)
+	}
 	var de *channels.DeliveryError
 	status, retryAfter := 0, time.Duration(0)
 	if errors.As(err, &de) {
@@ -95,6 +101,16 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 		return ferr
 	}
 	return river.JobSnooze(delay)
+}
+
+// ambiguous reports a failure after which the message may or may not have arrived:
+// the worker stopping mid-request, or a timeout waiting for the reply.
+func ambiguous(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // backoff is the wait before attempt n+1: RetryBase·2ⁿ⁻¹, at most an hour, jittered
