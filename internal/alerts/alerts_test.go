@@ -497,3 +497,28 @@ func TestIngestEventsFiresNotificationRules(t *testing.T) {
 		t.Fatalf("bad batch: %v", err)
 	}
 }
+
+func TestResealUnderANewKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil, Config{})
+	const token = "xoxb-reseal-me"
+	c := h.channel(ChannelInput{Name: ptr("slack"), Kind: ptr(ChannelSlack), Slack: &SlackInput{Token: token, Channel: "C1"}})
+	newKey, _ := secrets.GenerateKey()
+	kr, err := secrets.ParseKeyring(newKey + "," + h.keySpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.svc.keyring = kr
+	if n, err := h.svc.Reseal(h.ctx); err != nil || n != 1 {
+		t.Fatalf("reseal: %d %v", n, err)
+	}
+	if n, _ := h.svc.Reseal(h.ctx); n != 0 {
+		t.Fatalf("second reseal re-sealed %d", n)
+	}
+	only, _ := secrets.ParseKeyring(newKey)
+	h.svc.keyring = only // the old key is retired
+	got, err := h.svc.getChannel(h.ctx, h.pool, h.env, c.ID, false, true)
+	if err != nil || got.secrets.SlackToken != token {
+		t.Fatalf("after rotation: %v", err)
+	}
+}

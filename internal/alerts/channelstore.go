@@ -530,3 +530,49 @@ func (v *WebhookView) stored() *WebhookView {
 	w.SigningSecret = ""
 	return &w
 }
+
+// Reseal re-seals every channel's secrets under the keyring's newest key, so an old
+// key can be retired. It returns how many it re-sealed. A row changed meanwhile is
+// left for the next run.
+func (s *Service) Reseal(ctx context.Context) (int, error) {
+	if s.keyring == nil || s.keyring.Ephemeral() {
+		return 0, nil
+	}
+	rows, err := s.pool.Query(ctx, `select id, tenant_id, environment_id, secrets_sealed from alert_channels`)
+	if err != nil {
+		return 0, err
+	}
+	type sealedRow struct {
+		id     uuid.UUID
+		env    store.Environment
+		sealed string
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sealedRow, error) {
+		var c sealedRow
+		return c, r.Scan(&c.id, &c.env.TenantID, &c.env.ID, &c.sealed)
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range all {
+		if !s.keyring.NeedsRotationString(c.sealed) {
+			continue
+		}
+		ad := channelAAD(c.env, c.id)
+		plain, err := s.keyring.OpenString(c.sealed, ad)
+		if err != nil {
+			return n, fmt.Errorf("alerts: reseal channel %s: %w", c.id, err)
+		}
+		next, err := s.keyring.SealString(plain, ad)
+		if err != nil {
+			return n, err
+		}
+		if _, err := s.pool.Exec(ctx, `update alert_channels set secrets_sealed = $2 where id = $1 and secrets_sealed = $3`,
+			c.id, next, c.sealed); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}

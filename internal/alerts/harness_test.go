@@ -48,6 +48,7 @@ type harness struct {
 	env     store.Environment
 	workers *river.Workers
 	cfg     Config
+	keySpec string // LIMITR_SECRET_KEY of the keyring
 }
 
 func examplePolicy(t testing.TB, name string) *policies.Policy {
@@ -88,7 +89,7 @@ func newHarness(t *testing.T, p *policies.Policy, cfg Config) *harness {
 	if cfg.RetryBase == 0 {
 		cfg.RetryBase = 100 * time.Millisecond
 	}
-	h := &harness{t: t, ctx: ctx, pool: pool, env: env, workers: river.NewWorkers(), cfg: cfg}
+	h := &harness{t: t, ctx: ctx, pool: pool, env: env, workers: river.NewWorkers(), cfg: cfg, keySpec: key}
 	h.svc = New(pool, kr, nil, fixedPolicy{p}, cfg)
 	h.svc.SetCustomers(recordsByUID{pool})
 	h.svc.AddWorkers(h.workers)
