@@ -29,7 +29,8 @@ build: check-go
 ## demo: the AI-product quick start in local mode, then the same product in cloud mode:
 ## Postgres and Redis, `limitr dev`, a tenant, the policy published, a cloud-mode client
 ## that sees a changed limit pushed to it, the server's aggregated usage, then billing:
-## an upcoming invoice and a month on a test clock ending in a finalized invoice (scripts/demo.sh)
+## an upcoming invoice and a month on a test clock ending in a finalized invoice, then alerts:
+## a usage rule that reaches a local webhook receiver once per threshold (scripts/demo.sh)
 demo: check-go
 	$(GO) run ./examples/quickstart
 	@echo

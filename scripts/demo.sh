@@ -14,6 +14,9 @@
 #      examples/cloud served (equal to the SDK's live estimate), then a month on a test
 #      clock in staging: a customer on the clock, usage, the clock advanced past the
 #      period's end and grace period, and the finalized invoice
+#   9. examples/alerts: a webhook receiver, an alert channel and a usage_percent rule;
+#      a starter customer crosses 80 % of its limit, then is denied at it, and each
+#      alert reaches the receiver once, signed
 #
 # Everything it starts is stopped, and the database dropped, on exit (also on failure).
 # Needs Go, curl and psql (scripts/services.sh installs PostgreSQL with its client).
@@ -147,5 +150,12 @@ say
 LIMITR_BASE_URL="$base" LIMITR_ADMIN_KEY="$admin_key" LIMITR_SDK_KEY="$sdk_key" LIMITR_ENVIRONMENT=production \
   LIMITR_TEST_SDK_KEY="$test_sdk_key" LIMITR_TEST_ENVIRONMENT=staging \
   "$GO" run ./examples/billing || die "examples/billing failed"
+say
+say "== Alerts: a rule fires when the starter customer nears and hits its limit =="
+say
+say "9. The alerts client: go run ./examples/alerts"
+say
+LIMITR_BASE_URL="$base" LIMITR_ADMIN_KEY="$admin_key" LIMITR_SDK_KEY="$sdk_key" LIMITR_ENVIRONMENT=production \
+  "$GO" run ./examples/alerts || die "examples/alerts failed"
 say
 say "demo: done; stopping limitr dev and dropping $db"
