@@ -463,17 +463,21 @@ func TestIngestEventsFiresNotificationRules(t *testing.T) {
 	wc := h.channel(ChannelInput{Name: ptr("hook"), Kind: ptr(ChannelWebhook), Webhook: &WebhookInput{URL: hook.URL()}})
 	h.rule("half", KindNotification, Params{Notification: "half-seats"}, wc)
 	h.rule("caps", KindCapHit, Params{}, wc)
+	h.rule("usage", KindUsagePercent, Params{Thresholds: decs("80", "100")}, wc)
 	h.customer("acme", "pro")
 	at := time.Now().UTC()
+	day := at.Truncate(24 * time.Hour)
 	b := wire.EventBatch{InstanceID: "i-1", Sequence: 1, Events: []wire.Event{
 		{Type: "half-seats", Notification: "half-seats", Source: "meter-changed", Customer: "acme", Entitlement: "seats", At: at, Count: 3,
 			Payload: []byte(`{"meter":{"value":2,"limit":3}}`)},
 		{Type: "cap-limit", Customer: "acme", Entitlement: "ai_tokens", CapID: "daily", At: at, Count: 1},
 		{Type: "meter-limit", Customer: "acme", Entitlement: "seats", At: at, Count: 9},
+		{Type: "meter-limit", Customer: "acme", Entitlement: "tokens", At: at, Count: 2, PeriodStart: &day,
+			Payload: []byte(`{"meter":{"value":960,"limit":1000,"invalid":1200}}`)},
 		{Type: "half-seats", Notification: "half-seats", Customer: "ghost", At: at, Count: 1},
 	}}
 	ack, err := h.svc.IngestEvents(h.ctx, h.env, b)
-	if err != nil || ack.Accepted != 4 || ack.Alerts != 2 || ack.Duplicate {
+	if err != nil || ack.Accepted != 5 || ack.Alerts != 3 || ack.Duplicate {
 		t.Fatalf("ack %+v %v", ack, err)
 	}
 	again, err := h.svc.IngestEvents(h.ctx, h.env, b)
@@ -484,7 +488,13 @@ func TestIngestEventsFiresNotificationRules(t *testing.T) {
 	if ack, err := h.svc.IngestEvents(h.ctx, h.env, b); err != nil || ack.Alerts != 0 {
 		t.Fatalf("second batch %+v %v", ack, err)
 	}
-	if n := h.count(`select count(*) from sdk_events`); n != 8 {
+	var thr string
+	var start time.Time
+	if err := h.pool.QueryRow(h.ctx, `select threshold, period_start from alerts where kind = 'usage_percent' and not superseded`).Scan(&thr, &start); err != nil ||
+		thr != "100" || !start.Equal(day) {
+		t.Fatalf("denial alert: threshold %s from %s (%v), want 100 from %s", thr, start, err, day)
+	}
+	if n := h.count(`select count(*) from sdk_events`); n != 10 {
 		t.Fatalf("%d events stored", n)
 	}
 	if n := h.count(`select count(*) from sdk_events where customer_uid is null`); n != 2 {

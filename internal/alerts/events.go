@@ -12,6 +12,7 @@ import (
 
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/enforcement"
+	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/validation"
@@ -95,7 +96,11 @@ func (s *Service) IngestEvents(ctx context.Context, env store.Environment, b wir
 			return err
 		}
 		ack.Accepted = len(b.Events)
-		obs := eventObservations(b.Events, subjects)
+		p, err := s.policies.ActivePolicy(ctx, env)
+		if err != nil {
+			return err
+		}
+		obs := eventObservations(p, b.Events, subjects)
 		fired, err := s.FireTx(ctx, tx, env, obs)
 		ack.Alerts = fired.Alerts
 		return err
@@ -106,7 +111,10 @@ func (s *Service) IngestEvents(ctx context.Context, env store.Environment, b wir
 // eventSubject is what an event's customer is to the server.
 type eventSubject struct {
 	Subject
-	period billing.Period
+	period  billing.Period // the billing period now
+	created time.Time
+	anchor  time.Time
+	loc     *time.Location
 }
 
 // eventSubjects resolves the events' customers (by id or alt id) with their plans and
@@ -158,7 +166,7 @@ func (s *Service) eventSubjects(ctx context.Context, tx pgx.Tx, env store.Enviro
 			loc = p.Location
 		}
 		out[name] = eventSubject{Subject: Subject{UID: r.UID, ID: r.ID, Type: r.Type, Plan: r.ResolvedPlan},
-			period: billing.PeriodAt(time.Now(), r.CreatedAt, r.BillingAnchor, loc)}
+			period: billing.PeriodAt(time.Now(), r.CreatedAt, r.BillingAnchor, loc), created: r.CreatedAt, anchor: r.BillingAnchor, loc: loc}
 	}
 	return out, nil
 }
@@ -189,21 +197,16 @@ func insertEvents(ctx context.Context, tx pgx.Tx, env store.Environment, b wire.
 }
 
 // eventObservations turns the events of known customers that a rule kind reads into
-// observations: cap-limit feeds cap_hit, a notification feeds notification.
-func eventObservations(evs []wire.Event, subjects map[string]eventSubject) []Observation {
+// observations: cap-limit feeds cap_hit, a notification feeds notification, and a
+// denial at a limit (meter-limit) or a soft limit crossed (meter-overage) feeds
+// usage_percent, as the percent of the limit the call reached, in the meter's period:
+// the same key the worker's evaluation of aggregated usage uses, so whichever sees a
+// crossing first fires it and the other finds it fired.
+func eventObservations(p *policies.Policy, evs []wire.Event, subjects map[string]eventSubject) []Observation {
 	var out []Observation
 	for _, e := range evs {
 		sub, ok := subjects[e.Customer]
 		if !ok {
-			continue
-		}
-		kind := ""
-		switch {
-		case e.Notification != "":
-			kind = KindNotification
-		case e.Type == enforcement.EventCapLimit:
-			kind = KindCapHit
-		default:
 			continue
 		}
 		var payload map[string]any
@@ -212,19 +215,75 @@ func eventObservations(evs []wire.Event, subjects map[string]eventSubject) []Obs
 		}
 		data := map[string]any{"type": e.Type, "source": e.Source, "customer": sub.ID, "plan": sub.Plan,
 			"entitlement": e.Entitlement, "count": e.Count, "at": e.At.UTC().Format(time.RFC3339Nano), "event": payload}
-		if e.Notification != "" {
+		o := Observation{Customer: sub.Subject, Entitlement: e.Entitlement, Key: e.CapID, Notification: e.Notification,
+			At: e.At, PeriodStart: sub.period.Start, PeriodEnd: sub.period.End, Data: data}
+		meter, _ := payload["meter"].(map[string]any)
+		value, limit := number(meter["value"]), number(meter["limit"])
+		if value != nil {
+			data["value"] = *value
+		}
+		if limit != nil {
+			data["limit"] = *limit
+		}
+		switch {
+		case e.Notification != "":
+			o.Kind = KindNotification
 			data["notification"] = e.Notification
-		}
-		if m, ok := payload["meter"].(map[string]any); ok {
-			if v, ok := m["value"]; ok {
-				data["value"] = v
+		case e.Type == enforcement.EventCapLimit:
+			o.Kind = KindCapHit
+		case e.Type == enforcement.EventMeterLimit || e.Type == enforcement.EventMeterOverage:
+			reached := value
+			if e.Type == enforcement.EventMeterLimit {
+				reached = number(meter["invalid"])
 			}
-			if l, ok := m["limit"]; ok {
-				data["limit"] = l
+			start, ok := meterPeriod(p, sub, e)
+			if reached == nil || limit == nil || *limit <= 0 || !ok {
+				continue
 			}
+			pct, err := num.FromFloat64(100 * *reached / *limit)
+			lim, err2 := num.FromFloat64(*limit)
+			if err != nil || err2 != nil {
+				continue
+			}
+			o.Kind, o.Value, o.Limit, o.PeriodStart, o.PeriodEnd = KindUsagePercent, pct, lim, start, time.Time{}
+			data["percent"] = num.Float64(pct)
+		default:
+			continue
 		}
-		out = append(out, Observation{Kind: kind, Customer: sub.Subject, Entitlement: e.Entitlement, Key: e.CapID,
-			Notification: e.Notification, At: e.At, PeriodStart: sub.period.Start, PeriodEnd: sub.period.End, Data: data})
+		out = append(out, o)
 	}
 	return out
+}
+
+// meterPeriod is the start of the event's meter period: as the SDK reports it, else
+// from the customer's plan in the active policy.
+func meterPeriod(p *policies.Policy, sub eventSubject, e wire.Event) (time.Time, bool) {
+	if e.PeriodStart != nil {
+		return e.PeriodStart.UTC(), true
+	}
+	if p == nil {
+		return time.Time{}, false
+	}
+	plan := p.Plan(sub.Plan)
+	idx, ok := p.EntitlementIndex(e.Entitlement)
+	if plan == nil || !ok {
+		return time.Time{}, false
+	}
+	ce := plan.Entitlement(idx)
+	if ce == nil || ce.Limit == nil {
+		return time.Time{}, false
+	}
+	if !ce.Limit.Resets() {
+		return sub.created.UTC(), true
+	}
+	return ce.Limit.Reset.CurrentStart(sub.created, e.At, sub.loc, sub.anchor).UTC(), true
+}
+
+// number reads a JSON number.
+func number(v any) *float64 {
+	f, ok := v.(float64)
+	if !ok {
+		return nil
+	}
+	return &f
 }

@@ -185,6 +185,9 @@ type Event struct {
 	CapID        string    `json:"cap_id,omitempty"`
 	At           time.Time `json:"at"`
 	Count        int64     `json:"count"` // >= 1
+	// PeriodStart is the start of the meter's period, for meter events (optional: the
+	// server computes it from the policy when absent).
+	PeriodStart *time.Time `json:"period_start,omitempty"`
 	// Payload is the event as the engine renders it to handlers (Event.JSON), so a
 	// rule's condition sees what a policy notification's matches expression sees.
 	Payload json.RawMessage `json:"payload,omitempty"`
