@@ -292,11 +292,16 @@ func TestSlackRateLimitIsHonoured(t *testing.T) {
 	}
 }
 
-func TestSlackDownThenDeliveredOnce(t *testing.T) {
+// TestSlackDownForAMinute keeps Slack down for a minute: the delivery backs off
+// (1 s doubling, jittered), is delivered once Slack is back, and only once.
+func TestSlackDownForAMinute(t *testing.T) {
 	t.Parallel()
+	if testing.Short() {
+		t.Skip("a minute-long outage")
+	}
 	slack := alerttest.NewSlack()
 	defer slack.Close()
-	h := newHarness(t, nil, Config{SlackAPIURL: slack.APIURL(), RetryBase: 50 * time.Millisecond})
+	h := newHarness(t, nil, Config{SlackAPIURL: slack.APIURL(), RetryBase: time.Second})
 	sc := h.channel(ChannelInput{Name: ptr("slack"), Kind: ptr(ChannelSlack), Slack: &SlackInput{Token: "xoxb-1", Channel: "C1"}})
 	h.rule("usage", KindUsagePercent, Params{Thresholds: decs("80")}, sc)
 	slack.SetDown(true)
@@ -304,13 +309,21 @@ func TestSlackDownThenDeliveredOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start()
-	waitFor(t, 10*time.Second, "three refused attempts", func() bool { return slack.Refused() >= 3 })
+	down := time.Now()
+	time.Sleep(time.Minute)
 	slack.SetDown(false)
-	waitFor(t, 20*time.Second, "delivery once Slack is back", h.allDelivered(1))
-	time.Sleep(300 * time.Millisecond)
+	refused := slack.Refused()
+	waitFor(t, 90*time.Second, "delivery once Slack is back", h.allDelivered(1))
+	took := time.Since(down)
+	time.Sleep(time.Second)
 	if n := len(slack.Posted()); n != 1 {
 		t.Fatalf("%d messages, want exactly 1", n)
 	}
+	// 1 s doubling with jitter: at least 4 refused attempts in a minute, and at most 7.
+	if refused < 4 || refused > 7 {
+		t.Errorf("%d attempts refused during the minute", refused)
+	}
+	t.Logf("delivered %s after the outage began, after %d refused attempts", took.Round(time.Second), refused)
 }
 
 // TestKillDuringDelivery stops the worker while Slack has accepted the message but
