@@ -84,61 +84,173 @@ type MeterChange struct {
 
 type namedHandler struct {
 	name string
+	mask eventMask
 	fn   func(Event)
 }
 
-// AddHandler registers fn under name, replacing a handler of the same name. Handlers
-// run synchronously, in registration order, after the state change and outside any
-// engine lock, so a handler may call back into the engine.
-func (e *Engine) AddHandler(name string, fn func(Event)) {
+// handlerSet is what dispatch reads: the handlers in registration order and the union
+// of what they want, so a call can tell without a loop whether to build events at all.
+type handlerSet struct {
+	list []namedHandler
+	mask eventMask
+}
+
+// eventMask is a set of event types, one bit per engine type, plus notification
+// deliveries and types the engine does not know.
+type eventMask uint32
+
+const (
+	maskNotifications eventMask = 1 << 30 // deliveries under a policy notification's name
+	maskOther         eventMask = 1 << 31 // a type without its own bit
+	maskAll                     = ^eventMask(0)
+)
+
+// NotificationEvents, in AddHandlerFor's types, selects every delivery under a policy
+// notification's name (Event.Notification set), whatever event it matched.
+const NotificationEvents = "notifications"
+
+// eventTypes gives each engine event type its bit in an eventMask, by position.
+var eventTypes = [...]string{
+	EventMeterChanged, EventMeterOverage, EventMeterLimit, EventMeterReset, EventCustomerSet,
+	EventCustomerRemoved, EventCustomerPlanChanged, EventMeterGoverned, EventCapLimit,
+	EventCapThresholdCrossed, EventCustomerTopupGranted, EventCustomerCapAdded,
+	EventCustomerCapReset, EventCustomerCapRemoved,
+}
+
+// bitOf is the bit of an event type (maskOther for a type the engine does not emit).
+func bitOf(t string) eventMask {
+	for i, et := range eventTypes {
+		if et == t {
+			return 1 << i
+		}
+	}
+	return maskOther
+}
+
+// maskOf is the set of the named types; NotificationEvents selects notification
+// deliveries, and a nil list every type and every notification.
+func maskOf(types []string) eventMask {
+	if types == nil {
+		return maskAll
+	}
+	var m eventMask
+	for _, t := range types {
+		if t == NotificationEvents {
+			m |= maskNotifications
+		} else if b := bitOf(t); b != maskOther {
+			m |= b
+		}
+	}
+	return m
+}
+
+// Bits of the event types the hot path asks about.
+var (
+	bitChanged   = bitOf(EventMeterChanged)
+	bitOverage   = bitOf(EventMeterOverage)
+	bitLimit     = bitOf(EventMeterLimit)
+	bitReset     = bitOf(EventMeterReset)
+	bitGoverned  = bitOf(EventMeterGoverned)
+	bitCapLimit  = bitOf(EventCapLimit)
+	bitCrossed   = bitOf(EventCapThresholdCrossed)
+	bitSet       = bitOf(EventCustomerSet)
+	maskNotified = bitChanged | bitOverage | bitLimit | bitReset | bitGoverned | bitCapLimit | bitCrossed
+)
+
+// AddHandler registers fn under name for every event type and every policy
+// notification, replacing a handler of the same name. Handlers run synchronously, in
+// registration order, after the state change and outside any engine lock, so a
+// handler may call back into the engine.
+//
+// A handler for every type makes every call build its events (a meter-changed for
+// each allowed call); AddHandlerFor keeps calls cheap for a handler that wants a few.
+func (e *Engine) AddHandler(name string, fn func(Event)) { e.AddHandlerFor(name, nil, fn) }
+
+// AddHandlerFor registers fn under name for the event types listed (NotificationEvents
+// selects policy notification deliveries; nil selects everything, as AddHandler),
+// replacing a handler of the same name. Types the engine does not emit are ignored.
+//
+// Calls build only the events some handler wants: with handlers for meter-limit alone,
+// an allowed call under its limit builds none and allocates nothing. Notification
+// matching needs the events a notification may match, so a handler for
+// NotificationEvents makes calls build them while the policy has notifications.
+func (e *Engine) AddHandlerFor(name string, types []string, fn func(Event)) {
 	if fn == nil {
 		return
 	}
 	e.hmu.Lock()
 	defer e.hmu.Unlock()
-	cur := *e.handlers.Load()
+	cur := e.handlers.Load().list
 	next := slices.DeleteFunc(slices.Clone(cur), func(h namedHandler) bool { return h.name == name })
-	next = append(next, namedHandler{name: name, fn: fn})
-	e.handlers.Store(&next)
+	next = append(next, namedHandler{name: name, mask: maskOf(types), fn: fn})
+	e.handlers.Store(newHandlerSet(next))
 }
 
 // RemoveHandler unregisters a handler.
 func (e *Engine) RemoveHandler(name string) {
 	e.hmu.Lock()
 	defer e.hmu.Unlock()
-	cur := *e.handlers.Load()
+	cur := e.handlers.Load().list
 	next := slices.DeleteFunc(slices.Clone(cur), func(h namedHandler) bool { return h.name == name })
-	e.handlers.Store(&next)
+	e.handlers.Store(newHandlerSet(next))
 }
 
-func (e *Engine) hasHandlers() bool { return len(*e.handlers.Load()) > 0 }
+func newHandlerSet(list []namedHandler) *handlerSet {
+	s := &handlerSet{list: list}
+	for _, h := range list {
+		s.mask |= h.mask
+	}
+	return s
+}
+
+// wanted is the set of event types a call under p must build: those some handler
+// wants, and every type a notification may match when a handler wants notifications
+// and p has some.
+func (e *Engine) wanted(p *policies.Policy) eventMask {
+	m := e.handlers.Load().mask
+	if m&maskNotifications != 0 && len(p.Notifications) > 0 {
+		m |= maskNotified
+	}
+	return m
+}
 
 // emit delivers an event: first under the name of every policy notification whose
-// condition matches it (meter and cap events only), then as itself.
+// condition matches it (meter and cap events only), then as itself, each to the
+// handlers that want it.
 func (e *Engine) emit(ev Event) {
-	hs := *e.handlers.Load()
-	if len(hs) == 0 {
+	hs := e.handlers.Load()
+	if hs.mask == 0 {
 		return
 	}
-	if p := e.policy.Load(); len(p.Notifications) > 0 && notifiable(ev.Type) {
-		var payload map[string]any
-		if err := json.Unmarshal(ev.JSON(), &payload); err == nil {
-			for _, n := range p.Notifications {
-				if ok, _ := n.Match.Eval(ev.Type, payload); ok {
-					nev := ev
-					nev.Notification, nev.Source, nev.Type = n.Name, ev.Type, n.Name
-					if nev.shape == "" {
-						nev.shape = ev.Type
-					}
-					for _, h := range hs {
-						h.fn(nev)
+	if hs.mask&maskNotifications != 0 {
+		if p := e.policy.Load(); len(p.Notifications) > 0 && notifiable(ev.Type) {
+			var payload map[string]any
+			if err := json.Unmarshal(ev.JSON(), &payload); err == nil {
+				for _, n := range p.Notifications {
+					if ok, _ := n.Match.Eval(ev.Type, payload); ok {
+						nev := ev
+						nev.Notification, nev.Source, nev.Type = n.Name, ev.Type, n.Name
+						if nev.shape == "" {
+							nev.shape = ev.Type
+						}
+						for _, h := range hs.list {
+							if h.mask&maskNotifications != 0 {
+								h.fn(nev)
+							}
+						}
 					}
 				}
 			}
 		}
 	}
-	for _, h := range hs {
-		h.fn(ev)
+	bit := bitOf(ev.Type)
+	if hs.mask&bit == 0 {
+		return
+	}
+	for _, h := range hs.list {
+		if h.mask&bit != 0 {
+			h.fn(ev)
+		}
 	}
 }
 
