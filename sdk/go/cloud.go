@@ -54,6 +54,9 @@ type cloudConfig struct {
 	overflow        Overflow
 	audit           bool
 	auditBuffer     int
+	noEvents        bool // event forwarding off (cloud_events.go)
+	eventBuffer     int
+	eventInterval   time.Duration
 	// Tuning the tests use; zero picks the defaults.
 	backoffBase  time.Duration
 	backoffCap   time.Duration
@@ -185,6 +188,18 @@ type SyncStats struct {
 	// at its bound (WithAuditBuffer); the usage sums of those calls are kept.
 	AuditPending int
 	AuditDropped int64
+	// Event forwarding (see Cloud, "Events"). EventsPending is the number of distinct
+	// events held, waiting or in flight (at most WithEventBuffer). EventsSent and
+	// EventsDropped count engine events, each repeat included: a coalesced event sent
+	// with count n adds n. EventsDropped counts those lost to a full buffer, a batch
+	// the server refused, a server that does not take events, or Close. EventBatches
+	// counts the batches the server acknowledged. EventsUnsupported says the server
+	// answered that it does not take events (an older control plane): forwarding is off.
+	EventsPending     int
+	EventsSent        int64
+	EventsDropped     int64
+	EventBatches      int64
+	EventsUnsupported bool
 	LastError    error     // the last sync failure; nil once a batch went through since
 	LastFlush    time.Time // when the server last acknowledged a batch
 	// PolicyVersion is the version number of the enforced policy; StreamConnected says
@@ -226,6 +241,8 @@ type cloud struct {
 	progress  chan struct{} // pulsed whenever a batch leaves the queue
 	pending   func() int
 	warned    map[string]time.Time // last warning of unattributed usage, per customer; the sender's
+
+	events *forwarder // nil when event forwarding is off (cloud_events.go)
 
 	// Customers (cloud_customers.go).
 	hmu         sync.Mutex
@@ -414,6 +431,7 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, e
 	go c.cutter()
 	c.sendWG.Add(1)
 	go c.sender()
+	c.startEvents()
 	return &Policy{eng: eng, cloud: c}, nil
 }
 
@@ -432,6 +450,12 @@ func (cfg *cloudConfig) defaults() {
 	}
 	if cfg.auditBuffer <= 0 {
 		cfg.auditBuffer = cfg.bufferSize
+	}
+	if cfg.eventBuffer <= 0 {
+		cfg.eventBuffer = DefaultEventBuffer
+	}
+	if cfg.eventInterval <= 0 {
+		cfg.eventInterval = min(cfg.flushInterval, DefaultEventFlushInterval)
 	}
 	if cfg.refreshInterval == 0 {
 		cfg.refreshInterval = DefaultRefreshInterval

@@ -62,6 +62,8 @@ type fakeCP struct {
 	stateDelay time.Duration
 	stateDown  bool // the state endpoint answers 503 while set
 	grantSeq   int
+
+	events fakeEvents // POST /v1/sdk/events (cloud_events_test.go)
 }
 
 type fakeDrawKey struct {
@@ -138,6 +140,7 @@ func newFakeCP(t *testing.T, doc string) *fakeCP {
 	mux.HandleFunc("GET "+wire.PathPolicy, f.auth(f.getPolicy))
 	mux.HandleFunc("GET "+wire.PathStream, f.auth(f.stream))
 	mux.HandleFunc("POST "+wire.PathUsage, f.auth(f.postUsage))
+	mux.HandleFunc("POST "+wire.PathEvents, f.auth(f.postEvents))
 	mux.HandleFunc("GET /v1/sdk/customers/{id}/state", f.auth(f.getState))
 	base := "/v1/environments/{env}/customers"
 	mux.HandleFunc("POST "+base, f.auth(f.createCustomer))
