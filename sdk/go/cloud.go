@@ -200,8 +200,8 @@ type SyncStats struct {
 	EventsDropped     int64
 	EventBatches      int64
 	EventsUnsupported bool
-	LastError    error     // the last sync failure; nil once a batch went through since
-	LastFlush    time.Time // when the server last acknowledged a batch
+	LastError         error     // the last sync failure; nil once a batch went through since
+	LastFlush         time.Time // when the server last acknowledged a batch
 	// PolicyVersion is the version number of the enforced policy; StreamConnected says
 	// whether the push stream is up (else the SDK polls).
 	PolicyVersion   int
