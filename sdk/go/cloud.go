@@ -188,6 +188,13 @@ type SyncStats struct {
 	// at its bound (WithAuditBuffer); the usage sums of those calls are kept.
 	AuditPending int
 	AuditDropped int64
+	LastError    error     // the last sync failure; nil once a batch went through since
+	LastFlush    time.Time // when the server last acknowledged a batch
+	// PolicyVersion is the version number of the enforced policy; StreamConnected says
+	// whether the push stream is up (else the SDK polls).
+	PolicyVersion   int
+	PolicyUpdatedAt time.Time // when the enforced version was swapped in
+	StreamConnected bool
 	// Event forwarding (see Cloud, "Events"). EventsPending is the number of distinct
 	// events held, waiting or in flight (at most WithEventBuffer). EventsSent and
 	// EventsDropped count engine events, each repeat included: a coalesced event sent
@@ -200,13 +207,6 @@ type SyncStats struct {
 	EventsDropped     int64
 	EventBatches      int64
 	EventsUnsupported bool
-	LastError         error     // the last sync failure; nil once a batch went through since
-	LastFlush         time.Time // when the server last acknowledged a batch
-	// PolicyVersion is the version number of the enforced policy; StreamConnected says
-	// whether the push stream is up (else the SDK polls).
-	PolicyVersion   int
-	PolicyUpdatedAt time.Time // when the enforced version was swapped in
-	StreamConnected bool
 }
 
 // cloud is the state of a Policy in cloud mode.
@@ -301,6 +301,25 @@ type cloud struct {
 //     customer per minute): the server keeps them for an operator. A batch the server
 //     refuses as invalid (4xx other than 401, 403, 408, 409 and 429) is logged,
 //     counted in SyncStats.Dropped and Rejected, and skipped.
+//
+//   - Events. The engine events worth an alert are forwarded to POST /v1/sdk/events:
+//     every policy notification (sent under its name, with the event it matched as
+//     Source) and meter-limit, meter-overage, cap-limit, cap-threshold-crossed and
+//     meter-governed; not meter-changed, meter-reset or the customer events. A call
+//     only appends the event to an in-memory buffer (no I/O, no waiting), and calls
+//     build no event a handler does not want, so an allowed call under its limit stays
+//     allocation-free. Repeats of a waiting event (same type, notification, customer,
+//     entitlement and cap) are sent once with a count; the buffer holds at most
+//     WithEventBuffer distinct events (default 10 000) and counts the ones past it in
+//     SyncStats.EventsDropped. Events are gathered for WithEventFlushInterval (default
+//     the flush interval, at most 100 ms) from the first one, then sent in gzipped
+//     batches of up to 1 000 as (instance id, sequence), the sequence separate from
+//     usage batches', one batch at a time, retried with backoff under the same
+//     sequence until the server answers. A batch refused with a 4xx other than 408 or
+//     429 is logged, counted and dropped; a 404 or 405 (a control plane that predates
+//     events) turns forwarding off for good, logged once. Close sends what waits within
+//     its deadline; whatever is left is counted as dropped, and does not fail Close.
+//     WithEventForwarding(false) turns forwarding off.
 //
 //   - Outages. While the API is unreachable, enforcement goes on from local state. Cut
 //     batches queue in memory up to WithBufferSize records; past that, WithOverflow
