@@ -98,3 +98,11 @@ func TestAllowCappedAllocs(t *testing.T) {
 		t.Fatalf("the org cap did not move: %+v: the test does not take the cap path", c)
 	}
 }
+
+// TestCloudAllowAllocsWithEventForwarding: event forwarding (on by default in cloud
+// mode) leaves a warm allowed call allocation-free (BenchmarkCloudAllowEvents).
+func TestCloudAllowAllocsWithEventForwarding(t *testing.T) {
+	p := newEventsBenchPolicy(t, true)
+	ctx := context.Background()
+	wantNoAllocs(t, "cloud Allow, event forwarding on", func() (bool, error) { return p.Allow(ctx, "u", "api", 1) })
+}

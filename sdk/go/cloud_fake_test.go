@@ -21,7 +21,7 @@ import (
 // fakeCP is an in-process control plane speaking the SDK wire protocol, with knobs to
 // make it fail.
 type fakeCP struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *httptest.Server
 	token string
 	env   string
@@ -127,7 +127,7 @@ type fakeTopup struct {
 // topupDefs is what the fake knows of the test policies' topups.
 var topupDefs = map[string]struct{ credit, value string }{"t20": {"req", "20"}}
 
-func newFakeCP(t *testing.T, doc string) *fakeCP {
+func newFakeCP(t testing.TB, doc string) *fakeCP {
 	t.Helper()
 	f := &fakeCP{t: t, token: "sdk_test_key", env: "production", notify: make(chan struct{}), drop: make(chan struct{}),
 		shutdown: make(chan struct{}), committed: map[string]wire.UsageBatch{}, lastSeq: map[string]int64{},
