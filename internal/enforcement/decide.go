@@ -583,20 +583,26 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 	if m != nil && m.ext != nil && d.amount.IsPos() {
 		m.pruneHolds(nowNs)
 	}
-	// Events are built only when a handler wants one of the types the call can make:
-	// building them snapshots the customer, which allocates.
+	// Events are built only when a handler wants one the call makes: building them
+	// snapshots the customer, which allocates. A due reset makes a meter-reset.
 	var want eventMask
 	if !call.NoEvents {
 		want = e.wanted(p)
 	}
+	resetWanted := d.reset && want&bitReset != 0
 	if d.denied != notDenied && d.denied != deniedByLimit {
-		if want&(bitGoverned|bitCapLimit|bitReset) == 0 {
+		typ, ref := EventMeterGoverned, EventRef{Type: EventMeterGoverned, Customer: owner.id, Entitlement: res.ce.Name}
+		if d.denied == deniedByCap {
+			typ, ref = EventCapLimit, capLimitRef(res, caps[d.deniedCap])
+		}
+		if !resetWanted && (want&bitOf(typ) == 0 || e.repeated(p, ref)) {
 			return nil
 		}
 		return e.denialEvents(p, res, d, caps, call, now)
 	}
 	if !d.commit {
-		if want&(bitLimit|bitReset) == 0 {
+		ref := EventRef{Type: EventMeterLimit, Customer: owner.id, Entitlement: res.ce.Name}
+		if !resetWanted && (want&bitLimit == 0 || e.repeated(p, ref)) {
 			return nil
 		}
 		return e.meterEvents(p, res, d, call, now, grantDraw{}, d.overage)
@@ -640,21 +646,28 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		// draw.applied is the zero decimal when no grant was drawn.
 		e.record(owner, m, d.limit.Credit.Name, c.Sub(d.newValue, d.meterValue), d.overhead, price, draw.applied)
 	}
-	capReport := want&(bitCrossed|bitSet) != 0
+	capReport := want & (bitCrossed | bitSet)
 	moved := e.commitCaps(d, p, res, locked, caps, draw.applied, now, capReport)
 	var out []Event
-	if want&(bitChanged|bitOverage|bitReset) != 0 {
+	// What meterEvents makes: meter-overage past the limit (unless grants paid for all of
+	// it), else meter-changed when the meter moved; meter-reset when a period ended.
+	overage := !d.ownValid && !d.coverAll && left.IsPos()
+	changed := !overage && (d.reset || !d.newValue.Equal(d.meterValue) || !d.overhead.IsZero())
+	if resetWanted || changed && want&bitChanged != 0 ||
+		overage && want&bitOverage != 0 && !e.repeated(p, EventRef{Type: EventMeterOverage, Customer: owner.id, Entitlement: res.ce.Name}) {
 		out = e.meterEvents(p, res, d, call, now, draw, left)
 	}
-	if capReport {
-		out = append(out, e.capEvents(p, res, d, moved, call, now)...)
+	if len(moved) > 0 {
+		out = append(out, e.capEvents(p, res, d, moved, call, now, capReport)...)
 	}
 	return out
 }
 
 // commitCaps advances every applicable cap by what the call consumed. Caps move even
 // past their ceiling when the call was forced. It returns the caps that moved.
-func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, caps []capRef, covered num.Dec, now time.Time, report bool) []capMove {
+// report says which events the caller builds from the moves: the moves of caps that
+// crossed their threshold for cap-threshold-crossed, every move for customer-set.
+func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, caps []capRef, covered num.Dec, now time.Time, report eventMask) []capMove {
 	if len(caps) == 0 && res.caller.capCount.Load() == 0 && len(res.caller.info.Load().refs) == 0 {
 		return nil
 	}
@@ -695,9 +708,11 @@ func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, lo
 		sc.settle(cr.state)
 		before := sc.meterValue
 		sc.meterValue = c.Add(sc.meterValue, use)
-		if report {
+		if report != 0 {
 			crossed := before.Cmp(sc.ceiling) < 0 && sc.meterValue.Cmp(sc.ceiling) >= 0
-			moved = append(moved, capMove{holder: cr.holder, cap: sc, crossed: crossed})
+			if report&bitSet != 0 || crossed && report&bitCrossed != 0 {
+				moved = append(moved, capMove{holder: cr.holder, cap: sc, crossed: crossed})
+			}
 		}
 	}
 	return moved

@@ -83,9 +83,33 @@ type MeterChange struct {
 }
 
 type namedHandler struct {
-	name string
-	mask eventMask
-	fn   func(Event)
+	name   string
+	mask   eventMask
+	fn     func(Event)
+	repeat func(EventRef) bool // see WithRepeats; nil: every event is built
+}
+
+// EventRef names an event before it is built: its type, the customer concerned (as
+// Event.Customer.ID), the entitlement and the cap. Repeats of one alert share it.
+type EventRef struct {
+	Type        string
+	Customer    string
+	Entitlement string
+	CapID       string
+}
+
+// HandlerOption configures AddHandlerFor.
+type HandlerOption func(*namedHandler)
+
+// WithRepeats lets a handler that keeps one event per EventRef (coalescing repeats)
+// spare the calls building events it would only count. Before building a meter-limit,
+// meter-overage, cap-limit or meter-governed event that no other handler and no
+// policy notification needs, the engine asks repeat; true means the handler has
+// accounted for the occurrence (a repeat of one it holds, or one it would drop), and
+// the event is not built nor delivered. repeat runs on the calling goroutine with the
+// customer's lock held: it must be quick and must not call back into the engine.
+func WithRepeats(repeat func(EventRef) bool) HandlerOption {
+	return func(h *namedHandler) { h.repeat = repeat }
 }
 
 // handlerSet is what dispatch reads: the handlers in registration order and the union
@@ -174,15 +198,19 @@ func (e *Engine) AddHandler(name string, fn func(Event)) { e.AddHandlerFor(name,
 // an allowed call under its limit builds none and allocates nothing. Notification
 // matching needs the events a notification may match, so a handler for
 // NotificationEvents makes calls build them while the policy has notifications.
-func (e *Engine) AddHandlerFor(name string, types []string, fn func(Event)) {
+func (e *Engine) AddHandlerFor(name string, types []string, fn func(Event), opts ...HandlerOption) {
 	if fn == nil {
 		return
+	}
+	h := namedHandler{name: name, mask: maskOf(types), fn: fn}
+	for _, o := range opts {
+		o(&h)
 	}
 	e.hmu.Lock()
 	defer e.hmu.Unlock()
 	cur := e.handlers.Load().list
 	next := slices.DeleteFunc(slices.Clone(cur), func(h namedHandler) bool { return h.name == name })
-	next = append(next, namedHandler{name: name, mask: maskOf(types), fn: fn})
+	next = append(next, h)
 	e.handlers.Store(newHandlerSet(next))
 }
 
@@ -212,6 +240,37 @@ func (e *Engine) wanted(p *policies.Policy) eventMask {
 		m |= maskNotified
 	}
 	return m
+}
+
+// repeated reports whether the event ref names need not be built: the one handler
+// that wants its type took it as a repeat (WithRepeats). It is false whenever anyone
+// else could see the event: another handler for the type, or a policy notification
+// (matching needs the payload).
+func (e *Engine) repeated(p *policies.Policy, ref EventRef) bool {
+	hs := e.handlers.Load()
+	if hs.mask&maskNotifications != 0 && len(p.Notifications) > 0 {
+		return false
+	}
+	bit := bitOf(ref.Type)
+	var only *namedHandler
+	for i := range hs.list {
+		if hs.list[i].mask&bit != 0 {
+			if only != nil {
+				return false
+			}
+			only = &hs.list[i]
+		}
+	}
+	return only != nil && only.repeat != nil && only.repeat(ref)
+}
+
+// capLimitRef names the cap-limit event denialEvents builds for a call stopped by cr.
+func capLimitRef(res *resolution, cr capRef) EventRef {
+	concerned := res.caller // a call's own ceiling
+	if cr.holder != nil {
+		concerned = cr.holder
+	}
+	return EventRef{Type: EventCapLimit, Customer: concerned.id, Entitlement: res.ce.Name, CapID: cr.cap.cfg.ID}
 }
 
 // emit delivers an event: first under the name of every policy notification whose
@@ -406,18 +465,18 @@ func (e *Engine) denialEvents(p *policies.Policy, res *resolution, d *decision, 
 }
 
 // capEvents reports caps that crossed their threshold and the other customers whose
-// caps moved. Caller holds every holder's lock.
-func (e *Engine) capEvents(p *policies.Policy, res *resolution, d *decision, moved []capMove, call *Call, now time.Time) []Event {
+// caps moved, as want asks. Caller holds every holder's lock.
+func (e *Engine) capEvents(p *policies.Policy, res *resolution, d *decision, moved []capMove, call *Call, now time.Time, want eventMask) []Event {
 	var out []Event
 	others := map[*customer]bool{}
 	for _, mv := range moved {
-		if mv.crossed {
+		if mv.crossed && want&bitCrossed != 0 {
 			snap := e.snapshotLocked(p, mv.holder)
 			cfg := snap.Caps[mv.cap.cfg.ID]
 			out = append(out, Event{Type: EventCapThresholdCrossed, shape: EventCapThresholdCrossed, Time: now, Customer: snap,
 				Caller: res.caller.id, Entitlement: res.ce.Name, Cap: &cfg, CapID: cfg.ID})
 		}
-		if mv.holder != res.owner {
+		if mv.holder != res.owner && want&bitSet != 0 {
 			others[mv.holder] = true
 		}
 	}

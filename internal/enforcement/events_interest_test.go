@@ -141,3 +141,54 @@ func BenchmarkAllowInterest(b *testing.B) {
 		})
 	}
 }
+
+// A handler WithRepeats is asked before a repeat is built, and not asked when another
+// handler or a notification needs the event.
+func TestHandlerRepeats(t *testing.T) {
+	e := newInterestEngine(t, "10", false)
+	var s seen
+	var asked []EventRef
+	held := map[EventRef]int{}
+	e.AddHandlerFor("fwd", []string{EventMeterLimit}, func(ev Event) {
+		s.add(ev)
+		held[EventRef{Type: ev.Type, Customer: ev.Customer.ID, Entitlement: ev.Entitlement, CapID: ev.CapID}] = 1
+	}, WithRepeats(func(r EventRef) bool {
+		asked = append(asked, r)
+		if _, ok := held[r]; ok {
+			held[r]++
+			return true
+		}
+		return false
+	}))
+	for range 3 {
+		callC(t, e, "20", false)
+	}
+	ref := EventRef{Type: EventMeterLimit, Customer: "c", Entitlement: "e"}
+	if !slices.Equal(s.types, []string{EventMeterLimit}) || held[ref] != 3 || len(asked) != 3 || asked[0] != ref {
+		t.Fatalf("delivered %v, held %v, asked %v", s.types, held, asked)
+	}
+	// Another handler for the type: every event is built and nobody is asked.
+	var other seen
+	e.AddHandlerFor("other", []string{EventMeterLimit}, other.add)
+	asked = nil
+	callC(t, e, "20", false)
+	if len(asked) != 0 || len(other.types) != 1 || len(s.types) != 2 {
+		t.Fatalf("asked %v; other got %v, fwd %v", asked, other.types, s.types)
+	}
+	e.RemoveHandler("other")
+	// A policy notification may match the event: it is built and nobody is asked.
+	n := newInterestEngine(t, "10", true)
+	asked = nil
+	var got seen
+	n.AddHandlerFor("fwd", []string{EventMeterLimit, NotificationEvents}, got.add,
+		WithRepeats(func(r EventRef) bool { asked = append(asked, r); return true }))
+	callC2 := func(amount string) {
+		if ok, err := n.Allow(context.Background(), Call{Customer: "c", Entitlement: "e", Amount: num.MustParse(amount)}); ok || err != nil {
+			t.Fatalf("Allow = %v, %v", ok, err)
+		}
+	}
+	callC2("20")
+	if len(asked) != 0 || !slices.Equal(got.types, []string{EventMeterLimit}) {
+		t.Fatalf("asked %v, got %v with notifications in the policy", asked, got.types)
+	}
+}
