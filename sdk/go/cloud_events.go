@@ -120,6 +120,15 @@ func (f *forwarder) capture(ev enforcement.Event) {
 	}
 }
 
+// repeat answers the engine before it builds a plain event (enforcement.WithRepeats):
+// a repeat of a waiting event, or one there is no room for, is counted here, so a
+// storm of denials does not build an event per call only to coalesce it.
+func (f *forwarder) repeat(r enforcement.EventRef) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.coalesceLocked(eventKey{typ: r.Type, customer: r.Customer, entitlement: r.Entitlement, capID: r.CapID})
+}
+
 // coalesceLocked counts an occurrence of k: true when it was a repeat of a waiting
 // event, or dropped (no room, or forwarding is off). Caller holds mu.
 func (f *forwarder) coalesceLocked(k eventKey) bool {
@@ -209,7 +218,7 @@ func (c *cloud) startEvents() {
 		return
 	}
 	c.events = newForwarder(c.cfg.eventBuffer)
-	c.eng.AddHandlerFor(eventHandlerName, forwardedTypes, c.events.capture)
+	c.eng.AddHandlerFor(eventHandlerName, forwardedTypes, c.events.capture, enforcement.WithRepeats(c.events.repeat))
 	c.sendWG.Add(1)
 	go c.eventSender()
 }

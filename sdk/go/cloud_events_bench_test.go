@@ -43,3 +43,31 @@ func BenchmarkCloudAllowEvents(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCloudDenyEvents: a denied call in cloud mode, without and with event
+// forwarding. With it, each denial builds its meter-limit event (repeats are coalesced
+// by the forwarder, but the engine builds the event before the handler sees it).
+func BenchmarkCloudDenyEvents(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		forward bool
+	}{{"off", false}, {"on", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			f := newFakeCP(b, cloudPolicy("10"))
+			p := connect(b, f, limitr.WithFlushInterval(time.Second), limitr.WithEventForwarding(tc.forward))
+			ctx := context.Background()
+			if _, err := p.CreateCustomer(ctx, "u", ""); err != nil {
+				b.Fatal(err)
+			}
+			if ok, err := p.Allow(ctx, "u", "api", 10); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if ok, _ := p.Allow(ctx, "u", "api", 1); ok {
+					b.Fatal("allowed")
+				}
+			}
+		})
+	}
+}
