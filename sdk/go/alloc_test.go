@@ -141,3 +141,26 @@ func TestCloudAllowCappedAllocsWithEventForwarding(t *testing.T) {
 		t.Fatalf("the org cap did not move: %+v: the test does not take the cap path", c)
 	}
 }
+
+// TestCloudDenyAllocsWithEventForwarding: repeated denials while their meter-limit
+// event waits to be sent are counted without building the event again.
+func TestCloudDenyAllocsWithEventForwarding(t *testing.T) {
+	f := newFakeCP(t, cloudPolicy("10"))
+	p := connect(t, f, limitr.WithEventFlushInterval(time.Hour))
+	ctx := context.Background()
+	if _, err := p.CreateCustomer(ctx, "u", ""); err != nil {
+		t.Fatal(err)
+	}
+	deny := func() {
+		if ok, err := p.Allow(ctx, "u", "api", 11); ok || err != nil {
+			t.Fatalf("Allow = %v, %v; want a denial", ok, err)
+		}
+	}
+	deny() // the event, built once
+	if n := testing.AllocsPerRun(1000, deny); n != 0 {
+		t.Errorf("%v allocations per repeated denial, want 0", n)
+	}
+	if s := p.SyncStats(); s.EventsPending != 1 {
+		t.Fatalf("stats %+v: the denials were not coalesced", s)
+	}
+}

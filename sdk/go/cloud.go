@@ -308,7 +308,8 @@ type cloud struct {
 //     meter-governed; not meter-changed, meter-reset or the customer events. A call
 //     only appends the event to an in-memory buffer (no I/O, no waiting), and calls
 //     build no event a handler does not want, so an allowed call under its limit stays
-//     allocation-free. Repeats of a waiting event (same type, notification, customer,
+//     allocation-free; a repeated denial is counted without building its event again.
+//     Repeats of a waiting event (same type, notification, customer,
 //     entitlement and cap) are sent once with a count; the buffer holds at most
 //     WithEventBuffer distinct events (default 10 000) and counts the ones past it in
 //     SyncStats.EventsDropped. Events are gathered for WithEventFlushInterval (default
