@@ -258,13 +258,20 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 }
 
 // fastCall decides the common call — a plain limit with nothing else in play (no grants
-// or topups, caps, holds, governor, event handlers, unit strings) — with the same rules
-// as decide, without building a full decision. ok is false when the call needs the
-// full path; nothing has changed then.
+// or topups, caps, holds, governor, unit strings, and no handler for the events the
+// call makes) — with the same rules as decide, without building a full decision. ok is
+// false when the call needs the full path; nothing has changed then.
 func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool, locked int) (allowed, ok bool) {
 	if m == nil || m.ext != nil || locked > 1 || len(owner.grants) > 0 || owner.capCount.Load() > 0 ||
 		call.SetTo || call.Force || call.Quantity != "" || len(call.Caps) > 0 || call.HasOverhead ||
-		limit.GovernorEnabled || limit.Credit.Cost != nil || e.hasHandlers() {
+		limit.GovernorEnabled || limit.Credit.Cost != nil {
+		return false, false
+	}
+	// A call here makes at most one event: meter-changed when allowed within the limit,
+	// meter-overage past a soft one, meter-limit when denied. Only a wanted one sends the
+	// call down the full path, which builds it.
+	want := e.wanted(p)
+	if want&bitChanged != 0 && !call.NoEvents {
 		return false, false
 	}
 	nowNs := now.UnixNano()
@@ -285,9 +292,13 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if e.usage != nil && (next.Cmp(limit.Value) > 0 || m.value.Cmp(limit.Value) > 0) {
 		return false, false // billable usage is priced on the full path
 	}
-	allowed = limitAllows(limit, next, m.value) || limit.Mode == policies.Soft
+	within := limitAllows(limit, next, m.value)
+	allowed = within || limit.Mode == policies.Soft
 	if !commit {
 		return allowed || limit.Mode != policies.Hard, true
+	}
+	if !within && want&(bitOverage|bitLimit) != 0 && !call.NoEvents {
+		return false, false
 	}
 	if !allowed {
 		return false, true
@@ -391,9 +402,11 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	d.ownValid = limitAllows(limit, d.newValue, d.meterValue)
 	grantsApply := limit.GrantsApply && limit.Mode != policies.Observe && len(owner.grants) > 0
 	capsPossible := len(locked) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0
-	// The common call (within a plain limit, nothing else in play) needs nothing more.
+	// The common call (within a plain limit, nothing else in play) needs nothing more,
+	// unless its events are wanted: within the limit, those are meter-changed and
+	// meter-reset.
 	if d.ownValid && !d.held.IsPos() && !grantsApply && !capsPossible && !call.Force &&
-		!limit.GovernorEnabled && !e.hasHandlers() {
+		!limit.GovernorEnabled && (call.NoEvents || e.wanted(p)&(bitChanged|bitReset) == 0) {
 		d.valid, d.commit = true, true
 		return caps, c.Err
 	}
@@ -570,15 +583,26 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 	if m != nil && m.ext != nil && d.amount.IsPos() {
 		m.pruneHolds(nowNs)
 	}
-	events := !call.NoEvents && e.hasHandlers()
+	// Events are built only when a handler wants one the call makes: building them
+	// snapshots the customer, which allocates. A due reset makes a meter-reset.
+	var want eventMask
+	if !call.NoEvents {
+		want = e.wanted(p)
+	}
+	resetWanted := d.reset && want&bitReset != 0
 	if d.denied != notDenied && d.denied != deniedByLimit {
-		if !events {
+		typ, ref := EventMeterGoverned, EventRef{Type: EventMeterGoverned, Customer: owner.id, Entitlement: res.ce.Name}
+		if d.denied == deniedByCap {
+			typ, ref = EventCapLimit, capLimitRef(res, caps[d.deniedCap])
+		}
+		if !resetWanted && (want&bitOf(typ) == 0 || e.repeated(p, ref)) {
 			return nil
 		}
 		return e.denialEvents(p, res, d, caps, call, now)
 	}
 	if !d.commit {
-		if !events {
+		ref := EventRef{Type: EventMeterLimit, Customer: owner.id, Entitlement: res.ce.Name}
+		if !resetWanted && (want&bitLimit == 0 || e.repeated(p, ref)) {
 			return nil
 		}
 		return e.meterEvents(p, res, d, call, now, grantDraw{}, d.overage)
@@ -622,17 +646,28 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		// draw.applied is the zero decimal when no grant was drawn.
 		e.record(owner, m, d.limit.Credit.Name, c.Sub(d.newValue, d.meterValue), d.overhead, price, draw.applied)
 	}
-	moved := e.commitCaps(d, p, res, locked, caps, draw.applied, now, events)
-	if !events {
-		return nil
+	capReport := want & (bitCrossed | bitSet)
+	moved := e.commitCaps(d, p, res, locked, caps, draw.applied, now, capReport)
+	var out []Event
+	// What meterEvents makes: meter-overage past the limit (unless grants paid for all of
+	// it), else meter-changed when the meter moved; meter-reset when a period ended.
+	overage := !d.ownValid && !d.coverAll && left.IsPos()
+	changed := !overage && (d.reset || !d.newValue.Equal(d.meterValue) || !d.overhead.IsZero())
+	if resetWanted || changed && want&bitChanged != 0 ||
+		overage && want&bitOverage != 0 && !e.repeated(p, EventRef{Type: EventMeterOverage, Customer: owner.id, Entitlement: res.ce.Name}) {
+		out = e.meterEvents(p, res, d, call, now, draw, left)
 	}
-	out := e.meterEvents(p, res, d, call, now, draw, left)
-	return append(out, e.capEvents(p, res, d, moved, call, now)...)
+	if len(moved) > 0 {
+		out = append(out, e.capEvents(p, res, d, moved, call, now, capReport)...)
+	}
+	return out
 }
 
 // commitCaps advances every applicable cap by what the call consumed. Caps move even
 // past their ceiling when the call was forced. It returns the caps that moved.
-func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, caps []capRef, covered num.Dec, now time.Time, report bool) []capMove {
+// report says which events the caller builds from the moves: the moves of caps that
+// crossed their threshold for cap-threshold-crossed, every move for customer-set.
+func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, locked []*customer, caps []capRef, covered num.Dec, now time.Time, report eventMask) []capMove {
 	if len(caps) == 0 && res.caller.capCount.Load() == 0 && len(res.caller.info.Load().refs) == 0 {
 		return nil
 	}
@@ -673,9 +708,11 @@ func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, lo
 		sc.settle(cr.state)
 		before := sc.meterValue
 		sc.meterValue = c.Add(sc.meterValue, use)
-		if report {
+		if report != 0 {
 			crossed := before.Cmp(sc.ceiling) < 0 && sc.meterValue.Cmp(sc.ceiling) >= 0
-			moved = append(moved, capMove{holder: cr.holder, cap: sc, crossed: crossed})
+			if report&bitSet != 0 || crossed && report&bitCrossed != 0 {
+				moved = append(moved, capMove{holder: cr.holder, cap: sc, crossed: crossed})
+			}
 		}
 	}
 	return moved

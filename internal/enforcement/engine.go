@@ -22,8 +22,8 @@ type Engine struct {
 	policy   atomic.Pointer[policies.Policy]
 	now      func() time.Time
 	shards   [shardCount]shard
-	handlers atomic.Pointer[[]namedHandler]
-	hmu      sync.Mutex // serialises handler registration; dispatch reads the atomic slice
+	handlers atomic.Pointer[handlerSet]
+	hmu      sync.Mutex // serialises handler registration; dispatch reads the atomic set
 	idemTTL  time.Duration
 
 	customerSeq atomic.Uint64
@@ -83,8 +83,7 @@ func New(p *policies.Policy, opts ...Option) (*Engine, error) {
 		e.shards[i].byAlt = map[string]*customer{}
 	}
 	e.policy.Store(p)
-	empty := []namedHandler{}
-	e.handlers.Store(&empty)
+	e.handlers.Store(&handlerSet{})
 	return e, nil
 }
 

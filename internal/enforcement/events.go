@@ -83,62 +83,233 @@ type MeterChange struct {
 }
 
 type namedHandler struct {
-	name string
-	fn   func(Event)
+	name   string
+	mask   eventMask
+	fn     func(Event)
+	repeat func(EventRef) bool // see WithRepeats; nil: every event is built
 }
 
-// AddHandler registers fn under name, replacing a handler of the same name. Handlers
-// run synchronously, in registration order, after the state change and outside any
-// engine lock, so a handler may call back into the engine.
-func (e *Engine) AddHandler(name string, fn func(Event)) {
+// EventRef names an event before it is built: its type, the customer concerned (as
+// Event.Customer.ID), the entitlement and the cap. Repeats of one alert share it.
+type EventRef struct {
+	Type        string
+	Customer    string
+	Entitlement string
+	CapID       string
+}
+
+// HandlerOption configures AddHandlerFor.
+type HandlerOption func(*namedHandler)
+
+// WithRepeats lets a handler that keeps one event per EventRef (coalescing repeats)
+// spare the calls building events it would only count. Before building a meter-limit,
+// meter-overage, cap-limit or meter-governed event that no other handler and no
+// policy notification needs, the engine asks repeat; true means the handler has
+// accounted for the occurrence (a repeat of one it holds, or one it would drop), and
+// the event is not built nor delivered. repeat runs on the calling goroutine with the
+// customer's lock held: it must be quick and must not call back into the engine.
+func WithRepeats(repeat func(EventRef) bool) HandlerOption {
+	return func(h *namedHandler) { h.repeat = repeat }
+}
+
+// handlerSet is what dispatch reads: the handlers in registration order and the union
+// of what they want, so a call can tell without a loop whether to build events at all.
+type handlerSet struct {
+	list []namedHandler
+	mask eventMask
+}
+
+// eventMask is a set of event types, one bit per engine type, plus notification
+// deliveries and types the engine does not know.
+type eventMask uint32
+
+const (
+	maskNotifications eventMask = 1 << 30 // deliveries under a policy notification's name
+	maskOther         eventMask = 1 << 31 // a type without its own bit
+	maskAll                     = ^eventMask(0)
+)
+
+// NotificationEvents, in AddHandlerFor's types, selects every delivery under a policy
+// notification's name (Event.Notification set), whatever event it matched.
+const NotificationEvents = "notifications"
+
+// eventTypes gives each engine event type its bit in an eventMask, by position.
+var eventTypes = [...]string{
+	EventMeterChanged, EventMeterOverage, EventMeterLimit, EventMeterReset, EventCustomerSet,
+	EventCustomerRemoved, EventCustomerPlanChanged, EventMeterGoverned, EventCapLimit,
+	EventCapThresholdCrossed, EventCustomerTopupGranted, EventCustomerCapAdded,
+	EventCustomerCapReset, EventCustomerCapRemoved,
+}
+
+// bitOf is the bit of an event type (maskOther for a type the engine does not emit).
+func bitOf(t string) eventMask {
+	for i, et := range eventTypes {
+		if et == t {
+			return 1 << i
+		}
+	}
+	return maskOther
+}
+
+// maskOf is the set of the named types; NotificationEvents selects notification
+// deliveries, and a nil list every type and every notification.
+func maskOf(types []string) eventMask {
+	if types == nil {
+		return maskAll
+	}
+	var m eventMask
+	for _, t := range types {
+		if t == NotificationEvents {
+			m |= maskNotifications
+		} else if b := bitOf(t); b != maskOther {
+			m |= b
+		}
+	}
+	return m
+}
+
+// Bits of the event types the hot path asks about.
+var (
+	bitChanged   = bitOf(EventMeterChanged)
+	bitOverage   = bitOf(EventMeterOverage)
+	bitLimit     = bitOf(EventMeterLimit)
+	bitReset     = bitOf(EventMeterReset)
+	bitGoverned  = bitOf(EventMeterGoverned)
+	bitCapLimit  = bitOf(EventCapLimit)
+	bitCrossed   = bitOf(EventCapThresholdCrossed)
+	bitSet       = bitOf(EventCustomerSet)
+	maskNotified = bitChanged | bitOverage | bitLimit | bitReset | bitGoverned | bitCapLimit | bitCrossed
+)
+
+// AddHandler registers fn under name for every event type and every policy
+// notification, replacing a handler of the same name. Handlers run synchronously, in
+// registration order, after the state change and outside any engine lock, so a
+// handler may call back into the engine.
+//
+// A handler for every type makes every call build its events (a meter-changed for
+// each allowed call); AddHandlerFor keeps calls cheap for a handler that wants a few.
+func (e *Engine) AddHandler(name string, fn func(Event)) { e.AddHandlerFor(name, nil, fn) }
+
+// AddHandlerFor registers fn under name for the event types listed (NotificationEvents
+// selects policy notification deliveries; nil selects everything, as AddHandler),
+// replacing a handler of the same name. Types the engine does not emit are ignored.
+//
+// Calls build only the events some handler wants: with handlers for meter-limit alone,
+// an allowed call under its limit builds none and allocates nothing. Notification
+// matching needs the events a notification may match, so a handler for
+// NotificationEvents makes calls build them while the policy has notifications.
+func (e *Engine) AddHandlerFor(name string, types []string, fn func(Event), opts ...HandlerOption) {
 	if fn == nil {
 		return
 	}
+	h := namedHandler{name: name, mask: maskOf(types), fn: fn}
+	for _, o := range opts {
+		o(&h)
+	}
 	e.hmu.Lock()
 	defer e.hmu.Unlock()
-	cur := *e.handlers.Load()
+	cur := e.handlers.Load().list
 	next := slices.DeleteFunc(slices.Clone(cur), func(h namedHandler) bool { return h.name == name })
-	next = append(next, namedHandler{name: name, fn: fn})
-	e.handlers.Store(&next)
+	next = append(next, h)
+	e.handlers.Store(newHandlerSet(next))
 }
 
 // RemoveHandler unregisters a handler.
 func (e *Engine) RemoveHandler(name string) {
 	e.hmu.Lock()
 	defer e.hmu.Unlock()
-	cur := *e.handlers.Load()
+	cur := e.handlers.Load().list
 	next := slices.DeleteFunc(slices.Clone(cur), func(h namedHandler) bool { return h.name == name })
-	e.handlers.Store(&next)
+	e.handlers.Store(newHandlerSet(next))
 }
 
-func (e *Engine) hasHandlers() bool { return len(*e.handlers.Load()) > 0 }
+func newHandlerSet(list []namedHandler) *handlerSet {
+	s := &handlerSet{list: list}
+	for _, h := range list {
+		s.mask |= h.mask
+	}
+	return s
+}
+
+// wanted is the set of event types a call under p must build: those some handler
+// wants, and every type a notification may match when a handler wants notifications
+// and p has some.
+func (e *Engine) wanted(p *policies.Policy) eventMask {
+	m := e.handlers.Load().mask
+	if m&maskNotifications != 0 && len(p.Notifications) > 0 {
+		m |= maskNotified
+	}
+	return m
+}
+
+// repeated reports whether the event ref names need not be built: the one handler
+// that wants its type took it as a repeat (WithRepeats). It is false whenever anyone
+// else could see the event: another handler for the type, or a policy notification
+// (matching needs the payload).
+func (e *Engine) repeated(p *policies.Policy, ref EventRef) bool {
+	hs := e.handlers.Load()
+	if hs.mask&maskNotifications != 0 && len(p.Notifications) > 0 {
+		return false
+	}
+	bit := bitOf(ref.Type)
+	var only *namedHandler
+	for i := range hs.list {
+		if hs.list[i].mask&bit != 0 {
+			if only != nil {
+				return false
+			}
+			only = &hs.list[i]
+		}
+	}
+	return only != nil && only.repeat != nil && only.repeat(ref)
+}
+
+// capLimitRef names the cap-limit event denialEvents builds for a call stopped by cr.
+func capLimitRef(res *resolution, cr capRef) EventRef {
+	concerned := res.caller // a call's own ceiling
+	if cr.holder != nil {
+		concerned = cr.holder
+	}
+	return EventRef{Type: EventCapLimit, Customer: concerned.id, Entitlement: res.ce.Name, CapID: cr.cap.cfg.ID}
+}
 
 // emit delivers an event: first under the name of every policy notification whose
-// condition matches it (meter and cap events only), then as itself.
+// condition matches it (meter and cap events only), then as itself, each to the
+// handlers that want it.
 func (e *Engine) emit(ev Event) {
-	hs := *e.handlers.Load()
-	if len(hs) == 0 {
+	hs := e.handlers.Load()
+	if hs.mask == 0 {
 		return
 	}
-	if p := e.policy.Load(); len(p.Notifications) > 0 && notifiable(ev.Type) {
-		var payload map[string]any
-		if err := json.Unmarshal(ev.JSON(), &payload); err == nil {
-			for _, n := range p.Notifications {
-				if ok, _ := n.Match.Eval(ev.Type, payload); ok {
-					nev := ev
-					nev.Notification, nev.Source, nev.Type = n.Name, ev.Type, n.Name
-					if nev.shape == "" {
-						nev.shape = ev.Type
-					}
-					for _, h := range hs {
-						h.fn(nev)
+	if hs.mask&maskNotifications != 0 {
+		if p := e.policy.Load(); len(p.Notifications) > 0 && notifiable(ev.Type) {
+			var payload map[string]any
+			if err := json.Unmarshal(ev.JSON(), &payload); err == nil {
+				for _, n := range p.Notifications {
+					if ok, _ := n.Match.Eval(ev.Type, payload); ok {
+						nev := ev
+						nev.Notification, nev.Source, nev.Type = n.Name, ev.Type, n.Name
+						if nev.shape == "" {
+							nev.shape = ev.Type
+						}
+						for _, h := range hs.list {
+							if h.mask&maskNotifications != 0 {
+								h.fn(nev)
+							}
+						}
 					}
 				}
 			}
 		}
 	}
-	for _, h := range hs {
-		h.fn(ev)
+	bit := bitOf(ev.Type)
+	if hs.mask&bit == 0 {
+		return
+	}
+	for _, h := range hs.list {
+		if h.mask&bit != 0 {
+			h.fn(ev)
+		}
 	}
 }
 
@@ -294,18 +465,18 @@ func (e *Engine) denialEvents(p *policies.Policy, res *resolution, d *decision, 
 }
 
 // capEvents reports caps that crossed their threshold and the other customers whose
-// caps moved. Caller holds every holder's lock.
-func (e *Engine) capEvents(p *policies.Policy, res *resolution, d *decision, moved []capMove, call *Call, now time.Time) []Event {
+// caps moved, as want asks. Caller holds every holder's lock.
+func (e *Engine) capEvents(p *policies.Policy, res *resolution, d *decision, moved []capMove, call *Call, now time.Time, want eventMask) []Event {
 	var out []Event
 	others := map[*customer]bool{}
 	for _, mv := range moved {
-		if mv.crossed {
+		if mv.crossed && want&bitCrossed != 0 {
 			snap := e.snapshotLocked(p, mv.holder)
 			cfg := snap.Caps[mv.cap.cfg.ID]
 			out = append(out, Event{Type: EventCapThresholdCrossed, shape: EventCapThresholdCrossed, Time: now, Customer: snap,
 				Caller: res.caller.id, Entitlement: res.ce.Name, Cap: &cfg, CapID: cfg.ID})
 		}
-		if mv.holder != res.owner {
+		if mv.holder != res.owner && want&bitSet != 0 {
 			others[mv.holder] = true
 		}
 	}

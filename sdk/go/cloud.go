@@ -54,6 +54,9 @@ type cloudConfig struct {
 	overflow        Overflow
 	audit           bool
 	auditBuffer     int
+	noEvents        bool // event forwarding off (cloud_events.go)
+	eventBuffer     int
+	eventInterval   time.Duration
 	// Tuning the tests use; zero picks the defaults.
 	backoffBase  time.Duration
 	backoffCap   time.Duration
@@ -192,6 +195,18 @@ type SyncStats struct {
 	PolicyVersion   int
 	PolicyUpdatedAt time.Time // when the enforced version was swapped in
 	StreamConnected bool
+	// Event forwarding (see Cloud, "Events"). EventsPending is the number of distinct
+	// events held, waiting or in flight (at most WithEventBuffer). EventsSent and
+	// EventsDropped count engine events, each repeat included: a coalesced event sent
+	// with count n adds n. EventsDropped counts those lost to a full buffer, a batch
+	// the server refused, a server that does not take events, or Close. EventBatches
+	// counts the batches the server acknowledged. EventsUnsupported says the server
+	// answered that it does not take events (an older control plane): forwarding is off.
+	EventsPending     int
+	EventsSent        int64
+	EventsDropped     int64
+	EventBatches      int64
+	EventsUnsupported bool
 }
 
 // cloud is the state of a Policy in cloud mode.
@@ -226,6 +241,8 @@ type cloud struct {
 	progress  chan struct{} // pulsed whenever a batch leaves the queue
 	pending   func() int
 	warned    map[string]time.Time // last warning of unattributed usage, per customer; the sender's
+
+	events *forwarder // nil when event forwarding is off (cloud_events.go)
 
 	// Customers (cloud_customers.go).
 	hmu         sync.Mutex
@@ -284,6 +301,26 @@ type cloud struct {
 //     customer per minute): the server keeps them for an operator. A batch the server
 //     refuses as invalid (4xx other than 401, 403, 408, 409 and 429) is logged,
 //     counted in SyncStats.Dropped and Rejected, and skipped.
+//
+//   - Events. The engine events worth an alert are forwarded to POST /v1/sdk/events:
+//     every policy notification (sent under its name, with the event it matched as
+//     Source) and meter-limit, meter-overage, cap-limit, cap-threshold-crossed and
+//     meter-governed; not meter-changed, meter-reset or the customer events. A call
+//     only appends the event to an in-memory buffer (no I/O, no waiting), and calls
+//     build no event a handler does not want, so an allowed call under its limit stays
+//     allocation-free; a repeated denial is counted without building its event again.
+//     Repeats of a waiting event (same type, notification, customer,
+//     entitlement and cap) are sent once with a count; the buffer holds at most
+//     WithEventBuffer distinct events (default 10 000) and counts the ones past it in
+//     SyncStats.EventsDropped. Events are gathered for WithEventFlushInterval (default
+//     the flush interval, at most 100 ms) from the first one, then sent in gzipped
+//     batches of up to 1 000 as (instance id, sequence), the sequence separate from
+//     usage batches', one batch at a time, retried with backoff under the same
+//     sequence until the server answers. A batch refused with a 4xx other than 408 or
+//     429 is logged, counted and dropped; a 404 or 405 (a control plane that predates
+//     events) turns forwarding off for good, logged once. Close sends what waits within
+//     its deadline; whatever is left is counted as dropped, and does not fail Close.
+//     WithEventForwarding(false) turns forwarding off.
 //
 //   - Outages. While the API is unreachable, enforcement goes on from local state. Cut
 //     batches queue in memory up to WithBufferSize records; past that, WithOverflow
@@ -414,6 +451,7 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, e
 	go c.cutter()
 	c.sendWG.Add(1)
 	go c.sender()
+	c.startEvents()
 	return &Policy{eng: eng, cloud: c}, nil
 }
 
@@ -432,6 +470,12 @@ func (cfg *cloudConfig) defaults() {
 	}
 	if cfg.auditBuffer <= 0 {
 		cfg.auditBuffer = cfg.bufferSize
+	}
+	if cfg.eventBuffer <= 0 {
+		cfg.eventBuffer = DefaultEventBuffer
+	}
+	if cfg.eventInterval <= 0 {
+		cfg.eventInterval = min(cfg.flushInterval, DefaultEventFlushInterval)
 	}
 	if cfg.refreshInterval == 0 {
 		cfg.refreshInterval = DefaultRefreshInterval

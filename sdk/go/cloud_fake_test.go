@@ -21,7 +21,7 @@ import (
 // fakeCP is an in-process control plane speaking the SDK wire protocol, with knobs to
 // make it fail.
 type fakeCP struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *httptest.Server
 	token string
 	env   string
@@ -62,6 +62,8 @@ type fakeCP struct {
 	stateDelay time.Duration
 	stateDown  bool // the state endpoint answers 503 while set
 	grantSeq   int
+
+	events fakeEvents // POST /v1/sdk/events (cloud_events_test.go)
 }
 
 type fakeDrawKey struct {
@@ -125,7 +127,7 @@ type fakeTopup struct {
 // topupDefs is what the fake knows of the test policies' topups.
 var topupDefs = map[string]struct{ credit, value string }{"t20": {"req", "20"}}
 
-func newFakeCP(t *testing.T, doc string) *fakeCP {
+func newFakeCP(t testing.TB, doc string) *fakeCP {
 	t.Helper()
 	f := &fakeCP{t: t, token: "sdk_test_key", env: "production", notify: make(chan struct{}), drop: make(chan struct{}),
 		shutdown: make(chan struct{}), committed: map[string]wire.UsageBatch{}, lastSeq: map[string]int64{},
@@ -138,6 +140,7 @@ func newFakeCP(t *testing.T, doc string) *fakeCP {
 	mux.HandleFunc("GET "+wire.PathPolicy, f.auth(f.getPolicy))
 	mux.HandleFunc("GET "+wire.PathStream, f.auth(f.stream))
 	mux.HandleFunc("POST "+wire.PathUsage, f.auth(f.postUsage))
+	mux.HandleFunc("POST "+wire.PathEvents, f.auth(f.postEvents))
 	mux.HandleFunc("GET /v1/sdk/customers/{id}/state", f.auth(f.getState))
 	base := "/v1/environments/{env}/customers"
 	mux.HandleFunc("POST "+base, f.auth(f.createCustomer))

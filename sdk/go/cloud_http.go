@@ -200,6 +200,7 @@ func (c *cloud) close(ctx context.Context) error {
 	}
 	c.bgCancel()
 	c.bgWG.Wait()
+	c.flushEvents() // alongside the usage, within the same deadline
 	// Twice: a call that passed the closed check just before Close may commit after
 	// the first cut.
 	for range 2 {
@@ -209,8 +210,10 @@ func (c *cloud) close(ctx context.Context) error {
 			break
 		}
 	}
+	c.waitEvents(ctx)
 	c.sendCancel()
 	c.sendWG.Wait()
+	c.abandonEvents()
 	c.umu.Lock()
 	defer c.umu.Unlock()
 	if len(c.queue) == 0 {

@@ -31,7 +31,7 @@ func cloudPolicy(limit string) string {
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func connect(t *testing.T, f *fakeCP, opts ...limitr.CloudOption) *limitr.Policy {
+func connect(t testing.TB, f *fakeCP, opts ...limitr.CloudOption) *limitr.Policy {
 	t.Helper()
 	opts = append([]limitr.CloudOption{limitr.WithBaseURL(f.srv.URL), limitr.WithFlushInterval(20 * time.Millisecond),
 		limitr.WithLogger(quiet)}, opts...)

@@ -39,6 +39,9 @@ func (c *cloud) syncStats() SyncStats {
 	c.umu.Unlock()
 	s.Pending = c.pending()
 	s.AuditPending, s.AuditDropped = c.eng.PendingCallEvents(), c.eng.CallEventsDropped()
+	if c.events != nil {
+		c.events.stats(&s)
+	}
 	s.PolicyVersion = int(c.version.Load())
 	s.PolicyUpdatedAt = time.Unix(0, c.policyAt.Load())
 	s.StreamConnected = c.streamUp.Load()
@@ -320,11 +323,21 @@ func permanent(status int) bool {
 }
 
 func (c *cloud) post(ctx context.Context, body []byte) (*wire.UsageAck, error) {
+	var ack wire.UsageAck
+	if err := c.postBatch(ctx, wire.PathUsage, body, &ack); err != nil {
+		return nil, err
+	}
+	return &ack, nil
+}
+
+// postBatch POSTs a gzipped batch to path and decodes the 200 answer into ack. Any
+// other answer is an *APIError (with the Retry-After it asked for).
+func (c *cloud) postBatch(ctx context.Context, path string, body []byte, ack any) error {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.requestLimit)
 	defer cancel()
-	resp, err := c.request(rctx, http.MethodPost, wire.PathUsage, body, http.Header{"Content-Encoding": {"gzip"}})
+	resp, err := c.request(rctx, http.MethodPost, path, body, http.Header{"Content-Encoding": {"gzip"}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -332,14 +345,13 @@ func (c *cloud) post(ctx context.Context, body []byte) (*wire.UsageAck, error) {
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 			ae.retryAfter = time.Duration(s) * time.Second
 		}
-		return nil, ae
+		return ae
 	}
-	var ack wire.UsageAck
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ack); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(ack); err != nil {
 		// The batch may be committed; resending it under the same identity is safe.
-		return nil, fmt.Errorf("limitr: unreadable usage acknowledgement: %w", err)
+		return fmt.Errorf("limitr: unreadable acknowledgement of %s: %w", path, err)
 	}
-	return &ack, nil
+	return nil
 }
 
 func gzipJSON(v any) ([]byte, error) {
