@@ -57,6 +57,8 @@ type Event struct {
 	// name (Type is then that name, and Source the original event type).
 	Notification string
 	Source       string
+	// PeriodStart is the start of the meter's current period, for meter events.
+	PeriodStart time.Time
 
 	credit   *policies.CompiledCredit
 	topupDef *policies.CompiledTopup
@@ -414,8 +416,15 @@ func (e *Engine) baseEvent(p *policies.Policy, res *resolution, d *decision, cal
 			ownerPlan = pl.Name
 		}
 	}
+	var start time.Time
+	if d.reset {
+		start = time.Unix(0, d.resetStart).UTC()
+	} else if m := res.owner.meter(res.ce.Name); m != nil {
+		start = m.startedAt()
+	}
 	return Event{
 		Time:        now,
+		PeriodStart: start,
 		Customer:    e.snapshotLocked(p, res.owner),
 		Caller:      res.caller.id,
 		Entitlement: res.ce.Name,

@@ -103,7 +103,7 @@ func (f *forwarder) capture(ev enforcement.Event) {
 	// Rendered outside the lock: the payload is the costly part, and only new events need it.
 	we := wire.Event{Type: ev.Type, Notification: ev.Notification, Source: ev.Source, Customer: k.customer,
 		Caller: ev.Caller, Entitlement: ev.Entitlement, Plan: ev.Plan, CapID: ev.CapID, At: ev.Time.UTC(),
-		Count: 1, Payload: ev.JSON()}
+		Count: 1, Payload: ev.JSON(), PeriodStart: timePtr(ev.PeriodStart)}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.coalesceLocked(k) { // another call added it meanwhile

@@ -173,6 +173,10 @@ func TestCloudEventsMeterLimit(t *testing.T) {
 	if d := e.At.Sub(denied); d < 0 || d > time.Second {
 		t.Errorf("At = %v, denied at %v", e.At, denied)
 	}
+	// The meter's period (the server keys the alert on it): this meter started with the test.
+	if e.PeriodStart == nil || e.PeriodStart.After(denied) || denied.Sub(*e.PeriodStart) > time.Minute {
+		t.Errorf("PeriodStart %v, denied at %v", e.PeriodStart, denied)
+	}
 	var payload map[string]any
 	if err := json.Unmarshal(e.Payload, &payload); err != nil || payload["meter"] == nil || payload["entitlement"] != "api" {
 		t.Fatalf("payload %s: %v", e.Payload, err)
