@@ -320,10 +320,19 @@ func startAPI(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient, sink 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, srv, addr)
+}
+
+// serve serves srv on a free loopback port until the test ends.
+func serve(t *testing.T, srv *api.Server) *apiServer { return serveOn(t, srv, "") }
+
+func serveOn(t *testing.T, srv *api.Server, addr string) *apiServer {
+	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
 	var ln net.Listener
+	var err error
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		ln, err = net.Listen("tcp", addr)

@@ -69,6 +69,9 @@ type Config struct {
 	Logger     *slog.Logger
 	// MaxAge is how long a delivery is retried before it is dead-lettered (default 24h).
 	MaxAge time.Duration
+	// StuckAfter is how long an attempt may be under way before RescueStuck takes its
+	// worker for dead (default 3m).
+	StuckAfter time.Duration
 	// RetryBase is the first retry's delay, doubling per attempt up to an hour
 	// (default 5s).
 	RetryBase time.Duration

@@ -545,3 +545,59 @@ func TestResealUnderANewKey(t *testing.T) {
 		t.Fatalf("after rotation: %v", err)
 	}
 }
+
+// TestRescueAfterWorkerDied leaves a delivery as a SIGKILLed worker would: the
+// attempt under way, its River job running for a client that is gone, the message
+// already in Slack. RescueStuck queues it again within StuckAfter rather than after
+// River's own rescue delay; the new attempt finds the message in Slack and does not
+// post it again.
+func TestRescueAfterWorkerDied(t *testing.T) {
+	t.Parallel()
+	slack := alerttest.NewSlack()
+	defer slack.Close()
+	h := newHarness(t, nil, Config{SlackAPIURL: slack.APIURL(), StuckAfter: time.Second})
+	sc := h.channel(ChannelInput{Name: ptr("slack"), Kind: ptr(ChannelSlack), Slack: &SlackInput{Token: "xoxb-1", Channel: "C1"}})
+	h.rule("usage", KindUsagePercent, Params{Thresholds: decs("80")}, sc)
+	if _, err := h.svc.Observe(h.ctx, h.env, []Observation{usage(h.customer("acme", "pro"), "tokens", "90", time.Now().UTC())}); err != nil {
+		t.Fatal(err)
+	}
+	var id uuid.UUID
+	if err := h.pool.QueryRow(h.ctx, `select id from alert_deliveries`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	// What the dead worker did: claimed, recorded the attempt, sent, and died.
+	if _, err := h.pool.Exec(h.ctx, `update alert_deliveries set status = 'sending', attempts = 1, updated_at = now() - interval '1 hour' where id = $1;`, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(h.ctx, `insert into alert_attempts (delivery_id, attempt, started_at) values ($1, 1, now() - interval '1 hour')`, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(h.ctx, `update river_job set state = 'running', attempt = 1, attempted_at = now(), attempted_by = '{dead-client}'
+		where kind = 'limitr.alert_delivery'`); err != nil {
+		t.Fatal(err)
+	}
+	a := h.onlyAlert()
+	ch, err := h.svc.getChannel(h.ctx, h.pool, h.env, sc.ID, false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.sender(ch).Send(h.ctx, h.svc.message(id.String(), a)); err != nil {
+		t.Fatal(err)
+	}
+	h.start() // River's own rescue waits 2 s here (an hour in production); ours runs now
+	n, err := h.svc.RescueStuck(h.ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("rescued %d (%v)", n, err)
+	}
+	waitFor(t, 10*time.Second, "the rescued delivery to be confirmed", h.allDelivered(1))
+	if got := len(slack.Posted()); got != 1 || slack.HistoryCalls() == 0 {
+		t.Fatalf("Slack has %d messages (history asked %d times), want exactly 1", got, slack.HistoryCalls())
+	}
+	if n, _ := h.svc.RescueStuck(h.ctx); n != 0 {
+		t.Fatalf("a delivered delivery was rescued again (%d)", n)
+	}
+	time.Sleep(3 * time.Second) // River's rescue of the dead job runs it: it finds the delivery done
+	if got := len(slack.Posted()); got != 1 {
+		t.Fatalf("Slack has %d messages after River's rescue, want 1", got)
+	}
+}

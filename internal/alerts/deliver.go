@@ -32,9 +32,10 @@ type Prober interface {
 	Delivered(ctx context.Context, deliveryID string, since time.Time) (bool, error)
 }
 
-// AddWorkers registers the delivery worker.
+// AddWorkers registers the delivery worker and the rescue of deliveries left in doubt.
 func (s *Service) AddWorkers(workers *river.Workers) {
 	river.AddWorker(workers, &deliverWorker{s: s})
+	s.addRescueWorker(workers)
 }
 
 type deliverWorker struct {
