@@ -105,16 +105,12 @@ func (s *Service) Standings(ctx context.Context, env store.Environment, uids []u
 	if err := loadUsage(ctx, s.pool, uids, until, &data); err != nil {
 		return nil, err
 	}
-	ids := make([]string, len(cs))
-	for i, c := range cs {
-		ids[i] = c.ID
-	}
-	draws, err := loadGrantDraws(ctx, s.pool, env, ids)
+	draws, err := loadGrantDraws(ctx, s.pool, uids)
 	if err != nil {
 		return nil, err
 	}
 	for i := range out {
-		if err := out[i].fill(set, vers, subs[i], data, draws[out[i].Customer.ID]); err != nil {
+		if err := out[i].fill(set, vers, subs[i], data, draws[out[i].Customer.UID]); err != nil {
 			return nil, fmt.Errorf("billing: standing of %q: %w", out[i].Customer.ID, err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/store"
@@ -27,23 +29,25 @@ type grantDraw struct {
 	units num.Dec
 }
 
-// loadGrantDraws reads the committed draws of customers, by customer id.
-func loadGrantDraws(ctx context.Context, db store.DBTX, env store.Environment, ids []string) (map[string][]grantDraw, error) {
-	rows, err := db.Query(ctx, `select customer_id, grant_id, period_start, units::text from grant_draw_totals
-		where tenant_id = $1 and environment_id = $2 and customer_id = any($3)`, env.TenantID, env.ID, ids)
+// loadGrantDraws reads the committed draws of customers, by uid (an incarnation's
+// draws are its own).
+func loadGrantDraws(ctx context.Context, db store.DBTX, uids []uuid.UUID) (map[uuid.UUID][]grantDraw, error) {
+	rows, err := db.Query(ctx, `select customer_uid, grant_id, period_start, units::text from grant_draw_totals
+		where customer_uid = any($1)`, pgUUIDs(uids))
 	if err != nil {
 		return nil, fmt.Errorf("billing: grant draws: %w", err)
 	}
 	defer rows.Close()
-	out := map[string][]grantDraw{}
+	out := map[uuid.UUID][]grantDraw{}
 	for rows.Next() {
-		var id, units string
+		var id uuid.UUID
+		var units string
 		var d grantDraw
 		if err := rows.Scan(&id, &d.grant, &d.start, &units); err != nil {
 			return nil, fmt.Errorf("billing: grant draws: %w", err)
 		}
 		if d.units, err = num.Parse(units); err != nil {
-			return nil, fmt.Errorf("billing: grant draw of %q: %w", id, err)
+			return nil, fmt.Errorf("billing: grant draw of %s: %w", id, err)
 		}
 		out[id] = append(out[id], d)
 	}

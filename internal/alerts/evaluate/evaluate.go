@@ -159,11 +159,7 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		case first := <-e.queue:
 			e.logErr(ctx, "evaluate", e.evaluateQueued(ctx, first))
 		case <-e.overflow:
-			e.mu.Lock()
-			envs := e.swept
-			e.swept = map[uuid.UUID]bool{}
-			e.mu.Unlock()
-			e.logErr(ctx, "sweep after overflow", e.sweep(ctx, func(id uuid.UUID) bool { return envs[id] }))
+			e.logErr(ctx, "sweep after overflow", e.sweepDropped(ctx))
 		case <-tick:
 			e.logErr(ctx, "sweep", e.Sweep(ctx))
 		}
@@ -265,6 +261,18 @@ func (e *Evaluator) Evaluate(ctx context.Context, env store.Environment, uids []
 // with usage rules.
 func (e *Evaluator) Sweep(ctx context.Context) error {
 	return e.sweep(ctx, func(uuid.UUID) bool { return true })
+}
+
+// sweepDropped sweeps the environments whose batches OnBatch dropped.
+func (e *Evaluator) sweepDropped(ctx context.Context) error {
+	e.mu.Lock()
+	envs := e.swept
+	e.swept = map[uuid.UUID]bool{}
+	e.mu.Unlock()
+	if len(envs) == 0 {
+		return nil
+	}
+	return e.sweep(ctx, func(id uuid.UUID) bool { return envs[id] })
 }
 
 func (e *Evaluator) sweep(ctx context.Context, want func(uuid.UUID) bool) error {
