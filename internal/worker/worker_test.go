@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/limitr/limitr/internal/aggregate"
-
 	"github.com/limitr/limitr/internal/platform/pgtest"
 	"github.com/limitr/limitr/internal/retention"
 )

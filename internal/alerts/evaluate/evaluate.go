@@ -97,10 +97,12 @@ type Evaluator struct {
 	stats  Stats
 }
 
-// Stats count what the evaluator did, for tests and logs.
+// Stats count what the evaluator did, for tests, benchmarks and logs.
 type Stats struct {
 	Batches, Dropped, Customers int
 	Fired                       alerts.Fired
+	// Standings and Observe are the time spent computing standings and firing.
+	Standings, Observe time.Duration
 }
 
 // New returns an Evaluator; Run starts it.
@@ -229,7 +231,9 @@ func (e *Evaluator) Evaluate(ctx context.Context, env store.Environment, uids []
 		n := min(len(uids), e.cfg.ChunkSize)
 		chunk := uids[:n]
 		uids = uids[n:]
+		start := time.Now()
 		sts, err := e.standings.Standings(ctx, env, chunk)
+		computed := time.Now()
 		if errors.Is(err, billing.ErrNoPolicy) {
 			return total, nil // nothing to rate with: nothing to observe
 		}
@@ -248,6 +252,8 @@ func (e *Evaluator) Evaluate(ctx context.Context, env store.Environment, uids []
 		total.Superseded += fired.Superseded
 		total.Deliveries += fired.Deliveries
 		e.mu.Lock()
+		e.stats.Standings += computed.Sub(start)
+		e.stats.Observe += time.Since(computed)
 		e.stats.Customers += len(chunk)
 		e.stats.Fired.Alerts += fired.Alerts
 		e.stats.Fired.Superseded += fired.Superseded

@@ -15,37 +15,8 @@ import (
 // The figures each kind observes, from billing's standing of real customers: acme is
 // under its token limit with a purchased grant partly drawn, bigco is over its limit.
 func TestObservationFigures(t *testing.T) {
-	h := newHarness(t, Config{})
-	acme, bigco := h.customer("acme"), h.customer("bigco")
-	h.usage("acme", acme, jan1, "600", "2")
-	h.usage("acme", acme, jan1, "250", "3")
-	h.usage("bigco", bigco, jan1, "1200", "11")
-	h.aggregate()
-	applied := jan1.Add(24*time.Hour + 1500*time.Microsecond) // the grant is dated to the millisecond
-	h.exec(`insert into customer_topups (id, tenant_id, environment_id, customer_id, topup, grant_id, credit, value, price, applied_at)
-		values ($1, $2, $3, 'acme', 'pack', 'g-1', 'token', 500, 5, $4)`, uuid.New(), h.env.TenantID, h.env.ID, applied)
-	grantStart := applied.Truncate(time.Millisecond)
-	h.exec(`insert into grant_draw_totals (tenant_id, environment_id, customer_id, customer_uid, grant_id, period_start, units)
-		values ($1, $2, 'acme', $3, 'g-1', $4, 120)`, h.env.TenantID, h.env.ID, acme, grantStart)
-	now := jan1.AddDate(0, 0, 10) // 10 of January's 31 days
-	h.setClock(now)
-
-	sts, err := h.bill.Standings(h.ctx, h.env, []uuid.UUID{acme, bigco, uuid.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(sts) != 2 {
-		t.Fatalf("%d standings, want 2 (an unknown uid is skipped)", len(sts))
-	}
-	got := map[string]alerts.Observation{}
-	for _, st := range sts {
-		if !st.Now.Equal(now) {
-			t.Errorf("%s: now %v, want the test clock's %v", st.Customer.ID, st.Now, now)
-		}
-		for _, o := range Observations(st, st.Now) {
-			got[o.Customer.ID+"/"+o.Kind] = o
-		}
-	}
+	got, now := figureObservations(t)
+	grantStart := jan1.Add(24*time.Hour + time.Millisecond) // applied at 1.5 ms past, dated to the millisecond
 	feb1 := jan1.AddDate(0, 1, 0)
 	tests := []struct {
 		key                string
@@ -249,4 +220,42 @@ func TestOverflowSweepsTheEnvironment(t *testing.T) {
 	if got := h.alertsOf(r.ID); len(got) != 2 {
 		t.Fatalf("alerts after the queued batch: %+v, want no more", got)
 	}
+}
+
+// figureObservations observes acme (850 of 1,000 tokens, $5 of overhead, a 500-token
+// pack with 120 drawn) and bigco (1,200 tokens, $11 of overhead) on 11 January, by
+// customer/kind.
+func figureObservations(t *testing.T) (map[string]alerts.Observation, time.Time) {
+	h := newHarness(t, Config{})
+	acme, bigco := h.customer("acme"), h.customer("bigco")
+	h.usage("acme", acme, jan1, "600", "2")
+	h.usage("acme", acme, jan1, "250", "3")
+	h.usage("bigco", bigco, jan1, "1200", "11")
+	h.aggregate()
+	applied := jan1.Add(24*time.Hour + 1500*time.Microsecond) // the grant is dated to the millisecond
+	h.exec(`insert into customer_topups (id, tenant_id, environment_id, customer_id, topup, grant_id, credit, value, price, applied_at)
+		values ($1, $2, $3, 'acme', 'pack', 'g-1', 'token', 500, 5, $4)`, uuid.New(), h.env.TenantID, h.env.ID, applied)
+	grantStart := applied.Truncate(time.Millisecond)
+	h.exec(`insert into grant_draw_totals (tenant_id, environment_id, customer_id, customer_uid, grant_id, period_start, units)
+		values ($1, $2, 'acme', $3, 'g-1', $4, 120)`, h.env.TenantID, h.env.ID, acme, grantStart)
+	now := jan1.AddDate(0, 0, 10) // 10 of January's 31 days
+	h.setClock(now)
+
+	sts, err := h.bill.Standings(h.ctx, h.env, []uuid.UUID{acme, bigco, uuid.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 2 {
+		t.Fatalf("%d standings, want 2 (an unknown uid is skipped)", len(sts))
+	}
+	got := map[string]alerts.Observation{}
+	for _, st := range sts {
+		if !st.Now.Equal(now) {
+			t.Errorf("%s: now %v, want the test clock's %v", st.Customer.ID, st.Now, now)
+		}
+		for _, o := range Observations(st, st.Now) {
+			got[o.Customer.ID+"/"+o.Kind] = o
+		}
+	}
+	return got, now
 }

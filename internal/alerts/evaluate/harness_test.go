@@ -50,7 +50,7 @@ var jan1 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // harness is an environment with the test policy published, a test clock, an alert
 // channel, and the services evaluation composes.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	pool    *pgxpool.Pool
 	env     store.Environment
@@ -64,7 +64,7 @@ type harness struct {
 	seq     int64
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	_, pool := pgtest.NewMigrated(t)
 	ctx := context.Background()
