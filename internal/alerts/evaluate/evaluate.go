@@ -53,6 +53,11 @@ type Config struct {
 	QueueSize int
 	// ChunkSize is the most customers evaluated (and observed) at once (default 500).
 	ChunkSize int
+	// MinInterval is the least time between the starts of two evaluations of queued
+	// batches (default 1s): a customer touched by every batch is evaluated once per
+	// interval, not once per batch, which bounds what evaluation costs the database
+	// whatever the batch rate.
+	MinInterval time.Duration
 	// Recent is how far back a sweep looks for usage (default 32 days: a billing
 	// period, whatever the month).
 	Recent time.Duration
@@ -71,6 +76,9 @@ func (c *Config) defaults() {
 	}
 	if c.ChunkSize <= 0 {
 		c.ChunkSize = 500
+	}
+	if c.MinInterval <= 0 {
+		c.MinInterval = time.Second
 	}
 	if c.Recent <= 0 {
 		c.Recent = 32 * 24 * time.Hour
@@ -154,11 +162,21 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	var next time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case first := <-e.queue:
+			// Let batches gather until the interval is up; evaluateQueued takes them all.
+			if wait := time.Until(next); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			}
+			next = time.Now().Add(e.cfg.MinInterval)
 			e.logErr(ctx, "evaluate", e.evaluateQueued(ctx, first))
 		case <-e.overflow:
 			e.logErr(ctx, "sweep after overflow", e.sweepDropped(ctx))
