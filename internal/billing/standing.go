@@ -32,7 +32,8 @@ type Standing struct {
 	// Meters are the metered entitlements of the resolved plan with usage in their
 	// current meter period, in the plan's order.
 	Meters []MeterStanding
-	// Grants are the balances of the customer's purchased grants.
+	// Grants are the balances of the customer's grants: included by its plan, then
+	// purchased.
 	Grants []GrantStanding
 }
 
@@ -142,7 +143,7 @@ func (st *Standing) fill(set Settings, vers Versions, sub Subject, data customer
 		return err
 	}
 	st.Meters = r.standing(v.Policy, st.Now)
-	st.Grants = grants(v.Policy, sub, st.Customer.Topups, draws, st.Now)
+	st.Grants = grants(v.Policy, sub, st.Customer, draws, st.Now)
 	return nil
 }
 

@@ -7,12 +7,13 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/limitr/limitr/internal/enforcement"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/store"
 )
 
-// GrantStanding is the remaining balance of one purchased grant in its current grant
+// GrantStanding is the remaining balance of one grant in its current grant
 // period.
 type GrantStanding struct {
 	GrantID, Topup, Credit string
@@ -54,17 +55,28 @@ func loadGrantDraws(ctx context.Context, db store.DBTX, uids []uuid.UUID) (map[u
 	return out, rows.Err()
 }
 
-// grants computes the balances of a customer's purchased topups at now, by the rule
-// the SDKs hydrate grants with (sdk/go cloud_hydrate.go, enforcement.ApplyGrantDraws):
-// a grant that does not reset is its value less every committed draw; a resetting one
-// is its value (the topup's starting value: add and rollover carry-overs are not
-// counted, as ApplyGrantDraws does not) less the draws of its current grant period.
-// Expired grants are left out. Grants a plan includes are not computed here.
-func grants(p *policies.Policy, sub Subject, topups []store.CustomerTopup, draws []grantDraw, now time.Time) []GrantStanding {
+// grants computes the balances of a customer's grants at now, by the rule the SDKs
+// hydrate grants with (sdk/go cloud_hydrate.go, enforcement.ApplyGrantDraws): the
+// grants its plan includes for its type (under enforcement.IncludedGrantID, dated at
+// the customer's creation) and its purchased topups. A grant that does not reset is
+// its value less every committed draw; a resetting one is its value (the topup's
+// starting value: add and rollover carry-overs are not counted, as ApplyGrantDraws
+// does not count them) less the draws of its current grant period. Expired grants are
+// left out.
+func grants(p *policies.Policy, sub Subject, c store.Customer, draws []grantDraw, now time.Time) []GrantStanding {
 	plan := p.Plan(sub.ResolvedPlan)
-	loc := sub.location(p)
+	gc := grantCalc{loc: sub.location(p), anchor: sub.Anchor, now: now, draws: draws}
 	var out []GrantStanding
-	for _, t := range topups {
+	if plan != nil {
+		for _, t := range plan.Compiled {
+			if t.Included && enforcement.IncludedFor(t, c.Type) {
+				if g, ok := gc.grant(t, enforcement.IncludedGrantID(t.Name), t.Name, t.Credit.Name, t.Value, c.CreatedAt); ok {
+					out = append(out, g)
+				}
+			}
+		}
+	}
+	for _, t := range c.Topups {
 		value, err := num.Parse(t.Value.String())
 		if err != nil || t.GrantID == "" {
 			continue
@@ -73,37 +85,50 @@ func grants(p *policies.Policy, sub Subject, topups []store.CustomerTopup, draws
 		if plan != nil {
 			ct = plan.CompiledTopup(t.Topup)
 		}
-		// The SDKs date a grant to the millisecond.
-		applied := time.UnixMilli(t.AppliedAt.UnixMilli()).UTC()
-		g := GrantStanding{GrantID: t.GrantID, Topup: t.Topup, Credit: t.Credit, PeriodStart: applied}
-		resets := ct != nil && !ct.Reset.IsZero()
-		if ct != nil && ct.ExpiresAfter > 0 {
-			exp := t.AppliedAt.Add(ct.ExpiresAfter)
-			if !exp.After(now) {
-				continue
-			}
-			g.PeriodEnd = exp.UTC()
+		if g, ok := gc.grant(ct, t.GrantID, t.Topup, t.Credit, value, t.AppliedAt); ok {
+			out = append(out, g)
 		}
-		if resets {
-			g.PeriodStart, g.PeriodEnd = grantPeriod(ct.Reset.Every, ct, applied, now, loc, sub.Anchor)
-		}
-		var c num.Calc
-		drawn := num.Zero
-		for _, d := range draws {
-			if d.grant != t.GrantID {
-				continue
-			}
-			if diff := d.start.Sub(g.PeriodStart); !resets || (diff > -time.Microsecond && diff < time.Microsecond) {
-				drawn = c.Add(drawn, d.units)
-			}
-		}
-		if c.Err != nil {
-			continue
-		}
-		g.Balance = num.Max(num.Zero, c.Sub(value, drawn))
-		out = append(out, g)
 	}
 	return out
+}
+
+// grantCalc computes grant balances of one customer at now.
+type grantCalc struct {
+	loc    *time.Location
+	anchor time.Time
+	now    time.Time
+	draws  []grantDraw
+}
+
+// grant is one grant's standing; ct is its topup's definition (nil: unknown, taken as
+// one that neither resets nor expires). ok is false for an expired grant.
+func (gc grantCalc) grant(ct *policies.CompiledTopup, id, topup, credit string, value num.Dec, created time.Time) (GrantStanding, bool) {
+	// The SDKs date a grant to the millisecond.
+	created = time.UnixMilli(created.UnixMilli()).UTC()
+	g := GrantStanding{GrantID: id, Topup: topup, Credit: credit, PeriodStart: created}
+	resets := ct != nil && !ct.Reset.IsZero()
+	if ct != nil && ct.ExpiresAfter > 0 {
+		exp := created.Add(ct.ExpiresAfter)
+		if !exp.After(gc.now) {
+			return g, false
+		}
+		g.PeriodEnd = exp
+	}
+	if resets {
+		g.PeriodStart, g.PeriodEnd = grantPeriod(ct.Reset.Every, ct, created, gc.now, gc.loc, gc.anchor)
+	}
+	var c num.Calc
+	drawn := num.Zero
+	for _, d := range gc.draws {
+		if d.grant != id {
+			continue
+		}
+		if diff := d.start.Sub(g.PeriodStart); !resets || (diff > -time.Microsecond && diff < time.Microsecond) {
+			drawn = c.Add(drawn, d.units)
+		}
+	}
+	g.Balance = num.Max(num.Zero, c.Sub(value, drawn))
+	return g, c.Err == nil
 }
 
 // grantPeriod is a resetting grant's current period at now, as the engine rolls it

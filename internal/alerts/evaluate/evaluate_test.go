@@ -15,8 +15,7 @@ import (
 // The figures each kind observes, from billing's standing of real customers: acme is
 // under its token limit with a purchased grant partly drawn, bigco is over its limit.
 func TestObservationFigures(t *testing.T) {
-	got, now := figureObservations(t)
-	grantStart := jan1.Add(24*time.Hour + time.Millisecond) // applied at 1.5 ms past, dated to the millisecond
+	got, now, welcome := figureObservations(t)
 	feb1 := jan1.AddDate(0, 1, 0)
 	tests := []struct {
 		key                string
@@ -35,13 +34,15 @@ func TestObservationFigures(t *testing.T) {
 		{key: "acme/spend", value: "20", start: jan1, end: feb1, data: map[string]any{"currency": "USD", "value": 20.0}},
 		// Revenue 20 (the plan fee), cost 5 runes at a rune rate of 1.
 		{key: "acme/margin_below", value: "75", start: jan1, end: feb1, data: map[string]any{"percent": 75.0, "cost": 5.0}},
-		{key: "acme/grant_balance_below", value: "380", start: grantStart, data: map[string]any{"balance": 380.0, "grant": "g-1", "credit": "token"}},
+		// 500 − 120 purchased and 100 − 30 included; the newest grant's period.
+		{key: "acme/grant_balance_below", value: "450", start: welcome, data: map[string]any{"balance": 450.0, "grants": 2.0, "credit": "token"}},
+		// The included grant, undrawn (it started when bigco was created).
+		{key: "bigco/grant_balance_below", value: "100", data: map[string]any{"balance": 100.0, "grants": 1.0}},
 		{key: "bigco/usage_percent", value: "120", limit: "1000", start: jan1, end: feb1, entitlement: "tokens"},
 		// Over the limit: no forecast. 200 tokens over at $0.01 on top of the fee.
 		{key: "bigco/forecast_exceeds_limit"},
 		{key: "bigco/spend", value: "22", start: jan1, end: feb1},
 		{key: "bigco/margin_below", value: "50", start: jan1, end: feb1},
-		{key: "bigco/grant_balance_below"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
@@ -61,7 +62,7 @@ func TestObservationFigures(t *testing.T) {
 			if tt.limit != "" && o.Limit.Cmp(dec(tt.limit)) != 0 {
 				t.Errorf("limit %s, want %s", o.Limit, tt.limit)
 			}
-			if !o.PeriodStart.Equal(tt.start) || !o.PeriodEnd.Equal(tt.end) {
+			if (!tt.start.IsZero() && !o.PeriodStart.Equal(tt.start)) || !o.PeriodEnd.Equal(tt.end) {
 				t.Errorf("period %v – %v, want %v – %v", o.PeriodStart, o.PeriodEnd, tt.start, tt.end)
 			}
 			if o.Entitlement != tt.entitlement || o.Customer.Plan != "basic" || o.Customer.Type != "user" || !o.At.Equal(now) {
@@ -223,9 +224,10 @@ func TestOverflowSweepsTheEnvironment(t *testing.T) {
 }
 
 // figureObservations observes acme (850 of 1,000 tokens, $5 of overhead, a 500-token
-// pack with 120 drawn) and bigco (1,200 tokens, $11 of overhead) on 11 January, by
-// customer/kind.
-func figureObservations(t *testing.T) (map[string]alerts.Observation, time.Time) {
+// pack with 120 drawn, the included 100 with 30 drawn) and bigco (1,200 tokens, $11 of
+// overhead) on 11 January, by customer/kind; welcome is when acme's included grant
+// started.
+func figureObservations(t *testing.T) (obs map[string]alerts.Observation, now, welcome time.Time) {
 	h := newHarness(t, Config{})
 	acme, bigco := h.customer("acme"), h.customer("bigco")
 	h.usage("acme", acme, jan1, "600", "2")
@@ -236,26 +238,38 @@ func figureObservations(t *testing.T) (map[string]alerts.Observation, time.Time)
 	h.exec(`insert into customer_topups (id, tenant_id, environment_id, customer_id, topup, grant_id, credit, value, price, applied_at)
 		values ($1, $2, $3, 'acme', 'pack', 'g-1', 'token', 500, 5, $4)`, uuid.New(), h.env.TenantID, h.env.ID, applied)
 	grantStart := applied.Truncate(time.Millisecond)
-	h.exec(`insert into grant_draw_totals (tenant_id, environment_id, customer_id, customer_uid, grant_id, period_start, units)
-		values ($1, $2, 'acme', $3, 'g-1', $4, 120)`, h.env.TenantID, h.env.ID, acme, grantStart)
-	now := jan1.AddDate(0, 0, 10) // 10 of January's 31 days
+	draw := func(grant string, start time.Time, units int) {
+		h.exec(`insert into grant_draw_totals (tenant_id, environment_id, customer_id, customer_uid, grant_id, period_start, units)
+			values ($1, $2, 'acme', $3, $4, $5, $6)`, h.env.TenantID, h.env.ID, acme, grant, start, units)
+	}
+	draw("g-1", grantStart, 120)
+	c, err := h.custs.GetRecord(h.ctx, h.env, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The included grant dates from the customer's creation (real time: the clock
+	// dates billing, not the engine's grants) and never resets: every draw counts.
+	welcome = c.CreatedAt.Truncate(time.Millisecond)
+	draw("included:welcome", welcome, 20)
+	draw("included:welcome", welcome.Add(time.Hour), 10)
+	now = jan1.AddDate(0, 0, 10) // 10 of January's 31 days
 	h.setClock(now)
 
 	sts, err := h.bill.Standings(h.ctx, h.env, []uuid.UUID{acme, bigco, uuid.New()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	obs = map[string]alerts.Observation{}
 	if len(sts) != 2 {
 		t.Fatalf("%d standings, want 2 (an unknown uid is skipped)", len(sts))
 	}
-	got := map[string]alerts.Observation{}
 	for _, st := range sts {
 		if !st.Now.Equal(now) {
 			t.Errorf("%s: now %v, want the test clock's %v", st.Customer.ID, st.Now, now)
 		}
 		for _, o := range Observations(st, st.Now) {
-			got[o.Customer.ID+"/"+o.Kind] = o
+			obs[o.Customer.ID+"/"+o.Kind] = o
 		}
 	}
-	return got, now
+	return obs, now, welcome
 }

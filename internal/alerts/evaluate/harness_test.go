@@ -25,7 +25,8 @@ import (
 )
 
 // testPolicy: a $20 plan fee, tokens at $0.01 over 1,000 a month (the month follows
-// the customer's anchor, as billing periods do), and a purchasable pack of 500 tokens.
+// the customer's anchor, as billing periods do), a purchasable pack of 500 tokens and
+// 100 included ones.
 const testPolicy = `
 policy:
   credits:
@@ -41,6 +42,7 @@ policy:
         tokens: { limit: { credit: token, mode: soft, value: 1000, resets: true, reset_sch: 'monthly:anchor' } }
       topups:
         pack: { credit: token, value: 500, price: { amount: 5 } }
+        welcome: { credit: token, value: 100, included: true }
 `
 
 // jan1 is when the test clock starts: customers are created then, so their billing

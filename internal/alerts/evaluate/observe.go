@@ -1,6 +1,7 @@
 package evaluate
 
 import (
+	"slices"
 	"time"
 
 	"github.com/limitr/limitr/internal/alerts"
@@ -16,7 +17,8 @@ var Kinds = []string{alerts.KindUsagePercent, alerts.KindSpend, alerts.KindGrant
 // Observations turns a customer's standing into what the rules match: per metered
 // entitlement with a positive limit a usage percent and, while under the limit in a
 // resetting period, a forecast; the invoice to date (spend); the margin so far when
-// there is revenue; and per grant its remaining balance. at is when it was observed.
+// there is revenue; and per credit with grants their remaining balance. at is when it
+// was observed.
 func Observations(st billing.Standing, at time.Time) []alerts.Observation {
 	c := st.Customer
 	sub := alerts.Subject{UID: c.UID, ID: c.ID, Type: c.Type, Plan: c.ResolvedPlan}
@@ -53,14 +55,44 @@ func Observations(st billing.Standing, at time.Time) []alerts.Observation {
 		o.Data["cost"] = num.Float64(st.Cost)
 		out = append(out, o)
 	}
-	for _, g := range st.Grants {
+	for _, b := range balances(st.Grants) {
 		o := base(alerts.KindGrantBalanceBelow)
-		o.Credit, o.Key, o.Value = g.Credit, g.GrantID, g.Balance
-		o.PeriodStart, o.PeriodEnd = g.PeriodStart, g.PeriodEnd
-		o.Data["credit"], o.Data["grant"], o.Data["topup"] = g.Credit, g.GrantID, g.Topup
-		o.Data["value"], o.Data["balance"] = num.Float64(g.Balance), num.Float64(g.Balance)
-		o.Data["period_start"], o.Data["period_end"] = rfc3339(g.PeriodStart), rfc3339(g.PeriodEnd)
+		o.Credit, o.Value = b.Credit, b.Balance
+		o.PeriodStart, o.PeriodEnd = b.PeriodStart, b.PeriodEnd
+		o.Data["credit"], o.Data["grants"] = b.Credit, float64(b.grants)
+		o.Data["value"], o.Data["balance"] = num.Float64(b.Balance), num.Float64(b.Balance)
+		o.Data["period_start"], o.Data["period_end"] = rfc3339(b.PeriodStart), rfc3339(b.PeriodEnd)
 		out = append(out, o)
+	}
+	return out
+}
+
+// creditBalance is what a customer's grants of one credit hold together.
+type creditBalance struct {
+	billing.GrantStanding
+	grants int
+}
+
+// balances sums grant balances by credit, in order of first appearance. The period is
+// the newest grant's (the latest period start): a purchase or a reset re-arms the
+// credit's alerts, which fire once per period.
+func balances(gs []billing.GrantStanding) []creditBalance {
+	var out []creditBalance
+	for _, g := range gs {
+		i := slices.IndexFunc(out, func(b creditBalance) bool { return b.Credit == g.Credit })
+		if i < 0 {
+			out = append(out, creditBalance{GrantStanding: billing.GrantStanding{Credit: g.Credit, Balance: num.Zero}})
+			i = len(out) - 1
+		}
+		b := &out[i]
+		sum, err := b.Balance.Add(g.Balance)
+		if err != nil {
+			continue
+		}
+		b.Balance, b.grants = sum, b.grants+1
+		if g.PeriodStart.After(b.PeriodStart) {
+			b.PeriodStart, b.PeriodEnd = g.PeriodStart, g.PeriodEnd
+		}
 	}
 	return out
 }
