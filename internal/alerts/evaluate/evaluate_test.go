@@ -9,6 +9,8 @@ import (
 
 	"github.com/limitr/limitr/internal/aggregate"
 	"github.com/limitr/limitr/internal/alerts"
+	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/num"
 )
 
@@ -272,4 +274,43 @@ func figureObservations(t *testing.T) (obs map[string]alerts.Observation, now, w
 		}
 	}
 	return obs, now, welcome
+}
+
+// Limits are the effective ones (a live override laid over the plan's), and money is
+// converted at the environment's rune rate, cost as well as revenue.
+func TestOverrideAndRuneRate(t *testing.T) {
+	h := newHarness(t, Config{})
+	uid := h.customer("ovr")
+	if _, err := h.custs.SetOverride(h.ctx, h.env, "ovr", "tokens", customers.OverrideInput{Value: "2000"}); err != nil {
+		t.Fatal(err)
+	}
+	rate := "0.5"
+	if _, err := h.bill.PutSettings(h.ctx, h.env, billing.SettingsInput{RuneRate: &rate}); err != nil {
+		t.Fatal(err)
+	}
+	h.usage("ovr", uid, jan1, "850", "5")
+	h.aggregate()
+	h.setClock(jan1.AddDate(0, 0, 10))
+	sts, err := h.bill.Standings(h.ctx, h.env, []uuid.UUID{uid})
+	if err != nil || len(sts) != 1 {
+		t.Fatalf("standings %+v, %v", sts, err)
+	}
+	got := map[string]alerts.Observation{}
+	for _, o := range Observations(sts[0], sts[0].Now) {
+		got[o.Kind] = o
+	}
+	for kind, want := range map[string][2]string{
+		alerts.KindUsagePercent:         {"42.5", "2000"},
+		alerts.KindForecastExceedsLimit: {"2635", "2000"},
+		alerts.KindSpend:                {"10", "0"}, // the $20 fee at 0.5 a rune
+		alerts.KindMarginBelow:          {"75", "0"}, // 5 runes of cost are $2.50
+	} {
+		o := got[kind]
+		if o.Value.Cmp(dec(want[0])) != 0 || o.Limit.Cmp(dec(want[1])) != 0 {
+			t.Errorf("%s: value %s limit %s, want %s and %s", kind, o.Value, o.Limit, want[0], want[1])
+		}
+	}
+	if c := got[alerts.KindMarginBelow].Data["cost"]; c != 2.5 {
+		t.Errorf("cost %v, want 2.5", c)
+	}
 }
