@@ -296,6 +296,7 @@ func (e *Evaluator) sweepDropped(ctx context.Context) error {
 	if len(envs) == 0 {
 		return nil
 	}
+	e.log.Info("alerts: the evaluation queue overflowed; sweeping the environments whose batches were dropped", "environments", len(envs))
 	return e.sweep(ctx, func(id uuid.UUID) bool { return envs[id] })
 }
 
