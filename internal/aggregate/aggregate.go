@@ -4,7 +4,8 @@
 // A batch is one transaction holding one statement: it claims up to BatchSize pending
 // rows of usage_deltas in arrival order with FOR UPDATE SKIP LOCKED, marks them
 // aggregated, sums them by meter in SQL (numeric, so sums are exact whatever the scale)
-// and upserts the sums into meter_aggregates. Marking and adding commit together or not
+// and upserts the sums into meter_aggregates, returning the customers it touched (for
+// alert rules, which read meters after the commit). Marking and adding commit together or not
 // at all: a worker killed mid-batch leaves nothing behind (Postgres rolls the
 // transaction back) and the rows are claimed again later. Several workers split the
 // queue between them through SKIP LOCKED, and a row another worker has just aggregated
@@ -64,6 +65,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -102,6 +104,14 @@ type Batch struct {
 	Took time.Duration
 	// CommitLags holds, per row, the time from its received_at to the batch's commit.
 	CommitLags []time.Duration
+	// Touched lists the customers whose meters the batch changed, each once, so that
+	// what watches meters (alert rules) re-reads only those.
+	Touched []Touched
+}
+
+// Touched is a customer whose meters a batch changed.
+type Touched struct {
+	TenantID, EnvironmentID, CustomerUID uuid.UUID
 }
 
 // Aggregator folds usage deltas into meters.
@@ -187,10 +197,15 @@ with claimed as materialized (
         grant_covered = m.grant_covered + excluded.grant_covered,
         credit = excluded.credit,
         updated_at = excluded.updated_at
-    returning 1
+    returning tenant_id, environment_id, customer_uid
+), touched as (
+    select distinct tenant_id, environment_id, customer_uid from upserted
 )
 select (select count(*) from upserted),
-       coalesce(array_agg(extract(epoch from statement_timestamp() - received_at)::float8), '{}')
+       coalesce(array_agg(extract(epoch from statement_timestamp() - received_at)::float8), '{}'),
+       (select coalesce(array_agg(tenant_id), '{}') from touched),
+       (select coalesce(array_agg(environment_id), '{}') from touched),
+       (select coalesce(array_agg(customer_uid), '{}') from touched)
 from marked`
 
 // RunOnce folds one batch and commits it. A batch with no pending rows returns Rows 0.
@@ -203,8 +218,9 @@ func (a *Aggregator) RunOnce(ctx context.Context) (Batch, error) {
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 	var meters int64
 	var lags []float64
+	var tenants, envs, uids []uuid.UUID
 	sent := time.Now()
-	if err := tx.QueryRow(ctx, batchSQL, a.opts.BatchSize).Scan(&meters, &lags); err != nil {
+	if err := tx.QueryRow(ctx, batchSQL, a.opts.BatchSize).Scan(&meters, &lags, &tenants, &envs, &uids); err != nil {
 		return Batch{}, fmt.Errorf("aggregate: batch: %w", err)
 	}
 	if len(lags) == 0 {
@@ -222,6 +238,10 @@ func (a *Aggregator) RunOnce(ctx context.Context) (Batch, error) {
 	b := Batch{Rows: len(lags), Meters: int(meters), Took: time.Since(start), CommitLags: make([]time.Duration, len(lags))}
 	for i, s := range lags {
 		b.CommitLags[i] = max(time.Duration(s*float64(time.Second))+toCommit, 0)
+	}
+	b.Touched = make([]Touched, len(uids))
+	for i := range uids {
+		b.Touched[i] = Touched{TenantID: tenants[i], EnvironmentID: envs[i], CustomerUID: uids[i]}
 	}
 	if m := a.opts.Metrics; m != nil {
 		m.observe(b)

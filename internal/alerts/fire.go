@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -81,83 +82,130 @@ func (s *Service) FireTx(ctx context.Context, tx pgx.Tx, env store.Environment, 
 
 // insertFirings stores the firings (only new ones survive the unique index) and, for
 // each new one that is the highest its rule raised for its observation, a delivery
-// and its job per channel.
+// and its job per channel. It is three statements whatever the number of firings: an
+// evaluation pass observes hundreds of customers at once, most of whose firings exist
+// already, and a round trip per alert or delivery made firing the bottleneck.
 func (s *Service) insertFirings(ctx context.Context, tx pgx.Tx, env store.Environment, fs []firing) (Fired, error) {
-	b := &pgx.Batch{}
+	cols, err := columnsOf(fs)
+	if err != nil {
+		return Fired{}, err
+	}
+	rows, err := tx.Query(ctx, `insert into alerts (tenant_id, environment_id, rule_id, rule_name, kind, dedup_key, customer_uid, customer_id,
+			entitlement, threshold, period_start, title, summary, data, superseded)
+		select $1, $2, f.* from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::text[],
+			$11::timestamptz[], $12::text[], $13::text[], $14::jsonb[], $15::bool[]) as f
+		on conflict (rule_id, dedup_key) do nothing
+		returning id, rule_id, dedup_key`,
+		env.TenantID, env.ID, cols.rules, cols.names, cols.kinds, cols.keys, cols.uids, cols.customers, cols.ents, cols.thresholds,
+		cols.periods, cols.titles, cols.summaries, cols.data, cols.superseded)
+	if err != nil {
+		return Fired{}, fmt.Errorf("alerts: insert alerts: %w", err)
+	}
+	type key struct {
+		rule uuid.UUID
+		key  string
+	}
+	inserted := map[key]uuid.UUID{}
+	for rows.Next() {
+		var id uuid.UUID
+		var k key
+		if err := rows.Scan(&id, &k.rule, &k.key); err != nil {
+			rows.Close()
+			return Fired{}, fmt.Errorf("alerts: insert alerts: %w", err)
+		}
+		inserted[k] = id
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return Fired{}, fmt.Errorf("alerts: insert alerts: %w", err)
+	}
+	var out Fired
+	var alertIDs, channelIDs []uuid.UUID
 	for i, f := range fs {
-		superseded := i+1 < len(fs) && fs[i+1].rule == f.rule && fs[i+1].obs == f.obs
+		id, ok := inserted[key{f.rule.ID, f.dedupKey}]
+		if !ok {
+			continue // fired before in this period
+		}
+		delete(inserted, key{f.rule.ID, f.dedupKey}) // a key raised twice is one alert
+		if cols.superseded[i] {
+			out.Superseded++
+			continue
+		}
+		out.Alerts++
+		for _, ch := range f.rule.Channels {
+			alertIDs, channelIDs = append(alertIDs, id), append(channelIDs, ch)
+		}
+	}
+	if len(alertIDs) == 0 {
+		return out, nil
+	}
+	return s.insertDeliveries(ctx, tx, env, out, alertIDs, channelIDs)
+}
+
+// firingColumns are firings as the columns of the alerts they insert.
+type firingColumns struct {
+	rules                                                              []uuid.UUID
+	names, kinds, keys, customers, ents, thresholds, titles, summaries []string
+	uids                                                               []*uuid.UUID
+	periods                                                            []*time.Time
+	data                                                               [][]byte
+	superseded                                                         []bool
+}
+
+// columnsOf lays firings out as columns. A firing followed by a higher one of the same
+// rule and observation is superseded.
+func columnsOf(fs []firing) (firingColumns, error) {
+	var cols firingColumns
+	n := len(fs)
+	for i, f := range fs {
 		data, err := json.Marshal(f.obs.Data)
 		if err != nil {
-			return Fired{}, fmt.Errorf("alerts: data: %w", err)
+			return cols, fmt.Errorf("alerts: data: %w", err)
 		}
 		var uid *uuid.UUID
 		if f.obs.Customer.UID != uuid.Nil {
 			u := f.obs.Customer.UID
 			uid = &u
 		}
-		var period any
+		var period *time.Time
 		if !f.obs.PeriodStart.IsZero() {
-			period = f.obs.PeriodStart
+			p := f.obs.PeriodStart
+			period = &p
 		}
-		b.Queue(`insert into alerts (tenant_id, environment_id, rule_id, rule_name, kind, dedup_key, customer_uid, customer_id,
-				entitlement, threshold, period_start, title, summary, data, superseded)
-			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-			on conflict (rule_id, dedup_key) do nothing
-			returning id`,
-			env.TenantID, env.ID, f.rule.ID, f.rule.Name, f.rule.Kind, f.dedupKey, uid, f.obs.Customer.ID,
-			f.obs.Entitlement, f.threshold, period, f.title, f.summary, data, superseded)
+		cols.rules = append(cols.rules, f.rule.ID)
+		cols.names, cols.kinds, cols.keys = append(cols.names, f.rule.Name), append(cols.kinds, f.rule.Kind), append(cols.keys, f.dedupKey)
+		cols.uids, cols.customers, cols.ents = append(cols.uids, uid), append(cols.customers, f.obs.Customer.ID), append(cols.ents, f.obs.Entitlement)
+		cols.thresholds, cols.periods = append(cols.thresholds, f.threshold), append(cols.periods, period)
+		cols.titles, cols.summaries, cols.data = append(cols.titles, f.title), append(cols.summaries, f.summary), append(cols.data, data)
+		cols.superseded = append(cols.superseded, i+1 < n && fs[i+1].rule == f.rule && fs[i+1].obs == f.obs)
 	}
-	res := tx.SendBatch(ctx, b)
-	type newAlert struct {
-		id   uuid.UUID
-		rule *Rule
+	return cols, nil
+}
+
+// insertDeliveries creates the deliveries of (alert, channel) pairs, for the channels
+// that still exist, and queues a job for each.
+func (s *Service) insertDeliveries(ctx context.Context, tx pgx.Tx, env store.Environment, out Fired, alertIDs, channelIDs []uuid.UUID) (Fired, error) {
+	rows, err := tx.Query(ctx, `insert into alert_deliveries (tenant_id, environment_id, alert_id, channel_id, channel_name, channel_kind, status)
+		select c.tenant_id, c.environment_id, p.alert_id, c.id, c.name, c.kind, 'pending'
+		from unnest($3::uuid[], $4::uuid[]) as p(alert_id, channel_id)
+		join alert_channels c on c.id = p.channel_id and c.tenant_id = $1 and c.environment_id = $2
+		returning id`, env.TenantID, env.ID, alertIDs, channelIDs)
+	if err != nil {
+		return Fired{}, fmt.Errorf("alerts: insert deliveries: %w", err)
 	}
-	var deliver []newAlert
-	var out Fired
-	for i, f := range fs {
-		var id uuid.UUID
-		err := res.QueryRow().Scan(&id)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue // fired before in this period
-		}
-		if err != nil {
-			res.Close()
-			return Fired{}, fmt.Errorf("alerts: insert alert: %w", err)
-		}
-		if i+1 < len(fs) && fs[i+1].rule == f.rule && fs[i+1].obs == f.obs {
-			out.Superseded++
-			continue
-		}
-		out.Alerts++
-		deliver = append(deliver, newAlert{id: id, rule: f.rule})
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return Fired{}, fmt.Errorf("alerts: insert deliveries: %w", err)
 	}
-	if err := res.Close(); err != nil {
-		return Fired{}, fmt.Errorf("alerts: insert alerts: %w", err)
-	}
-	if len(deliver) == 0 {
+	if len(ids) == 0 {
 		return out, nil
 	}
-	var jobs []river.InsertManyParams
-	for _, a := range deliver {
-		rows, err := tx.Query(ctx, `insert into alert_deliveries (tenant_id, environment_id, alert_id, channel_id, channel_name, channel_kind, status)
-			select c.tenant_id, c.environment_id, $3, c.id, c.name, c.kind, 'pending'
-			from alert_channels c where c.tenant_id = $1 and c.environment_id = $2 and c.id = any($4)
-			returning id`, env.TenantID, env.ID, a.id, a.rule.Channels)
-		if err != nil {
-			return Fired{}, fmt.Errorf("alerts: insert deliveries: %w", err)
-		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-		if err != nil {
-			return Fired{}, fmt.Errorf("alerts: insert deliveries: %w", err)
-		}
-		for _, id := range ids {
-			jobs = append(jobs, river.InsertManyParams{Args: DeliverArgs{DeliveryID: id}})
-		}
+	jobs := make([]river.InsertManyParams, len(ids))
+	for i, id := range ids {
+		jobs[i] = river.InsertManyParams{Args: DeliverArgs{DeliveryID: id}}
 	}
-	if len(jobs) > 0 {
-		if _, err := s.jobs.InsertManyTx(ctx, tx, jobs); err != nil {
-			return Fired{}, fmt.Errorf("alerts: queue deliveries: %w", err)
-		}
+	if _, err := s.jobs.InsertManyTx(ctx, tx, jobs); err != nil {
+		return Fired{}, fmt.Errorf("alerts: queue deliveries: %w", err)
 	}
 	out.Deliveries = len(jobs)
 	return out, nil

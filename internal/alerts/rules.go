@@ -363,7 +363,7 @@ func (r *Rule) match(o *Observation) []firing {
 				fmt.Sprintf("%s's margin this period so far is %s%%.", who, round2(o.Value)))
 		}
 	case KindForecastExceedsLimit:
-		if o.Value.Cmp(o.Limit) >= 0 {
+		if o.Value.Cmp(o.Limit) >= 0 && pr.elapsedEnough(o) {
 			at, _ := o.Data["expected_at"].(string)
 			return one("", fmt.Sprintf("%s is on course to exceed %s", who, o.Entitlement),
 				fmt.Sprintf("At its current rate %s reaches its %s limit of %s at %s, before the period ends.", who, o.Entitlement, o.Limit, at))
@@ -380,6 +380,26 @@ func (r *Rule) match(o *Observation) []firing {
 		return one("", title, summary)
 	}
 	return nil
+}
+
+// defaultMinElapsed is how much of the period must have passed, by default, before a
+// forecast is trusted: early in a period a burst extrapolates to nonsense.
+var defaultMinElapsed = num.FromInt(10)
+
+// elapsedEnough reports whether the observation's period is far enough along
+// (Data["elapsed_percent"], as the evaluator writes it) for the rule to trust its
+// forecast. An observation that does not say is trusted.
+func (pr Params) elapsedEnough(o *Observation) bool {
+	least := defaultMinElapsed
+	if pr.MinElapsedPercent != nil {
+		least = *pr.MinElapsedPercent
+	}
+	f, ok := o.Data["elapsed_percent"].(float64)
+	if !ok {
+		return true
+	}
+	elapsed, err := num.FromFloat64(f)
+	return err != nil || elapsed.Cmp(least) >= 0
 }
 
 func (r *Rule) passesFilters(o *Observation) bool {

@@ -52,6 +52,8 @@ type MeterUsage struct {
 	PeriodStart  time.Time
 	Units        num.Dec
 	GrantCovered num.Dec
+	// Overhead is what the usage cost the provider, in runes (margins read it).
+	Overhead num.Dec
 }
 
 // BilledMeter is what finalized invoices billed for one meter period, net of grants.

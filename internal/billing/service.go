@@ -279,7 +279,7 @@ func loadUsage(ctx context.Context, db store.DBTX, uids []uuid.UUID, until time.
 		return nil
 	}
 	arr := pgUUIDs(uids)
-	rows, err := db.Query(ctx, `select customer_uid, entitlement, period_start, units::text, grant_covered::text from meter_aggregates
+	rows, err := db.Query(ctx, `select customer_uid, entitlement, period_start, units::text, grant_covered::text, overhead::text from meter_aggregates
 		where customer_uid = any($1) and period_start < $2`, arr, until)
 	if err != nil {
 		return fmt.Errorf("billing: meters: %w", err)
@@ -287,13 +287,16 @@ func loadUsage(ctx context.Context, db store.DBTX, uids []uuid.UUID, until time.
 	for rows.Next() {
 		var uid uuid.UUID
 		var m MeterUsage
-		var units, granted string
-		if err := rows.Scan(&uid, &m.Entitlement, &m.PeriodStart, &units, &granted); err != nil {
+		var units, granted, overhead string
+		if err := rows.Scan(&uid, &m.Entitlement, &m.PeriodStart, &units, &granted, &overhead); err != nil {
 			rows.Close()
 			return err
 		}
 		if m.Units, err = num.Parse(units); err == nil {
 			m.GrantCovered, err = num.Parse(granted)
+		}
+		if err == nil {
+			m.Overhead, err = num.Parse(overhead)
 		}
 		if err != nil {
 			rows.Close()

@@ -441,7 +441,7 @@ func (e *Engine) syncIncludedLocked(p *policies.Policy, c *customer, now int64) 
 	kept := c.grants[:0]
 	for _, g := range c.grants {
 		t := plan.CompiledTopup(g.topup)
-		if g.included && (t == nil || !t.Included || !includedFor(t, typ)) {
+		if g.included && (t == nil || !t.Included || !IncludedFor(t, typ)) {
 			continue
 		}
 		if t != nil {
@@ -458,7 +458,7 @@ func (e *Engine) syncIncludedLocked(p *policies.Policy, c *customer, now int64) 
 	}
 	c.grants = kept
 	for _, t := range plan.Compiled {
-		if !t.Included || !includedFor(t, typ) {
+		if !t.Included || !IncludedFor(t, typ) {
 			continue
 		}
 		has := false
@@ -487,7 +487,9 @@ func (e *Engine) syncIncludedLocked(p *policies.Policy, c *customer, now int64) 
 // IncludedGrantID is the id of the grant an included topup creates.
 func IncludedGrantID(topup string) string { return "included:" + topup }
 
-func includedFor(t *policies.CompiledTopup, typ string) bool {
+// IncludedFor reports whether an included topup is granted to customers of type typ:
+// every type unless the topup names its scopes.
+func IncludedFor(t *policies.CompiledTopup, typ string) bool {
 	if t.IncludedScopes == nil {
 		return true
 	}

@@ -42,7 +42,7 @@ func newBillingCloseWorker(w *Worker) *billingCloseWorker {
 	sync := stripesync.New(w.deps.Pool, w.deps.Secrets, lateInserter{w}, bill,
 		stripesync.Config{APIBase: w.deps.StripeAPIBase, Logger: w.log})
 	bill.SetMirror(sync)
-	w.stripe = sync
+	w.stripe, w.billing = sync, bill
 	return &billingCloseWorker{w: w, billing: bill, stripe: sync}
 }
 

@@ -27,6 +27,9 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/limitr/limitr/internal/aggregate"
+	"github.com/limitr/limitr/internal/alerts"
+	"github.com/limitr/limitr/internal/alerts/evaluate"
+	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/retention"
@@ -54,6 +57,14 @@ type Config struct {
 	BillingInterval time.Duration
 	// OnBatch, when set, sees every committed aggregation batch (benchmarks and tests).
 	OnBatch func(aggregate.Batch)
+	// DisableAlertEvaluation turns off the usage alert rules (usage percent, spend,
+	// grant balance, margin, forecast) evaluated as usage is aggregated; they are on
+	// by default.
+	DisableAlertEvaluation bool
+	// AlertSweepInterval is how often every customer with recent usage is re-evaluated
+	// against the usage alert rules, besides the customers each batch touches
+	// (default 5m).
+	AlertSweepInterval time.Duration
 }
 
 func (c *Config) defaults() {
@@ -69,6 +80,9 @@ func (c *Config) defaults() {
 	if c.BillingInterval <= 0 {
 		c.BillingInterval = time.Minute
 	}
+	if c.AlertSweepInterval <= 0 {
+		c.AlertSweepInterval = 5 * time.Minute
+	}
 }
 
 // Deps are the worker's connections. Bus may be nil: aggregation then polls.
@@ -81,6 +95,9 @@ type Deps struct {
 	Secrets *secrets.Keyring
 	// StripeAPIBase is Stripe's API URL (empty: Stripe's own).
 	StripeAPIBase string
+	// Alerts fires alerts; nil builds one on Pool and Secrets that queues deliveries
+	// through the worker's River client.
+	Alerts *alerts.Service
 }
 
 // Worker runs the background work.
@@ -92,6 +109,8 @@ type Worker struct {
 	river   *river.Client[pgx.Tx]
 	agg     *aggregate.Aggregator
 	stripe  *stripesync.Service
+	billing *billing.Service
+	eval    *evaluate.Evaluator // nil when alert evaluation is off
 }
 
 // New builds a worker; Run starts it.
@@ -112,8 +131,6 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 		reg = prometheus.NewRegistry()
 	}
 	w := &Worker{cfg: cfg, deps: deps, log: log, metrics: newMetrics(reg)}
-	w.agg = aggregate.New(deps.Pool, aggregate.Options{BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval,
-		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg), OnBatch: cfg.OnBatch})
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &partitionsWorker{w: w})
@@ -123,6 +140,8 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	bill := newBillingCloseWorker(w)
 	river.AddWorker(workers, bill)
 	bill.stripe.AddWorkers(workers)
+	w.agg = aggregate.New(deps.Pool, aggregate.Options{BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval,
+		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg), OnBatch: w.newEvaluator()})
 	every := river.PeriodicInterval(cfg.MaintenanceInterval)
 	onMaintenance := &river.InsertOpts{Queue: QueueMaintenance}
 	periodic := []*river.PeriodicJob{
@@ -149,6 +168,9 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 		Workers:      workers,
 		PeriodicJobs: periodic,
 		JobTimeout:   15 * time.Minute,
+		// Alert deliveries are queued here (in the transaction that fires the alert)
+		// but worked by the alerts delivery worker, which this bundle may not hold.
+		SkipUnknownJobCheck: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("worker: river: %w", err)
@@ -168,6 +190,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = w.agg.Run(ctx) })
+	if w.eval != nil {
+		wg.Go(func() { _ = w.eval.Run(ctx) })
+	}
 	<-ctx.Done()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	defer cancel()
