@@ -2,9 +2,7 @@ package worker
 
 import (
 	"github.com/limitr/limitr/internal/aggregate"
-	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/alerts/evaluate"
-	"github.com/limitr/limitr/internal/policies/pgstore"
 )
 
 // newEvaluator builds the usage alert evaluator (unless turned off) and returns what
@@ -15,12 +13,7 @@ func (w *Worker) newEvaluator() func(aggregate.Batch) {
 	if w.cfg.DisableAlertEvaluation {
 		return onBatch
 	}
-	svc := w.deps.Alerts
-	if svc == nil {
-		svc = alerts.New(w.deps.Pool, w.deps.Secrets, lateInserter{w}, pgstore.NewService(w.deps.Pool, nil),
-			alerts.Config{Logger: w.log})
-	}
-	w.eval = evaluate.New(w.deps.Pool, svc, w.billing, evaluate.Config{SweepInterval: w.cfg.AlertSweepInterval, Logger: w.log})
+	w.eval = evaluate.New(w.deps.Pool, w.alerts, w.billing, evaluate.Config{SweepInterval: w.cfg.AlertSweepInterval, Logger: w.log})
 	if onBatch == nil {
 		return w.eval.OnBatch
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/customers"
@@ -42,6 +43,14 @@ func newBillingCloseWorker(w *Worker) *billingCloseWorker {
 	sync := stripesync.New(w.deps.Pool, w.deps.Secrets, lateInserter{w}, bill,
 		stripesync.Config{APIBase: w.deps.StripeAPIBase, Logger: w.log})
 	bill.SetMirror(sync)
+	w.alerts = w.deps.Alerts
+	if w.alerts == nil {
+		w.alerts = alerts.New(w.deps.Pool, w.deps.Secrets, lateInserter{w}, pols,
+			alerts.Config{SlackAPIURL: w.deps.SlackAPIURL, PublicURL: w.deps.PublicURL, Logger: w.log})
+		w.alerts.SetCustomers(custs)
+	}
+	// Invoices finalized by the billing pass, and Stripe refusals, fire their rules.
+	bill.SetAlerts(w.alerts)
 	w.stripe, w.billing = sync, bill
 	return &billingCloseWorker{w: w, billing: bill, stripe: sync}
 }
@@ -67,6 +76,13 @@ type resealWorker struct {
 
 func (rw *resealWorker) Work(ctx context.Context, _ *river.Job[ResealArgs]) error {
 	n, err := rw.w.stripe.Reseal(ctx)
+	if err == nil {
+		var m int
+		m, err = rw.w.alerts.Reseal(ctx)
+		if m > 0 {
+			rw.w.log.Info("worker: re-sealed alert channel secrets under the newest key", "channels", m)
+		}
+	}
 	if n > 0 {
 		rw.w.log.Info("worker: re-sealed secrets under the newest key", "connections", n)
 	}

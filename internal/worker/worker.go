@@ -95,9 +95,12 @@ type Deps struct {
 	Secrets *secrets.Keyring
 	// StripeAPIBase is Stripe's API URL (empty: Stripe's own).
 	StripeAPIBase string
-	// Alerts fires alerts; nil builds one on Pool and Secrets that queues deliveries
-	// through the worker's River client.
+	// Alerts fires and delivers alerts; nil builds one on Pool and Secrets that queues
+	// deliveries through the worker's River client.
 	Alerts *alerts.Service
+	// SlackAPIURL is Slack's Web API base (empty: Slack's own); PublicURL is where the
+	// dashboard is served, for links in alert messages (empty: no links).
+	SlackAPIURL, PublicURL string
 }
 
 // Worker runs the background work.
@@ -110,6 +113,7 @@ type Worker struct {
 	agg     *aggregate.Aggregator
 	stripe  *stripesync.Service
 	billing *billing.Service
+	alerts  *alerts.Service
 	eval    *evaluate.Evaluator // nil when alert evaluation is off
 }
 
@@ -140,6 +144,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	bill := newBillingCloseWorker(w)
 	river.AddWorker(workers, bill)
 	bill.stripe.AddWorkers(workers)
+	w.alerts.AddWorkers(workers)
 	w.agg = aggregate.New(deps.Pool, aggregate.Options{BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval,
 		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg), OnBatch: w.newEvaluator()})
 	every := river.PeriodicInterval(cfg.MaintenanceInterval)
@@ -161,16 +166,20 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 		}, nil),
 		river.NewPeriodicJob(every, func() (river.JobArgs, *river.InsertOpts) { return ResealArgs{}, onMaintenance },
 			&river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(time.Minute), func() (river.JobArgs, *river.InsertOpts) { return alerts.RescueArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}),
 	}
 	client, err := river.NewClient(riverpgxv5.New(deps.Pool), &river.Config{
-		Logger:       log.With("component", "river"),
-		Queues:       map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, QueueBilling: {MaxWorkers: 1}, stripesync.Queue: {MaxWorkers: 4}, river.QueueDefault: {MaxWorkers: 4}},
+		Logger: log.With("component", "river"),
+		Queues: map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, QueueBilling: {MaxWorkers: 1}, stripesync.Queue: {MaxWorkers: 4},
+			alerts.Queue: {MaxWorkers: 50}, river.QueueDefault: {MaxWorkers: 4}},
 		Workers:      workers,
 		PeriodicJobs: periodic,
 		JobTimeout:   15 * time.Minute,
-		// Alert deliveries are queued here (in the transaction that fires the alert)
-		// but worked by the alerts delivery worker, which this bundle may not hold.
-		SkipUnknownJobCheck: true,
+		// Deliveries are waits on other servers: 50 at a time, and the next fetch
+		// soon after (River's default 100 ms cooldown, with 1,000 alerts firing at
+		// once, would spread them over 2 s).
+		FetchCooldown: 20 * time.Millisecond,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("worker: river: %w", err)
