@@ -38,6 +38,9 @@ func ValidateEventBatch(b *wire.EventBatch) error {
 	if b.Sequence < 1 {
 		errs.Add("sequence", "must be at least 1")
 	}
+	if b.PolicyVersion < 0 {
+		errs.Add("policy_version", "must not be negative")
+	}
 	if len(b.Events) > wire.MaxEvents {
 		errs.Addf("events", "at most %d events per batch, got %d", wire.MaxEvents, len(b.Events))
 	}
@@ -128,7 +131,7 @@ func (s *Service) eventSubjects(ctx context.Context, tx pgx.Tx, env store.Enviro
 	if len(found) == 0 || s.customers == nil {
 		return out, nil
 	}
-	p, err := s.policies.ActivePolicy(ctx, env)
+	p, err := s.activePolicy(ctx, env)
 	if err != nil {
 		return nil, err
 	}

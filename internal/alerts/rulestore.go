@@ -152,7 +152,7 @@ func (s *Service) checkRule(ctx context.Context, tx pgx.Tx, env store.Environmen
 	var errs validation.Errors
 	in.parseChannels(&errs)
 	in.apply(r)
-	p, err := s.policies.ActivePolicy(ctx, env)
+	p, err := s.activePolicy(ctx, env)
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,10 @@ type Deps struct {
 	Secrets *secrets.Keyring
 	// StripeAPIBase is Stripe's API URL (empty: Stripe's own).
 	StripeAPIBase string
+	// SlackAPIURL is Slack's Web API base URL for alert deliveries (empty: Slack's own).
+	SlackAPIURL string
+	// PublicURL is the dashboard's public base URL alert messages link to (empty: none).
+	PublicURL string
 }
 
 // Worker runs the background work.
