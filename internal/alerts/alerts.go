@@ -43,7 +43,7 @@ var (
 	// ErrEphemeralKeyring: secrets would be sealed with a key that dies with the process.
 	ErrEphemeralKeyring = errors.New("LIMITR_SECRET_KEY is not set: refusing to store channel secrets that could not be read after a restart")
 	// ErrNotResendable: only a delivered or dead delivery can be sent again.
-	ErrNotResendable = errors.New("the delivery is still in progress")
+	ErrNotResendable = errors.New("only a delivered or dead delivery can be resent")
 )
 
 // Queue is the River queue deliveries run on.

@@ -55,7 +55,9 @@ func alertProblem(err error) error {
 	case errors.Is(err, alerts.ErrNotFound):
 		return problem.New(http.StatusNotFound, err.Error())
 	case errors.Is(err, alerts.ErrConflict):
-		return problem.New(http.StatusConflict, err.Error()).WithType("conflict")
+		pb := problem.New(http.StatusConflict, err.Error()).WithType("conflict")
+		pb.Errors = []problem.FieldError{{Path: "name", Message: "is already used in this environment"}}
+		return pb
 	case errors.Is(err, alerts.ErrEphemeralKeyring):
 		return problem.New(http.StatusConflict, err.Error()+" (set LIMITR_SECRET_KEY on the API and the worker)")
 	case errors.Is(err, alerts.ErrNotResendable):

@@ -208,8 +208,11 @@ func TestAlertChannelsCRUDKeepSecrets(t *testing.T) {
 	secretsOf = append(secretsOf, rotated.Webhook.SigningSecret)
 
 	// Errors.
-	h.call("POST", apChannels, apProd+"/alert-channels", h.admin, map[string]any{"name": "ops", "kind": "webhook",
+	taken := h.call("POST", apChannels, apProd+"/alert-channels", h.admin, map[string]any{"name": "ops", "kind": "webhook",
 		"webhook": map[string]any{"url": "https://x.example.com"}}, 409)
+	if f := problemFields(t, taken); !bytes.Contains(taken, []byte("an alert channel of that name exists")) || len(f) != 1 || f[0] != "name" {
+		t.Errorf("a taken name: %s", taken)
+	}
 	bad := h.call("POST", apChannels, apProd+"/alert-channels", h.admin, map[string]any{"name": "x", "kind": "slack", "slack": map[string]any{"channel": "#x"}}, 422)
 	if f := problemFields(t, bad); len(f) != 1 || f[0] != "slack.token" {
 		t.Errorf("slack without a token: %v", f)
@@ -570,7 +573,9 @@ func TestAlertsFireFromEventsAndResend(t *testing.T) {
 	h.call("GET", dl+"/{id}", apProd+"/alert-deliveries/x", h.admin, nil, 404)
 
 	// In progress: not resendable. Dead: resent, with a new job.
-	h.call("POST", dl+"/{id}/resend", apProd+"/alert-deliveries/"+d+"/resend", h.admin, nil, 409)
+	if b := h.call("POST", dl+"/{id}/resend", apProd+"/alert-deliveries/"+d+"/resend", h.admin, nil, 409); !bytes.Contains(b, []byte("it is pending")) {
+		t.Errorf("resending a pending delivery: %s", b)
+	}
 	if _, err := h.pool.Exec(context.Background(), `update alert_deliveries set status = 'dead', last_error = 'gave up' where id = $1`, d); err != nil {
 		t.Fatal(err)
 	}
