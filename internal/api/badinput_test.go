@@ -628,7 +628,11 @@ func TestBadInputPaths(t *testing.T) {
 			"/v1/policies/1/source?format=" + strings.Repeat("y", 10_000), "/v1/policies/1/source?format=%00",
 			"/v1/environments/" + secEnv + "/customers?cursor=" + strings.Repeat("_", 10_000),
 			"/v1/environments/" + secEnv + "/customers?cursor=%00", "/v1/environments/" + secEnv + "/customers?cursor=AA",
-			"/v1/environments/" + secEnv + "/publications?cursor=0"} {
+			"/v1/environments/" + secEnv + "/publications?cursor=0",
+			"/v1/environments/" + secEnv + "/alerts?before=" + strings.Repeat("f", 10_000), "/v1/environments/" + secEnv + "/alerts?before=%00",
+			"/v1/environments/" + secEnv + "/alerts?limit=201", "/v1/environments/" + secEnv + "/alerts?customer=a%00b",
+			"/v1/environments/" + secEnv + "/alert-deliveries?status=lost", "/v1/environments/" + secEnv + "/alert-deliveries?alert=1",
+			"/v1/environments/" + secEnv + "/alert-deliveries?before=-1"} {
 			biReject(t, "GET "+secTrim(q), secDo(t, e.srv, "GET", q, "Bearer "+e.w.a.secret, nil))
 		}
 	})
