@@ -144,7 +144,8 @@ func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- s
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RateLimit:     cfg.RateLimit,
 		RatePer:       cfg.RatePeriod,
-	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase})
+	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
+		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL})
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,9 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/policies"
+	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/secrets"
 	"github.com/limitr/limitr/internal/store"
 )
@@ -41,7 +43,7 @@ var (
 	// ErrEphemeralKeyring: secrets would be sealed with a key that dies with the process.
 	ErrEphemeralKeyring = errors.New("LIMITR_SECRET_KEY is not set: refusing to store channel secrets that could not be read after a restart")
 	// ErrNotResendable: only a delivered or dead delivery can be sent again.
-	ErrNotResendable = errors.New("the delivery is still in progress")
+	ErrNotResendable = errors.New("only a delivered or dead delivery can be resent")
 )
 
 // Queue is the River queue deliveries run on.
@@ -55,6 +57,16 @@ type JobInserter interface {
 // Policies reads an environment's active policy (nil when none is published).
 type Policies interface {
 	ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error)
+}
+
+// activePolicy is the environment's active policy, nil when none is published (the
+// policy store's and billing's "no policy" errors included).
+func (s *Service) activePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error) {
+	p, err := s.policies.ActivePolicy(ctx, env)
+	if errors.Is(err, pgstore.ErrNoActivePolicy) || errors.Is(err, billing.ErrNoPolicy) {
+		return nil, nil
+	}
+	return p, err
 }
 
 // Config says how to reach the destinations.

@@ -39,6 +39,9 @@ func ValidateEventBatch(b *wire.EventBatch) error {
 	if b.Sequence < 1 {
 		errs.Add("sequence", "must be at least 1")
 	}
+	if b.PolicyVersion < 0 {
+		errs.Add("policy_version", "must not be negative")
+	}
 	if len(b.Events) > wire.MaxEvents {
 		errs.Addf("events", "at most %d events per batch, got %d", wire.MaxEvents, len(b.Events))
 	}
@@ -88,7 +91,11 @@ func (s *Service) IngestEvents(ctx context.Context, env store.Environment, b wir
 			ack.Duplicate = true
 			return nil
 		}
-		subjects, err := s.eventSubjects(ctx, tx, env, b.Events)
+		p, err := s.activePolicy(ctx, env)
+		if err != nil {
+			return err
+		}
+		subjects, err := s.eventSubjects(ctx, tx, env, p, b.Events)
 		if err != nil {
 			return err
 		}
@@ -96,10 +103,6 @@ func (s *Service) IngestEvents(ctx context.Context, env store.Environment, b wir
 			return err
 		}
 		ack.Accepted = len(b.Events)
-		p, err := s.policies.ActivePolicy(ctx, env)
-		if err != nil {
-			return err
-		}
 		obs := eventObservations(p, b.Events, subjects)
 		fired, err := s.FireTx(ctx, tx, env, obs)
 		ack.Alerts = fired.Alerts
@@ -119,7 +122,7 @@ type eventSubject struct {
 
 // eventSubjects resolves the events' customers (by id or alt id) with their plans and
 // the billing period each event falls in; unknown customers are absent.
-func (s *Service) eventSubjects(ctx context.Context, tx pgx.Tx, env store.Environment, evs []wire.Event) (map[string]eventSubject, error) {
+func (s *Service) eventSubjects(ctx context.Context, tx pgx.Tx, env store.Environment, p *policies.Policy, evs []wire.Event) (map[string]eventSubject, error) {
 	names := make([]string, 0, len(evs))
 	seen := map[string]bool{}
 	for _, e := range evs {
@@ -135,10 +138,6 @@ func (s *Service) eventSubjects(ctx context.Context, tx pgx.Tx, env store.Enviro
 	out := make(map[string]eventSubject, len(found))
 	if len(found) == 0 || s.customers == nil {
 		return out, nil
-	}
-	p, err := s.policies.ActivePolicy(ctx, env)
-	if err != nil {
-		return nil, err
 	}
 	uids := make([]uuid.UUID, 0, len(found))
 	for _, c := range found {

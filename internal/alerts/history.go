@@ -223,7 +223,7 @@ func (s *Service) Resend(ctx context.Context, env store.Environment, id uuid.UUI
 			return err
 		}
 		if status != "delivered" && status != "dead" {
-			return fmt.Errorf("%w: it is %s", ErrNotResendable, status)
+			return fmt.Errorf("%w: it is %s", ErrNotResendable, status) // still in progress
 		}
 		if channel == nil {
 			return fmt.Errorf("%w: its channel was deleted", ErrNotResendable)

@@ -152,7 +152,7 @@ func (s *Service) checkRule(ctx context.Context, tx pgx.Tx, env store.Environmen
 	var errs validation.Errors
 	in.parseChannels(&errs)
 	in.apply(r)
-	p, err := s.policies.ActivePolicy(ctx, env)
+	p, err := s.activePolicy(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,11 @@ func channelIDs(ctx context.Context, db store.DBTX, env store.Environment) (map[
 func nameConflict(err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" {
-		return fmt.Errorf("%w: %s", ErrConflict, pe.ConstraintName)
+		what := map[string]string{"alert_channels_name": "an alert channel", "alert_rules_name": "an alert rule"}[pe.ConstraintName]
+		if what == "" {
+			return fmt.Errorf("%w: %s", ErrConflict, pe.ConstraintName)
+		}
+		return fmt.Errorf("%s of that name exists in the environment: %w", what, ErrConflict)
 	}
 	return err
 }

@@ -90,6 +90,24 @@ func biRoutes() map[string]biRoute {
 		// Signed by Stripe, not by an API key: A's environment is not connected, so
 		// every body is refused (TestStripeWebhooks covers the signed ones).
 		"POST /v1/webhooks/stripe/{environment_id}": {webhook: true},
+
+		"POST /v1/environments/{env}/alert-channels": {fields: []biField{{"name", "string", "bi-chan"}, {"kind", "string", "webhook"},
+			{"webhook", "object", map[string]any{"url": "http://127.0.0.1:9/bi-hook"}}, {"slack", "object", nil}, {"email", "object", nil}}},
+		"PATCH /v1/environments/{env}/alert-channels/{id}": {fields: []biField{{"name", "string", "bi-chan-renamed"}, {"kind", "string", nil},
+			{"webhook", "object", map[string]any{"url": "http://127.0.0.1:9/bi-hook-2"}}, {"slack", "object", nil}, {"email", "object", nil}}},
+		// The receiver refuses the connection: the test still answers 200, saying so.
+		"POST /v1/environments/{env}/alert-channels/{id}/test": {optionalBody: true},
+		"POST /v1/environments/{env}/alert-rules": {fields: []biField{{"name", "string", "bi-rule"}, {"kind", "string", "cap_hit"},
+			{"params", "object", nil}, {"filters", "object", nil}, {"condition", "text", nil},
+			{"channels", "strings", []string{biAlertChannel}}, {"enabled", "bool", true}}},
+		"PATCH /v1/environments/{env}/alert-rules/{id}": {fields: []biField{{"name", "string", "bi-rule-renamed"}, {"params", "object", nil},
+			{"filters", "object", nil}, {"condition", "text", nil}, {"channels", "strings", nil}, {"enabled", "bool", false}}},
+		// newBiEnv marks A's delivery dead, so the baseline can resend it.
+		"POST /v1/environments/{env}/alert-deliveries/{id}/resend": {optionalBody: true},
+		"POST /v1/sdk/events": {sdk: true, fields: []biField{{"instance_id", "string", "bi-events"}, {"sequence", "int", 1},
+			{"sent_at", "string", time.Now().UTC().Format(time.RFC3339)}, {"policy_version", "count", 3},
+			{"events", "list", []map[string]any{{"type": "cap-limit", "customer": biCustomer, "entitlement": "ai_input", "cap_id": "bi-cap",
+				"at": time.Now().UTC().Format(time.RFC3339), "count": 1}}}}},
 	}
 }
 
@@ -156,6 +174,9 @@ func newBiEnv(t *testing.T) *biEnv {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	e := &biEnv{t: t, w: w, srv: w.h.srv.Handler(), small: s.Handler(), invoices: map[string]string{}}
+	if _, err := w.h.pool.Exec(context.Background(), `update alert_deliveries set status = 'dead' where id = $1`, w.aDelivery); err != nil {
+		t.Fatal(err)
+	}
 	for action, status := range map[string]string{"finalize": "draft", "void": "finalized", "mark-paid": "finalized", "mark-uncollectible": "finalized"} {
 		// Copies of A's topup invoice, one per action, in the status it starts from.
 		var id string
@@ -193,6 +214,7 @@ func (e *biEnv) keyFor(template string) string {
 }
 
 func (e *biEnv) path(template string) string {
+	template = e.w.alertIDs(template)
 	return strings.NewReplacer("{env}", secEnv, "{id}", biCustomer, "{entitlement}", "ai_input",
 		"{invoice}", e.invoiceFor(template), "{clock}", e.w.aClock, "{environment_id}", e.w.a.envs[secEnv].String()).Replace(template)
 }
@@ -606,7 +628,11 @@ func TestBadInputPaths(t *testing.T) {
 			"/v1/policies/1/source?format=" + strings.Repeat("y", 10_000), "/v1/policies/1/source?format=%00",
 			"/v1/environments/" + secEnv + "/customers?cursor=" + strings.Repeat("_", 10_000),
 			"/v1/environments/" + secEnv + "/customers?cursor=%00", "/v1/environments/" + secEnv + "/customers?cursor=AA",
-			"/v1/environments/" + secEnv + "/publications?cursor=0"} {
+			"/v1/environments/" + secEnv + "/publications?cursor=0",
+			"/v1/environments/" + secEnv + "/alerts?before=" + strings.Repeat("f", 10_000), "/v1/environments/" + secEnv + "/alerts?before=%00",
+			"/v1/environments/" + secEnv + "/alerts?limit=201", "/v1/environments/" + secEnv + "/alerts?customer=a%00b",
+			"/v1/environments/" + secEnv + "/alert-deliveries?status=lost", "/v1/environments/" + secEnv + "/alert-deliveries?alert=1",
+			"/v1/environments/" + secEnv + "/alert-deliveries?before=-1"} {
 			biReject(t, "GET "+secTrim(q), secDo(t, e.srv, "GET", q, "Bearer "+e.w.a.secret, nil))
 		}
 	})

@@ -162,6 +162,8 @@ type secWorld struct {
 	bSDK                     string
 	// A's invoice (of its priced topup) and test clock.
 	aInvoice, aClock string
+	// A's alert channel, rule, and a delivery the rule made (pending).
+	aChannel, aRule, aDelivery string
 	// aSecrets are strings that identify tenant A's data: none may reach tenant B.
 	aSecrets []string
 }
@@ -229,8 +231,10 @@ func newSecWorld(t *testing.T) *secWorld {
 	_ = json.Unmarshal(w.mustDo("POST", "/v1/environments/"+secEnv+"/test-clocks", w.a.secret, map[string]string{"frozen_time": "2026-01-01T00:00:00Z"}, 201), &clock)
 	w.aClock = clock.ID
 
+	w.setUpAlerts()
+
 	// Everything that identifies A's data.
-	w.aSecrets = []string{w.a.tenantID.String(), w.a.keyID.String(), w.a.secret, w.a.secret[:17], sdkID.String(),
+	w.aSecrets = []string{w.aChannel, w.aRule, w.aDelivery, "acme-chan-4412", "acme-rule-4412", "acme-hook-4412", w.a.tenantID.String(), w.a.keyID.String(), w.a.secret, w.a.secret[:17], sdkID.String(),
 		w.aSDK, w.aSDK[:15], w.aStaging, w.aStaging[:15], w.aRevoked, spare.ID.String(),
 		"acme-org-4412", "acme-user-4412", "acme-alt-4412", "acme-meta-4412", "Acme Label 4412", "acme-prod-4412", topup.GrantID,
 		w.aInvoice, w.aClock}
@@ -257,6 +261,51 @@ func newSecWorld(t *testing.T) *secWorld {
 		w.aSecrets = append(w.aSecrets, v.ID.String(), v.Hash)
 	}
 	return w
+}
+
+// biAlertChannel is tenant A's alert channel in the last world built: the bad-input
+// table's rule bodies name it.
+var biAlertChannel string
+
+// setUpAlerts gives tenant A a webhook channel (its receiver is never called: no worker
+// runs here), a cap_hit rule on it, and the delivery an SDK's cap-limit event made.
+func (w *secWorld) setUpAlerts() {
+	t := w.h.t
+	t.Helper()
+	ap := "/v1/environments/" + secEnv
+	var ch, rule struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(w.mustDo("POST", ap+"/alert-channels", w.a.secret, map[string]any{"name": "acme-chan-4412", "kind": "webhook",
+		"webhook": map[string]any{"url": "http://127.0.0.1:9/acme-hook-4412"}}, 201), &ch)
+	_ = json.Unmarshal(w.mustDo("POST", ap+"/alert-rules", w.a.secret, map[string]any{"name": "acme-rule-4412", "kind": "cap_hit",
+		"channels": []string{ch.ID}}, 201), &rule)
+	w.mustDo("POST", "/v1/sdk/events", w.aSDK, secEventBatch("acme-events", "acme-user-4412"), 200)
+	var ds list[struct {
+		ID string `json:"id"`
+	}]
+	_ = json.Unmarshal(w.mustDo("GET", ap+"/alert-deliveries", w.a.secret, nil, 200), &ds)
+	if len(ds.Data) != 1 {
+		t.Fatalf("tenant A has %d alert deliveries, want the cap_hit rule's one", len(ds.Data))
+	}
+	w.aChannel, w.aRule, w.aDelivery = ch.ID, rule.ID, ds.Data[0].ID
+	biAlertChannel = ch.ID
+}
+
+// alertIDs fills {id} in an alert route with A's resource.
+func (w *secWorld) alertIDs(p string) string {
+	for prefix, id := range map[string]string{"/alert-channels/": w.aChannel, "/alert-rules/": w.aRule, "/alert-deliveries/": w.aDelivery} {
+		if strings.Contains(p, prefix+"{id}") {
+			return strings.Replace(p, "{id}", id, 1)
+		}
+	}
+	return p
+}
+
+// secEventBatch is a valid event batch of one cap-limit event for customer.
+func secEventBatch(instance, customer string) string {
+	return fmt.Sprintf(`{"instance_id":%q,"sequence":1,"sent_at":%q,"policy_version":3,"events":[{"type":"cap-limit","customer":%q,"entitlement":"ai_input","cap_id":"matrix-cap","at":%q,"count":1}]}`,
+		instance, time.Now().UTC().Format(time.RFC3339), customer, time.Now().UTC().Format(time.RFC3339))
 }
 
 // leaks reports tenant A's strings in a response, leaving out those the request itself
@@ -351,6 +400,23 @@ func secRoutes(t *testing.T) map[string]secRoute {
 		"PUT /v1/environments/{env}/integrations/stripe":                    {adminOnly: true, body: `{"secret_key":"sk_test_1","webhook_secret":"whsec_1"}`},
 		"DELETE /v1/environments/{env}/integrations/stripe":                 {adminOnly: true},
 		"POST /v1/webhooks/stripe/{environment_id}":                         {signed: true, body: `{"id":"evt_1","type":"invoice.paid"}`},
+
+		"POST /v1/environments/{env}/alert-channels":               {adminOnly: true, body: `{"name":"matrix-chan","kind":"webhook","webhook":{"url":"http://127.0.0.1:9/matrix"}}`},
+		"GET /v1/environments/{env}/alert-channels":                {adminOnly: true},
+		"GET /v1/environments/{env}/alert-channels/{id}":           {adminOnly: true},
+		"PATCH /v1/environments/{env}/alert-channels/{id}":         {adminOnly: true, body: `{"name":"pwned"}`},
+		"DELETE /v1/environments/{env}/alert-channels/{id}":        {adminOnly: true},
+		"POST /v1/environments/{env}/alert-channels/{id}/test":     {adminOnly: true},
+		"POST /v1/environments/{env}/alert-rules":                  {adminOnly: true, body: `{"name":"matrix-rule","kind":"cap_hit","channels":["00000000-0000-0000-0000-000000000001"]}`},
+		"GET /v1/environments/{env}/alert-rules":                   {adminOnly: true},
+		"GET /v1/environments/{env}/alert-rules/{id}":              {adminOnly: true},
+		"PATCH /v1/environments/{env}/alert-rules/{id}":            {adminOnly: true, body: `{"enabled":false}`},
+		"DELETE /v1/environments/{env}/alert-rules/{id}":           {adminOnly: true},
+		"GET /v1/environments/{env}/alerts":                        {adminOnly: true},
+		"GET /v1/environments/{env}/alert-deliveries":              {adminOnly: true},
+		"GET /v1/environments/{env}/alert-deliveries/{id}":         {adminOnly: true},
+		"POST /v1/environments/{env}/alert-deliveries/{id}/resend": {adminOnly: true},
+		"POST /v1/sdk/events":                                      {sdkOnly: true, body: secEventBatch("matrix-1", "acme-user-4412")},
 	}
 }
 
@@ -369,6 +435,7 @@ func (w *secWorld) secPath(template, env string) string {
 	if strings.HasPrefix(p, "/v1/keys/") {
 		p = strings.Replace(p, "{id}", w.aSDKID.String(), 1)
 	}
+	p = w.alertIDs(p)
 	p = strings.Replace(p, "{id}", "acme-user-4412", 1)
 	if strings.HasSuffix(p, "/diff") {
 		p += "?from=1&to=3"

@@ -19,6 +19,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/customers"
@@ -111,6 +112,10 @@ type Deps struct {
 	Secrets *secrets.Keyring
 	// StripeAPIBase is Stripe's API URL (empty: Stripe's own).
 	StripeAPIBase string
+	// SlackAPIURL is Slack's Web API base URL for test alerts (empty: Slack's own).
+	SlackAPIURL string
+	// PublicURL is the dashboard's public base URL alert messages link to (empty: none).
+	PublicURL string
 }
 
 // Server serves the API.
@@ -136,6 +141,7 @@ type Server struct {
 	customers    *customers.Service
 	billing      *billing.Service
 	stripe       *stripesync.Service
+	alerts       *alerts.Service
 	usage        *usage.Service
 	usageMetrics *usage.Metrics
 
@@ -207,6 +213,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.stripe = stripesync.New(deps.Pool, deps.Secrets, jobs, s.billing, stripesync.Config{APIBase: deps.StripeAPIBase, Logger: logger})
 	s.billing.SetMirror(s.stripe)
+	s.alerts = alerts.New(deps.Pool, deps.Secrets, jobs, s.policies, alerts.Config{SlackAPIURL: deps.SlackAPIURL, PublicURL: deps.PublicURL, Logger: logger})
+	s.alerts.SetCustomers(s.customers)
+	s.billing.SetAlerts(s.alerts)
 	s.usageMetrics = usage.NewMetrics()
 	s.usageMetrics.Batches = metrics.Register(reg, s.usageMetrics.Batches)
 	s.usageMetrics.Deltas = metrics.Register(reg, s.usageMetrics.Deltas)
@@ -294,6 +303,7 @@ func (s *Server) newEcho() *echo.Echo {
 	s.customerRoutes(authed)
 	s.billingRoutes(authed)
 	s.syncRoutes(authed)
+	s.alertRoutes(authed)
 	return e
 }
 

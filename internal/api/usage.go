@@ -58,7 +58,7 @@ func sdkEnvironment(c echo.Context) store.Environment {
 // writes nothing. A structurally invalid batch writes nothing.
 func (s *Server) postUsage(c echo.Context) error {
 	env := sdkEnvironment(c)
-	raw, err := readUsageBody(c.Request())
+	raw, err := readBatchBody(c.Request(), "usage batch")
 	if err != nil {
 		s.usageMetrics.Outcome("rejected")
 		return err
@@ -88,35 +88,35 @@ func (s *Server) postUsage(c echo.Context) error {
 	return c.JSON(http.StatusOK, ack)
 }
 
-// readUsageBody reads the request body, decompressing gzip. The compressed size is
-// bounded by the server's body limit (echo's BodyLimit middleware), the decompressed
-// size by wire.MaxBatchRaw: both 413.
-func readUsageBody(r *http.Request) ([]byte, error) {
+// readBatchBody reads the body of an SDK batch (what names it in errors), decompressing
+// gzip. The compressed size is bounded by the server's body limit (echo's BodyLimit
+// middleware), the decompressed size by wire.MaxBatchRaw: both 413.
+func readBatchBody(r *http.Request, what string) ([]byte, error) {
 	enc := strings.ToLower(strings.TrimSpace(r.Header.Get(echo.HeaderContentEncoding)))
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		var he *echo.HTTPError
 		if errors.As(err, &tooLarge) || errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
-			return nil, problem.New(http.StatusRequestEntityTooLarge, "the usage batch is larger than the server's body limit: flush smaller batches")
+			return nil, problem.New(http.StatusRequestEntityTooLarge, "the "+what+" is larger than the server's body limit: flush smaller batches")
 		}
 		return nil, problem.New(http.StatusBadRequest, "could not read the request body")
 	}
 	switch enc {
 	case "", "identity":
 		if len(body) > wire.MaxBatchRaw {
-			return nil, problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the usage batch is larger than %d bytes", wire.MaxBatchRaw))
+			return nil, problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the %s is larger than %d bytes", what, wire.MaxBatchRaw))
 		}
 		return body, nil
 	case "gzip", "x-gzip":
-		return gunzipBounded(body, wire.MaxBatchRaw)
+		return gunzipBounded(body, wire.MaxBatchRaw, what)
 	}
 	return nil, problem.New(http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %q is not supported: send gzip or an uncompressed body", enc))
 }
 
 // gunzipBounded decompresses body, refusing more than max bytes of output (a gzip
 // bomb stops after max+1 bytes).
-func gunzipBounded(body []byte, max int64) ([]byte, error) {
+func gunzipBounded(body []byte, max int64, what string) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(body))
 	if err != nil {
 		return nil, problem.New(http.StatusBadRequest, "the body is not valid gzip: "+err.Error())
@@ -124,7 +124,7 @@ func gunzipBounded(body []byte, max int64) ([]byte, error) {
 	defer zr.Close()
 	out, err := io.ReadAll(io.LimitReader(zr, max+1))
 	if int64(len(out)) > max {
-		return nil, problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the usage batch decompresses to more than %d bytes", max))
+		return nil, problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the %s decompresses to more than %d bytes", what, max))
 	}
 	if err != nil {
 		return nil, problem.New(http.StatusBadRequest, "the body is not valid gzip: "+err.Error())

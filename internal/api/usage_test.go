@@ -1140,7 +1140,7 @@ func FuzzUsageBody(f *testing.F) {
 		if gz {
 			req.Header.Set("Content-Encoding", "gzip")
 		}
-		raw, err := readUsageBody(req)
+		raw, err := readBatchBody(req, "usage batch")
 		if err == nil {
 			if len(raw) > wire.MaxBatchRaw {
 				t.Fatalf("read %d bytes, over the bound", len(raw))

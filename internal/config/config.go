@@ -44,10 +44,21 @@ type API struct {
 	Secrets *secrets.Keyring
 	// StripeAPIBase is Stripe's API URL, or a Stripe-compatible one (stripe-mock).
 	StripeAPIBase string
+	// SlackAPIURL is Slack's Web API base URL (ends in "/"), or a Slack-compatible one.
+	SlackAPIURL string
+	// PublicURL is the dashboard's public base URL; empty: alert messages carry no link.
+	PublicURL string
 }
 
 // stripeAPIBase is shared by the API, the worker and `limitr dev`.
 var stripeAPIBase = Setting{"stripe-api-base", "LIMITR_STRIPE_API_BASE", "https://api.stripe.com", "Stripe's API URL; point it at a Stripe-compatible server (stripe-mock) to test"}
+
+// slackAPIURL and publicURL are shared by the API, the worker and `limitr dev`: the API
+// sends test alerts, the worker delivers them.
+var (
+	slackAPIURL = Setting{"slack-api-url", "LIMITR_SLACK_API_URL", "https://slack.com/api/", "Slack's Web API base URL; point it at a Slack-compatible server for tests and proxies"}
+	publicURL   = Setting{"public-url", "LIMITR_PUBLIC_URL", "", "the dashboard's public base URL; alert messages link customers there"}
+)
 
 // secretKey is shared by the API, the worker and `limitr dev`.
 var secretKey = Setting{"secret-key", secrets.EnvVar, "", "keyring sealing secrets at rest: comma-separated keys, newest first (make one with `limitr admin gen-secret-key`); prefer the environment variable to the flag"}
@@ -68,6 +79,8 @@ var APISettings = []Setting{
 	{"shutdown-timeout", "LIMITR_SHUTDOWN_TIMEOUT", "15s", "how long to drain requests on SIGTERM"},
 	secretKey,
 	stripeAPIBase,
+	slackAPIURL,
+	publicURL,
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
 }
 
@@ -163,6 +176,9 @@ func apiFromValues(v map[string]string) (API, error) {
 	if c.StripeAPIBase, err = parseStripeAPIBase(v); err != nil {
 		errs = append(errs, err)
 	}
+	if c.SlackAPIURL, c.PublicURL, err = parseAlertURLs(v); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(strings.ToUpper(v["log-level"]))); err != nil {
 		errs = append(errs, fmt.Errorf("log-level: %q is not debug, info, warn or error", v["log-level"]))
 	}
@@ -190,6 +206,28 @@ func parseStripeAPIBase(v map[string]string) (string, error) {
 	return strings.TrimRight(base, "/"), nil
 }
 
+// parseAlertURLs reads --slack-api-url (an http(s) URL, given a trailing "/" as
+// Slack's client expects) and --public-url (empty, or an http(s) URL).
+func parseAlertURLs(v map[string]string) (slackURL, public string, err error) {
+	var errs []error
+	slackURL = v["slack-api-url"]
+	if !isHTTPURL(slackURL) {
+		errs = append(errs, fmt.Errorf("slack-api-url: %q is not an http(s) URL", slackURL))
+	} else if !strings.HasSuffix(slackURL, "/") {
+		slackURL += "/"
+	}
+	public = v["public-url"]
+	if public != "" && !isHTTPURL(public) {
+		errs = append(errs, fmt.Errorf("public-url: %q is not an http(s) URL", public))
+	}
+	return slackURL, strings.TrimRight(public, "/"), errors.Join(errs...)
+}
+
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+}
+
 // Worker is the background worker's configuration.
 type Worker struct {
 	DatabaseURL    string
@@ -203,6 +241,9 @@ type Worker struct {
 	// Secrets opens the Stripe secrets the billing jobs use; nil when not set.
 	Secrets       *secrets.Keyring
 	StripeAPIBase string
+	// SlackAPIURL and PublicURL are as the API's: the worker delivers alerts.
+	SlackAPIURL string
+	PublicURL   string
 }
 
 // WorkerSettings are the worker's options.
@@ -216,6 +257,8 @@ var WorkerSettings = []Setting{
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
 	secretKey,
 	stripeAPIBase,
+	slackAPIURL,
+	publicURL,
 	{"retention-idempotency", "LIMITR_RETENTION_IDEMPOTENCY", "24h", "how long replies to POSTs with an Idempotency-Key are kept for retries"},
 	{"retention-usage-batches", "LIMITR_RETENTION_USAGE_BATCHES", "35d", "how long usage-batch keys are kept to deduplicate retries (older batches are kept as unattributed, batch_expired)"},
 	{"retention-change-feed", "LIMITR_RETENTION_CHANGE_FEED", "7d", "how long change-feed entries are kept for SDK streams to resume from (older cursors resynchronise)"},
@@ -273,6 +316,9 @@ func workerFromValues(v map[string]string) (Worker, error) {
 		errs = append(errs, err)
 	}
 	if c.StripeAPIBase, err = parseStripeAPIBase(v); err != nil {
+		errs = append(errs, err)
+	}
+	if c.SlackAPIURL, c.PublicURL, err = parseAlertURLs(v); err != nil {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)

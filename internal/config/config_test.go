@@ -38,3 +38,39 @@ func TestUnknownFlag(t *testing.T) {
 		t.Fatal("want error")
 	}
 }
+
+// The alert URLs reach the API, the worker and `limitr dev` alike.
+func TestAlertURLs(t *testing.T) {
+	db := map[string]string{"LIMITR_DATABASE_URL": "postgres://u@127.0.0.1/db"}
+	a, err := LoadAPI(nil, env(db), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.SlackAPIURL != "https://slack.com/api/" || a.PublicURL != "" {
+		t.Errorf("defaults: %q %q", a.SlackAPIURL, a.PublicURL)
+	}
+	db["LIMITR_SLACK_API_URL"] = "http://127.0.0.1:8888/api"
+	db["LIMITR_PUBLIC_URL"] = "https://dash.example.com/"
+	w, err := LoadWorker(nil, env(db), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.SlackAPIURL != "http://127.0.0.1:8888/api/" || w.PublicURL != "https://dash.example.com" {
+		t.Errorf("worker: %q %q", w.SlackAPIURL, w.PublicURL)
+	}
+	da, dw, err := LoadDev([]string{"--slack-api-url", "https://slack.internal/api/", "--public-url", "http://localhost:3000"}, env(db), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range [][2]string{{da.SlackAPIURL, da.PublicURL}, {dw.SlackAPIURL, dw.PublicURL}} {
+		if got != [2]string{"https://slack.internal/api/", "http://localhost:3000"} {
+			t.Errorf("dev: %q", got)
+		}
+	}
+	_, err = LoadAPI([]string{"--slack-api-url", "slack.com/api", "--public-url", "ftp://x"}, env(db), io.Discard)
+	for _, want := range []string{"slack-api-url", "public-url"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}

@@ -98,9 +98,10 @@ type Deps struct {
 	// Alerts fires and delivers alerts; nil builds one on Pool and Secrets that queues
 	// deliveries through the worker's River client.
 	Alerts *alerts.Service
-	// SlackAPIURL is Slack's Web API base (empty: Slack's own); PublicURL is where the
-	// dashboard is served, for links in alert messages (empty: no links).
-	SlackAPIURL, PublicURL string
+	// SlackAPIURL is Slack's Web API base URL for alert deliveries (empty: Slack's own).
+	SlackAPIURL string
+	// PublicURL is the dashboard's public base URL alert messages link to (empty: none).
+	PublicURL string
 }
 
 // Worker runs the background work.
