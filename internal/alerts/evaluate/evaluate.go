@@ -46,8 +46,6 @@ type Config struct {
 	// SweepInterval is how often every customer with recent usage is re-evaluated
 	// (default 5m; negative: only the sweep at start and after overflows).
 	SweepInterval time.Duration
-	// RulesRefresh is how long the set of environments with rules is cached (default 5s).
-	RulesRefresh time.Duration
 	// QueueSize is how many batches wait for evaluation before OnBatch drops them and
 	// marks their environments for a sweep (default 256).
 	QueueSize int
@@ -67,9 +65,6 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 5 * time.Minute
-	}
-	if c.RulesRefresh <= 0 {
-		c.RulesRefresh = 5 * time.Second
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 256
@@ -98,11 +93,9 @@ type Evaluator struct {
 	queue     chan []aggregate.Touched
 	overflow  chan struct{} // signalled (1-buffered) when swept has new entries
 
-	mu     sync.Mutex
-	swept  map[uuid.UUID]bool // environments whose batches were dropped, to sweep
-	envs   map[uuid.UUID]store.Environment
-	envsAt time.Time
-	stats  Stats
+	mu    sync.Mutex
+	swept map[uuid.UUID]bool // environments whose batches were dropped, to sweep
+	stats Stats
 }
 
 // Stats count what the evaluator did, for tests, benchmarks and logs.
@@ -224,6 +217,7 @@ func (e *Evaluator) evaluateQueued(ctx context.Context, first []aggregate.Touche
 	if err != nil {
 		return err
 	}
+	e.log.Debug("alerts: evaluating queued batches", "batches", batches, "environments", len(byEnv), "with_rules", len(envs))
 	var errs []error
 	for envID, set := range byEnv {
 		env, ok := envs[envID]
@@ -266,6 +260,8 @@ func (e *Evaluator) Evaluate(ctx context.Context, env store.Environment, uids []
 		if err != nil {
 			return total, err
 		}
+		e.log.Debug("alerts: evaluated", "environment", env.ID, "customers", len(chunk), "observations", len(obs),
+			"alerts", fired.Alerts, "superseded", fired.Superseded)
 		total.Alerts += fired.Alerts
 		total.Superseded += fired.Superseded
 		total.Deliveries += fired.Deliveries
@@ -345,15 +341,10 @@ func (e *Evaluator) sweepEnvironment(ctx context.Context, env store.Environment)
 	}
 }
 
-// ruledEnvironments is the cached set of environments with enabled usage rules,
-// refreshed when older than RulesRefresh.
+// ruledEnvironments reads the environments with enabled usage rules. It is not cached:
+// evaluations run at most once per MinInterval, so this is one indexed query a second,
+// and a rule created a moment before a crossing sees it.
 func (e *Evaluator) ruledEnvironments(ctx context.Context) (map[uuid.UUID]store.Environment, error) {
-	e.mu.Lock()
-	envs, at := e.envs, e.envsAt
-	e.mu.Unlock()
-	if envs != nil && time.Since(at) < e.cfg.RulesRefresh {
-		return envs, nil
-	}
 	return e.refreshEnvironments(ctx)
 }
 
@@ -375,8 +366,5 @@ func (e *Evaluator) refreshEnvironments(ctx context.Context) (map[uuid.UUID]stor
 	for _, env := range list {
 		envs[env.ID] = env
 	}
-	e.mu.Lock()
-	e.envs, e.envsAt = envs, time.Now()
-	e.mu.Unlock()
 	return envs, nil
 }
