@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/limitr/limitr/internal/alerts/alerttest"
 	limitr "github.com/limitr/limitr/sdk/go"
 )
@@ -41,13 +43,17 @@ type AlertResult struct {
 	Arrived    int
 	Duplicates int
 	Latency    Dist
-	Crossing   time.Duration // how long the crossing calls took, all customers
-	Elapsed    time.Duration
+	// The stages of Latency: crossing → alert fired (committed), fired → the
+	// delivery's attempt started (River picked it up), attempt started → Slack accepted.
+	Fired, Picked, Sent Dist
+	Crossing            time.Duration // how long the crossing calls took, all customers
+	Elapsed             time.Duration
 }
 
 func (r AlertResult) String() string {
-	return fmt.Sprintf("alerts (%s path): %d of %d customers alerted, %d duplicates; Allow crossing 80%% → Slack accepted: %s (crossings took %s)",
-		r.Path, r.Arrived, r.Customers, r.Duplicates, r.Latency, r.Crossing.Round(time.Millisecond))
+	return fmt.Sprintf("alerts (%s path): %d of %d customers alerted, %d duplicates; Allow crossing 80%% → Slack accepted: %s (crossings took %s)\n"+
+		"  crossing → alert fired:   %s\n  fired → attempt started:  %s\n  attempt → Slack accepted: %s",
+		r.Path, r.Arrived, r.Customers, r.Duplicates, r.Latency, r.Crossing.Round(time.Millisecond), r.Fired, r.Picked, r.Sent)
 }
 
 // Meets reports the budget: every customer alerted once, p99 ≤ 2 s.
@@ -59,7 +65,7 @@ func (r AlertResult) Meets() bool {
 // 70 % of their limit through one cloud-mode SDK, lets that settle, then takes every
 // one past 80 % at once and measures, per customer, from its crossing Allow to the
 // Slack server accepting its message.
-func Alerts(ctx context.Context, c *http.Client, t Target, opt AlertOptions) (AlertResult, error) {
+func Alerts(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool, opt AlertOptions) (AlertResult, error) {
 	if opt.Customers <= 0 {
 		opt.Customers = 1000
 	}
@@ -136,7 +142,35 @@ func Alerts(ctx context.Context, c *http.Client, t Target, opt AlertOptions) (Al
 	}
 	slices.Sort(lat)
 	res.Arrived, res.Latency = len(lat), NewDist(lat)
-	return res, nil
+	return res, res.stages(ctx, pool, crossed, arrived)
+}
+
+// stages splits each customer's latency at the alert's commit and its attempt's start.
+func (r *AlertResult) stages(ctx context.Context, pool *pgxpool.Pool, crossed, arrived map[string]time.Time) error {
+	rows, err := pool.Query(ctx, `select a.customer_id, a.fired_at, t.started_at from alerts a
+		join alert_deliveries d on d.alert_id = a.id join alert_attempts t on t.delivery_id = d.id and t.attempt = 1`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var fired, picked, sent []time.Duration
+	for rows.Next() {
+		var id string
+		var firedAt, started time.Time
+		if err := rows.Scan(&id, &firedAt, &started); err != nil {
+			return err
+		}
+		c, ok1 := crossed[id]
+		a, ok2 := arrived[id]
+		if ok1 && ok2 {
+			fired, picked, sent = append(fired, firedAt.Sub(c)), append(picked, started.Sub(firedAt)), append(sent, a.Sub(started))
+		}
+	}
+	for _, d := range [][]time.Duration{fired, picked, sent} {
+		slices.Sort(d)
+	}
+	r.Fired, r.Picked, r.Sent = NewDist(fired), NewDist(picked), NewDist(sent)
+	return rows.Err()
 }
 
 // alertRule creates a Slack channel and the rule of the path.

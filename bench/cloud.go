@@ -28,6 +28,7 @@ import (
 	"github.com/limitr/limitr/internal/partitions"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
+	"github.com/limitr/limitr/internal/secrets"
 	"github.com/limitr/limitr/internal/wire"
 	"github.com/limitr/limitr/internal/worker"
 )
@@ -50,6 +51,10 @@ type StackConfig struct {
 	WorkerPolls bool
 	// OnBatch sees every committed aggregation batch (its per-row commit lags).
 	OnBatch func(aggregate.Batch)
+	// Secrets seals alert channel secrets (nil: an ephemeral keyring, which refuses
+	// them); SlackAPIURL is where Slack deliveries go.
+	Secrets     *secrets.Keyring
+	SlackAPIURL string
 }
 
 // Stack is a running API (and worker) on 127.0.0.1.
@@ -92,7 +97,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		wake = bus.NewRedis(rdb, logger)
 	}
 	srv, err := api.New(api.Config{OperatorToken: cfg.OperatorToken, RateLimit: cfg.RateLimit, RatePer: time.Minute},
-		api.Deps{Pool: pool, Redis: rdb, Logger: logger, Bus: wake})
+		api.Deps{Pool: pool, Redis: rdb, Logger: logger, Bus: wake, Secrets: cfg.Secrets, SlackAPIURL: cfg.SlackAPIURL})
 	if err != nil {
 		pool.Close()
 		if rdb != nil {
@@ -126,7 +131,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		if cfg.WorkerPolls {
 			workerBus = nil
 		}
-		w, err := worker.New(worker.Deps{Pool: pool, Bus: workerBus, Logger: logger}, worker.Config{BatchSize: cfg.WorkerBatchSize,
+		w, err := worker.New(worker.Deps{Pool: pool, Bus: workerBus, Logger: logger, Secrets: cfg.Secrets, SlackAPIURL: cfg.SlackAPIURL}, worker.Config{BatchSize: cfg.WorkerBatchSize,
 			PollInterval: cfg.PollInterval, OnBatch: cfg.OnBatch})
 		if err != nil {
 			stopJobs()

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/limitr/limitr/bench"
+	"github.com/limitr/limitr/internal/alerts/alerttest"
+	"github.com/limitr/limitr/internal/secrets"
 )
 
 func main() {
@@ -62,6 +64,10 @@ type config struct {
 	instances, limit int
 	fleetRate        float64
 	fleetConfigs     []flushRefresh
+
+	alertCustomers int
+	alertPaths     []string
+	alertPath      string // the path of the run under way
 }
 
 type flushRefresh struct{ flush, refresh time.Duration }
@@ -79,7 +85,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("cloudload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenario", "ingest,publish,lag,overshoot", "comma-separated: ingest, publish, lag, overshoot, sustained, river (all: every one)")
+	scen := fs.String("scenario", "ingest,publish,lag,overshoot", "comma-separated: ingest, publish, lag, overshoot, sustained, river, alerts (all: every one)")
 	fs.StringVar(&c.databaseURL, "database-url", env("LIMITR_BENCH_DATABASE_URL", "LIMITR_TEST_DATABASE_URL"), "Postgres admin URL; a fresh database is created next to it per scenario")
 	fs.StringVar(&c.redisURL, "redis-url", env("LIMITR_BENCH_REDIS_URL", "LIMITR_TEST_REDIS_URL"), "Redis URL for the wake-up and fan-out bus (empty: in-process bus)")
 	fs.StringVar(&c.policy, "policy", "examples/policies/quickstart-ai.json", "policy for ingest, publish and lag")
@@ -114,6 +120,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.instances, "instances", 3, "overshoot: SDK instances serving the customer")
 	fs.IntVar(&c.limit, "limit", 10000, "overshoot: the hard limit L")
 	fs.Float64Var(&c.fleetRate, "fleet-rate", 1000, "overshoot: Allow(1) calls per second per instance (0: as fast as possible)")
+	fs.IntVar(&c.alertCustomers, "alert-customers", 1000, "alerts: customers crossing 80 % of their limit at once")
+	paths := fs.String("alert-paths", "usage,notification", "alerts: usage (a usage_percent rule on aggregated usage), notification (a policy notification the SDK forwards), or both")
 	configs := fs.String("fleet-configs", "1s/2s,100ms/2s,100ms/100ms", "overshoot: flush/refresh interval pairs, one run each")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -123,12 +131,20 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	for s := range strings.SplitSeq(*scen, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "ingest", "publish", "lag", "overshoot", "sustained", "river":
+		case "ingest", "publish", "lag", "overshoot", "sustained", "river", "alerts":
 			c.scenarios = append(c.scenarios, s)
 		case "all":
-			c.scenarios = append(c.scenarios, "ingest", "publish", "lag", "overshoot", "sustained", "river")
+			c.scenarios = append(c.scenarios, "ingest", "publish", "lag", "overshoot", "sustained", "river", "alerts")
 		default:
-			return c, fmt.Errorf("unknown scenario %q: want ingest, publish, lag, overshoot, sustained or river", s)
+			return c, fmt.Errorf("unknown scenario %q: want ingest, publish, lag, overshoot, sustained, river or alerts", s)
+		}
+	}
+	for p := range strings.SplitSeq(*paths, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "usage", "notification":
+			c.alertPaths = append(c.alertPaths, p)
+		default:
+			return c, fmt.Errorf("-alert-paths: %q is not usage or notification", p)
 		}
 	}
 	for p := range strings.SplitSeq(*configs, ",") {
@@ -172,16 +188,28 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		runtime.GOMAXPROCS(0), cfg.redisURL != "")
 	results := map[string]any{}
 	ok := true
+	type run struct{ scenario, name, alertPath string }
+	var runs []run
 	for _, s := range cfg.scenarios {
-		res, met, err := scenario(ctx, cfg, s, stdout)
+		if s != "alerts" {
+			runs = append(runs, run{s, s, ""})
+			continue
+		}
+		for _, p := range cfg.alertPaths { // one database each: both need customers below 80 %
+			runs = append(runs, run{s, s + "/" + p, p})
+		}
+	}
+	for _, r := range runs {
+		cfg.alertPath = r.alertPath
+		res, met, err := scenario(ctx, cfg, r.scenario, stdout)
 		if err != nil {
-			fmt.Fprintf(stderr, "cloudload: %s: %v\n", s, err)
+			fmt.Fprintf(stderr, "cloudload: %s: %v\n", r.name, err)
 			return 1
 		}
-		results[s] = res
+		results[r.name] = res
 		if !met {
 			ok = false
-			fmt.Fprintf(stdout, "  ✗ %s misses its budget\n", s)
+			fmt.Fprintf(stdout, "  ✗ %s misses its budget\n", r.name)
 		}
 	}
 	if cfg.jsonOut != "" {
@@ -213,8 +241,15 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 		logOut = f
 	}
 	rec := &bench.LagRecorder{}
+	slack := alerttest.NewSlack()
+	defer slack.Close()
+	keyring, err := newKeyring()
+	if err != nil {
+		return nil, false, err
+	}
 	stack, err := bench.StartStack(ctx, bench.StackConfig{DatabaseURL: dbURL, RedisURL: cfg.redisURL, OperatorToken: "op",
-		RateLimit: 1_000_000_000, Log: logOut, Worker: name != "ingest", OnBatch: rec.OnBatch, WorkerPolls: !cfg.workerBus})
+		RateLimit: 1_000_000_000, Log: logOut, Worker: name != "ingest", OnBatch: rec.OnBatch, WorkerPolls: !cfg.workerBus,
+		Secrets: keyring, SlackAPIURL: slack.APIURL()})
 	if err != nil {
 		return nil, false, err
 	}
@@ -224,6 +259,8 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 	var policy []byte
 	if name == "overshoot" {
 		policy = bench.FleetPolicy(cfg.limit)
+	} else if name == "alerts" {
+		policy = []byte(bench.AlertPolicy)
 	} else if policy, err = os.ReadFile(cfg.policy); err != nil {
 		return nil, false, fmt.Errorf("%w (run from the repository root, or pass -policy)", err)
 	}
@@ -369,6 +406,13 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 			out = append(out, r)
 		}
 		return out, true, nil
+	case "alerts":
+		r, err := bench.Alerts(ctx, client, t, stack.Pool, bench.AlertOptions{Customers: cfg.alertCustomers, Path: cfg.alertPath, Slack: slack})
+		if err != nil {
+			return nil, false, err
+		}
+		fmt.Fprintln(stdout, r)
+		return r, r.Meets(), nil
 	case "overshoot":
 		var out []bench.OvershootResult
 		met := true
@@ -387,6 +431,15 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 		return out, met, nil
 	}
 	return nil, false, fmt.Errorf("unknown scenario %q", name)
+}
+
+// newKeyring makes the keyring alert channel secrets are sealed with.
+func newKeyring() (*secrets.Keyring, error) {
+	key, err := secrets.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	return secrets.ParseKeyring(key)
 }
 
 func ingestJSON(r bench.IngestResult) map[string]any {

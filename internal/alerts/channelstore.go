@@ -137,6 +137,7 @@ type channelSecrets struct {
 type storedChannel struct {
 	Channel
 	secrets channelSecrets
+	sealed  string // secrets as stored
 }
 
 func channelAAD(env store.Environment, id uuid.UUID) []byte {
@@ -354,23 +355,19 @@ func addChannelError(errs *validation.Errors, err error) {
 
 const channelColumns = `id, name, kind, config, secrets_sealed, created_at, updated_at`
 
-func (s *Service) scanChannel(env store.Environment) pgx.RowToFunc[*storedChannel] {
-	return func(row pgx.CollectableRow) (*storedChannel, error) {
-		var c storedChannel
-		var cfg []byte
-		var sealed string
-		if err := row.Scan(&c.ID, &c.Name, &c.Kind, &cfg, &sealed, &c.CreatedAt, &c.UpdatedAt); err != nil {
-			return nil, err
-		}
-		var cc channelConfig
-		if err := json.Unmarshal(cfg, &cc); err != nil {
-			return nil, err
-		}
-		c.Slack, c.Email, c.Webhook = cc.Slack, cc.Email, cc.Webhook
-		c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
-		c.secrets.SlackToken = sealed // opened on demand (openChannel)
-		return &c, nil
+func scanChannel(row pgx.CollectableRow) (*storedChannel, error) {
+	var c storedChannel
+	var cfg []byte
+	if err := row.Scan(&c.ID, &c.Name, &c.Kind, &cfg, &c.sealed, &c.CreatedAt, &c.UpdatedAt); err != nil {
+		return nil, err
 	}
+	var cc channelConfig
+	if err := json.Unmarshal(cfg, &cc); err != nil {
+		return nil, err
+	}
+	c.Slack, c.Email, c.Webhook = cc.Slack, cc.Email, cc.Webhook
+	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
+	return &c, nil
 }
 
 // Channels lists an environment's channels by name.
@@ -380,7 +377,7 @@ func (s *Service) Channels(ctx context.Context, env store.Environment) ([]Channe
 	if err != nil {
 		return nil, err
 	}
-	cs, err := pgx.CollectRows(rows, s.scanChannel(env))
+	cs, err := pgx.CollectRows(rows, scanChannel)
 	if err != nil {
 		return nil, err
 	}
@@ -410,17 +407,15 @@ func (s *Service) getChannel(ctx context.Context, db store.DBTX, env store.Envir
 	if err != nil {
 		return nil, err
 	}
-	c, err := pgx.CollectExactlyOneRow(rows, s.scanChannel(env))
+	c, err := pgx.CollectExactlyOneRow(rows, scanChannel)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("alert channel %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
 	}
-	sealed := c.secrets.SlackToken
-	c.secrets = channelSecrets{}
 	if open {
-		if c.secrets, err = s.open(env, id, sealed); err != nil {
+		if c.secrets, err = s.open(env, id, c.sealed); err != nil {
 			return nil, err
 		}
 	}

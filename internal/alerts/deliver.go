@@ -61,7 +61,7 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	if att.expired {
 		return river.JobCancel(s.finish(ctx, att, outcomeDead, 0, "gave up after "+s.cfg.MaxAge.String()+" of retries"))
 	}
-	sender, msg, err := s.prepare(ctx, att)
+	sender, msg, err := s.prepare(att)
 	if err != nil {
 		return river.JobCancel(s.finish(ctx, att, outcomeDead, 0, err.Error()))
 	}
@@ -144,6 +144,8 @@ type attempt struct {
 	deliveryID   uuid.UUID
 	alertID      uuid.UUID
 	channelID    *uuid.UUID
+	alert        Alert
+	channel      *storedChannel // nil once deleted
 	attemptID    int64
 	attempt      int
 	createdAt    time.Time // the start of the retry window
@@ -152,84 +154,105 @@ type attempt struct {
 	inDoubtSince *time.Time // the start of an attempt that never finished
 }
 
+// claimSQL locks the delivery, records the new attempt (marking an unfinished one
+// in doubt) and reads the delivery, its alert and its channel: one statement, one
+// round trip, its own transaction. At a thousand alerts at once, round trips are what
+// delivery costs. A delivery that is done (delivered, dead) or gone returns no row.
+const claimSQL = `with cur as (
+		select id, tenant_id, environment_id, alert_id, channel_id, status, attempts, window_start, resends
+		from alert_deliveries where id = $1 and status in ('pending', 'sending') for update
+	), doubt as (
+		update alert_attempts set outcome = $2, finished_at = now(),
+			error = 'the worker stopped during this attempt; its outcome is unknown'
+		where id = (select max(t.id) from alert_attempts t, cur where t.delivery_id = cur.id and cur.status = 'sending')
+		returning started_at
+	), claimed as (
+		update alert_deliveries d set status = 'sending', attempts = cur.attempts + 1, next_attempt_at = null, updated_at = now()
+		from cur where d.id = cur.id
+	), att as (
+		insert into alert_attempts (delivery_id, attempt) select id, attempts + 1 from cur returning id
+	)
+	select cur.tenant_id, cur.environment_id, cur.alert_id, cur.channel_id, cur.status, cur.attempts + 1, cur.window_start,
+		cur.resends, (select id from att), (select started_at from doubt),
+		a.` + alertColumnsA + `,
+		c.id, c.name, c.kind, c.config, c.secrets_sealed, c.created_at, c.updated_at
+	from cur join alerts a on a.id = cur.alert_id left join alert_channels c on c.id = cur.channel_id`
+
 // claim records a new attempt as under way and commits it before anything is sent.
 // It returns nil when the delivery needs nothing (delivered, dead, deleted).
 func (s *Service) claim(ctx context.Context, id uuid.UUID) (*attempt, error) {
-	var att *attempt
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		a := attempt{deliveryID: id}
-		var status string
-		err := tx.QueryRow(ctx, `select tenant_id, environment_id, alert_id, channel_id, status, attempts, window_start, resends
-			from alert_deliveries where id = $1 for update`, id).
-			Scan(&a.env.TenantID, &a.env.ID, &a.alertID, &a.channelID, &status, &a.attempt, &a.createdAt, &a.resends)
-		if errors.Is(err, pgx.ErrNoRows) || status == "delivered" || status == "dead" {
-			return nil
+	a := attempt{deliveryID: id}
+	var status string
+	var doubt *time.Time
+	var al Alert
+	var data []byte
+	var ch struct {
+		id                 *uuid.UUID
+		name, kind, sealed *string
+		config             []byte
+		created, updated   *time.Time
+	}
+	err := s.pool.QueryRow(ctx, claimSQL, id, outcomeInDoubt).Scan(&a.env.TenantID, &a.env.ID, &a.alertID, &a.channelID, &status,
+		&a.attempt, &a.createdAt, &a.resends, &a.attemptID, &doubt,
+		&al.ID, &al.RuleID, &al.RuleName, &al.Kind, &al.CustomerID, &al.Entitlement, &al.Threshold, &al.PeriodStart,
+		&al.Title, &al.Summary, &data, &al.Superseded, &al.FiredAt,
+		&ch.id, &ch.name, &ch.kind, &ch.config, &ch.sealed, &ch.created, &ch.updated)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("alerts: claim delivery: %w", err)
+	}
+	if err := al.finish(data); err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
+	}
+	a.alert = al
+	if ch.id != nil {
+		c := &storedChannel{Channel: Channel{ID: *ch.id, Name: *ch.name, Kind: *ch.kind, CreatedAt: *ch.created, UpdatedAt: *ch.updated}, sealed: *ch.sealed}
+		var cc channelConfig
+		if err := json.Unmarshal(ch.config, &cc); err != nil {
+			return nil, fmt.Errorf("alerts: channel %s config: %w", c.ID, err)
 		}
-		if err != nil {
-			return fmt.Errorf("alerts: claim delivery: %w", err)
+		c.Slack, c.Email, c.Webhook = cc.Slack, cc.Email, cc.Webhook
+		a.channel = c
+	}
+	a.expired = s.now().After(a.createdAt.Add(s.cfg.MaxAge))
+	if status == "sending" {
+		if doubt == nil { // no attempt was recorded: it never started
+			doubt = &a.createdAt
 		}
-		if status == "sending" {
-			var started time.Time
-			if err := tx.QueryRow(ctx, `update alert_attempts set outcome = $2, finished_at = now(),
-					error = 'the worker stopped during this attempt; its outcome is unknown'
-				where id = (select max(id) from alert_attempts where delivery_id = $1) returning started_at`,
-				id, outcomeInDoubt).Scan(&started); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("alerts: mark attempt in doubt: %w", err)
-			}
-			a.inDoubtSince = &started
-		}
-		a.attempt++
-		a.expired = s.now().After(a.createdAt.Add(s.cfg.MaxAge))
-		if _, err := tx.Exec(ctx, `update alert_deliveries set status = 'sending', attempts = $2, next_attempt_at = null,
-			updated_at = now() where id = $1`, id, a.attempt); err != nil {
-			return fmt.Errorf("alerts: claim delivery: %w", err)
-		}
-		if err := tx.QueryRow(ctx, `insert into alert_attempts (delivery_id, attempt) values ($1, $2) returning id`,
-			id, a.attempt).Scan(&a.attemptID); err != nil {
-			return fmt.Errorf("alerts: record attempt: %w", err)
-		}
-		att = &a
-		return nil
-	})
-	return att, err
+		a.inDoubtSince = doubt
+	}
+	return &a, nil
 }
 
-// finish records an attempt's final outcome. It runs even when the job's context
-// ended (a worker stopping): the message went out, and that must be written down.
+// finish records an attempt's final outcome, in one statement. It runs even when the
+// job's context ended (a worker stopping): the message went out, and that must be
+// written down.
 func (s *Service) finish(ctx context.Context, att *attempt, outcome string, status int, msg string) error {
-	ctx = context.WithoutCancel(ctx)
 	next := "dead"
 	var deliveredAt any
 	if outcome == outcomeDelivered || outcome == outcomeConfirmed {
 		next, deliveredAt = "delivered", s.now()
 	}
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `update alert_attempts set outcome = $2, status_code = $3, error = $4, finished_at = now() where id = $1`,
-			att.attemptID, outcome, status, truncateError(msg)); err != nil {
-			return fmt.Errorf("alerts: record attempt: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `update alert_deliveries set status = $2, last_error = $3, delivered_at = $4, updated_at = now() where id = $1`,
-			att.deliveryID, next, truncateError(msg), deliveredAt); err != nil {
-			return fmt.Errorf("alerts: record delivery: %w", err)
-		}
-		return nil
-	})
+	return s.record(ctx, att, outcome, status, msg, next, deliveredAt, nil)
 }
 
 // retryLater records a failed attempt that will be retried after delay.
 func (s *Service) retryLater(ctx context.Context, att *attempt, status int, msg string, delay time.Duration) error {
-	ctx = context.WithoutCancel(ctx)
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `update alert_attempts set outcome = $2, status_code = $3, error = $4, finished_at = now() where id = $1`,
-			att.attemptID, outcomeRetry, status, truncateError(msg)); err != nil {
-			return fmt.Errorf("alerts: record attempt: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `update alert_deliveries set status = 'pending', last_error = $2, next_attempt_at = $3, updated_at = now() where id = $1`,
-			att.deliveryID, truncateError(msg), s.now().Add(delay)); err != nil {
-			return fmt.Errorf("alerts: record delivery: %w", err)
-		}
-		return nil
-	})
+	return s.record(ctx, att, outcomeRetry, status, msg, "pending", nil, s.now().Add(delay))
+}
+
+func (s *Service) record(ctx context.Context, att *attempt, outcome string, status int, msg, next string, deliveredAt, nextAttempt any) error {
+	_, err := s.pool.Exec(context.WithoutCancel(ctx), `with attempt as (
+			update alert_attempts set outcome = $2, status_code = $3, error = $4, finished_at = now() where id = $1
+		)
+		update alert_deliveries set status = $6, last_error = $4, delivered_at = $7, next_attempt_at = $8, updated_at = now()
+		where id = $5`, att.attemptID, outcome, status, truncateError(msg), att.deliveryID, next, deliveredAt, nextAttempt)
+	if err != nil {
+		return fmt.Errorf("alerts: record attempt: %w", err)
+	}
+	return nil
 }
 
 func truncateError(s string) string {
@@ -240,19 +263,16 @@ func truncateError(s string) string {
 }
 
 // prepare opens the channel and renders the alert.
-func (s *Service) prepare(ctx context.Context, att *attempt) (channels.Sender, channels.Message, error) {
-	if att.channelID == nil {
+func (s *Service) prepare(att *attempt) (channels.Sender, channels.Message, error) {
+	if att.channel == nil {
 		return nil, channels.Message{}, errors.New("the channel was deleted")
 	}
-	c, err := s.getChannel(ctx, s.pool, att.env, *att.channelID, false, true)
+	sec, err := s.open(att.env, att.channel.ID, att.channel.sealed)
 	if err != nil {
 		return nil, channels.Message{}, err
 	}
-	a, err := getAlert(ctx, s.pool, att.env, att.alertID)
-	if err != nil {
-		return nil, channels.Message{}, err
-	}
-	return s.sender(c), s.message(messageID(att.deliveryID, att.resends), a), nil
+	att.channel.secrets = sec
+	return s.sender(att.channel), s.message(messageID(att.deliveryID, att.resends), att.alert), nil
 }
 
 // sender builds the channel's client with its secrets.

@@ -72,6 +72,10 @@ type Page struct {
 
 const alertColumns = `id, rule_id, rule_name, kind, customer_id, entitlement, threshold, period_start, title, summary, data, superseded, fired_at`
 
+// alertColumnsA is alertColumns of an alert aliased "a".
+const alertColumnsA = `id, a.rule_id, a.rule_name, a.kind, a.customer_id, a.entitlement, a.threshold, a.period_start, a.title,
+	a.summary, a.data, a.superseded, a.fired_at`
+
 func scanAlert(row pgx.CollectableRow) (Alert, error) {
 	var a Alert
 	var data []byte
@@ -79,18 +83,20 @@ func scanAlert(row pgx.CollectableRow) (Alert, error) {
 		&a.Title, &a.Summary, &data, &a.Superseded, &a.FiredAt); err != nil {
 		return a, err
 	}
+	return a, a.finish(data)
+}
+
+// finish decodes the stored data and puts times in UTC.
+func (a *Alert) finish(data []byte) error {
 	a.FiredAt = a.FiredAt.UTC()
-	if a.PeriodStart != nil {
-		t := a.PeriodStart.UTC()
-		a.PeriodStart = &t
-	}
+	a.PeriodStart = utcPtr(a.PeriodStart)
 	if err := json.Unmarshal(data, &a.Data); err != nil {
-		return a, err
+		return fmt.Errorf("alert %s data: %w", a.ID, err)
 	}
 	if a.Data == nil {
 		a.Data = map[string]any{}
 	}
-	return a, nil
+	return nil
 }
 
 func getAlert(ctx context.Context, db store.DBTX, env store.Environment, id uuid.UUID) (Alert, error) {

@@ -173,14 +173,15 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	client, err := river.NewClient(riverpgxv5.New(deps.Pool), &river.Config{
 		Logger: log.With("component", "river"),
 		Queues: map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, QueueBilling: {MaxWorkers: 1}, stripesync.Queue: {MaxWorkers: 4},
-			alerts.Queue: {MaxWorkers: 50}, river.QueueDefault: {MaxWorkers: 4}},
+			alerts.Queue: {MaxWorkers: 100}, river.QueueDefault: {MaxWorkers: 4}},
 		Workers:      workers,
 		PeriodicJobs: periodic,
 		JobTimeout:   15 * time.Minute,
 		// Deliveries are waits on other servers: 50 at a time, and the next fetch
 		// soon after (River's default 100 ms cooldown, with 1,000 alerts firing at
 		// once, would spread them over 2 s).
-		FetchCooldown: 20 * time.Millisecond,
+		FetchCooldown:     20 * time.Millisecond,
+		FetchPollInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("worker: river: %w", err)

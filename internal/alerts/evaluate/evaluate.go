@@ -51,10 +51,10 @@ type Config struct {
 	QueueSize int
 	// ChunkSize is the most customers evaluated (and observed) at once (default 500).
 	ChunkSize int
-	// MinInterval is the least time between the starts of two evaluations of queued
-	// batches (default 1s): a customer touched by every batch is evaluated once per
-	// interval, not once per batch, which bounds what evaluation costs the database
-	// whatever the batch rate.
+	// MinInterval is the least time between two evaluations of one customer (default
+	// 500ms): a customer touched by every batch is evaluated once per interval, not
+	// once per batch, which bounds what evaluation costs the database whatever the
+	// batch rate, while a customer not evaluated lately is evaluated at once.
 	MinInterval time.Duration
 	// Recent is how far back a sweep looks for usage (default 32 days: a billing
 	// period, whatever the month).
@@ -73,7 +73,7 @@ func (c *Config) defaults() {
 		c.ChunkSize = 500
 	}
 	if c.MinInterval <= 0 {
-		c.MinInterval = time.Second
+		c.MinInterval = 500 * time.Millisecond
 	}
 	if c.Recent <= 0 {
 		c.Recent = 32 * 24 * time.Hour
@@ -155,22 +155,22 @@ func (e *Evaluator) Run(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
-	var next time.Time
+	p := newPacer(e.cfg.MinInterval)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		var due <-chan time.Time
+		if wait, ok := p.nextDue(time.Now()); ok {
+			timer.Reset(wait)
+			due = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case first := <-e.queue:
-			// Let batches gather until the interval is up; evaluateQueued takes them all.
-			if wait := time.Until(next); wait > 0 {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(wait):
-				}
-			}
-			next = time.Now().Add(e.cfg.MinInterval)
-			e.logErr(ctx, "evaluate", e.evaluateQueued(ctx, first))
+			e.logErr(ctx, "evaluate", e.evaluateQueued(ctx, p, first))
+		case <-due:
+			e.logErr(ctx, "evaluate", e.evaluateDue(ctx, p))
 		case <-e.overflow:
 			e.logErr(ctx, "sweep after overflow", e.sweepDropped(ctx))
 		case <-tick:
@@ -185,26 +185,15 @@ func (e *Evaluator) logErr(ctx context.Context, what string, err error) {
 	}
 }
 
-// evaluateQueued coalesces first and every batch queued behind it into one set of
-// customers per environment, and evaluates them.
-func (e *Evaluator) evaluateQueued(ctx context.Context, first []aggregate.Touched) error {
-	byEnv := map[uuid.UUID]map[uuid.UUID]bool{}
-	add := func(ts []aggregate.Touched) {
-		for _, t := range ts {
-			set := byEnv[t.EnvironmentID]
-			if set == nil {
-				set = map[uuid.UUID]bool{}
-				byEnv[t.EnvironmentID] = set
-			}
-			set[t.CustomerUID] = true
-		}
-	}
-	add(first)
+// evaluateQueued takes first and every batch queued behind it, and evaluates at once
+// the customers not evaluated within MinInterval; the others wait for their turn.
+func (e *Evaluator) evaluateQueued(ctx context.Context, p *pacer, first []aggregate.Touched) error {
+	p.add(first)
 	batches := 1
 	for more := true; more; {
 		select {
 		case ts := <-e.queue:
-			add(ts)
+			p.add(ts)
 			batches++
 		default:
 			more = false
@@ -213,20 +202,24 @@ func (e *Evaluator) evaluateQueued(ctx context.Context, first []aggregate.Touche
 	e.mu.Lock()
 	e.stats.Batches += batches
 	e.mu.Unlock()
+	return e.evaluateDue(ctx, p)
+}
+
+// evaluateDue evaluates the waiting customers whose turn has come.
+func (e *Evaluator) evaluateDue(ctx context.Context, p *pacer) error {
+	byEnv := p.take(time.Now())
+	if len(byEnv) == 0 {
+		return nil
+	}
 	envs, err := e.ruledEnvironments(ctx)
 	if err != nil {
 		return err
 	}
-	e.log.Debug("alerts: evaluating queued batches", "batches", batches, "environments", len(byEnv), "with_rules", len(envs))
 	var errs []error
-	for envID, set := range byEnv {
+	for envID, uids := range byEnv {
 		env, ok := envs[envID]
 		if !ok {
 			continue // no usage rules: nothing to evaluate
-		}
-		uids := make([]uuid.UUID, 0, len(set))
-		for uid := range set {
-			uids = append(uids, uid)
 		}
 		if _, err := e.Evaluate(ctx, env, uids); err != nil {
 			errs = append(errs, fmt.Errorf("environment %s: %w", envID, err))

@@ -217,7 +217,7 @@ func TestOverflowSweepsTheEnvironment(t *testing.T) {
 	if got := h.alertsOf(r.ID); len(got) != 2 {
 		t.Fatalf("alerts: %+v, want both customers'", got)
 	}
-	if err := h.ev.evaluateQueued(h.ctx, <-h.ev.queue); err != nil {
+	if err := h.ev.evaluateQueued(h.ctx, newPacer(time.Second), <-h.ev.queue); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.alertsOf(r.ID); len(got) != 2 {

@@ -164,7 +164,7 @@ func (h *harness) aggregate() alerts.Fired {
 	for more := true; more; {
 		select {
 		case ts := <-h.ev.queue:
-			if err := h.ev.evaluateQueued(h.ctx, ts); err != nil {
+			if err := h.ev.evaluateQueued(h.ctx, newPacer(0), ts); err != nil {
 				h.t.Fatal(err)
 			}
 		default:
