@@ -265,6 +265,7 @@ var WorkerSettings = []Setting{
 	{"retention-audit-log", "LIMITR_RETENTION_AUDIT_LOG", "400d", "how long audit-log entries are kept; 0 keeps them forever"},
 	{"retention-unattributed", "LIMITR_RETENTION_UNATTRIBUTED", "90d", "how long unattributed usage records are kept; 0 keeps them forever"},
 	{"retention-usage", "LIMITR_RETENTION_USAGE", "90d", "how long raw usage (daily partitions of deltas and audit events) is kept once aggregated; 0 keeps it forever"},
+	{"retention-sdk-events", "LIMITR_RETENTION_SDK_EVENTS", "90d", "how long engine events forwarded by SDKs for alerts (and their batch keys) are kept; 0 keeps them forever"},
 }
 
 // LoadWorker parses and validates the worker's configuration.
@@ -301,7 +302,8 @@ func workerFromValues(v map[string]string) (Worker, error) {
 		dst  *time.Duration
 	}{{"retention-idempotency", &c.Retention.IdempotencyKeys}, {"retention-usage-batches", &c.Retention.UsageBatches},
 		{"retention-change-feed", &c.Retention.ChangeFeed}, {"retention-audit-log", &c.Retention.AuditLog},
-		{"retention-unattributed", &c.Retention.Unattributed}, {"retention-usage", &c.Retention.UsagePartitions}} {
+		{"retention-unattributed", &c.Retention.Unattributed}, {"retention-usage", &c.Retention.UsagePartitions},
+		{"retention-sdk-events", &c.Retention.SDKEvents}} {
 		d, err := ParseDays(v[r.flag])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.flag, err))

@@ -42,6 +42,9 @@ type Policy struct {
 	// UsagePartitions: daily partitions of raw usage deltas and audit events; a
 	// partition still holding unaggregated usage is kept.
 	UsagePartitions time.Duration
+	// SDKEvents: engine events SDKs forwarded for alerts, and their batch keys (the
+	// alerts they fired are kept).
+	SDKEvents time.Duration
 }
 
 // Defaults are the documented defaults.
@@ -54,6 +57,7 @@ func Defaults() Policy {
 		AuditLog:        400 * day,
 		Unattributed:    90 * day,
 		UsagePartitions: 90 * day,
+		SDKEvents:       90 * day,
 	}
 }
 
@@ -66,6 +70,9 @@ func (p Policy) Validate() error {
 	if p.UsageBatches != 0 && p.UsageBatches < 2*24*time.Hour {
 		errs = append(errs, errors.New("retention-usage-batches: must be 0 (forever) or at least 2 days: SDKs retry and replay spilled batches within it"))
 	}
+	if p.SDKEvents != 0 && p.SDKEvents < 2*24*time.Hour {
+		errs = append(errs, errors.New("retention-sdk-events: must be 0 (forever) or at least 2 days: SDKs retry event batches within it"))
+	}
 	if p.UsagePartitions != 0 && p.UsagePartitions < 2*24*time.Hour {
 		errs = append(errs, errors.New("retention-usage: must be 0 (forever) or at least 2 days"))
 	}
@@ -73,7 +80,8 @@ func (p Policy) Validate() error {
 		name string
 		d    time.Duration
 	}{{"retention-idempotency", p.IdempotencyKeys}, {"retention-usage-batches", p.UsageBatches}, {"retention-change-feed", p.ChangeFeed},
-		{"retention-audit-log", p.AuditLog}, {"retention-unattributed", p.Unattributed}, {"retention-usage", p.UsagePartitions}} {
+		{"retention-audit-log", p.AuditLog}, {"retention-unattributed", p.Unattributed}, {"retention-usage", p.UsagePartitions},
+		{"retention-sdk-events", p.SDKEvents}} {
 		if c.d < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", c.name))
 		}
@@ -107,6 +115,8 @@ func Run(ctx context.Context, pool *pgxpool.Pool, now time.Time, p Policy, logge
 		{"change_feed", p.ChangeFeed, deleteChangeFeed},
 		{"audit_log", p.AuditLog, deleteWhere(`audit_log`, `at`)},
 		{"unattributed_usage", p.Unattributed, deleteWhere(`unattributed_usage`, `received_at`)},
+		{"sdk_events", p.SDKEvents, deleteWhere(`sdk_events`, `received_at`)},
+		{"sdk_event_batches", p.SDKEvents, deleteWhere(`sdk_event_batches`, `received_at`)},
 	}
 	for _, st := range steps {
 		if st.keep <= 0 {

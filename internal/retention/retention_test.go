@@ -71,6 +71,12 @@ func TestRunRemovesWhatIsPastItsTime(t *testing.T) {
 	exec(t, pool, `insert into unattributed_usage (tenant_id, environment_id, instance_id, sequence, kind, index, customer, reason, record, received_at)
 		values ($1, $2, 'i', 1, 'delta', 0, 'ghost', 'unknown_customer', '{}', $3), ($1, $2, 'i', 1, 'delta', 1, 'ghost', 'unknown_customer', '{}', $4)`,
 		ten.ID, envs[0].ID, now.Add(-100*day), now.Add(-day))
+	// Forwarded SDK events and their batch keys: 100 days and 1 day old.
+	exec(t, pool, `insert into sdk_event_batches (tenant_id, environment_id, instance_id, sequence, events, received_at)
+		values ($1, $2, 'i', 1, 1, $3), ($1, $2, 'i', 2, 1, $4)`, ten.ID, envs[0].ID, now.Add(-100*day), now.Add(-day))
+	exec(t, pool, `insert into sdk_events (tenant_id, environment_id, instance_id, sequence, customer_id, type, at, count, received_at)
+		values ($1, $2, 'i', 1, 'c', 'meter-limit', $3, 1, $3), ($1, $2, 'i', 2, 'c', 'meter-limit', $4, 1, $4)`,
+		ten.ID, envs[0].ID, now.Add(-100*day), now.Add(-day))
 
 	// A policy of zeros keeps everything.
 	res, err := retention.Run(ctx, pool, now, retention.Policy{}, nil)
@@ -81,7 +87,8 @@ func TestRunRemovesWhatIsPastItsTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int64{"idempotency_keys": 1, "usage_batches": 1, "change_feed": 5, "audit_log": 1, "unattributed_usage": 1}
+	want := map[string]int64{"idempotency_keys": 1, "usage_batches": 1, "change_feed": 5, "audit_log": 1, "unattributed_usage": 1,
+		"sdk_events": 1, "sdk_event_batches": 1}
 	for table, n := range want {
 		if res.Deleted[table] != n {
 			t.Errorf("%s: removed %d, want %d (%+v)", table, res.Deleted[table], n, res.Deleted)
