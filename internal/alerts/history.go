@@ -99,19 +99,6 @@ func (a *Alert) finish(data []byte) error {
 	return nil
 }
 
-func getAlert(ctx context.Context, db store.DBTX, env store.Environment, id uuid.UUID) (Alert, error) {
-	rows, err := db.Query(ctx, `select `+alertColumns+` from alerts where tenant_id = $1 and environment_id = $2 and id = $3`,
-		env.TenantID, env.ID, id)
-	if err != nil {
-		return Alert{}, err
-	}
-	a, err := pgx.CollectExactlyOneRow(rows, scanAlert)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Alert{}, fmt.Errorf("alert %s: %w", id, ErrNotFound)
-	}
-	return a, err
-}
-
 // Alerts lists what fired, newest first.
 func (s *Service) Alerts(ctx context.Context, env store.Environment, p Page) ([]Alert, error) {
 	rows, err := s.pool.Query(ctx, `select `+alertColumns+` from alerts
