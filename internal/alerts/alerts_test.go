@@ -2,13 +2,17 @@ package alerts
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"net/mail"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/alerts/alerttest"
 	"github.com/limitr/limitr/internal/alerts/channels"
@@ -599,5 +603,47 @@ func TestRescueAfterWorkerDied(t *testing.T) {
 	time.Sleep(3 * time.Second) // River's rescue of the dead job runs it: it finds the delivery done
 	if got := len(slack.Posted()); got != 1 {
 		t.Fatalf("Slack has %d messages after River's rescue, want 1", got)
+	}
+}
+
+// TestIngestUnderAFullPool sends event batches from more SDKs at once than the pool
+// has connections: no transaction may wait for a second connection while it holds
+// one, or every connection ends up waiting.
+func TestIngestUnderAFullPool(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil, Config{})
+	hook := alerttest.NewWebhook()
+	defer hook.Close()
+	wc := h.channel(ChannelInput{Name: ptr("hook"), Kind: ptr(ChannelWebhook), Webhook: &WebhookInput{URL: hook.URL()}})
+	h.rule("caps", KindCapHit, Params{}, wc)
+	h.customer("acme", "pro")
+	cfg := h.pool.Config()
+	cfg.MaxConns = 2
+	small, err := pgxpool.NewWithConfig(h.ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	svc := New(small, h.svc.keyring, h.svc.jobs, h.svc.policies, Config{})
+	svc.SetCustomers(recordsByUID{small})
+	ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() {
+			b := wire.EventBatch{InstanceID: fmt.Sprintf("i-%d", i), Sequence: 1, Events: []wire.Event{
+				{Type: "cap-limit", Customer: "acme", Entitlement: "tokens", CapID: fmt.Sprintf("cap-%d", i), At: time.Now(), Count: 1}}}
+			_, errs[i] = svc.IngestEvents(ctx, h.env, b)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+	}
+	if n := h.count(`select count(*) from alerts`); n != 8 {
+		t.Fatalf("%d alerts, want 8", n)
 	}
 }

@@ -81,7 +81,18 @@ func (s *Service) IngestEvents(ctx context.Context, env store.Environment, b wir
 		return wire.EventAck{}, err
 	}
 	ack := wire.EventAck{Sequence: b.Sequence}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	// Read-only lookups first, on their own connections: the transaction below must
+	// not wait for a second connection while it holds one (under load, every
+	// connection of the pool would end up waiting).
+	p, err := s.activePolicy(ctx, env)
+	if err != nil {
+		return ack, err
+	}
+	subjects, err := s.eventSubjects(ctx, env, p, b.Events)
+	if err != nil {
+		return ack, err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `insert into sdk_event_batches (tenant_id, environment_id, instance_id, sequence, events)
 			values ($1, $2, $3, $4, $5) on conflict do nothing`, env.TenantID, env.ID, b.InstanceID, b.Sequence, len(b.Events))
 		if err != nil {
@@ -91,20 +102,11 @@ func (s *Service) IngestEvents(ctx context.Context, env store.Environment, b wir
 			ack.Duplicate = true
 			return nil
 		}
-		p, err := s.activePolicy(ctx, env)
-		if err != nil {
-			return err
-		}
-		subjects, err := s.eventSubjects(ctx, tx, env, p, b.Events)
-		if err != nil {
-			return err
-		}
 		if err := insertEvents(ctx, tx, env, b, subjects); err != nil {
 			return err
 		}
 		ack.Accepted = len(b.Events)
-		obs := eventObservations(p, b.Events, subjects)
-		fired, err := s.FireTx(ctx, tx, env, obs)
+		fired, err := s.FireTx(ctx, tx, env, eventObservations(p, b.Events, subjects))
 		ack.Alerts = fired.Alerts
 		return err
 	})
@@ -122,7 +124,7 @@ type eventSubject struct {
 
 // eventSubjects resolves the events' customers (by id or alt id) with their plans and
 // the billing period each event falls in; unknown customers are absent.
-func (s *Service) eventSubjects(ctx context.Context, tx pgx.Tx, env store.Environment, p *policies.Policy, evs []wire.Event) (map[string]eventSubject, error) {
+func (s *Service) eventSubjects(ctx context.Context, env store.Environment, p *policies.Policy, evs []wire.Event) (map[string]eventSubject, error) {
 	names := make([]string, 0, len(evs))
 	seen := map[string]bool{}
 	for _, e := range evs {
@@ -131,7 +133,7 @@ func (s *Service) eventSubjects(ctx context.Context, tx pgx.Tx, env store.Enviro
 			names = append(names, e.Customer)
 		}
 	}
-	found, err := store.ResolveUsageCustomers(ctx, tx, env.TenantID, env.ID, names)
+	found, err := store.ResolveUsageCustomers(ctx, s.pool, env.TenantID, env.ID, names)
 	if err != nil {
 		return nil, fmt.Errorf("alerts: resolve customers: %w", err)
 	}

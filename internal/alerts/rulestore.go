@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/policies/expr"
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/validation"
@@ -90,13 +91,17 @@ func (s *Service) CreateRule(ctx context.Context, env store.Environment, in Rule
 // UpdateRule changes the fields in sets and validates the result as a whole.
 func (s *Service) UpdateRule(ctx context.Context, env store.Environment, id uuid.UUID, in RuleInput) (*Rule, error) {
 	var out *Rule
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	p, err := s.activePolicy(ctx, env) // before the transaction: it holds its connection
+	if err != nil {
+		return nil, err
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		r, err := getRule(ctx, tx, env, id, true)
 		if err != nil {
 			return err
 		}
 		before := *r
-		if err := s.checkRule(ctx, tx, env, &in, r); err != nil {
+		if err := checkRule(ctx, tx, env, p, &in, r); err != nil {
 			return err
 		}
 		row, err := r.encode()
@@ -116,6 +121,10 @@ func (s *Service) UpdateRule(ctx context.Context, env store.Environment, id uuid
 }
 
 func (s *Service) saveRule(ctx context.Context, env store.Environment, in RuleInput, r *Rule, create bool) error {
+	p, err := s.activePolicy(ctx, env) // before the transaction: it holds its connection
+	if err != nil {
+		return err
+	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if create {
 			var errs validation.Errors
@@ -129,7 +138,7 @@ func (s *Service) saveRule(ctx context.Context, env store.Environment, in RuleIn
 				return err
 			}
 		}
-		if err := s.checkRule(ctx, tx, env, &in, r); err != nil {
+		if err := checkRule(ctx, tx, env, p, &in, r); err != nil {
 			return err
 		}
 		row, err := r.encode()
@@ -148,14 +157,10 @@ func (s *Service) saveRule(ctx context.Context, env store.Environment, in RuleIn
 
 // checkRule applies in to r and validates the result against the active policy and
 // the environment's channels.
-func (s *Service) checkRule(ctx context.Context, tx pgx.Tx, env store.Environment, in *RuleInput, r *Rule) error {
+func checkRule(ctx context.Context, tx pgx.Tx, env store.Environment, p *policies.Policy, in *RuleInput, r *Rule) error {
 	var errs validation.Errors
 	in.parseChannels(&errs)
 	in.apply(r)
-	p, err := s.activePolicy(ctx, env)
-	if err != nil {
-		return err
-	}
 	known, err := channelIDs(ctx, tx, env)
 	if err != nil {
 		return err

@@ -70,7 +70,8 @@ type forwarder struct {
 	inflight  int              // events in the batch being sent
 	inflightN int64            // and their occurrences
 	max       int
-	off       bool // the server does not take events: capture nothing more
+	off         bool // closed, or the server does not take events: capture nothing more
+	unsupported bool // the server answered 404/405 to events
 	closing   bool // Close is flushing: send without waiting
 	sent      int64
 	dropped   int64
@@ -208,7 +209,7 @@ func (f *forwarder) stats(s *SyncStats) {
 	defer f.mu.Unlock()
 	s.EventsPending = len(f.order) + f.inflight
 	s.EventsSent, s.EventsDropped, s.EventBatches = f.sent, f.dropped, f.batches
-	s.EventsUnsupported = f.off
+	s.EventsUnsupported = f.unsupported
 }
 
 // startEvents registers the capture handler and starts the sender (cloud mode, unless
@@ -295,6 +296,9 @@ func (c *cloud) sendEvents(ctx context.Context, b *eventBatch) bool {
 				// An older control plane: it will not take events later either.
 				f.finish(b, false)
 				c.eng.RemoveHandler(eventHandlerName)
+				f.mu.Lock()
+				f.unsupported = true
+				f.mu.Unlock()
 				n := f.stop()
 				c.log.Warn("limitr: the control plane does not take SDK events; event forwarding is off",
 					"status", ae.Status, "dropped", b.count+n)

@@ -132,15 +132,15 @@ func (s *Service) outcome(ctx context.Context, tenantID, envID, invoiceID uuid.U
 	case !errors.Is(err, stripe.ErrPermanent):
 		return err // retried with backoff
 	}
-	dbErr := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	env, dbErr := s.environment(ctx, tenantID, envID) // before the transaction: it holds its connection
+	if dbErr != nil {
+		return dbErr
+	}
+	dbErr = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err2 := tx.Exec(ctx, `update invoices set stripe_status = 'failed', stripe_error = $4, updated_at = now()
 			where tenant_id = $1 and environment_id = $2 and id = $3 and stripe_status <> 'failed'`,
 			tenantID, envID, invoiceID, truncate(err.Error(), 1000))
 		if err2 != nil || tag.RowsAffected() == 0 {
-			return err2
-		}
-		env, err2 := s.environment(ctx, tenantID, envID)
-		if err2 != nil {
 			return err2
 		}
 		return s.billing.InvoiceEvent(ctx, tx, env, billing.EventStripeSyncFailed, []uuid.UUID{invoiceID}, truncate(err.Error(), 1000))
