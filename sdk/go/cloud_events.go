@@ -63,20 +63,20 @@ type eventBatch struct {
 // forwarder holds the events waiting to be sent. The engine's handler only appends
 // under mu; the sender goroutine does everything else.
 type forwarder struct {
-	mu        sync.Mutex
-	index     map[eventKey]int // position in order
-	order     []wire.Event     // waiting, in order of first occurrence
-	firstAt   time.Time        // when the oldest waiting event came
-	inflight  int              // events in the batch being sent
-	inflightN int64            // and their occurrences
-	max       int
+	mu          sync.Mutex
+	index       map[eventKey]int // position in order
+	order       []wire.Event     // waiting, in order of first occurrence
+	firstAt     time.Time        // when the oldest waiting event came
+	inflight    int              // events in the batch being sent
+	inflightN   int64            // and their occurrences
+	max         int
 	off         bool // closed, or the server does not take events: capture nothing more
 	unsupported bool // the server answered 404/405 to events
-	closing   bool // Close is flushing: send without waiting
-	sent      int64
-	dropped   int64
-	batches   int64
-	nextSeq   int64 // the sender's; moves on once the server answered a batch
+	closing     bool // Close is flushing: send without waiting
+	sent        int64
+	dropped     int64
+	batches     int64
+	nextSeq     int64 // the sender's; moves on once the server answered a batch
 
 	wake chan struct{} // the first event is waiting, or Close began
 	done chan struct{} // pulsed when a batch is finished
