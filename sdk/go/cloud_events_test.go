@@ -386,6 +386,9 @@ func TestCloudEventsCloseFlushes(t *testing.T) {
 	if got := f.eventsGot(); len(got) != 1 || got[0].Type != limitr.EventMeterLimit {
 		t.Fatalf("server got %+v", got)
 	}
+	if s := p.SyncStats(); s.EventsUnsupported || s.EventsSent != 1 || s.EventsDropped != 0 {
+		t.Fatalf("stats after Close %+v: a closed SDK is not one whose server refuses events", s)
+	}
 }
 
 // A hanging server never slows calls down, and Close gives up on it at its deadline.
