@@ -97,7 +97,8 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		wake = bus.NewRedis(rdb, logger)
 	}
 	srv, err := api.New(api.Config{OperatorToken: cfg.OperatorToken, RateLimit: cfg.RateLimit, RatePer: time.Minute},
-		api.Deps{Pool: pool, Redis: rdb, Logger: logger, Bus: wake, Secrets: cfg.Secrets, SlackAPIURL: cfg.SlackAPIURL})
+		api.Deps{Pool: pool, Redis: rdb, Logger: logger, Bus: wake, Secrets: cfg.Secrets, SlackAPIURL: cfg.SlackAPIURL,
+			AllowPrivateAlertDestinations: true})
 	if err != nil {
 		pool.Close()
 		if rdb != nil {
@@ -131,7 +132,8 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		if cfg.WorkerPolls {
 			workerBus = nil
 		}
-		w, err := worker.New(worker.Deps{Pool: pool, Bus: workerBus, Logger: logger, Secrets: cfg.Secrets, SlackAPIURL: cfg.SlackAPIURL}, worker.Config{BatchSize: cfg.WorkerBatchSize,
+		w, err := worker.New(worker.Deps{Pool: pool, Bus: workerBus, Logger: logger, Secrets: cfg.Secrets, SlackAPIURL: cfg.SlackAPIURL,
+			AllowPrivateAlertDestinations: true}, worker.Config{BatchSize: cfg.WorkerBatchSize,
 			PollInterval: cfg.PollInterval, OnBatch: cfg.OnBatch})
 		if err != nil {
 			stopJobs()

@@ -55,12 +55,14 @@ func startAlertStack(t *testing.T, policy []byte) *alertStack {
 	sink := newSink(t, "alerts")
 	b := bus.NewMemory()
 	srv, err := api.New(api.Config{OperatorToken: "op", RateLimit: 10_000_000},
-		api.Deps{Pool: pool, Logger: sink.logger(slog.LevelWarn), Bus: b, Secrets: kr, SlackAPIURL: slack.APIURL()})
+		api.Deps{Pool: pool, Logger: sink.logger(slog.LevelWarn), Bus: b, Secrets: kr, SlackAPIURL: slack.APIURL(),
+			AllowPrivateAlertDestinations: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := serve(t, srv)
-	w, err := worker.New(worker.Deps{Pool: pool, Bus: b, Logger: sink.logger(slog.LevelWarn), Secrets: kr, SlackAPIURL: slack.APIURL()},
+	w, err := worker.New(worker.Deps{Pool: pool, Bus: b, Logger: sink.logger(slog.LevelWarn), Secrets: kr, SlackAPIURL: slack.APIURL(),
+		AllowPrivateAlertDestinations: true},
 		worker.Config{PollInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -145,7 +145,8 @@ func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- s
 		RateLimit:     cfg.RateLimit,
 		RatePer:       cfg.RatePeriod,
 	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
-		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL})
+		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
+		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations})
 	if err != nil {
 		return err
 	}

@@ -93,14 +93,16 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 		RateLimit:     cfg.RateLimit,
 		RatePer:       cfg.RatePeriod,
 	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Bus: wake, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
-		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL})
+		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
+		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
 	// The worker's metrics join the API's, on the metrics address.
 	w, err := worker.New(worker.Deps{Pool: pool, Bus: wake, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
-		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL}, worker.Config{
+		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
+		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations}, worker.Config{
 		BatchSize: wcfg.BatchSize, PollInterval: wcfg.PollInterval, Retention: wcfg.Retention,
 	})
 	if err != nil {

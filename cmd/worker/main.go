@@ -71,7 +71,8 @@ func work(ctx context.Context, cfg config.Worker, logOut io.Writer, ready chan<-
 		wake = bus.NewRedis(rdb, logger)
 	}
 	w, err := worker.New(worker.Deps{Pool: pool, Bus: wake, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
-		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL}, worker.Config{
+		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
+		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations}, worker.Config{
 		BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval, Retention: cfg.Retention,
 	})
 	if err != nil {

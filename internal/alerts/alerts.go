@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/limitr/limitr/internal/alerts/channels"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/policies/pgstore"
@@ -76,9 +78,14 @@ type Config struct {
 	SlackAPIURL string
 	// PublicURL is where the dashboard is served; messages link a customer there
 	// (empty: no link).
-	PublicURL  string
+	PublicURL string
+	// HTTPClient calls Slack's Web API (an address the operator chose).
 	HTTPClient *http.Client
-	Logger     *slog.Logger
+	// AllowPrivateDestinations lets channels send to loopback and private addresses.
+	// Off, the URLs and SMTP hosts tenants choose must resolve to public addresses (see
+	// channels.ErrPrivateDestination); `limitr dev` turns it on for local receivers.
+	AllowPrivateDestinations bool
+	Logger                   *slog.Logger
 	// MaxAge is how long a delivery is retried before it is dead-lettered (default 24h).
 	MaxAge time.Duration
 	// StuckAfter is how long an attempt may be under way before RescueStuck takes its
@@ -99,6 +106,10 @@ type Service struct {
 	cfg       Config
 	log       *slog.Logger
 	now       func() time.Time
+	// tenantHTTP and tenantDial reach the destinations tenants choose (webhook URLs,
+	// Slack incoming webhooks, SMTP hosts): public addresses only, unless allowed.
+	tenantHTTP *http.Client
+	tenantDial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // New returns the service. jobs may be nil in a process that never fires alerts; it
@@ -113,7 +124,13 @@ func New(pool *pgxpool.Pool, keyring *secrets.Keyring, jobs JobInserter, pols Po
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = 24 * time.Hour
 	}
-	return &Service{pool: pool, keyring: keyring, jobs: jobs, policies: pols, cfg: cfg, log: cfg.Logger, now: time.Now}
+	s := &Service{pool: pool, keyring: keyring, jobs: jobs, policies: pols, cfg: cfg, log: cfg.Logger, now: time.Now,
+		tenantHTTP: cfg.HTTPClient}
+	if !cfg.AllowPrivateDestinations {
+		s.tenantHTTP = channels.PublicOnlyClient(cfg.HTTPClient.Timeout)
+		s.tenantDial = channels.PublicOnlyDialer(10 * time.Second).DialContext
+	}
+	return s
 }
 
 // record writes the audit entry of a change to channels or rules.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 
 	"github.com/limitr/limitr/internal/alerts/alerttest"
 	"github.com/limitr/limitr/internal/alerts/channels"
@@ -645,5 +646,41 @@ func TestIngestUnderAFullPool(t *testing.T) {
 	}
 	if n := h.count(`select count(*) from alerts`); n != 8 {
 		t.Fatalf("%d alerts, want 8", n)
+	}
+}
+
+// TestPrivateDestinationsRefused: without AllowPrivateDestinations, a channel a tenant
+// points at the control plane's own network is never reached: a test send reports
+// why, a delivery is dead at its first attempt. Slack's Web API, which the operator
+// chose, stays reachable.
+func TestPrivateDestinationsRefused(t *testing.T) {
+	t.Parallel()
+	hook := alerttest.NewWebhook()
+	defer hook.Close()
+	slack := alerttest.NewSlack()
+	defer slack.Close()
+	h := newHarness(t, nil, Config{})
+	h.svc = New(h.pool, h.svc.keyring, h.svc.jobs, h.svc.policies, Config{SlackAPIURL: slack.APIURL(), RetryBase: 50 * time.Millisecond})
+	h.svc.SetCustomers(recordsByUID{h.pool})
+	h.workers = river.NewWorkers()
+	h.svc.AddWorkers(h.workers)
+	wc := h.channel(ChannelInput{Name: ptr("hook"), Kind: ptr(ChannelWebhook), Webhook: &WebhookInput{URL: hook.URL()}})
+	hook.SetSecrets(wc.Webhook.SigningSecret)
+	sc := h.channel(ChannelInput{Name: ptr("slack"), Kind: ptr(ChannelSlack), Slack: &SlackInput{Token: "xoxb-1", Channel: "C1"}})
+	res, err := h.svc.TestChannel(h.ctx, h.env, wc.ID)
+	if err != nil || res.Delivered || res.Retryable || !strings.Contains(res.Error, "not a public address") {
+		t.Fatalf("test send to loopback: %+v %v", res, err)
+	}
+	h.rule("usage", KindUsagePercent, Params{Thresholds: decs("80")}, wc, sc)
+	if _, err := h.svc.Observe(h.ctx, h.env, []Observation{usage(h.customer("acme", "pro"), "tokens", "90", time.Now().UTC())}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	waitFor(t, 10*time.Second, "the webhook delivery dead and the Slack one delivered", func() bool {
+		return h.count(`select count(*) from alert_deliveries where channel_kind = 'webhook' and status = 'dead'`) == 1 &&
+			h.count(`select count(*) from alert_deliveries where channel_kind = 'slack' and status = 'delivered'`) == 1
+	})
+	if len(hook.Received()) != 0 || len(slack.Posted()) != 1 {
+		t.Fatalf("webhook got %d, Slack %d", len(hook.Received()), len(slack.Posted()))
 	}
 }

@@ -280,16 +280,18 @@ func (s *Service) sender(c *storedChannel) channels.Sender {
 	sec := c.secrets
 	switch c.Kind {
 	case ChannelSlack:
+		if sec.SlackWebhookURL != "" {
+			return channels.Slack{WebhookURL: sec.SlackWebhookURL, HTTPClient: s.tenantHTTP}
+		}
 		ch := ""
 		if c.Slack != nil {
 			ch = c.Slack.Channel
 		}
-		return channels.Slack{Token: sec.SlackToken, Channel: ch, WebhookURL: sec.SlackWebhookURL,
-			APIURL: s.cfg.SlackAPIURL, HTTPClient: s.cfg.HTTPClient}
+		return channels.Slack{Token: sec.SlackToken, Channel: ch, APIURL: s.cfg.SlackAPIURL, HTTPClient: s.cfg.HTTPClient}
 	case ChannelEmail:
 		e := c.Email
 		return channels.Email{Host: e.SMTP.Host, Port: e.SMTP.Port, Username: e.SMTP.Username, Password: sec.SMTPPassword,
-			From: e.From, To: e.To, TLS: e.SMTP.TLS, Timeout: sendTimeout}
+			From: e.From, To: e.To, TLS: e.SMTP.TLS, Timeout: sendTimeout, Dial: s.tenantDial}
 	default:
 		keys := []string{sec.WebhookSecret}
 		if sec.PreviousSecret != "" && sec.PreviousUntil != nil && s.now().Before(*sec.PreviousUntil) {
@@ -299,11 +301,10 @@ func (s *Service) sender(c *storedChannel) channels.Sender {
 		if c.Webhook != nil {
 			url = c.Webhook.URL
 		}
-		return channels.Webhook{URL: url, Secrets: keys, HTTPClient: s.cfg.HTTPClient}
+		return channels.Webhook{URL: url, Secrets: keys, HTTPClient: s.tenantHTTP}
 	}
 }
 
-// message renders an alert for one delivery.
 // messageID is what receivers deduplicate on: the delivery, and which resend.
 func messageID(id uuid.UUID, resends int) string {
 	if resends == 0 {

@@ -53,7 +53,7 @@ type harness struct {
 
 func examplePolicy(t testing.TB, name string) *policies.Policy {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "examples", name))
+	raw, err := os.ReadFile(filepath.Join("..", "..", "examples", "policies", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +89,7 @@ func newHarness(t *testing.T, p *policies.Policy, cfg Config) *harness {
 	if cfg.RetryBase == 0 {
 		cfg.RetryBase = 100 * time.Millisecond
 	}
+	cfg.AllowPrivateDestinations = true // the destinations are on loopback
 	h := &harness{t: t, ctx: ctx, pool: pool, env: env, workers: river.NewWorkers(), cfg: cfg, keySpec: key}
 	h.svc = New(pool, kr, nil, fixedPolicy{p}, cfg)
 	h.svc.SetCustomers(recordsByUID{pool})

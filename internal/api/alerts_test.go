@@ -44,7 +44,7 @@ func newAlertHarness(t *testing.T, slackURL string) *alertHarness {
 		t.Fatal(err)
 	}
 	srv, err := New(Config{OperatorToken: "op"}, Deps{Pool: pool, Logger: slog.New(slog.DiscardHandler), Secrets: kr,
-		SlackAPIURL: slackURL, PublicURL: "https://dash.example.com"})
+		SlackAPIURL: slackURL, PublicURL: "https://dash.example.com", AllowPrivateAlertDestinations: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,6 +116,8 @@ type Deps struct {
 	SlackAPIURL string
 	// PublicURL is the dashboard's public base URL alert messages link to (empty: none).
 	PublicURL string
+	// AllowPrivateAlertDestinations lets test sends reach private addresses.
+	AllowPrivateAlertDestinations bool
 }
 
 // Server serves the API.
@@ -213,7 +215,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.stripe = stripesync.New(deps.Pool, deps.Secrets, jobs, s.billing, stripesync.Config{APIBase: deps.StripeAPIBase, Logger: logger})
 	s.billing.SetMirror(s.stripe)
-	s.alerts = alerts.New(deps.Pool, deps.Secrets, jobs, s.policies, alerts.Config{SlackAPIURL: deps.SlackAPIURL, PublicURL: deps.PublicURL, Logger: logger})
+	s.alerts = alerts.New(deps.Pool, deps.Secrets, jobs, s.policies, alerts.Config{SlackAPIURL: deps.SlackAPIURL, PublicURL: deps.PublicURL,
+		AllowPrivateDestinations: deps.AllowPrivateAlertDestinations, Logger: logger})
 	s.alerts.SetCustomers(s.customers)
 	s.billing.SetAlerts(s.alerts)
 	s.usageMetrics = usage.NewMetrics()

@@ -48,6 +48,8 @@ type API struct {
 	SlackAPIURL string
 	// PublicURL is the dashboard's public base URL; empty: alert messages carry no link.
 	PublicURL string
+	// AllowPrivateAlertDestinations lets alert channels reach private addresses.
+	AllowPrivateAlertDestinations bool
 }
 
 // stripeAPIBase is shared by the API, the worker and `limitr dev`.
@@ -58,6 +60,9 @@ var stripeAPIBase = Setting{"stripe-api-base", "LIMITR_STRIPE_API_BASE", "https:
 var (
 	slackAPIURL = Setting{"slack-api-url", "LIMITR_SLACK_API_URL", "https://slack.com/api/", "Slack's Web API base URL; point it at a Slack-compatible server for tests and proxies"}
 	publicURL   = Setting{"public-url", "LIMITR_PUBLIC_URL", "", "the dashboard's public base URL; alert messages link customers there"}
+	// allowPrivate defaults to false on the API and the worker, true in `limitr dev`.
+	allowPrivate = Setting{"allow-private-alert-destinations", "LIMITR_ALLOW_PRIVATE_ALERT_DESTINATIONS", "false",
+		"let alert channels send to loopback and private addresses (webhook URLs, Slack incoming webhooks, SMTP hosts); off, a tenant cannot reach the control plane's own network"}
 )
 
 // secretKey is shared by the API, the worker and `limitr dev`.
@@ -81,6 +86,7 @@ var APISettings = []Setting{
 	stripeAPIBase,
 	slackAPIURL,
 	publicURL,
+	allowPrivate,
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
 }
 
@@ -179,6 +185,9 @@ func apiFromValues(v map[string]string) (API, error) {
 	if c.SlackAPIURL, c.PublicURL, err = parseAlertURLs(v); err != nil {
 		errs = append(errs, err)
 	}
+	if c.AllowPrivateAlertDestinations, err = strconv.ParseBool(v["allow-private-alert-destinations"]); err != nil {
+		errs = append(errs, fmt.Errorf("allow-private-alert-destinations: %q is not true or false", v["allow-private-alert-destinations"]))
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(strings.ToUpper(v["log-level"]))); err != nil {
 		errs = append(errs, fmt.Errorf("log-level: %q is not debug, info, warn or error", v["log-level"]))
 	}
@@ -241,9 +250,11 @@ type Worker struct {
 	// Secrets opens the Stripe secrets the billing jobs use; nil when not set.
 	Secrets       *secrets.Keyring
 	StripeAPIBase string
-	// SlackAPIURL and PublicURL are as the API's: the worker delivers alerts.
-	SlackAPIURL string
-	PublicURL   string
+	// SlackAPIURL, PublicURL and AllowPrivateAlertDestinations are as the API's: the
+	// worker delivers alerts.
+	SlackAPIURL                   string
+	PublicURL                     string
+	AllowPrivateAlertDestinations bool
 }
 
 // WorkerSettings are the worker's options.
@@ -259,6 +270,7 @@ var WorkerSettings = []Setting{
 	stripeAPIBase,
 	slackAPIURL,
 	publicURL,
+	allowPrivate,
 	{"retention-idempotency", "LIMITR_RETENTION_IDEMPOTENCY", "24h", "how long replies to POSTs with an Idempotency-Key are kept for retries"},
 	{"retention-usage-batches", "LIMITR_RETENTION_USAGE_BATCHES", "35d", "how long usage-batch keys are kept to deduplicate retries (older batches are kept as unattributed, batch_expired)"},
 	{"retention-change-feed", "LIMITR_RETENTION_CHANGE_FEED", "7d", "how long change-feed entries are kept for SDK streams to resume from (older cursors resynchronise)"},
@@ -323,6 +335,9 @@ func workerFromValues(v map[string]string) (Worker, error) {
 	if c.SlackAPIURL, c.PublicURL, err = parseAlertURLs(v); err != nil {
 		errs = append(errs, err)
 	}
+	if c.AllowPrivateAlertDestinations, err = strconv.ParseBool(v["allow-private-alert-destinations"]); err != nil {
+		errs = append(errs, fmt.Errorf("allow-private-alert-destinations: %q is not true or false", v["allow-private-alert-destinations"]))
+	}
 	return c, errors.Join(errs...)
 }
 
@@ -359,6 +374,8 @@ func devSettings() []Setting {
 			s.Default = "127.0.0.1:8080"
 		case "metrics-addr":
 			s.Default = "127.0.0.1:0" // any free port: `limitr dev` prints it
+		case "allow-private-alert-destinations":
+			s.Default = "true" // local receivers, on a developer's machine
 		}
 		out = append(out, s)
 	}

@@ -67,8 +67,16 @@ func TestAlertURLs(t *testing.T) {
 			t.Errorf("dev: %q", got)
 		}
 	}
-	_, err = LoadAPI([]string{"--slack-api-url", "slack.com/api", "--public-url", "ftp://x"}, env(db), io.Discard)
-	for _, want := range []string{"slack-api-url", "public-url"} {
+	// Private alert destinations: refused by default, allowed in dev.
+	if a.AllowPrivateAlertDestinations || w.AllowPrivateAlertDestinations || !da.AllowPrivateAlertDestinations || !dw.AllowPrivateAlertDestinations {
+		t.Errorf("allow-private-alert-destinations: api %v worker %v dev %v/%v", a.AllowPrivateAlertDestinations,
+			w.AllowPrivateAlertDestinations, da.AllowPrivateAlertDestinations, dw.AllowPrivateAlertDestinations)
+	}
+	if w, err := LoadWorker([]string{"--allow-private-alert-destinations=true"}, env(db), io.Discard); err != nil || !w.AllowPrivateAlertDestinations {
+		t.Errorf("worker with the flag: %v %v", w.AllowPrivateAlertDestinations, err)
+	}
+	_, err = LoadAPI([]string{"--slack-api-url", "slack.com/api", "--public-url", "ftp://x", "--allow-private-alert-destinations=maybe"}, env(db), io.Discard)
+	for _, want := range []string{"slack-api-url", "public-url", "allow-private-alert-destinations"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}

@@ -46,7 +46,8 @@ func newBillingCloseWorker(w *Worker) *billingCloseWorker {
 	w.alerts = w.deps.Alerts
 	if w.alerts == nil {
 		w.alerts = alerts.New(w.deps.Pool, w.deps.Secrets, lateInserter{w}, pols,
-			alerts.Config{SlackAPIURL: w.deps.SlackAPIURL, PublicURL: w.deps.PublicURL, Logger: w.log})
+			alerts.Config{SlackAPIURL: w.deps.SlackAPIURL, PublicURL: w.deps.PublicURL,
+				AllowPrivateDestinations: w.deps.AllowPrivateAlertDestinations, Logger: w.log})
 		w.alerts.SetCustomers(custs)
 	}
 	// Invoices finalized by the billing pass, and Stripe refusals, fire their rules.

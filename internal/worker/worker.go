@@ -102,6 +102,8 @@ type Deps struct {
 	SlackAPIURL string
 	// PublicURL is the dashboard's public base URL alert messages link to (empty: none).
 	PublicURL string
+	// AllowPrivateAlertDestinations lets alert channels reach private addresses.
+	AllowPrivateAlertDestinations bool
 }
 
 // Worker runs the background work.

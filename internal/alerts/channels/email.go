@@ -23,6 +23,9 @@ type Email struct {
 	To                 []string
 	TLS                string // none | starttls | tls
 	Timeout            time.Duration
+	// Dial, when set, makes the SMTP connection (PublicOnlyDialer keeps it off private
+	// addresses).
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // Validate checks the email input, naming the bad field.
@@ -132,6 +135,9 @@ func (e Email) Send(ctx context.Context, m Message) error {
 	}
 
 	opts := []gomail.Option{gomail.WithPort(e.Port)}
+	if e.Dial != nil {
+		opts = append(opts, gomail.WithDialContextFunc(e.Dial))
+	}
 	if e.Timeout > 0 {
 		opts = append(opts, gomail.WithTimeout(e.Timeout))
 	}
@@ -160,6 +166,9 @@ func (e Email) Send(ctx context.Context, m Message) error {
 func (e Email) classify(err error) error {
 	if err == nil {
 		return nil
+	}
+	if refused := refusedDestination("email", err); refused != nil {
+		return refused
 	}
 	safe := scrub(err, e.Password)
 	code := 0

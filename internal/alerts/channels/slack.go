@@ -205,6 +205,9 @@ func (s Slack) classify(err error) error {
 	if err == nil {
 		return nil
 	}
+	if refused := refusedDestination("slack", err); refused != nil {
+		return refused
+	}
 	safe := scrub(err, s.Token, s.WebhookURL)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return &DeliveryError{Channel: "slack", Retryable: true, Err: safe}

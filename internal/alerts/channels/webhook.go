@@ -160,6 +160,9 @@ func (w Webhook) Send(ctx context.Context, m Message) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if refused := refusedDestination("webhook", err); refused != nil {
+			return refused
+		}
 		return &DeliveryError{Channel: "webhook", Retryable: true, Err: scrub(err, w.Secrets...)}
 	}
 	defer resp.Body.Close()
