@@ -52,10 +52,15 @@ type Config struct {
 	// ChunkSize is the most customers evaluated (and observed) at once (default 500).
 	ChunkSize int
 	// MinInterval is the least time between two evaluations of one customer (default
-	// 500ms): a customer touched by every batch is evaluated once per interval, not
+	// 1s): a customer touched by every batch is evaluated once per interval, not
 	// once per batch, which bounds what evaluation costs the database whatever the
 	// batch rate, while a customer not evaluated lately is evaluated at once.
 	MinInterval time.Duration
+	// MinGap is the least time between the starts of two evaluations of any customers
+	// (default 200ms): the customers that come due meanwhile are evaluated together,
+	// so what an evaluation costs whatever its size (the policy, the rules, a handful
+	// of queries) is paid at most five times a second, not once per batch.
+	MinGap time.Duration
 	// Recent is how far back a sweep looks for usage (default 32 days: a billing
 	// period, whatever the month).
 	Recent time.Duration
@@ -72,8 +77,11 @@ func (c *Config) defaults() {
 	if c.ChunkSize <= 0 {
 		c.ChunkSize = 500
 	}
+	if c.MinGap <= 0 {
+		c.MinGap = 200 * time.Millisecond
+	}
 	if c.MinInterval <= 0 {
-		c.MinInterval = 500 * time.Millisecond
+		c.MinInterval = time.Second
 	}
 	if c.Recent <= 0 {
 		c.Recent = 32 * 24 * time.Hour
@@ -158,18 +166,20 @@ func (e *Evaluator) Run(ctx context.Context) error {
 	p := newPacer(e.cfg.MinInterval)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var last time.Time // the start of the last evaluation
 	for {
 		var due <-chan time.Time
 		if wait, ok := p.nextDue(time.Now()); ok {
-			timer.Reset(wait)
+			timer.Reset(max(wait, time.Until(last.Add(e.cfg.MinGap))))
 			due = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case first := <-e.queue:
-			e.logErr(ctx, "evaluate", e.evaluateQueued(ctx, p, first))
+			e.takeQueued(p, first)
 		case <-due:
+			last = time.Now()
 			e.logErr(ctx, "evaluate", e.evaluateDue(ctx, p))
 		case <-e.overflow:
 			e.logErr(ctx, "sweep after overflow", e.sweepDropped(ctx))
@@ -185,9 +195,8 @@ func (e *Evaluator) logErr(ctx context.Context, what string, err error) {
 	}
 }
 
-// evaluateQueued takes first and every batch queued behind it, and evaluates at once
-// the customers not evaluated within MinInterval; the others wait for their turn.
-func (e *Evaluator) evaluateQueued(ctx context.Context, p *pacer, first []aggregate.Touched) error {
+// takeQueued hands first and every batch queued behind it to the pacer.
+func (e *Evaluator) takeQueued(p *pacer, first []aggregate.Touched) {
 	p.add(first)
 	batches := 1
 	for more := true; more; {
@@ -202,6 +211,12 @@ func (e *Evaluator) evaluateQueued(ctx context.Context, p *pacer, first []aggreg
 	e.mu.Lock()
 	e.stats.Batches += batches
 	e.mu.Unlock()
+}
+
+// evaluateQueued takes the queued batches and evaluates the customers whose turn has
+// come (tests drive the evaluator with it).
+func (e *Evaluator) evaluateQueued(ctx context.Context, p *pacer, first []aggregate.Touched) error {
+	e.takeQueued(p, first)
 	return e.evaluateDue(ctx, p)
 }
 
