@@ -85,7 +85,9 @@ type Config struct {
 	// Off, the URLs and SMTP hosts tenants choose must resolve to public addresses (see
 	// channels.ErrPrivateDestination); `limitr dev` turns it on for local receivers.
 	AllowPrivateDestinations bool
-	Logger                   *slog.Logger
+	// Metrics, when set, counts delivery attempts.
+	Metrics *Metrics
+	Logger  *slog.Logger
 	// MaxAge is how long a delivery is retried before it is dead-lettered (default 24h).
 	MaxAge time.Duration
 	// StuckAfter is how long an attempt may be under way before RescueStuck takes its

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/riverqueue/river"
 
 	"github.com/limitr/limitr/internal/alerts/alerttest"
@@ -209,7 +211,8 @@ func TestDeliversToSlackEmailAndWebhook(t *testing.T) {
 	defer smtpSrv.Close()
 	hook := alerttest.NewWebhook()
 	defer hook.Close()
-	h := newHarness(t, nil, Config{SlackAPIURL: slack.APIURL(), PublicURL: "https://limitr.example"})
+	reg := prometheus.NewRegistry()
+	h := newHarness(t, nil, Config{SlackAPIURL: slack.APIURL(), PublicURL: "https://limitr.example", Metrics: NewMetrics(reg)})
 	sc := h.channel(ChannelInput{Name: ptr("slack"), Kind: ptr(ChannelSlack), Slack: &SlackInput{Token: "xoxb-secret-token-1234", Channel: "C0123"}})
 	ec := h.channel(ChannelInput{Name: ptr("email"), Kind: ptr(ChannelEmail), Email: &EmailInput{To: []string{"ops@acme.test"}, From: "alerts@limitr.test",
 		SMTP: SMTPInput{Host: "127.0.0.1", Port: smtpSrv.Port, TLS: "none"}}})
@@ -262,6 +265,12 @@ func TestDeliversToSlackEmailAndWebhook(t *testing.T) {
 	}
 	if posted[0].DeliveryID != byKind["slack"].ID.String() {
 		t.Errorf("slack metadata delivery id %q", posted[0].DeliveryID)
+	}
+	m := h.cfg.Metrics.Attempts
+	for _, kind := range []string{ChannelSlack, ChannelEmail, ChannelWebhook} {
+		if n := testutil.ToFloat64(m.WithLabelValues(kind, outcomeDelivered)); n != 1 {
+			t.Errorf("limitr_alert_delivery_attempts_total{channel=%q,outcome=delivered} = %v", kind, n)
+		}
 	}
 }
 

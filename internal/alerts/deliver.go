@@ -252,6 +252,11 @@ func (s *Service) record(ctx context.Context, att *attempt, outcome string, stat
 	if err != nil {
 		return fmt.Errorf("alerts: record attempt: %w", err)
 	}
+	kind := "deleted"
+	if att.channel != nil {
+		kind = att.channel.Kind
+	}
+	s.cfg.Metrics.attempt(kind, outcome)
 	return nil
 }
 

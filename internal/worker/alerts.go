@@ -13,7 +13,8 @@ func (w *Worker) newEvaluator() func(aggregate.Batch) {
 	if w.cfg.DisableAlertEvaluation {
 		return onBatch
 	}
-	w.eval = evaluate.New(w.deps.Pool, w.alerts, w.billing, evaluate.Config{SweepInterval: w.cfg.AlertSweepInterval, Logger: w.log})
+	w.eval = evaluate.New(w.deps.Pool, w.alerts, w.billing, evaluate.Config{SweepInterval: w.cfg.AlertSweepInterval, Logger: w.log,
+		Metrics: evaluate.NewMetrics(w.reg)})
 	if onBatch == nil {
 		return w.eval.OnBatch
 	}

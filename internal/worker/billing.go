@@ -47,7 +47,7 @@ func newBillingCloseWorker(w *Worker) *billingCloseWorker {
 	if w.alerts == nil {
 		w.alerts = alerts.New(w.deps.Pool, w.deps.Secrets, lateInserter{w}, pols,
 			alerts.Config{SlackAPIURL: w.deps.SlackAPIURL, PublicURL: w.deps.PublicURL,
-				AllowPrivateDestinations: w.deps.AllowPrivateAlertDestinations, Logger: w.log})
+				AllowPrivateDestinations: w.deps.AllowPrivateAlertDestinations, Metrics: alerts.NewMetrics(w.reg), Logger: w.log})
 		w.alerts.SetCustomers(custs)
 	}
 	// Invoices finalized by the billing pass, and Stripe refusals, fire their rules.

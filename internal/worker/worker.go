@@ -118,6 +118,7 @@ type Worker struct {
 	billing *billing.Service
 	alerts  *alerts.Service
 	eval    *evaluate.Evaluator // nil when alert evaluation is off
+	reg     prometheus.Registerer
 }
 
 // New builds a worker; Run starts it.
@@ -137,7 +138,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	w := &Worker{cfg: cfg, deps: deps, log: log, metrics: newMetrics(reg)}
+	w := &Worker{cfg: cfg, deps: deps, log: log, metrics: newMetrics(reg), reg: reg}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &partitionsWorker{w: w})

@@ -65,6 +65,8 @@ type Config struct {
 	// period, whatever the month).
 	Recent time.Duration
 	Logger *slog.Logger
+	// Metrics, when set, counts evaluations and dropped batches.
+	Metrics *Metrics
 }
 
 func (c *Config) defaults() {
@@ -135,6 +137,9 @@ func (e *Evaluator) OnBatch(b aggregate.Batch) {
 	}
 	e.mu.Lock()
 	e.stats.Dropped++
+	if m := e.cfg.Metrics; m != nil {
+		m.Dropped.Inc()
+	}
 	for _, t := range b.Touched {
 		e.swept[t.EnvironmentID] = true
 	}
@@ -277,6 +282,9 @@ func (e *Evaluator) Evaluate(ctx context.Context, env store.Environment, uids []
 		e.stats.Standings += computed.Sub(start)
 		e.stats.Observe += time.Since(computed)
 		e.stats.Customers += len(chunk)
+		if m := e.cfg.Metrics; m != nil {
+			m.Customers.Add(float64(len(chunk)))
+		}
 		e.stats.Fired.Alerts += fired.Alerts
 		e.stats.Fired.Superseded += fired.Superseded
 		e.stats.Fired.Deliveries += fired.Deliveries
