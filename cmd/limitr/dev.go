@@ -103,7 +103,7 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 	w, err := worker.New(worker.Deps{Pool: pool, Bus: wake, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
 		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
 		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations}, worker.Config{
-		BatchSize: wcfg.BatchSize, PollInterval: wcfg.PollInterval, Retention: wcfg.Retention,
+		BatchSize: wcfg.BatchSize, PollInterval: wcfg.PollInterval, Retention: wcfg.Retention, AlertSweepInterval: wcfg.AlertSweepInterval,
 	})
 	if err != nil {
 		return err

@@ -73,7 +73,7 @@ func work(ctx context.Context, cfg config.Worker, logOut io.Writer, ready chan<-
 	w, err := worker.New(worker.Deps{Pool: pool, Bus: wake, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
 		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
 		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations}, worker.Config{
-		BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval, Retention: cfg.Retention,
+		BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval, Retention: cfg.Retention, AlertSweepInterval: cfg.AlertSweepInterval,
 	})
 	if err != nil {
 		return err

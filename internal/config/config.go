@@ -239,14 +239,16 @@ func isHTTPURL(s string) bool {
 
 // Worker is the background worker's configuration.
 type Worker struct {
-	DatabaseURL    string
-	RedisURL       string
-	MetricsAddr    string
-	PollInterval   time.Duration
-	BatchSize      int
-	MigrateOnStart bool
-	LogLevel       slog.Level
-	Retention      retention.Policy
+	DatabaseURL  string
+	RedisURL     string
+	MetricsAddr  string
+	PollInterval time.Duration
+	BatchSize    int
+	// AlertSweepInterval is how often the usage alert rules sweep every customer.
+	AlertSweepInterval time.Duration
+	MigrateOnStart     bool
+	LogLevel           slog.Level
+	Retention          retention.Policy
 	// Secrets opens the Stripe secrets the billing jobs use; nil when not set.
 	Secrets       *secrets.Keyring
 	StripeAPIBase string
@@ -264,6 +266,7 @@ var WorkerSettings = []Setting{
 	{"metrics-addr", "LIMITR_WORKER_METRICS_ADDR", ":9090", "address serving /metrics and /healthz"},
 	{"poll-interval", "LIMITR_WORKER_POLL_INTERVAL", "1s", "how often to look for work when not woken"},
 	{"batch-size", "LIMITR_WORKER_BATCH_SIZE", "5000", "usage rows folded into meters per transaction"},
+	{"alert-sweep-interval", "LIMITR_ALERT_SWEEP_INTERVAL", "5m", "how often every customer with recent usage is evaluated against the usage alert rules, besides after each batch"},
 	{"migrate-on-start", "LIMITR_MIGRATE_ON_START", "true", "apply pending migrations at start (under an advisory lock)"},
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
 	secretKey,
@@ -299,6 +302,9 @@ func workerFromValues(v map[string]string) (Worker, error) {
 	}
 	if c.PollInterval, err = time.ParseDuration(v["poll-interval"]); err != nil || c.PollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("poll-interval: %q is not a positive duration", v["poll-interval"]))
+	}
+	if c.AlertSweepInterval, err = time.ParseDuration(v["alert-sweep-interval"]); err != nil || c.AlertSweepInterval < time.Second {
+		errs = append(errs, fmt.Errorf("alert-sweep-interval: %q is not a duration of at least 1s", v["alert-sweep-interval"]))
 	}
 	if c.BatchSize, err = strconv.Atoi(v["batch-size"]); err != nil || c.BatchSize <= 0 || c.BatchSize > 100000 {
 		errs = append(errs, fmt.Errorf("batch-size: %q is not a number between 1 and 100000", v["batch-size"]))
@@ -380,7 +386,7 @@ func devSettings() []Setting {
 		out = append(out, s)
 	}
 	for _, s := range WorkerSettings {
-		if s.Flag == "poll-interval" || s.Flag == "batch-size" || strings.HasPrefix(s.Flag, "retention-") {
+		if s.Flag == "poll-interval" || s.Flag == "batch-size" || s.Flag == "alert-sweep-interval" || strings.HasPrefix(s.Flag, "retention-") {
 			out = append(out, s)
 		}
 	}

@@ -75,6 +75,15 @@ func TestAlertURLs(t *testing.T) {
 	if w, err := LoadWorker([]string{"--allow-private-alert-destinations=true"}, env(db), io.Discard); err != nil || !w.AllowPrivateAlertDestinations {
 		t.Errorf("worker with the flag: %v %v", w.AllowPrivateAlertDestinations, err)
 	}
+	if w.AlertSweepInterval != 5*time.Minute || dw.AlertSweepInterval != 5*time.Minute {
+		t.Errorf("alert-sweep-interval defaults: %v %v", w.AlertSweepInterval, dw.AlertSweepInterval)
+	}
+	if w, err := LoadWorker([]string{"--alert-sweep-interval", "30s"}, env(db), io.Discard); err != nil || w.AlertSweepInterval != 30*time.Second {
+		t.Errorf("alert-sweep-interval 30s: %v %v", w.AlertSweepInterval, err)
+	}
+	if _, err := LoadWorker([]string{"--alert-sweep-interval", "10ms"}, env(db), io.Discard); err == nil || !strings.Contains(err.Error(), "alert-sweep-interval") {
+		t.Errorf("alert-sweep-interval 10ms: %v", err)
+	}
 	_, err = LoadAPI([]string{"--slack-api-url", "slack.com/api", "--public-url", "ftp://x", "--allow-private-alert-destinations=maybe"}, env(db), io.Discard)
 	for _, want := range []string{"slack-api-url", "public-url", "allow-private-alert-destinations"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
