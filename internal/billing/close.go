@@ -567,11 +567,12 @@ func (s *Service) refresh(ctx context.Context, tx pgx.Tx, env store.Environment,
 	if err != nil {
 		return err
 	}
-	active, err := s.policies.ActivePolicy(ctx, env)
+	// Read through tx: a transaction must not wait for a second pool connection.
+	active, err := s.policies.ActivePolicyIn(ctx, tx, env)
 	if err != nil {
 		return err
 	}
-	records, err := s.customers.RecordsByUID(ctx, env, active, uids)
+	records, err := s.customers.RecordsByUIDIn(ctx, tx, env, active, uids)
 	if err != nil {
 		return fmt.Errorf("billing: customers of drafts: %w", err)
 	}

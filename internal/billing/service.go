@@ -26,6 +26,8 @@ import (
 type Policies interface {
 	Source(ctx context.Context, tenantID uuid.UUID, number int) (pgstore.Version, *policies.Policy, error)
 	ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error)
+	// ActivePolicyIn reads through db (inside a transaction).
+	ActivePolicyIn(ctx context.Context, db store.DBTX, env store.Environment) (*policies.Policy, error)
 }
 
 // Customers pages an environment's customers with their uids and resolved plans.
@@ -33,6 +35,8 @@ type Customers interface {
 	Records(ctx context.Context, env store.Environment, p *policies.Policy, clock, after string, limit int) ([]store.Customer, error)
 	GetRecord(ctx context.Context, env store.Environment, id string) (store.Customer, error)
 	RecordsByUID(ctx context.Context, env store.Environment, p *policies.Policy, uids []uuid.UUID) ([]store.Customer, error)
+	// RecordsByUIDIn reads through db (inside a transaction).
+	RecordsByUIDIn(ctx context.Context, db store.DBTX, env store.Environment, p *policies.Policy, uids []uuid.UUID) ([]store.Customer, error)
 }
 
 // Mirror follows invoices into an outside system (Stripe). It is told inside the

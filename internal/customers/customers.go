@@ -129,7 +129,13 @@ func (s *Service) Records(ctx context.Context, env store.Environment, p *policie
 // RecordsByUID loads the customers that still have these uids, with their resolved
 // plans under p; deleted ones are absent.
 func (s *Service) RecordsByUID(ctx context.Context, env store.Environment, p *policies.Policy, uids []uuid.UUID) ([]store.Customer, error) {
-	cs, err := store.CustomersByUID(ctx, s.pool, env.TenantID, env.ID, uids)
+	return s.RecordsByUIDIn(ctx, s.pool, env, p, uids)
+}
+
+// RecordsByUIDIn is RecordsByUID read through db: inside a transaction, so the caller
+// does not wait for a second pool connection while it holds one.
+func (s *Service) RecordsByUIDIn(ctx context.Context, db store.DBTX, env store.Environment, p *policies.Policy, uids []uuid.UUID) ([]store.Customer, error) {
+	cs, err := store.CustomersByUID(ctx, db, env.TenantID, env.ID, uids)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +143,7 @@ func (s *Service) RecordsByUID(ctx context.Context, env store.Environment, p *po
 	for i := range cs {
 		ptrs[i] = &cs[i]
 	}
-	return cs, fillResolvedPlans(ctx, s.pool, p, env, ptrs...)
+	return cs, fillResolvedPlans(ctx, db, p, env, ptrs...)
 }
 
 // List pages an environment's customers by id, after the exclusive cursor after.

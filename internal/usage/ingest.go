@@ -35,7 +35,9 @@ type Notifier interface {
 
 // Policies finds an environment's published policy.
 type Policies interface {
-	ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error)
+	// ActivePolicyIn reads through db: ingest asks inside its transaction, which must
+	// not wait for a second pool connection while it holds one.
+	ActivePolicyIn(ctx context.Context, db store.DBTX, env store.Environment) (*policies.Policy, error)
 }
 
 // Service is the usage domain.
@@ -131,7 +133,7 @@ func (s *Service) Commit(ctx context.Context, env store.Environment, in *wire.Us
 			if err := v.attribute(found); err != nil {
 				return err
 			}
-			if err := s.redate(ctx, env, v, found); err != nil {
+			if err := s.redate(ctx, tx, env, v, found); err != nil {
 				return err
 			}
 		}
@@ -307,7 +309,7 @@ func (v *checked) unattributed(kind string, i int, customer, reason string, reco
 // contains the clock's time: an SDK meters by real time, while such a customer's
 // periods, invoices and grace follow its clock. Levels (limits that never reset) keep
 // their period.
-func (s *Service) redate(ctx context.Context, env store.Environment, v *checked, found map[string]store.UsageCustomer) error {
+func (s *Service) redate(ctx context.Context, tx pgx.Tx, env store.Environment, v *checked, found map[string]store.UsageCustomer) error {
 	if s.policies == nil {
 		return nil
 	}
@@ -320,7 +322,7 @@ func (s *Service) redate(ctx context.Context, env store.Environment, v *checked,
 	if len(clocked) == 0 {
 		return nil
 	}
-	p, err := s.policies.ActivePolicy(ctx, env)
+	p, err := s.policies.ActivePolicyIn(ctx, tx, env)
 	if err != nil {
 		return nil // no policy to read periods from: keep the SDK's
 	}

@@ -203,6 +203,19 @@ func (s *Service) ActiveRef(ctx context.Context, env store.Environment) (Version
 	return VersionRef{Number: number, Hash: hash}, err
 }
 
+// ActivePolicyIn is ActivePolicy read through db: inside a transaction, so the caller
+// does not wait for a second pool connection while it holds one.
+func (s *Service) ActivePolicyIn(ctx context.Context, db store.DBTX, env store.Environment) (*policies.Policy, error) {
+	v, err := ActiveVersion(ctx, db, env.TenantID, env.ID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, ErrNoActivePolicy
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.cache.get(v)
+}
+
 // ActivePolicy is Active without the version.
 func (s *Service) ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error) {
 	p, _, err := s.Active(ctx, env)
