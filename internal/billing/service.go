@@ -28,6 +28,8 @@ type Policies interface {
 	ActivePolicy(ctx context.Context, env store.Environment) (*policies.Policy, error)
 	// ActivePolicyIn reads through db (inside a transaction).
 	ActivePolicyIn(ctx context.Context, db store.DBTX, env store.Environment) (*policies.Policy, error)
+	// SourcesIn compiles versions by number, read through db.
+	SourcesIn(ctx context.Context, db pgstore.DBTX, tenantID uuid.UUID, numbers []int) (map[int]*policies.Policy, error)
 }
 
 // Customers pages an environment's customers with their uids and resolved plans.
@@ -155,7 +157,20 @@ func (s *Service) versions(ctx context.Context, db store.DBTX, env store.Environ
 	if len(pubs) == 0 {
 		return nil, fmt.Errorf("%w: environment %q", ErrNoPolicy, env.Name)
 	}
-	return &envVersions{ctx: ctx, svc: s, tenantID: env.TenantID, pubs: pubs, compiled: map[int]*policies.Policy{}}, nil
+	// Every published version is loaded now, through db, rather than when rating first
+	// needs it: that happens inside closing transactions, which must not wait for a
+	// second pool connection while they hold one.
+	numbers := make([]int, 0, len(pubs))
+	for _, p := range pubs {
+		if !slices.Contains(numbers, p.number) {
+			numbers = append(numbers, p.number)
+		}
+	}
+	compiled, err := s.policies.SourcesIn(ctx, db, env.TenantID, numbers)
+	if err != nil {
+		return nil, fmt.Errorf("billing: policy versions: %w", err)
+	}
+	return &envVersions{ctx: ctx, svc: s, tenantID: env.TenantID, pubs: pubs, compiled: compiled}, nil
 }
 
 // At is the version in force at t: the last published at or before it, else the first.
