@@ -160,7 +160,7 @@ func (s *Service) eventSubjects(ctx context.Context, env store.Environment, p *p
 		}
 		loc := time.UTC
 		if r.Timezone != "" {
-			if l, err := time.LoadLocation(r.Timezone); err == nil {
+			if l, err := billing.LoadLocation(r.Timezone); err == nil {
 				loc = l
 			}
 		} else if p != nil && p.Location != nil {
@@ -265,12 +265,7 @@ func meterPeriod(p *policies.Policy, sub eventSubject, e wire.Event) (time.Time,
 	if p == nil {
 		return time.Time{}, false
 	}
-	plan := p.Plan(sub.Plan)
-	idx, ok := p.EntitlementIndex(e.Entitlement)
-	if plan == nil || !ok {
-		return time.Time{}, false
-	}
-	ce := plan.Entitlement(idx)
+	ce := p.PlanEntitlement(p.Plan(sub.Plan), e.Entitlement)
 	if ce == nil || ce.Limit == nil {
 		return time.Time{}, false
 	}

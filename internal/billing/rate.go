@@ -187,11 +187,7 @@ func (r *rater) location(p *policies.Policy) *time.Location {
 // limitOf is the customer's effective limit for an entitlement of plan: a live
 // override laid over the plan limit (the engine's own compiler), else the plan's.
 func (r *rater) limitOf(p *policies.Policy, plan *policies.CompiledPlan, ent string) *policies.CompiledLimit {
-	idx, ok := p.EntitlementIndex(ent)
-	if !ok {
-		return nil
-	}
-	ce := plan.Entitlement(idx)
+	ce := p.PlanEntitlement(plan, ent)
 	if ce == nil || ce.Limit == nil {
 		return nil
 	}

@@ -209,7 +209,7 @@ func subject(c store.Customer, plans []PlanSpan) (Subject, error) {
 		sub.CreatedAt = plans[0].From
 	}
 	if c.Timezone != "" {
-		loc, err := loadLocation(c.Timezone)
+		loc, err := LoadLocation(c.Timezone)
 		if err != nil {
 			return Subject{}, fmt.Errorf("billing: customer %q: time zone: %w", c.ID, err)
 		}
@@ -232,7 +232,9 @@ func subject(c store.Customer, plans []PlanSpan) (Subject, error) {
 // file on every call.
 var locations sync.Map // string → *time.Location
 
-func loadLocation(name string) (*time.Location, error) {
+// LoadLocation is time.LoadLocation, each zone read once per process: billing and
+// alert ingest load a customer's zone per customer, per pass or batch.
+func LoadLocation(name string) (*time.Location, error) {
 	if loc, ok := locations.Load(name); ok {
 		return loc.(*time.Location), nil
 	}

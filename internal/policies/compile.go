@@ -419,5 +419,15 @@ func (cp *CompiledPlan) Entitlement(i int) *CompiledEntitlement {
 	return cp.ents[i]
 }
 
+// PlanEntitlement returns plan's entitlement named ent, or nil when plan is nil, the
+// policy has no such entitlement, or the plan does not grant it.
+func (p *Policy) PlanEntitlement(plan *CompiledPlan, ent string) *CompiledEntitlement {
+	idx, ok := p.EntitlementIndex(ent)
+	if plan == nil || !ok {
+		return nil
+	}
+	return plan.Entitlement(idx)
+}
+
 // Marshal writes the document in the given format.
 func (p *Policy) Marshal(f doctree.Format) ([]byte, error) { return Encode(p.Doc, f) }

@@ -342,12 +342,7 @@ func (s *Service) redate(ctx context.Context, tx pgx.Tx, env store.Environment, 
 // clockPeriod is the start of the period of a customer's limit on an entitlement that
 // contains its clock's time.
 func clockPeriod(p *policies.Policy, k *store.ClockedCustomer, ent string) (time.Time, bool) {
-	plan := p.Plan(k.Plan)
-	idx, ok := p.EntitlementIndex(ent)
-	if plan == nil || !ok {
-		return time.Time{}, false
-	}
-	ce := plan.Entitlement(idx)
+	ce := p.PlanEntitlement(p.Plan(k.Plan), ent)
 	if ce == nil || ce.Limit == nil || !ce.Limit.Resets() {
 		return time.Time{}, false
 	}

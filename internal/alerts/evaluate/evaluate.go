@@ -313,7 +313,7 @@ func (e *Evaluator) sweepDropped(ctx context.Context) error {
 }
 
 func (e *Evaluator) sweep(ctx context.Context, want func(uuid.UUID) bool) error {
-	envs, err := e.refreshEnvironments(ctx)
+	envs, err := e.ruledEnvironments(ctx)
 	if err != nil {
 		return err
 	}
@@ -358,13 +358,9 @@ func (e *Evaluator) sweepEnvironment(ctx context.Context, env store.Environment)
 }
 
 // ruledEnvironments reads the environments with enabled usage rules. It is not cached:
-// evaluations run at most once per MinInterval, so this is one indexed query a second,
-// and a rule created a moment before a crossing sees it.
+// evaluations run at most once per MinGap, so this is one indexed query each, and a
+// rule created a moment before a crossing sees it.
 func (e *Evaluator) ruledEnvironments(ctx context.Context) (map[uuid.UUID]store.Environment, error) {
-	return e.refreshEnvironments(ctx)
-}
-
-func (e *Evaluator) refreshEnvironments(ctx context.Context) (map[uuid.UUID]store.Environment, error) {
 	rows, err := e.pool.Query(ctx, `select e.id, e.tenant_id, e.name, e.live, e.created_at from environments e
 		where exists (select 1 from alert_rules r where r.tenant_id = e.tenant_id and r.environment_id = e.id
 			and r.enabled and r.kind = any($1))`, Kinds)
