@@ -139,6 +139,9 @@ func (c *Calc) fail(err error) {
 	}
 }
 
+// Parse reads an exact decimal: rows read as text from numeric columns.
+func (c *Calc) Parse(s string) Dec { return c.keep(Parse(s)) }
+
 // Add returns a+b.
 func (c *Calc) Add(a, b Dec) Dec { return c.keep(a.Add(b)) }
 

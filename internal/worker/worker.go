@@ -29,6 +29,7 @@ import (
 	"github.com/limitr/limitr/internal/aggregate"
 	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/alerts/evaluate"
+	"github.com/limitr/limitr/internal/analytics"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/platform/bus"
@@ -65,6 +66,10 @@ type Config struct {
 	// against the usage alert rules, besides the customers each batch touches
 	// (default 5m).
 	AlertSweepInterval time.Duration
+	// AnalyticsSweepInterval is how often every environment is swept for the
+	// analytics the aggregation batches do not cover: reprices after a publish or an
+	// override, plan fees and levels of a new billing period, topups (default 5m).
+	AnalyticsSweepInterval time.Duration
 }
 
 func (c *Config) defaults() {
@@ -82,6 +87,9 @@ func (c *Config) defaults() {
 	}
 	if c.AlertSweepInterval <= 0 {
 		c.AlertSweepInterval = 5 * time.Minute
+	}
+	if c.AnalyticsSweepInterval <= 0 {
+		c.AnalyticsSweepInterval = 5 * time.Minute
 	}
 }
 
@@ -118,6 +126,7 @@ type Worker struct {
 	billing *billing.Service
 	alerts  *alerts.Service
 	eval    *evaluate.Evaluator // nil when alert evaluation is off
+	booker  *analytics.Booker
 	reg     prometheus.Registerer
 }
 
@@ -150,7 +159,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	bill.stripe.AddWorkers(workers)
 	w.alerts.AddWorkers(workers)
 	w.agg = aggregate.New(deps.Pool, aggregate.Options{BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval,
-		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg), OnBatch: w.newEvaluator()})
+		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg), OnBatch: w.newOnBatch()})
 	every := river.PeriodicInterval(cfg.MaintenanceInterval)
 	onMaintenance := &river.InsertOpts{Queue: QueueMaintenance}
 	periodic := []*river.PeriodicJob{
@@ -207,6 +216,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.eval != nil {
 		wg.Go(func() { _ = w.eval.Run(ctx) })
 	}
+	wg.Go(func() { _ = w.booker.Run(ctx) })
 	<-ctx.Done()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	defer cancel()

@@ -40,7 +40,7 @@ func TestAlertEvaluationOnByDefault(t *testing.T) {
 	if w.eval == nil || w.cfg.AlertSweepInterval != 5*time.Minute {
 		t.Fatalf("evaluator %v, sweep every %v", w.eval, w.cfg.AlertSweepInterval)
 	}
-	onBatch := w.newEvaluator()
+	onBatch := w.newOnBatch()
 	for range 1000 { // far more than the queue holds: the surplus is dropped, never waited for
 		onBatch(aggregate.Batch{Rows: 1, Touched: []aggregate.Touched{{CustomerUID: uuid.New()}}})
 	}

@@ -1,0 +1,232 @@
+package analytics
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/limitr/limitr/internal/store"
+)
+
+// Margins is the answer to a MarginsQuery.
+type Margins struct {
+	Currency   string    `json:"currency"`
+	GroupBy    string    `json:"group_by"`
+	Interval   string    `json:"interval"`
+	From       time.Time `json:"from"`
+	To         time.Time `json:"to"`
+	Sort       string    `json:"sort"`
+	Totals     Figures   `json:"totals"`
+	Groups     []Group   `json:"groups"`
+	NextCursor string    `json:"next_cursor,omitempty"`
+}
+
+// Group is one group's figures over the window and per interval (intervals without
+// any change are left out).
+type Group struct {
+	Key    string  `json:"key"`
+	Totals Figures `json:"totals"`
+	Series []Point `json:"series"`
+}
+
+// Point is one interval's figures.
+type Point struct {
+	Start time.Time `json:"start"`
+	Figures
+}
+
+// sumCols are the rollup columns a figure needs, summed.
+const sumCols = `coalesce(sum(calls), 0)::int8, coalesce(sum(cost), 0)::text, coalesce(sum(usage_revenue), 0)::text,
+	coalesce(sum(grant_revenue), 0)::text, coalesce(sum(fee_revenue), 0)::text, coalesce(sum(topup_revenue), 0)::text`
+
+// rankKey is the SQL of a sort key over columns rev (revenue) and cost; a customer
+// that cost something and brought nothing has the worst margin there is.
+func rankKey(sort string) string {
+	key := strings.TrimPrefix(sort, "-")
+	dir := "asc"
+	if strings.HasPrefix(sort, "-") {
+		dir = "desc"
+	}
+	expr := map[string]string{
+		"margin_percent": `case when rev = 0 then case when cost > 0 then '-infinity'::float8 else 0 end else ((rev - cost) / rev)::float8 end`,
+		"margin":         `rev - cost`,
+		"revenue":        `rev`,
+		"cost":           `cost`,
+		"key":            `key`,
+	}[key]
+	return expr + " " + dir + ", key " + dir
+}
+
+// Margins answers a margins query from the rollups: per customer from the running
+// totals (two rows a customer, whatever the window), per plan, customer type or
+// entitlement from the group rollups.
+func (s *Service) Margins(ctx context.Context, env store.Environment, q MarginsQuery) (Margins, error) {
+	if err := q.Validate(s.now()); err != nil {
+		return Margins{}, err
+	}
+	offset, err := q.offset()
+	if err != nil {
+		return Margins{}, err
+	}
+	set, err := s.valuer.Settings(ctx, env)
+	if err != nil {
+		return Margins{}, err
+	}
+	out := Margins{Currency: set.Currency, GroupBy: q.GroupBy, Interval: q.Interval, From: q.From, To: q.To, Sort: q.Sort, Groups: []Group{}}
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		return Margins{}, fmt.Errorf("analytics: margins: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read only
+	table := "analytics_group_daily"
+	if q.Interval == Hour {
+		table = "analytics_group_hourly"
+	}
+	var total sumsRow
+	if err := tx.QueryRow(ctx, `select `+sumCols+` from `+table+` where environment_id = $1 and bucket >= $2 and bucket < $3`,
+		env.ID, q.From, q.To).Scan(&total.calls, &total.cost, &total.ur, &total.gr, &total.fr, &total.tr); err != nil {
+		return Margins{}, fmt.Errorf("analytics: margins: totals: %w", err)
+	}
+	if out.Totals, err = total.figures(set.Currency); err != nil {
+		return Margins{}, err
+	}
+	var ranked []sumsRow
+	if q.GroupBy == ByCustomer {
+		ranked, err = s.rankCustomers(ctx, tx, env, q, offset)
+	} else {
+		ranked, err = rankGroups(ctx, tx, table, env, q, offset)
+	}
+	if err != nil {
+		return Margins{}, err
+	}
+	if len(ranked) > q.Limit {
+		ranked = ranked[:q.Limit]
+		out.NextCursor = q.next(offset + q.Limit)
+	}
+	keys := make([]string, len(ranked))
+	for i, r := range ranked {
+		keys[i] = r.key
+	}
+	series, err := s.series(ctx, tx, env, q.GroupBy, q.Interval, q.From, q.To, keys)
+	if err != nil {
+		return Margins{}, err
+	}
+	for _, r := range ranked {
+		g := Group{Key: r.key, Series: []Point{}}
+		if g.Totals, err = r.figures(set.Currency); err != nil {
+			return Margins{}, err
+		}
+		for _, p := range series[r.key] {
+			f, err := p.figures(set.Currency)
+			if err != nil {
+				return Margins{}, err
+			}
+			g.Series = append(g.Series, Point{Start: p.start, Figures: f})
+		}
+		out.Groups = append(out.Groups, g)
+	}
+	return out, nil
+}
+
+// rankCustomers ranks customers by their totals over the window: each customer's
+// running totals at the window's end minus those at its start.
+func (s *Service) rankCustomers(ctx context.Context, tx pgx.Tx, env store.Environment, q MarginsQuery, offset int) ([]sumsRow, error) {
+	now := s.now()
+	endSQL, endArgs := edge(q.To, now, 4)
+	startSQL, startArgs := edge(q.From, now, 4+len(endArgs))
+	sql := `with e as (` + endSQL + `), s as (` + startSQL + `),
+		w as (select e.customer_id as key, e.calls - coalesce(s.calls, 0) as calls, e.cost - coalesce(s.cost, 0) as cost,
+		             e.ur - coalesce(s.ur, 0) as ur, e.gr - coalesce(s.gr, 0) as gr, e.fr - coalesce(s.fr, 0) as fr, e.tr - coalesce(s.tr, 0) as tr
+		      from e left join s on s.customer_uid = e.customer_uid),
+		r as (select *, ur - gr + fr + tr as rev from w where calls <> 0 or cost <> 0 or ur <> 0 or gr <> 0 or fr <> 0 or tr <> 0)
+		select key, calls, cost::text, ur::text, gr::text, fr::text, tr::text from r
+		order by ` + rankKey(q.Sort) + ` offset $2 limit $3`
+	args := append([]any{env.ID, offset, q.Limit + 1}, endArgs...)
+	args = append(args, startArgs...)
+	return collectRanked(ctx, tx, sql, args)
+}
+
+// edge is the SQL of every customer's running totals at t, with its arguments
+// numbered from n. Rows hold totals through the end of a day (through now for
+// today); an edge inside a day adds that day's hours before it.
+func edge(t, now time.Time, n int) (string, []any) {
+	row := fmt.Sprintf(`select customer_uid, customer_id, calls, cost, usage_revenue as ur, grant_revenue as gr, fee_revenue as fr, topup_revenue as tr
+		from analytics_customer_days where environment_id = $1 and day = $%d`, n)
+	if t.After(now) {
+		return row, []any{day(now)} // today's row holds the totals through now
+	}
+	d := day(t).AddDate(0, 0, -1)
+	if day(t).Equal(t) {
+		return row, []any{d}
+	}
+	return fmt.Sprintf(`select customer_uid, max(customer_id) as customer_id, sum(calls) as calls, sum(cost) as cost, sum(ur) as ur,
+			sum(gr) as gr, sum(fr) as fr, sum(tr) as tr
+		from (%s union all
+		      select customer_uid, customer_id, calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue
+		      from analytics_hourly where environment_id = $1 and bucket >= $%d and bucket < $%d) x
+		group by customer_uid`, row, n+1, n+2), []any{d, day(t), t}
+}
+
+var groupColumn = map[string]string{ByPlan: "plan", ByEntitlement: "entitlement", ByCustomerType: "customer_type"}
+
+func rankGroups(ctx context.Context, tx pgx.Tx, table string, env store.Environment, q MarginsQuery, offset int) ([]sumsRow, error) {
+	col := groupColumn[q.GroupBy]
+	sql := `with w as (select ` + col + ` as key, sum(calls) as calls, sum(cost) as cost, sum(usage_revenue) as ur, sum(grant_revenue) as gr,
+			sum(fee_revenue) as fr, sum(topup_revenue) as tr
+		from ` + table + ` where environment_id = $1 and bucket >= $4 and bucket < $5 group by 1),
+		r as (select *, ur - gr + fr + tr as rev from w)
+		select key, calls, cost::text, ur::text, gr::text, fr::text, tr::text from r
+		order by ` + rankKey(q.Sort) + ` offset $2 limit $3`
+	return collectRanked(ctx, tx, sql, []any{env.ID, offset, q.Limit + 1, q.From, q.To})
+}
+
+func collectRanked(ctx context.Context, tx pgx.Tx, sql string, args []any) ([]sumsRow, error) {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("analytics: ranking: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sumsRow, error) {
+		var s sumsRow
+		return s, r.Scan(&s.key, &s.calls, &s.cost, &s.ur, &s.gr, &s.fr, &s.tr)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("analytics: ranking: %w", err)
+	}
+	return out, nil
+}
+
+// series reads the page's groups per interval.
+func (s *Service) series(ctx context.Context, tx pgx.Tx, env store.Environment, groupBy, interval string, from, to time.Time, keys []string) (map[string][]sumsRow, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	table, col := "analytics_group_daily", groupColumn[groupBy]
+	if groupBy == ByCustomer {
+		table, col = "analytics_daily", "customer_id"
+	}
+	if interval == Hour {
+		table = strings.Replace(table, "daily", "hourly", 1)
+	}
+	rows, err := tx.Query(ctx, `select `+col+`, date_trunc($5, bucket, 'UTC'), `+sumCols+`
+		from `+table+` where environment_id = $1 and `+col+` = any($2) and bucket >= $3 and bucket < $4
+		group by 1, 2 order by 1, 2`, env.ID, keys, from, to, interval)
+	if err != nil {
+		return nil, fmt.Errorf("analytics: series: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sumsRow, error) {
+		var s sumsRow
+		return s, r.Scan(&s.key, &s.start, &s.calls, &s.cost, &s.ur, &s.gr, &s.fr, &s.tr)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("analytics: series: %w", err)
+	}
+	out := map[string][]sumsRow{}
+	for _, r := range list {
+		r.start = r.start.UTC()
+		out[r.key] = append(out[r.key], r)
+	}
+	return out, nil
+}

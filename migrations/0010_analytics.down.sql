@@ -1,0 +1,9 @@
+drop table if exists analytics_carried;
+drop table if exists analytics_customer_days;
+drop table if exists analytics_group_daily;
+drop table if exists analytics_group_hourly;
+drop table if exists analytics_daily;
+drop table if exists analytics_hourly;
+drop table if exists analytics_topups;
+drop table if exists analytics_fees;
+drop table if exists analytics_meters;
