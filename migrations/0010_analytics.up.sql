@@ -108,9 +108,16 @@ create table analytics_customer_days (
     grant_revenue   numeric not null default 0,
     fee_revenue     numeric not null default 0,
     topup_revenue   numeric not null default 0,
+    -- Revenue as invoiced and cost as floats, kept with the exact figures: what
+    -- ranking customers reads, from the covering index alone. Figures shown are the
+    -- exact columns.
+    rank_revenue    float8 not null default 0,
+    rank_cost       float8 not null default 0,
     primary key (environment_id, day, customer_uid)
 );
 create index analytics_customer_days_customer on analytics_customer_days (environment_id, customer_uid, day);
+create index analytics_customer_days_rank on analytics_customer_days (environment_id, day, customer_uid)
+    include (calls, rank_revenue, rank_cost);
 
 -- The last day each environment's running totals were carried forward to.
 create table analytics_carried (

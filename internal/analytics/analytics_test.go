@@ -16,6 +16,7 @@ import (
 // a trial, a level billed again every period, daily meters, and late usage after the
 // invoice was finalized (billed and booked in the next period).
 func TestRevenueEqualsInvoices(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.customer("acme", "basic")
 	h.customer("globex", "pro")
@@ -115,6 +116,7 @@ func sameFigures(a, b Figures) bool {
 // invoice's total as usage arrives, and stays so when a publish reprices its open
 // meter periods (booked when the publish is seen).
 func TestBookedFollowsTheUpcomingInvoice(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	if _, err := h.custs.Create(h.ctx, h.env, customers.CreateInput{ID: "rt", Plan: "basic"}); err != nil {
 		t.Fatal(err)

@@ -43,7 +43,18 @@ type UsageQuery struct {
 	Interval              string
 }
 
-func fieldErr(field, msg string) error { return fmt.Errorf("%w: %s %s", ErrInvalid, field, msg) }
+// FieldError is a query that does not validate, naming the offending field; it
+// matches ErrInvalid.
+type FieldError struct {
+	Field, Message string
+}
+
+func (e *FieldError) Error() string { return "analytics: invalid query: " + e.Field + " " + e.Message }
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+func fieldErr(field, msg string) error { return &FieldError{Field: field, Message: msg} }
 
 // maxBuckets bounds a series: a window of a year by day, a month by hour.
 var maxBuckets = map[string]int{Hour: 24 * 31, Day: 400, Month: 120}
@@ -61,10 +72,10 @@ func normalizeWindow(from, to *time.Time, interval *string, now time.Time) error
 	if from.IsZero() {
 		*from = to.AddDate(0, 0, -30)
 	}
-	*from, *to = floor(*from, *interval), ceil(*to, *interval)
 	if !from.Before(*to) {
 		return fieldErr("from", "must be before to")
 	}
+	*from, *to = floor(*from, *interval), ceil(*to, *interval)
 	if n := buckets(*from, *to, *interval); n > maxBuckets[*interval] {
 		return fieldErr("to", fmt.Sprintf("makes %d %s intervals; at most %d are served (use a coarser interval)", n, *interval, maxBuckets[*interval]))
 	}

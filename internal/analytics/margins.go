@@ -95,7 +95,7 @@ func (s *Service) Margins(ctx context.Context, env store.Environment, q MarginsQ
 	}
 	var ranked []sumsRow
 	if q.GroupBy == ByCustomer {
-		ranked, err = s.rankCustomers(ctx, tx, env, q, offset)
+		ranked, err = rankCustomers(ctx, tx, env, q, offset, s.now())
 	} else {
 		ranked, err = rankGroups(ctx, tx, table, env, q, offset)
 	}
@@ -129,45 +129,6 @@ func (s *Service) Margins(ctx context.Context, env store.Environment, q MarginsQ
 		out.Groups = append(out.Groups, g)
 	}
 	return out, nil
-}
-
-// rankCustomers ranks customers by their totals over the window: each customer's
-// running totals at the window's end minus those at its start.
-func (s *Service) rankCustomers(ctx context.Context, tx pgx.Tx, env store.Environment, q MarginsQuery, offset int) ([]sumsRow, error) {
-	now := s.now()
-	endSQL, endArgs := edge(q.To, now, 4)
-	startSQL, startArgs := edge(q.From, now, 4+len(endArgs))
-	sql := `with e as (` + endSQL + `), s as (` + startSQL + `),
-		w as (select e.customer_id as key, e.calls - coalesce(s.calls, 0) as calls, e.cost - coalesce(s.cost, 0) as cost,
-		             e.ur - coalesce(s.ur, 0) as ur, e.gr - coalesce(s.gr, 0) as gr, e.fr - coalesce(s.fr, 0) as fr, e.tr - coalesce(s.tr, 0) as tr
-		      from e left join s on s.customer_uid = e.customer_uid),
-		r as (select *, ur - gr + fr + tr as rev from w where calls <> 0 or cost <> 0 or ur <> 0 or gr <> 0 or fr <> 0 or tr <> 0)
-		select key, calls, cost::text, ur::text, gr::text, fr::text, tr::text from r
-		order by ` + rankKey(q.Sort) + ` offset $2 limit $3`
-	args := append([]any{env.ID, offset, q.Limit + 1}, endArgs...)
-	args = append(args, startArgs...)
-	return collectRanked(ctx, tx, sql, args)
-}
-
-// edge is the SQL of every customer's running totals at t, with its arguments
-// numbered from n. Rows hold totals through the end of a day (through now for
-// today); an edge inside a day adds that day's hours before it.
-func edge(t, now time.Time, n int) (string, []any) {
-	row := fmt.Sprintf(`select customer_uid, customer_id, calls, cost, usage_revenue as ur, grant_revenue as gr, fee_revenue as fr, topup_revenue as tr
-		from analytics_customer_days where environment_id = $1 and day = $%d`, n)
-	if t.After(now) {
-		return row, []any{day(now)} // today's row holds the totals through now
-	}
-	d := day(t).AddDate(0, 0, -1)
-	if day(t).Equal(t) {
-		return row, []any{d}
-	}
-	return fmt.Sprintf(`select customer_uid, max(customer_id) as customer_id, sum(calls) as calls, sum(cost) as cost, sum(ur) as ur,
-			sum(gr) as gr, sum(fr) as fr, sum(tr) as tr
-		from (%s union all
-		      select customer_uid, customer_id, calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue
-		      from analytics_hourly where environment_id = $1 and bucket >= $%d and bucket < $%d) x
-		group by customer_uid`, row, n+1, n+2), []any{d, day(t), t}
 }
 
 var groupColumn = map[string]string{ByPlan: "plan", ByEntitlement: "entitlement", ByCustomerType: "customer_type"}

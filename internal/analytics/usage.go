@@ -66,7 +66,7 @@ func (s *Service) Usage(ctx context.Context, env store.Environment, q UsageQuery
 	}
 	rows, err := s.pool.Query(ctx, `select entitlement, date_trunc($4, bucket, 'UTC'), sum(units)::text, sum(calls)::int8, sum(cost)::text
 		from `+table+` where environment_id = $1 and bucket >= $2 and bucket < $3 and entitlement <> ''`+where+`
-		group by 1, 2 order by 1, 2`, args...)
+		group by 1, 2 having sum(calls) <> 0 or sum(units) <> 0 or sum(cost) <> 0 order by 1, 2`, args...)
 	if err != nil {
 		return Usage{}, fmt.Errorf("analytics: usage: %w", err)
 	}

@@ -234,9 +234,9 @@ func writeRunningTotals(ctx context.Context, tx pgx.Tx, env uuid.UUID, changes [
 		cols.add(s.amounts)
 	}
 	if _, err := tx.Exec(ctx, `insert into analytics_customer_days (environment_id, day, customer_uid, customer_id, plan, customer_type,
-			calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue)
+			calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue, rank_revenue, rank_cost)
 		select $1::uuid, g.day::date, u.uid, u.cid, u.plan, u.ty, coalesce(l.calls, 0), coalesce(l.cost, 0), coalesce(l.usage_revenue, 0),
-		       coalesce(l.grant_revenue, 0), coalesce(l.fee_revenue, 0), coalesce(l.topup_revenue, 0)
+		       coalesce(l.grant_revenue, 0), coalesce(l.fee_revenue, 0), coalesce(l.topup_revenue, 0), coalesce(l.rank_revenue, 0), coalesce(l.rank_cost, 0)
 		from unnest($2::uuid[], $3::date[], $4::text[], $5::text[], $6::text[]) as u(uid, day, cid, plan, ty)
 		left join lateral (select * from analytics_customer_days x
 			where x.environment_id = $1 and x.customer_uid = u.uid and x.day < u.day order by x.day desc limit 1) l on true
@@ -248,7 +248,9 @@ func writeRunningTotals(ctx context.Context, tx pgx.Tx, env uuid.UUID, changes [
 	}
 	_, err := tx.Exec(ctx, `update analytics_customer_days t
 		set calls = t.calls + s.calls, cost = t.cost + s.cost, usage_revenue = t.usage_revenue + s.ur, grant_revenue = t.grant_revenue + s.gr,
-		    fee_revenue = t.fee_revenue + s.fr, topup_revenue = t.topup_revenue + s.tr, plan = s.plan, customer_type = s.ty
+		    fee_revenue = t.fee_revenue + s.fr, topup_revenue = t.topup_revenue + s.tr, plan = s.plan, customer_type = s.ty,
+		    rank_revenue = ((t.usage_revenue + s.ur) - (t.grant_revenue + s.gr) + (t.fee_revenue + s.fr) + (t.topup_revenue + s.tr))::float8,
+		    rank_cost = (t.cost + s.cost)::float8
 		from (select x.day, x.customer_uid, sum(u.calls) as calls, sum(u.cost) as cost, sum(u.ur) as ur, sum(u.gr) as gr,
 		             sum(u.fr) as fr, sum(u.tr) as tr, max(u.plan) as plan, max(u.ty) as ty
 		      from unnest($2::uuid[], $3::date[], $4::text[], $5::text[], $6::int8[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[])
@@ -274,8 +276,9 @@ func carryForward(ctx context.Context, tx pgx.Tx, env uuid.UUID, now time.Time) 
 	if through != nil {
 		for d := through.AddDate(0, 0, 1); !d.After(today); d = d.AddDate(0, 0, 1) {
 			if _, err := tx.Exec(ctx, `insert into analytics_customer_days (environment_id, day, customer_uid, customer_id, plan, customer_type,
-					calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue)
-				select environment_id, $2, customer_uid, customer_id, plan, customer_type, calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue
+					calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue, rank_revenue, rank_cost)
+				select environment_id, $2, customer_uid, customer_id, plan, customer_type, calls, cost, usage_revenue, grant_revenue, fee_revenue,
+				       topup_revenue, rank_revenue, rank_cost
 				from analytics_customer_days where environment_id = $1 and day = $3
 				on conflict (environment_id, day, customer_uid) do nothing`, env, d, d.AddDate(0, 0, -1)); err != nil {
 				return fmt.Errorf("analytics: carry to %s: %w", d.Format(time.DateOnly), err)

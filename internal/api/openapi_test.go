@@ -594,6 +594,12 @@ func TestOpenAPIResponsesConform(t *testing.T) {
 	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), secUsageBatch("u_1"), 200) // duplicate
 	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), `{"instance_id":"","sequence":0,"deltas":[]}`, 422)
 	call("GET", "/v1/sdk/customers/{id}/state", "/v1/sdk/customers/u_1/state", field(sdk, "secret"), "", 200) // with meters
+	ap := "/v1/environments/production/analytics"
+	call("GET", "/v1/environments/{env}/analytics/margins", ap+"/margins?group_by=plan&interval=month&sort=-revenue", admin, "", 200)
+	call("GET", "/v1/environments/{env}/analytics/margins", ap+"/margins?interval=week&from=yesterday", admin, "", 422)
+	call("GET", "/v1/environments/{env}/analytics/usage", ap+"/usage?customer=u_1&interval=hour", admin, "", 200)
+	call("GET", "/v1/environments/{env}/customers/{id}/margin", "/v1/environments/production/customers/u_1/margin", admin, "", 200)
+	call("GET", "/v1/environments/{env}/customers/{id}/margin", "/v1/environments/production/customers/nobody/margin", admin, "", 404)
 	call("DELETE", ci, "/v1/environments/production/customers/u_2", admin, "", 204)
 	call("GET", ci, "/v1/environments/production/customers/u_1", field(sdk, "secret"), "", 200)
 	call("GET", "/v1/audit", "/v1/audit?limit=200", admin, "", 200)
