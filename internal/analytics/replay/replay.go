@@ -218,7 +218,6 @@ func (t *totals) add(r billing.Replayed, currency string) error {
 	return c.Err
 }
 
-
 // sortCustomers keeps the report's customers by id.
 func sortCustomers(cs []CustomerReport) {
 	slices.SortFunc(cs, func(a, b CustomerReport) int { return strings.Compare(a.Customer, b.Customer) })
