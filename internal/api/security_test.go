@@ -417,6 +417,10 @@ func secRoutes(t *testing.T) map[string]secRoute {
 		"GET /v1/environments/{env}/alert-deliveries/{id}":         {adminOnly: true},
 		"POST /v1/environments/{env}/alert-deliveries/{id}/resend": {adminOnly: true},
 		"POST /v1/sdk/events":                                      {sdkOnly: true, body: secEventBatch("matrix-1", "acme-user-4412")},
+
+		"POST /v1/environments/{env}/simulations":     {adminOnly: true, body: `{"version":2}`},
+		"GET /v1/environments/{env}/simulations":      {adminOnly: true},
+		"GET /v1/environments/{env}/simulations/{id}": {adminOnly: true},
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/limitr/limitr/internal/alerts"
+	"github.com/limitr/limitr/internal/analytics/simulate"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/customers"
@@ -144,6 +145,7 @@ type Server struct {
 	billing      *billing.Service
 	stripe       *stripesync.Service
 	alerts       *alerts.Service
+	simulations  *simulate.Service
 	usage        *usage.Service
 	usageMetrics *usage.Metrics
 
@@ -219,6 +221,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		AllowPrivateDestinations: deps.AllowPrivateAlertDestinations, Logger: logger})
 	s.alerts.SetCustomers(s.customers)
 	s.billing.SetAlerts(s.alerts)
+	s.simulations = simulate.New(deps.Pool, jobs, s.policies, s.billing)
 	s.usageMetrics = usage.NewMetrics()
 	s.usageMetrics.Batches = metrics.Register(reg, s.usageMetrics.Batches)
 	s.usageMetrics.Deltas = metrics.Register(reg, s.usageMetrics.Deltas)
@@ -307,6 +310,7 @@ func (s *Server) newEcho() *echo.Echo {
 	s.billingRoutes(authed)
 	s.syncRoutes(authed)
 	s.alertRoutes(authed)
+	s.simulationRoutes(authed)
 	return e
 }
 
