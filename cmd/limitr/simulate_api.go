@@ -53,7 +53,7 @@ func (o *simulateOptions) request() (simulate.CreateInput, error) {
 	case (o.toFile == "") == (o.toVersion == 0):
 		return in, errors.New("name the candidate with one of --to-file and --to-version")
 	case o.toVersion < 0 || o.fromVersion < 0:
-		return in, errors.New("versions are numbered 1, 2, 3, ...")
+		return in, errors.New("versions are numbered from 1")
 	case o.toFile != "":
 		src, err := os.ReadFile(o.toFile)
 		if err != nil {
