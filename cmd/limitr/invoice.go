@@ -36,6 +36,8 @@ const usageFileHelp = `Usage file (CSV with a header row; columns in any order, 
   created_at     optional  the customer's creation and billing anchor, RFC 3339
                            (default: its earliest period_start)
   timezone       optional  the customer's IANA time zone (default: the policy's)
+  overhead       optional  what the usage cost you, in runes (default 0; limitr simulate
+                           reports it as cost)
 The rows of one customer agree on plan, created_at and timezone. Each customer is billed
 for the period containing the instant just before --at (default: as the period holding
 its latest period_start closes), with the policy as version 1.`

@@ -47,6 +47,7 @@ func commandList() []command {
 		{"test", "[-q] [-run REGEXP] PATH...", "run scenario files, or every *.yaml/*.yml under directories", runTest},
 		{"dev", "[--addr ADDR] [--database-url URL] [--operator-token TOKEN]", "run the API and the worker in one process, for development", runDev},
 		{"invoice", "preview --policy FILE --usage FILE|-", "preview invoices from a usage CSV, offline, with the server's rating code", runInvoice},
+		{"simulate", "--to-file FILE [--from-version N] | --policy FILE --candidate FILE --usage FILE", "price a policy change on past usage: through the API, or offline from a usage CSV", runSimulate},
 		{"admin", "bootstrap|create-key|gen-secret-key ...", "operator commands: create a tenant, create a key for a tenant, make a LIMITR_SECRET_KEY key", runAdmin},
 		{"version", "", "print the version", runVersion},
 		{"help", "[COMMAND]", "show this help", runHelp},
@@ -118,6 +119,9 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 					fmt.Fprintf(stdout, "  limitr invoice %s %s\n      %s\n", a.name, a.args, a.summary)
 				}
 				fmt.Fprintln(stdout, "\n"+usageFileHelp)
+			}
+			if c.name == "simulate" {
+				fmt.Fprintln(stdout, "\n"+simulateHelp)
 			}
 			if c.name == "test" {
 				fmt.Fprintln(stdout, "\nStep kinds:")

@@ -24,10 +24,11 @@ const (
 	colGrantCovered = "grant_covered"
 	colCreatedAt    = "created_at"
 	colTimezone     = "timezone"
+	colOverhead     = "overhead"
 )
 
 // usageColumns lists every column; the first five are required.
-var usageColumns = []string{colCustomer, colPlan, colEntitlement, colPeriodStart, colUnits, colGrantCovered, colCreatedAt, colTimezone}
+var usageColumns = []string{colCustomer, colPlan, colEntitlement, colPeriodStart, colUnits, colGrantCovered, colCreatedAt, colTimezone, colOverhead}
 
 const requiredColumns = 5
 
@@ -200,6 +201,9 @@ func (p *usageParser) parseRow(line int, rec []string) (usageRow, error) {
 	}
 	if row.meter.GrantCovered, err = parseAmount(get(colGrantCovered), true); err != nil {
 		return usageRow{}, fail(colGrantCovered, "%v", err)
+	}
+	if row.meter.Overhead, err = parseAmount(get(colOverhead), true); err != nil {
+		return usageRow{}, fail(colOverhead, "%v", err)
 	}
 	row.meter.Entitlement = row.ent
 	if s := get(colCreatedAt); s != "" {

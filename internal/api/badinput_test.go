@@ -57,7 +57,7 @@ func biRoutes() map[string]biRoute {
 		"POST /v1/keys": {fields: []biField{{"kind", "string", "admin"}, {"environment", "string", ""},
 			{"name", "text", "bi-key"}}},
 		"POST /v1/policies":                    {raw: true},
-		"POST /v1/environments/{env}/publish":  {fields: []biField{{"version", "int", 2}}},
+		"POST /v1/environments/{env}/publish":  {fields: []biField{{"version", "int", 2}, {"dry_run", "bool", nil}}},
 		"POST /v1/environments/{env}/rollback": {optionalBody: true, fields: []biField{{"version", "int", 2}}},
 		"POST /v1/environments/{env}/customers": {fields: []biField{{"id", "string", "bi-new"}, {"plan", "string", "base"},
 			{"type", "string", "user"}, {"label", "text", "Bi"}, {"refs", "strings", []string{"acme-org-4412"}},
@@ -104,6 +104,8 @@ func biRoutes() map[string]biRoute {
 			{"filters", "object", nil}, {"condition", "text", nil}, {"channels", "strings", nil}, {"enabled", "bool", false}}},
 		// newBiEnv marks A's delivery dead, so the baseline can resend it.
 		"POST /v1/environments/{env}/alert-deliveries/{id}/resend": {optionalBody: true},
+		"POST /v1/environments/{env}/simulations": {fields: []biField{{"version", "int", 2}, {"document", "text", nil},
+			{"baseline_version", "int", nil}, {"from", "string", nil}, {"to", "string", nil}}},
 		"POST /v1/sdk/events": {sdk: true, fields: []biField{{"instance_id", "string", "bi-events"}, {"sequence", "int", 1},
 			{"sent_at", "string", time.Now().UTC().Format(time.RFC3339)}, {"policy_version", "count", 3},
 			{"events", "list", []map[string]any{{"type": "cap-limit", "customer": biCustomer, "entitlement": "ai_input", "cap_id": "bi-cap",

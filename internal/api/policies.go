@@ -244,11 +244,14 @@ func (s *Server) publishPolicy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in pgstore.PublishInput
+	var in publishRequest
 	if err := bindJSON(c, &in); err != nil {
 		return err
 	}
-	out, err := s.policies.Publish(c.Request().Context(), env, in)
+	if in.DryRun {
+		return s.dryRunPublish(c, env, in.PublishInput)
+	}
+	out, err := s.policies.Publish(c.Request().Context(), env, in.PublishInput)
 	if err != nil {
 		return policyProblem(err)
 	}

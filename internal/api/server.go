@@ -21,6 +21,7 @@ import (
 
 	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/analytics"
+	"github.com/limitr/limitr/internal/analytics/simulate"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/customers"
@@ -146,6 +147,7 @@ type Server struct {
 	stripe       *stripesync.Service
 	alerts       *alerts.Service
 	analytics    *analytics.Service
+	simulations  *simulate.Service
 	usage        *usage.Service
 	usageMetrics *usage.Metrics
 
@@ -222,6 +224,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.alerts.SetCustomers(s.customers)
 	s.billing.SetAlerts(s.alerts)
 	s.analytics = analytics.NewService(deps.Pool, s.billing)
+	s.simulations = simulate.New(deps.Pool, jobs, s.policies, s.billing)
 	s.usageMetrics = usage.NewMetrics()
 	s.usageMetrics.Batches = metrics.Register(reg, s.usageMetrics.Batches)
 	s.usageMetrics.Deltas = metrics.Register(reg, s.usageMetrics.Deltas)
@@ -311,6 +314,7 @@ func (s *Server) newEcho() *echo.Echo {
 	s.syncRoutes(authed)
 	s.alertRoutes(authed)
 	s.analyticsRoutes(authed)
+	s.simulationRoutes(authed)
 	return e
 }
 

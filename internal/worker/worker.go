@@ -30,6 +30,7 @@ import (
 	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/alerts/evaluate"
 	"github.com/limitr/limitr/internal/analytics"
+	"github.com/limitr/limitr/internal/analytics/simulate"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/billing/stripesync"
 	"github.com/limitr/limitr/internal/platform/bus"
@@ -158,6 +159,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	river.AddWorker(workers, bill)
 	bill.stripe.AddWorkers(workers)
 	w.alerts.AddWorkers(workers)
+	w.addSimulationWorker(workers)
 	w.agg = aggregate.New(deps.Pool, aggregate.Options{BatchSize: cfg.BatchSize, PollInterval: cfg.PollInterval,
 		Bus: deps.Bus, Logger: log, Metrics: aggregate.NewMetrics(reg), OnBatch: w.newOnBatch()})
 	every := river.PeriodicInterval(cfg.MaintenanceInterval)
@@ -185,7 +187,7 @@ func New(deps Deps, cfg Config) (*Worker, error) {
 	client, err := river.NewClient(riverpgxv5.New(deps.Pool), &river.Config{
 		Logger: log.With("component", "river"),
 		Queues: map[string]river.QueueConfig{QueueMaintenance: {MaxWorkers: 2}, QueueBilling: {MaxWorkers: 1}, stripesync.Queue: {MaxWorkers: 4},
-			alerts.Queue: {MaxWorkers: 100}, river.QueueDefault: {MaxWorkers: 4}},
+			alerts.Queue: {MaxWorkers: 100}, simulate.Queue: {MaxWorkers: 1}, river.QueueDefault: {MaxWorkers: 4}},
 		Workers:      workers,
 		PeriodicJobs: periodic,
 		JobTimeout:   15 * time.Minute,
