@@ -421,9 +421,9 @@ func secRoutes(t *testing.T) map[string]secRoute {
 		"GET /v1/environments/{env}/analytics/margins":     {adminOnly: true},
 		"GET /v1/environments/{env}/analytics/usage":       {adminOnly: true},
 		"GET /v1/environments/{env}/customers/{id}/margin": {adminOnly: true},
-		"POST /v1/environments/{env}/simulations":     {adminOnly: true, body: `{"version":2}`},
-		"GET /v1/environments/{env}/simulations":      {adminOnly: true},
-		"GET /v1/environments/{env}/simulations/{id}": {adminOnly: true},
+		"POST /v1/environments/{env}/simulations":          {adminOnly: true, body: `{"version":2}`},
+		"GET /v1/environments/{env}/simulations":           {adminOnly: true},
+		"GET /v1/environments/{env}/simulations/{id}":      {adminOnly: true},
 	}
 }
 
