@@ -36,11 +36,13 @@ type ThrottledError struct {
 }
 
 func (e *ThrottledError) Error() string {
-	mins := int(e.RetryAfter.Round(time.Minute) / time.Minute)
-	if mins < 1 {
-		mins = 1
-	}
-	return fmt.Sprintf("%v: try again in %d minute(s)", ErrThrottled, mins)
+	return fmt.Sprintf("%v: try again in %d minute(s)", ErrThrottled, e.Minutes())
+}
+
+// Minutes is RetryAfter in whole minutes, rounded up, at least 1.
+func (e *ThrottledError) Minutes() int {
+	mins := int((e.RetryAfter + time.Minute - 1) / time.Minute)
+	return max(mins, 1)
 }
 
 func (e *ThrottledError) Unwrap() error { return ErrThrottled }
