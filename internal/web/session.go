@@ -163,11 +163,8 @@ func (s *Server) csrfProtect(next echo.HandlerFunc) echo.HandlerFunc {
 		} else if ck, err := c.Cookie(s.cookieName(c, csrfCookie, secureCSRFCookie)); err == nil {
 			want = ck.Value
 		}
-		got := c.Request().Header.Get(csrfHeader)
-		if got == "" {
-			got = c.FormValue(csrfField)
-		}
-		if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		matches := func(got string) bool { return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1 }
+		if want == "" || !(matches(c.Request().Header.Get(csrfHeader)) || matches(c.FormValue(csrfField))) {
 			return echo.NewHTTPError(http.StatusForbidden, "This form has expired or was not sent from the dashboard: reload the page and try again.")
 		}
 		return next(c)
