@@ -3,8 +3,8 @@
 // works without JavaScript; htmx (vendored in static/) only boosts links and forms.
 //
 // Adding a page: write templates/NAME.html defining "title" and "content", register a
-// route in routes() behind s.requirePerm(...), and answer with s.render(c, status,
-// "NAME", data). Pages reach the session with sessionOf(c) and hide what the role may
+// route in routes() with in(users.PermSomething)... (login, CSRF, actor, permission),
+// and answer with s.render(c, status, "NAME", data). Pages reach the session with sessionOf(c) and hide what the role may
 // not do with {{if .Can "perm"}}: the same users.Can that requirePerm enforces.
 package web
 
@@ -91,28 +91,31 @@ func (s *Server) newEcho() *echo.Echo {
 func (s *Server) routes(e *echo.Echo) {
 	e.GET("/static/*", echo.WrapHandler(staticHandler()))
 
-	// Every other route knows its session (if any) and checks CSRF on writes.
-	g := e.Group("", s.loadSession, s.csrfProtect)
-	g.GET("/login", s.loginPage)
-	g.POST("/login", s.login)
-	g.GET("/invite/:token", s.invitePage)
-	g.POST("/invite/:token", s.acceptInvite)
+	// Middleware is per route, not per group: a group's middleware would also answer
+	// unknown paths (with a login redirect) instead of a 404.
+	anon := []echo.MiddlewareFunc{s.loadSession, s.csrfProtect}
+	e.GET("/login", s.loginPage, anon...)
+	e.POST("/login", s.login, anon...)
+	e.GET("/invite/:token", s.invitePage, anon...)
+	e.POST("/invite/:token", s.acceptInvite, anon...)
 
-	in := g.Group("", s.requireLogin, withActor)
-	in.POST("/logout", s.logout)
-	in.GET("/", s.overview, s.requirePerm(users.PermView))
-	in.POST("/environment", s.switchEnvironment, s.requirePerm(users.PermView))
+	in := func(perm users.Permission) []echo.MiddlewareFunc {
+		return append(anon[:len(anon):len(anon)], s.requireLogin, withActor, s.requirePerm(perm))
+	}
+	e.POST("/logout", s.logout, in(users.PermView)...)
+	e.GET("/", s.overview, in(users.PermView)...)
+	e.POST("/environment", s.switchEnvironment, in(users.PermView)...)
 	for _, n := range navItems {
 		if n.Section {
-			in.GET(n.Path, s.section(n), s.requirePerm(users.PermView))
+			e.GET(n.Path, s.section(n), in(users.PermView)...)
 		}
 	}
-	in.GET("/settings", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/settings/users") })
-	in.GET("/settings/users", s.usersPage, s.requirePerm(users.PermView))
-	in.POST("/settings/users/invite", s.invite, s.requirePerm(users.PermManageUsers))
-	in.POST("/settings/users/:id/role", s.changeRole, s.requirePerm(users.PermManageUsers))
-	in.POST("/settings/users/:id/remove", s.removeMember, s.requirePerm(users.PermManageUsers))
-	in.POST("/settings/invites/:id/revoke", s.revokeInvite, s.requirePerm(users.PermManageUsers))
+	e.GET("/settings", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, "/settings/users") }, in(users.PermView)...)
+	e.GET("/settings/users", s.usersPage, in(users.PermView)...)
+	e.POST("/settings/users/invite", s.invite, in(users.PermManageUsers)...)
+	e.POST("/settings/users/:id/role", s.changeRole, in(users.PermManageUsers)...)
+	e.POST("/settings/users/:id/remove", s.removeMember, in(users.PermManageUsers)...)
+	e.POST("/settings/invites/:id/revoke", s.revokeInvite, in(users.PermManageUsers)...)
 }
 
 // errorHandler answers errors with an HTML page; 5xx are logged, not shown.

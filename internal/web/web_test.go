@@ -356,3 +356,13 @@ func TestUsersAndRoles(t *testing.T) {
 		t.Fatal("the switched environment is not selected")
 	}
 }
+
+func TestUnknownPathIs404(t *testing.T) {
+	e := newEnv(t, Config{})
+	b := e.browser()
+	for _, p := range []string{"/metrics", "/nope", "/static/", "/settings/nope"} {
+		if r := b.do(http.MethodGet, p, nil, nil); r.status != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", p, r.status)
+		}
+	}
+}
