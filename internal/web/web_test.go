@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/limitr/limitr/internal/platform/pgtest"
 	"github.com/limitr/limitr/internal/tenancy"
 	"github.com/limitr/limitr/internal/users"
@@ -18,12 +20,14 @@ import (
 const testPassword = "correct horse battery"
 
 type env struct {
-	t      *testing.T
-	srv    *httptest.Server
-	users  *users.Service
-	tenant tenancy.Tenant
-	owner  users.Member
-	viewer users.Member
+	t       *testing.T
+	srv     *httptest.Server
+	handler http.Handler
+	pool    *pgxpool.Pool
+	users   *users.Service
+	tenant  tenancy.Tenant
+	owner   users.Member
+	viewer  users.Member
 }
 
 // newEnv serves the dashboard over a fresh database with a tenant, an owner and a viewer.
@@ -40,7 +44,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, users: us, tenant: b.Tenant}
+	e := &env{t: t, users: us, tenant: b.Tenant, pool: pool}
 	if e.owner, err = us.CreateUser(ctx, users.CreateUserInput{TenantID: b.Tenant.ID, Email: "owner@acme.test", Password: testPassword, Role: users.RoleOwner}); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +56,8 @@ func newEnv(t *testing.T, cfg Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(s.Handler())
+	e.handler = s.Handler()
+	e.srv = httptest.NewServer(e.handler)
 	t.Cleanup(e.srv.Close)
 	return e
 }
@@ -346,6 +351,12 @@ func TestUsersAndRoles(t *testing.T) {
 	}
 	if roles["viewer@acme.test"] != users.RoleEditor || roles["billing@acme.test"] != users.RoleBilling {
 		t.Fatalf("roles: %v", roles)
+	}
+	// The audit log names the dashboard user behind each change.
+	var actor, action string
+	if err := e.pool.QueryRow(t.Context(), `select coalesce(actor_user_id::text, ''), action from audit_log
+		where tenant_id = $1 and action = 'member.role_change'`, e.tenant.ID).Scan(&actor, &action); err != nil || actor != e.owner.ID.String() {
+		t.Fatalf("audit of the role change: actor %q, %v", actor, err)
 	}
 	// Environment switcher.
 	tok = b.csrf("/")
