@@ -146,6 +146,7 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 	logger.Info("limitr dev: API and worker running", "addr", ln.Addr().String(), "redis", rdb != nil,
 		"poll", wcfg.PollInterval.String())
 	fmt.Fprintf(stdout, "limitr dev: listening on %s\n", url)
+	fmt.Fprintf(stdout, "limitr dev: dashboard on %s/login (make its first owner with `limitr admin create-user`)\n", url)
 	if metricsURL != "" {
 		fmt.Fprintf(stdout, "limitr dev: metrics on %s\n", metricsURL)
 	}
