@@ -239,6 +239,21 @@ func TestInvites(t *testing.T) {
 		t.Fatalf("existing user accepts: %v", err)
 	}
 
+	// A withdrawn invite's link stops working; an editor may not withdraw one.
+	wd, tokW, _ := f.svc.CreateInvite(ctx, InviteInput{TenantID: f.tenant, Email: "wd@example.com", Role: RoleViewer, By: by})
+	if err := f.svc.RevokeInvite(ctx, RevokeInviteInput{TenantID: f.tenant, InviteID: wd.ID, By: Actor{UserID: m.ID, Role: RoleEditor}}); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("editor withdraws: %v", err)
+	}
+	if err := f.svc.RevokeInvite(ctx, RevokeInviteInput{TenantID: f.tenant, InviteID: wd.ID, By: by}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.AcceptInvite(ctx, AcceptInviteInput{Token: tokW, Password: pw}); !errors.Is(err, ErrInviteInvalid) {
+		t.Fatalf("withdrawn: %v", err)
+	}
+	if err := f.svc.RevokeInvite(ctx, RevokeInviteInput{TenantID: f.tenant, InviteID: wd.ID, By: by}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("withdrawn twice: %v", err)
+	}
+
 	// Expiry.
 	_, tok3, _ := f.svc.CreateInvite(ctx, InviteInput{TenantID: f.tenant, Email: "late@example.com", Role: RoleViewer, By: by})
 	f.clock.Advance(7*24*time.Hour + time.Second)
