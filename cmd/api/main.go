@@ -30,6 +30,8 @@ import (
 	"github.com/limitr/limitr/internal/httpx"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
+	"github.com/limitr/limitr/internal/users"
+	"github.com/limitr/limitr/internal/web"
 )
 
 func main() {
@@ -144,6 +146,8 @@ func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- s
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RateLimit:     cfg.RateLimit,
 		RatePer:       cfg.RatePeriod,
+		Dashboard:     web.Config{SecureCookies: cfg.CookieSecure},
+		Sessions:      users.Config{IdleTimeout: cfg.SessionIdleTimeout, Lifetime: cfg.SessionLifetime},
 	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
 		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
 		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations})

@@ -25,6 +25,8 @@ func adminCommands() []command {
 		{"bootstrap", "--tenant SLUG [--name NAME] [--database-url URL] [--json]", "create a tenant with its environments and first admin key", runAdminBootstrap},
 		{"create-key", "--tenant SLUG [--kind admin|sdk] [--environment ENV] [--name NAME] [--database-url URL] [--json]",
 			"create an API key for a tenant, e.g. to recover one locked out of its admin keys", runAdminCreateKey},
+		{"create-user", "--tenant SLUG|ID --email EMAIL [--role owner|admin|editor|billing|viewer] [--name NAME] [--password-stdin] [--database-url URL]",
+			"create a dashboard user who is a member of a tenant, e.g. its first owner", runAdminCreateUser(os.Stdin)},
 		{"gen-secret-key", "[--id ID]", "print a new key for LIMITR_SECRET_KEY (put it first in the list to rotate)", runAdminGenSecretKey},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/limitr/limitr/internal/platform/pgtest"
 	"github.com/limitr/limitr/internal/secrets"
 	"github.com/limitr/limitr/internal/store"
+	"github.com/limitr/limitr/internal/users"
 )
 
 func TestAdminBootstrap(t *testing.T) {
@@ -151,5 +152,70 @@ func TestAdminGenSecretKey(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"admin", "gen-secret-key", "--id", "a.b"}, &out, &errOut); code != exitUsage {
 		t.Fatalf("bad id: exit %d", code)
+	}
+}
+
+// TestAdminCreateUser: the first owner of a tenant, by slug or id, with a password from
+// stdin or a generated one printed once; both log in.
+func TestAdminCreateUser(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"admin", "bootstrap", "--tenant", "acme", "--database-url", dbURL, "--json"}, &out, &errOut); code != exitOK {
+		t.Fatalf("bootstrap: exit %d: %s", code, errOut.String())
+	}
+	var boot store.Bootstrapped
+	if err := json.Unmarshal(out.Bytes(), &boot); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	pool, err := pg.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	svc, err := users.NewService(pool, users.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out.Reset()
+	errOut.Reset()
+	createUser := runAdminCreateUser(strings.NewReader("a long passphrase\n"))
+	if code := createUser([]string{"--tenant", "acme", "--email", "Owner@Acme.test", "--password-stdin", "--database-url", dbURL}, &out, &errOut); code != exitOK {
+		t.Fatalf("create-user: exit %d: %s", code, errOut.String())
+	}
+	if strings.Contains(out.String(), "password") {
+		t.Fatalf("a password from stdin is printed: %s", out.String())
+	}
+	s, _, err := svc.Login(ctx, users.LoginInput{Email: "owner@acme.test", Password: "a long passphrase"})
+	if err != nil || s.Role != users.RoleOwner || s.TenantID != boot.Tenant.ID {
+		t.Fatalf("login: %+v %v", s, err)
+	}
+
+	out.Reset()
+	createUser = runAdminCreateUser(strings.NewReader(""))
+	if code := createUser([]string{"--tenant", boot.Tenant.ID.String(), "--email", "viewer@acme.test", "--role", "viewer", "--database-url", dbURL}, &out, &errOut); code != exitOK {
+		t.Fatalf("create-user by id: exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if s, _, err := svc.Login(ctx, users.LoginInput{Email: "viewer@acme.test", Password: lines[len(lines)-1]}); err != nil || s.Role != users.RoleViewer {
+		t.Fatalf("login with the generated password: %v\n%s", err, out.String())
+	}
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--tenant", "acme", "--email", "OWNER@acme.test"}, exitFail, "already exists"},
+		{[]string{"--tenant", "nope", "--email", "x@acme.test"}, exitFail, `no tenant "nope"`},
+		{[]string{"--tenant", "acme", "--email", "x@acme.test", "--role", "root"}, exitFail, "--role: must be one of"},
+		{[]string{"--tenant", "acme"}, exitUsage, "required"},
+	} {
+		errOut.Reset()
+		args := append(tc.args, "--database-url", dbURL)
+		if code := runAdminCreateUser(strings.NewReader(""))(args, &out, &errOut); code != tc.code || !strings.Contains(errOut.String(), tc.msg) {
+			t.Errorf("%v: exit %d, %s; want %d and %q", tc.args, code, errOut.String(), tc.code, tc.msg)
+		}
 	}
 }

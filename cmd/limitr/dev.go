@@ -22,6 +22,8 @@ import (
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/secrets"
+	"github.com/limitr/limitr/internal/users"
+	"github.com/limitr/limitr/internal/web"
 	"github.com/limitr/limitr/internal/worker"
 )
 
@@ -92,6 +94,8 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 		MaxBodyBytes:  cfg.MaxBodyBytes,
 		RateLimit:     cfg.RateLimit,
 		RatePer:       cfg.RatePeriod,
+		Dashboard:     web.Config{SecureCookies: cfg.CookieSecure},
+		Sessions:      users.Config{IdleTimeout: cfg.SessionIdleTimeout, Lifetime: cfg.SessionLifetime},
 	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Bus: wake, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
 		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
 		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations})
@@ -142,6 +146,7 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 	logger.Info("limitr dev: API and worker running", "addr", ln.Addr().String(), "redis", rdb != nil,
 		"poll", wcfg.PollInterval.String())
 	fmt.Fprintf(stdout, "limitr dev: listening on %s\n", url)
+	fmt.Fprintf(stdout, "limitr dev: dashboard on %s/login (make its first owner with `limitr admin create-user`)\n", url)
 	if metricsURL != "" {
 		fmt.Fprintf(stdout, "limitr dev: metrics on %s\n", metricsURL)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,8 @@ import (
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/tenancy"
 	"github.com/limitr/limitr/internal/usage"
+	"github.com/limitr/limitr/internal/users"
+	"github.com/limitr/limitr/internal/web"
 	"github.com/limitr/limitr/internal/wire"
 )
 
@@ -63,6 +66,11 @@ type Config struct {
 	AuthFailureLimit int
 	AuthFailurePer   time.Duration
 	AuthFailureBurst int
+	// Dashboard configures the web dashboard served under "/" (internal/web). Its
+	// Logger and PublicURL default to the server's.
+	Dashboard web.Config
+	// Sessions configures dashboard users and sessions (zero: the defaults).
+	Sessions users.Config
 }
 
 func (c *Config) defaults() {
@@ -150,6 +158,10 @@ type Server struct {
 	simulations  *simulate.Service
 	usage        *usage.Service
 	usageMetrics *usage.Metrics
+	users        *users.Service
+
+	// root serves the API's paths from echo and every other path from the dashboard.
+	root http.Handler
 
 	// hub shares bus subscriptions among this replica's push streams (stream.go).
 	hub             *bus.Hub
@@ -239,7 +251,49 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	go s.publishUsageWakeUps()
 
 	s.echo = s.newEcho()
+	if err := s.mountDashboard(cfg, deps, logger); err != nil {
+		cancel()
+		return nil, err
+	}
 	return s, nil
+}
+
+// mountDashboard builds the dashboard over the server's domain services and routes to
+// it every path the API does not own, so the API's routes and errors stay as they are.
+func (s *Server) mountDashboard(cfg Config, deps Deps, logger *slog.Logger) error {
+	var err error
+	if s.users, err = users.NewService(deps.Pool, cfg.Sessions); err != nil {
+		return fmt.Errorf("api: users: %w", err)
+	}
+	dc := cfg.Dashboard
+	if dc.Logger == nil {
+		dc.Logger = logger
+	}
+	if dc.PublicURL == "" {
+		dc.PublicURL = deps.PublicURL
+	}
+	dash, err := web.New(dc, web.Deps{Users: s.users, Tenancy: s.tenancy})
+	if err != nil {
+		return err
+	}
+	api, pages := s.echo, dash.Handler()
+	s.root = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isAPIPath(r.URL.Path) {
+			api.ServeHTTP(w, r)
+			return
+		}
+		pages.ServeHTTP(w, r)
+	})
+	return nil
+}
+
+// isAPIPath reports whether the API (not the dashboard) serves path.
+func isAPIPath(path string) bool {
+	switch path {
+	case "/v1", "/healthz", "/readyz", "/openapi.json":
+		return true
+	}
+	return strings.HasPrefix(path, "/v1/")
 }
 
 // publishUsageWakeUps publishes queued aggregation-worker wake-ups until Close.
@@ -256,8 +310,8 @@ func (s *Server) publishUsageWakeUps() {
 	}
 }
 
-// Handler is the HTTP handler.
-func (s *Server) Handler() http.Handler { return s.echo }
+// Handler is the HTTP handler: the API, and the dashboard on every other path.
+func (s *Server) Handler() http.Handler { return s.root }
 
 // MetricsHandler serves the server's Prometheus metrics. It is not on the API's
 // router: serve it on an internal address (--metrics-addr).

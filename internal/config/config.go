@@ -50,6 +50,12 @@ type API struct {
 	PublicURL string
 	// AllowPrivateAlertDestinations lets alert channels reach private addresses.
 	AllowPrivateAlertDestinations bool
+	// CookieSecure marks the dashboard's cookies Secure on plain-HTTP requests too
+	// (behind a proxy that terminates TLS).
+	CookieSecure bool
+	// SessionIdleTimeout and SessionLifetime end dashboard sessions.
+	SessionIdleTimeout time.Duration
+	SessionLifetime    time.Duration
 }
 
 // stripeAPIBase is shared by the API, the worker and `limitr dev`.
@@ -87,6 +93,9 @@ var APISettings = []Setting{
 	slackAPIURL,
 	publicURL,
 	allowPrivate,
+	{"cookie-secure", "LIMITR_COOKIE_SECURE", "false", "mark the dashboard's cookies Secure (and name them __Host-…) even on plain-HTTP requests: set it behind a proxy that terminates TLS; HTTPS requests get Secure cookies anyway"},
+	{"session-idle-timeout", "LIMITR_SESSION_IDLE_TIMEOUT", "8h", "a dashboard session unused this long ends"},
+	{"session-lifetime", "LIMITR_SESSION_LIFETIME", "168h", "a dashboard session ends this long after login, used or not"},
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
 }
 
@@ -191,7 +200,26 @@ func apiFromValues(v map[string]string) (API, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(strings.ToUpper(v["log-level"]))); err != nil {
 		errs = append(errs, fmt.Errorf("log-level: %q is not debug, info, warn or error", v["log-level"]))
 	}
+	if err := parseDashboard(v, &c); err != nil {
+		errs = append(errs, err)
+	}
 	return c, errors.Join(errs...)
+}
+
+// parseDashboard reads the dashboard's cookie and session settings.
+func parseDashboard(v map[string]string, c *API) error {
+	var errs []error
+	var err error
+	if c.CookieSecure, err = strconv.ParseBool(v["cookie-secure"]); err != nil {
+		errs = append(errs, fmt.Errorf("cookie-secure: %q is not true or false", v["cookie-secure"]))
+	}
+	if c.SessionIdleTimeout, err = time.ParseDuration(v["session-idle-timeout"]); err != nil || c.SessionIdleTimeout < time.Minute {
+		errs = append(errs, fmt.Errorf("session-idle-timeout: %q is not a duration of at least 1m", v["session-idle-timeout"]))
+	}
+	if c.SessionLifetime, err = time.ParseDuration(v["session-lifetime"]); err != nil || c.SessionLifetime < c.SessionIdleTimeout {
+		errs = append(errs, fmt.Errorf("session-lifetime: %q is not a duration at least as long as session-idle-timeout", v["session-lifetime"]))
+	}
+	return errors.Join(errs...)
 }
 
 func parseSecrets(v map[string]string) (*secrets.Keyring, error) {

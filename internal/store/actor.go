@@ -6,10 +6,12 @@ import (
 	"github.com/google/uuid"
 )
 
-// Actor is who makes a change, as the audit log records it: the API key (none for the
-// operator and the CLI) and the request it came in.
+// Actor is who makes a change, as the audit log records it: the API key or dashboard
+// user (neither for the operator and the CLI) and the request it came in.
 type Actor struct {
-	KeyID     *uuid.UUID
+	KeyID *uuid.UUID
+	// UserID is the dashboard user making the change (none for API keys and the CLI).
+	UserID    *uuid.UUID
 	RequestID string
 }
 

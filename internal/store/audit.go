@@ -14,6 +14,7 @@ type AuditEntry struct {
 	TenantID      uuid.UUID       `json:"-"`
 	EnvironmentID *uuid.UUID      `json:"environment_id,omitempty"`
 	ActorKeyID    *uuid.UUID      `json:"actor_key_id,omitempty"`
+	ActorUserID   *uuid.UUID      `json:"actor_user_id,omitempty"`
 	Action        string          `json:"action"`
 	Resource      string          `json:"resource"`
 	ResourceID    string          `json:"resource_id"`
@@ -36,8 +37,8 @@ func rawJSON(v any) ([]byte, error) {
 // RecordAudit writes an audit entry, normally in the same transaction as the change.
 // The actor and request id come from ctx (WithActor) unless e names them.
 func RecordAudit(ctx context.Context, db DBTX, e AuditEntry, before, after any) error {
-	if a := ActorFrom(ctx); e.ActorKeyID == nil && e.RequestID == "" {
-		e.ActorKeyID, e.RequestID = a.KeyID, a.RequestID
+	if a := ActorFrom(ctx); e.ActorKeyID == nil && e.ActorUserID == nil && e.RequestID == "" {
+		e.ActorKeyID, e.ActorUserID, e.RequestID = a.KeyID, a.UserID, a.RequestID
 	}
 	b, err := rawJSON(before)
 	if err != nil {
@@ -47,9 +48,9 @@ func RecordAudit(ctx context.Context, db DBTX, e AuditEntry, before, after any) 
 	if err != nil {
 		return err
 	}
-	_, err = db.Exec(ctx, `insert into audit_log (tenant_id, environment_id, actor_key_id, action, resource, resource_id, before, after, request_id)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		e.TenantID, e.EnvironmentID, e.ActorKeyID, e.Action, e.Resource, e.ResourceID, b, a, e.RequestID)
+	_, err = db.Exec(ctx, `insert into audit_log (tenant_id, environment_id, actor_key_id, actor_user_id, action, resource, resource_id, before, after, request_id)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		e.TenantID, e.EnvironmentID, e.ActorKeyID, e.ActorUserID, e.Action, e.Resource, e.ResourceID, b, a, e.RequestID)
 	return err
 }
 
@@ -58,7 +59,7 @@ func ListAudit(ctx context.Context, db DBTX, tenantID uuid.UUID, before int64, l
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
-	rows, err := db.Query(ctx, `select id, environment_id, actor_key_id, action, resource, resource_id, before, after, request_id, at
+	rows, err := db.Query(ctx, `select id, environment_id, actor_key_id, actor_user_id, action, resource, resource_id, before, after, request_id, at
 		from audit_log where tenant_id = $1 and id < $2 order by id desc limit $3`, tenantID, before, limit)
 	if err != nil {
 		return nil, err
@@ -67,7 +68,7 @@ func ListAudit(ctx context.Context, db DBTX, tenantID uuid.UUID, before int64, l
 	out := []AuditEntry{}
 	for rows.Next() {
 		e := AuditEntry{TenantID: tenantID}
-		if err := rows.Scan(&e.ID, &e.EnvironmentID, &e.ActorKeyID, &e.Action, &e.Resource, &e.ResourceID, &e.Before, &e.After, &e.RequestID, &e.At); err != nil {
+		if err := rows.Scan(&e.ID, &e.EnvironmentID, &e.ActorKeyID, &e.ActorUserID, &e.Action, &e.Resource, &e.ResourceID, &e.Before, &e.After, &e.RequestID, &e.At); err != nil {
 			return nil, err
 		}
 		out = append(out, e)
