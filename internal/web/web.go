@@ -17,7 +17,15 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/limitr/limitr/internal/alerts"
+	"github.com/limitr/limitr/internal/analytics"
+	"github.com/limitr/limitr/internal/analytics/simulate"
+	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/billing/stripesync"
+	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/httpx/requestlog"
+	"github.com/limitr/limitr/internal/policies/pgstore"
+	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/tenancy"
 	"github.com/limitr/limitr/internal/users"
 )
@@ -34,10 +42,18 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
-// Deps are the domain services the pages call.
+// Deps are the domain services the pages call: the REST API's own, so a page and an
+// endpoint share validation, audit and the change feed.
 type Deps struct {
-	Users   *users.Service
-	Tenancy *tenancy.Service
+	Users       *users.Service
+	Tenancy     *tenancy.Service
+	Policies    *pgstore.Service
+	Customers   *customers.Service
+	Billing     *billing.Service
+	Stripe      *stripesync.Service
+	Alerts      *alerts.Service
+	Analytics   *analytics.Service
+	Simulations *simulate.Service
 }
 
 // Server serves the dashboard.
@@ -116,6 +132,31 @@ func (s *Server) routes(e *echo.Echo) {
 	e.POST("/settings/users/:id/role", s.changeRole, in(users.PermManageUsers)...)
 	e.POST("/settings/users/:id/remove", s.removeMember, in(users.PermManageUsers)...)
 	e.POST("/settings/invites/:id/revoke", s.revokeInvite, in(users.PermManageUsers)...)
+	s.policyRoutes(e, in)
+	s.customerRoutes(e, in)
+	s.invoiceRoutes(e, in)
+	s.alertRoutes(e, in)
+	s.settingsRoutes(e, in)
+}
+
+// permitted builds a route's middleware for a permission.
+type permitted func(users.Permission) []echo.MiddlewareFunc
+
+// environment is the environment the session's pages show: its choice, else the
+// tenant's first.
+func (s *Server) environment(c echo.Context) (store.Environment, error) {
+	sess := sessionOf(c)
+	envs, err := s.deps.Tenancy.ListEnvironments(c.Request().Context(), sess.TenantID)
+	if err != nil {
+		return store.Environment{}, err
+	}
+	name := currentEnvironment(sess, envs)
+	for _, e := range envs {
+		if e.Name == name {
+			return e, nil
+		}
+	}
+	return store.Environment{}, echo.NewHTTPError(http.StatusNotFound, "This tenant has no environment.")
 }
 
 // errorHandler answers errors with an HTML page; 5xx are logged, not shown.
