@@ -81,6 +81,11 @@ func (s *Service) Margins(ctx context.Context, env store.Environment, q MarginsQ
 		return Margins{}, fmt.Errorf("analytics: margins: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read only
+	// Ranking joins two rows of every customer: enough memory to hash 100k of them in
+	// one batch.
+	if _, err := tx.Exec(ctx, `set local work_mem = '64MB'`); err != nil {
+		return Margins{}, fmt.Errorf("analytics: margins: %w", err)
+	}
 	table := "analytics_group_daily"
 	if q.Interval == Hour {
 		table = "analytics_group_hourly"

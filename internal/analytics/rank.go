@@ -3,6 +3,7 @@ package analytics
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,29 +19,37 @@ import (
 // exactly. Float ranking can only misorder customers whose figures agree to 15
 // significant digits; every figure shown is exact.
 
-// edgeColumns are what an edge reads: for ranking, or exact.
+// edgeColumns are what an edge reads, for ranking or exact: the running-total row's
+// columns (day), the same summed from hourly rollups (hourly), and how the two add up
+// (sum, with %[1]s the row and %[2]s the hours).
 type edgeColumns struct {
-	day, hourly, sums string
+	day, hourly, sum string
 }
 
 var (
 	rankCols = edgeColumns{
-		day:    `calls, rank_revenue as rev, rank_cost as cost`,
-		hourly: `calls, (usage_revenue - grant_revenue + fee_revenue + topup_revenue)::float8, cost::float8`,
-		sums:   `sum(calls) as calls, sum(rev) as rev, sum(cost) as cost`,
+		day: `calls, rank_revenue as rev, rank_cost as cost`,
+		hourly: `sum(calls) as calls, sum(usage_revenue - grant_revenue + fee_revenue + topup_revenue)::float8 as rev,
+			sum(cost)::float8 as cost`,
+		sum: `coalesce(%[1]s.calls, 0) + coalesce(%[2]s.calls, 0) as calls, coalesce(%[1]s.rev, 0) + coalesce(%[2]s.rev, 0) as rev,
+			coalesce(%[1]s.cost, 0) + coalesce(%[2]s.cost, 0) as cost`,
 	}
 	exactCols = edgeColumns{
-		day:    `calls, cost, usage_revenue as ur, grant_revenue as gr, fee_revenue as fr, topup_revenue as tr`,
-		hourly: `calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue`,
-		sums:   `sum(calls) as calls, sum(cost) as cost, sum(ur) as ur, sum(gr) as gr, sum(fr) as fr, sum(tr) as tr`,
+		day: `calls, cost, usage_revenue as ur, grant_revenue as gr, fee_revenue as fr, topup_revenue as tr`,
+		hourly: `sum(calls) as calls, sum(cost) as cost, sum(usage_revenue) as ur, sum(grant_revenue) as gr,
+			sum(fee_revenue) as fr, sum(topup_revenue) as tr`,
+		sum: `coalesce(%[1]s.calls, 0) + coalesce(%[2]s.calls, 0) as calls, coalesce(%[1]s.cost, 0) + coalesce(%[2]s.cost, 0) as cost,
+			coalesce(%[1]s.ur, 0) + coalesce(%[2]s.ur, 0) as ur, coalesce(%[1]s.gr, 0) + coalesce(%[2]s.gr, 0) as gr,
+			coalesce(%[1]s.fr, 0) + coalesce(%[2]s.fr, 0) as fr, coalesce(%[1]s.tr, 0) + coalesce(%[2]s.tr, 0) as tr`,
 	}
 )
 
 // edge is the SQL of the customers' running totals at t, with its arguments numbered
 // from n; filter, if set, narrows the customers. Rows hold totals through the end of a
-// day (through now for today); an edge inside a day adds that day's hours before it.
+// day (through now for today); an edge inside a day adds that day's hours before it,
+// which only the customers active in them have: they are summed apart and joined.
 func edge(cols edgeColumns, t, now time.Time, n int, filter string) (string, []any) {
-	row := fmt.Sprintf(`select customer_uid, customer_id, %s from analytics_customer_days
+	row := fmt.Sprintf(`select customer_uid, %s from analytics_customer_days
 		where environment_id = $1 and day = $%d%s`, cols.day, n, filter)
 	if t.After(now) {
 		return row, []any{day(now)} // today's row holds the totals through now
@@ -48,11 +57,11 @@ func edge(cols edgeColumns, t, now time.Time, n int, filter string) (string, []a
 	if day(t).Equal(t) {
 		return row, []any{day(t).AddDate(0, 0, -1)}
 	}
-	return fmt.Sprintf(`select customer_uid, max(customer_id) as customer_id, %s
-		from (%s union all
-		      select customer_uid, customer_id, %s from analytics_hourly
-		      where environment_id = $1 and bucket >= $%d and bucket < $%d%s) x
-		group by customer_uid`, cols.sums, row, cols.hourly, n+1, n+2, filter), []any{day(t).AddDate(0, 0, -1), day(t), t}
+	return fmt.Sprintf(`select coalesce(d.customer_uid, h.customer_uid) as customer_uid, %s
+		from (%s) d full join (select customer_uid, %s from analytics_hourly
+		      where environment_id = $1 and bucket >= $%d and bucket < $%d%s group by customer_uid) h
+		  on h.customer_uid = d.customer_uid`, fmt.Sprintf(cols.sum, "d", "h"), row, cols.hourly, n+1, n+2, filter),
+		[]any{day(t).AddDate(0, 0, -1), day(t), t}
 }
 
 // rankCustomers ranks the customers with any change in the window and reads the
@@ -60,12 +69,21 @@ func edge(cols edgeColumns, t, now time.Time, n int, filter string) (string, []a
 func rankCustomers(ctx context.Context, tx pgx.Tx, env store.Environment, q MarginsQuery, offset int, now time.Time) ([]sumsRow, error) {
 	endSQL, endArgs := edge(rankCols, q.To, now, 4, "")
 	startSQL, startArgs := edge(rankCols, q.From, now, 4+len(endArgs), "")
+	// The ranking reads the covering index alone; ties (and sorting by key) fall back
+	// on the customer's uid, not its id, which is not in the index.
+	order := rankKey(q.Sort)
 	sql := `with e as (` + endSQL + `), s as (` + startSQL + `),
-		w as (select e.customer_uid, e.customer_id as key, e.calls - coalesce(s.calls, 0) as calls,
+		w as (select e.customer_uid, e.calls - coalesce(s.calls, 0) as calls,
 		             e.rev - coalesce(s.rev, 0) as rev, e.cost - coalesce(s.cost, 0) as cost
 		      from e left join s on s.customer_uid = e.customer_uid)
 		select customer_uid from w where calls <> 0 or rev <> 0 or cost <> 0
-		order by ` + rankKey(q.Sort) + ` offset $2 limit $3`
+		order by ` + order + ` offset $2 limit $3`
+	if strings.TrimPrefix(q.Sort, "-") == "key" {
+		sql = strings.Replace(sql, "w as (select e.customer_uid,", "w as (select e.customer_uid, (select customer_id from analytics_customer_days x where x.environment_id = $1 and x.customer_uid = e.customer_uid limit 1) as key,", 1)
+	} else {
+		order = strings.ReplaceAll(order, "key ", "customer_uid ")
+		sql = strings.Replace(sql, rankKey(q.Sort), order, 1)
+	}
 	args := append([]any{env.ID, offset, q.Limit + 1}, endArgs...)
 	rows, err := tx.Query(ctx, sql, append(args, startArgs...)...)
 	if err != nil {
@@ -78,7 +96,8 @@ func rankCustomers(ctx context.Context, tx pgx.Tx, env store.Environment, q Marg
 	endSQL, endArgs = edge(exactCols, q.To, now, 3, " and customer_uid = any($2)")
 	startSQL, startArgs = edge(exactCols, q.From, now, 3+len(endArgs), " and customer_uid = any($2)")
 	sql = `with e as (` + endSQL + `), s as (` + startSQL + `)
-		select e.customer_uid, e.customer_id, e.calls - coalesce(s.calls, 0), (e.cost - coalesce(s.cost, 0))::text,
+		select e.customer_uid, (select customer_id from analytics_customer_days x where x.environment_id = $1 and x.customer_uid = e.customer_uid limit 1),
+		       e.calls - coalesce(s.calls, 0), (e.cost - coalesce(s.cost, 0))::text,
 		       (e.ur - coalesce(s.ur, 0))::text, (e.gr - coalesce(s.gr, 0))::text, (e.fr - coalesce(s.fr, 0))::text, (e.tr - coalesce(s.tr, 0))::text
 		from e left join s on s.customer_uid = e.customer_uid`
 	args = append([]any{env.ID, uids}, endArgs...)
