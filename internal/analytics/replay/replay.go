@@ -37,7 +37,9 @@ type Policy struct {
 }
 
 // Window is the replayed time range. A customer's billing periods that end inside it,
-// From exclusive and To inclusive, are replayed: each is one invoice.
+// From exclusive and To inclusive, are replayed: each is one invoice. A window that
+// reaches the present (To at or after Input.Now) also replays each customer's period
+// in progress, rated as it stands, as its upcoming invoice is.
 type Window struct {
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
@@ -51,6 +53,9 @@ type Input struct {
 	Current   Policy
 	Candidate Policy
 	Window    Window
+	// Now is the present: a window reaching it replays the periods in progress too
+	// (zero: only periods that ended).
+	Now time.Time
 	// Customers are rated in their order; the report lists them by id.
 	Customers []billing.ReplayCustomer
 }
@@ -130,8 +135,9 @@ func (v versions) Number(int) (billing.Version, error) {
 	return billing.Version{Number: v.Version, Policy: v.Policy}, nil
 }
 
-// periods lists the customer's billing periods that end inside the window.
-func periods(sub billing.Subject, p *policies.Policy, w Window) []billing.Period {
+// periods lists the customer's billing periods that end inside the window, and the
+// one in progress at now when the window reaches it.
+func periods(sub billing.Subject, p *policies.Policy, w Window, now time.Time) []billing.Period {
 	loc := sub.Location
 	if loc == nil {
 		loc = p.Location
@@ -149,6 +155,9 @@ func periods(sub billing.Subject, p *policies.Policy, w Window) []billing.Period
 		}
 		per = next
 	}
+	if !now.IsZero() && !w.To.Before(now) && !per.Start.After(now) && per.End.After(now) && per.End.After(w.From) {
+		out = append(out, per)
+	}
 	return out
 }
 
@@ -160,7 +169,7 @@ func (b *builder) rate(pol Policy, sub billing.Subject, per billing.Period, mete
 
 // customer replays every period of one customer; nil when none ends in the window.
 func (b *builder) customer(c *billing.ReplayCustomer) (*CustomerReport, error) {
-	pers := periods(c.Subject, b.in.Current.Policy, b.in.Window)
+	pers := periods(c.Subject, b.in.Current.Policy, b.in.Window, b.in.Now)
 	if len(pers) == 0 {
 		return nil, nil
 	}

@@ -172,16 +172,26 @@ func TestPeriodsEndingInTheWindow(t *testing.T) {
 	p := load(t, currentSource(t))
 	mid := at("2026-01-15T00:00:00Z")
 	sub := billing.Subject{ID: "x", ResolvedPlan: "basic", Anchor: mid, CreatedAt: mid}
-	got := periods(sub, p, february)
+	got := periods(sub, p, february, time.Time{})
 	if len(got) != 1 || !got[0].Start.Equal(mid) || !got[0].End.Equal(at("2026-02-15T00:00:00Z")) {
 		t.Fatalf("anchored on the 15th, February holds the period ending 02-15: %+v", got)
 	}
-	if got := periods(sub, p, Window{From: at("2026-03-01T00:00:00Z"), To: at("2026-03-15T00:00:00Z")}); len(got) != 1 {
+	if got := periods(sub, p, Window{From: at("2026-03-01T00:00:00Z"), To: at("2026-03-15T00:00:00Z")}, time.Time{}); len(got) != 1 {
 		t.Fatalf("a period ending exactly at To is in: %+v", got)
 	}
 	late := billing.Subject{ID: "y", ResolvedPlan: "basic", Anchor: at("2026-03-02T00:00:00Z"), CreatedAt: at("2026-03-02T00:00:00Z")}
-	if got := periods(late, p, february); len(got) != 0 {
+	if got := periods(late, p, february, time.Time{}); len(got) != 0 {
 		t.Fatalf("a customer created after the window has no period in it: %+v", got)
+	}
+	// A window reaching the present also holds the period in progress; one ending
+	// before it does not.
+	now := at("2026-03-20T10:00:00Z")
+	got = periods(sub, p, Window{From: at("2026-02-20T00:00:00Z"), To: now}, now)
+	if len(got) != 2 || !got[1].Start.Equal(at("2026-03-15T00:00:00Z")) || !got[1].End.Equal(at("2026-04-15T00:00:00Z")) {
+		t.Fatalf("the period in progress: %+v", got)
+	}
+	if got := periods(sub, p, Window{From: at("2026-02-20T00:00:00Z"), To: at("2026-03-19T00:00:00Z")}, now); len(got) != 1 {
+		t.Fatalf("a window ending before now: %+v", got)
 	}
 }
 
