@@ -158,4 +158,11 @@ say
 LIMITR_BASE_URL="$base" LIMITR_ADMIN_KEY="$admin_key" LIMITR_SDK_KEY="$sdk_key" LIMITR_ENVIRONMENT=production \
   "$GO" run ./examples/alerts || die "examples/alerts failed"
 say
+say "== Analytics: margins as invoiced, and a price change tried on this month's usage =="
+say
+say "10. The analytics client: go run ./examples/analytics"
+say
+LIMITR_BASE_URL="$base" LIMITR_ADMIN_KEY="$admin_key" LIMITR_ENVIRONMENT=production \
+  "$GO" run ./examples/analytics || die "examples/analytics failed"
+say
 say "demo: done; stopping limitr dev and dropping $db"
