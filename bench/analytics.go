@@ -19,10 +19,7 @@ import (
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/platform/pg"
-	"github.com/limitr/limitr/internal/policies/doctree"
-	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
-	"github.com/limitr/limitr/internal/tenancy"
 )
 
 // MarginsOptions shape one margins run.
@@ -89,18 +86,9 @@ func Margins(ctx context.Context, adminURL string, opt MarginsOptions) (MarginsR
 		return res, err
 	}
 	defer pool.Close()
-	boot, err := tenancy.NewService(pool).CreateTenant(ctx, tenancy.CreateTenantInput{Slug: "bench-" + randHex(6)})
+	env, pols, err := stagingWithPolicy(ctx, pool)
 	if err != nil {
 		return res, err
-	}
-	env := boot.Environments[0]
-	pols := pgstore.NewService(pool, nil)
-	created, err := pols.Create(ctx, boot.Tenant.ID, pgstore.CreateInput{Format: doctree.FormatYAML, Source: []byte(BillingPolicy)})
-	if err != nil {
-		return res, fmt.Errorf("margins: create policy: %w", err)
-	}
-	if _, err := pols.Publish(ctx, env, pgstore.PublishInput{Version: &created.Version.Number}); err != nil {
-		return res, fmt.Errorf("margins: publish policy: %w", err)
 	}
 	now := time.Now().UTC()
 	start := time.Now()

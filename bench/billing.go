@@ -233,26 +233,9 @@ func CloseBilling(ctx context.Context, adminURL string, opt BillingOptions) (Bil
 	}
 	defer pool.Close()
 
-	boot, err := tenancy.NewService(pool).CreateTenant(ctx, tenancy.CreateTenantInput{Slug: "bench-" + randHex(6)})
+	env, pols, err := stagingWithPolicy(ctx, pool)
 	if err != nil {
 		return res, err
-	}
-	var env store.Environment
-	for _, e := range boot.Environments {
-		if e.Name == "staging" {
-			env = e
-		}
-	}
-	if env.ID == uuid.Nil || env.Live {
-		return res, fmt.Errorf("billing: no non-live staging environment in %+v", boot.Environments)
-	}
-	pols := pgstore.NewService(pool, nil)
-	created, err := pols.Create(ctx, boot.Tenant.ID, pgstore.CreateInput{Format: doctree.FormatYAML, Source: []byte(BillingPolicy)})
-	if err != nil {
-		return res, fmt.Errorf("billing: create policy: %w", err)
-	}
-	if _, err := pols.Publish(ctx, env, pgstore.PublishInput{Version: &created.Version.Number}); err != nil {
-		return res, fmt.Errorf("billing: publish policy: %w", err)
 	}
 	svc := billing.NewService(pool, pols, customers.NewService(pool, pols, nil))
 	clock, err := svc.CreateTestClock(ctx, env, billing.TestClockInput{FrozenTime: billingClock.Format(time.RFC3339), Name: "bench"})
@@ -491,4 +474,31 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// stagingWithPolicy creates a tenant and publishes BillingPolicy to its staging
+// environment (not live: test clocks are allowed there).
+func stagingWithPolicy(ctx context.Context, pool *pgxpool.Pool) (store.Environment, *pgstore.Service, error) {
+	boot, err := tenancy.NewService(pool).CreateTenant(ctx, tenancy.CreateTenantInput{Slug: "bench-" + randHex(6)})
+	if err != nil {
+		return store.Environment{}, nil, err
+	}
+	var env store.Environment
+	for _, e := range boot.Environments {
+		if e.Name == "staging" {
+			env = e
+		}
+	}
+	if env.ID == uuid.Nil || env.Live {
+		return env, nil, fmt.Errorf("bench: no non-live staging environment in %+v", boot.Environments)
+	}
+	pols := pgstore.NewService(pool, nil)
+	created, err := pols.Create(ctx, env.TenantID, pgstore.CreateInput{Format: doctree.FormatYAML, Source: []byte(BillingPolicy)})
+	if err != nil {
+		return env, nil, fmt.Errorf("bench: create policy: %w", err)
+	}
+	if _, err := pols.Publish(ctx, env, pgstore.PublishInput{Version: &created.Version.Number}); err != nil {
+		return env, nil, fmt.Errorf("bench: publish policy: %w", err)
+	}
+	return env, pols, nil
 }

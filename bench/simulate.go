@@ -29,7 +29,6 @@ import (
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
-	"github.com/limitr/limitr/internal/tenancy"
 )
 
 // SimulationResult is one run.
@@ -131,23 +130,9 @@ func ReplaySimulation(ctx context.Context, adminURL string, n int) (SimulationRe
 // simulationTenant creates the tenant, publishes BillingPolicy to staging and saves
 // the candidate version.
 func simulationTenant(ctx context.Context, pool *pgxpool.Pool) (store.Environment, *pgstore.Service, int, error) {
-	boot, err := tenancy.NewService(pool).CreateTenant(ctx, tenancy.CreateTenantInput{Slug: "bench-" + randHex(6)})
+	env, pols, err := stagingWithPolicy(ctx, pool)
 	if err != nil {
-		return store.Environment{}, nil, 0, err
-	}
-	var env store.Environment
-	for _, e := range boot.Environments {
-		if e.Name == "staging" {
-			env = e
-		}
-	}
-	pols := pgstore.NewService(pool, nil)
-	cur, err := pols.Create(ctx, env.TenantID, pgstore.CreateInput{Format: doctree.FormatYAML, Source: []byte(BillingPolicy)})
-	if err != nil {
-		return env, nil, 0, fmt.Errorf("simulation: create policy: %w", err)
-	}
-	if _, err := pols.Publish(ctx, env, pgstore.PublishInput{Version: &cur.Version.Number}); err != nil {
-		return env, nil, 0, fmt.Errorf("simulation: publish policy: %w", err)
+		return env, nil, 0, err
 	}
 	src := strings.NewReplacer("token: { price: { amount: 0.00002 } }", "token: { price: { amount: 0.00003 } }",
 		"- { up_to: 1000, price: { amount: 0.03 } }", "- { up_to: 1000, price: { amount: 0.025 } }").Replace(BillingPolicy)

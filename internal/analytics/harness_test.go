@@ -7,16 +7,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/aggregate"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/platform/pgtest"
-	"github.com/limitr/limitr/internal/policies"
-	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
+	"github.com/limitr/limitr/internal/policies/pgstore/pgstoretest"
 	"github.com/limitr/limitr/internal/store"
 )
 
@@ -76,24 +74,7 @@ func (h *harness) exec(sql string, args ...any) {
 
 func (h *harness) publish(src string) {
 	h.t.Helper()
-	p, err := policies.Load([]byte(src), doctree.FormatYAML)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	canon, err := policies.Encode(p.Doc, doctree.FormatJSON)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	v, err := pgstore.CreateVersion(h.ctx, h.pool, h.env.TenantID, "yaml", []byte(src), canon, p.Hash, nil)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := pgx.BeginFunc(h.ctx, h.pool, func(tx pgx.Tx) error {
-		_, err := pgstore.Publish(h.ctx, tx, h.env.TenantID, h.env.ID, v, pgstore.ActionPublish, nil)
-		return err
-	}); err != nil {
-		h.t.Fatal(err)
-	}
+	pgstoretest.Publish(h.t, h.pool, h.env.TenantID, h.env.ID, src)
 }
 
 // customer creates a customer on the test clock, on plan ("" for the default).
