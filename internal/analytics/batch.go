@@ -71,11 +71,12 @@ type feeRow struct {
 
 // batch collects one booking's changes and the new booked figures.
 type batch struct {
-	env     store.Environment
-	now     time.Time
-	changes []change
-	meters  []meterRow
-	fees    []feeRow
+	env        store.Environment
+	now        time.Time
+	aggregated []time.Time
+	changes    []change
+	meters     []meterRow
+	fees       []feeRow
 }
 
 func newBatch(env store.Environment, now time.Time) *batch {
@@ -107,6 +108,9 @@ func (b *batch) customer(val *billing.Valuation, cv billing.CustomerValue, meter
 		d.grantRevenue = calc.Sub(calc.Sub(mv.Gross, mv.Net), calc.Sub(p.gross, p.net))
 		if calc.Err != nil {
 			continue // out of range: figures this large are refused by rating first
+		}
+		if !d.units.IsZero() || d.calls != 0 {
+			b.aggregated = append(b.aggregated, m.updatedAt)
 		}
 		if !d.isZero() { // a new version that prices it the same changes only the label
 			b.changes = append(b.changes, change{subject: who, hour: b.when(cv, m, mv, seen, d.units.IsZero() && d.calls == 0), entitlement: mv.Entitlement, version: mv.Version, amounts: d})

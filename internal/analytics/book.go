@@ -41,6 +41,9 @@ type Booked struct {
 	// Customers were valued; Meters and Fees are the booked figures rewritten;
 	// Changes the changes added to the rollups.
 	Customers, Meters, Fees, Changes int
+	// Aggregated are when the meters whose usage changed were aggregated (their
+	// updated_at): the booking lag is measured from them.
+	Aggregated []time.Time
 }
 
 // Book books the changes of the customers uids of env: what their meters and plan
@@ -62,11 +65,15 @@ func (s *Service) Book(ctx context.Context, env store.Environment, uids []uuid.U
 		if err != nil {
 			return err
 		}
-		meters, err := loadCommitted(ctx, tx, uids, s.now())
+		arr := make([][16]byte, len(uids))
+		for i, u := range uids {
+			arr[i] = u
+		}
+		meters, err := loadCommitted(ctx, tx, arr, s.now())
 		if err != nil {
 			return err
 		}
-		prior, err := loadBooked(ctx, tx, uids)
+		prior, err := loadBooked(ctx, tx, arr)
 		if err != nil {
 			return err
 		}
@@ -80,7 +87,7 @@ func (s *Service) Book(ctx context.Context, env store.Environment, uids []uuid.U
 		if err != nil {
 			return err
 		}
-		fees, err := loadFees(ctx, tx, uids)
+		fees, err := loadFees(ctx, tx, arr)
 		if err != nil {
 			return err
 		}
@@ -88,7 +95,7 @@ func (s *Service) Book(ctx context.Context, env store.Environment, uids []uuid.U
 		for _, cv := range values {
 			b.customer(val, cv, meters[cv.Customer.UID], prior, fees)
 		}
-		out = Booked{Customers: len(values), Meters: len(b.meters), Fees: len(b.fees), Changes: len(b.changes)}
+		out = Booked{Customers: len(values), Meters: len(b.meters), Fees: len(b.fees), Changes: len(b.changes), Aggregated: b.aggregated}
 		return b.write(ctx, tx)
 	})
 	if err != nil {
@@ -99,7 +106,7 @@ func (s *Service) Book(ctx context.Context, env store.Environment, uids []uuid.U
 
 // loadCommitted reads the customers' committed meter periods of the last 400 days
 // (the longest reset and a month) and their levels, which never reset.
-func loadCommitted(ctx context.Context, tx pgx.Tx, uids []uuid.UUID, now time.Time) (map[uuid.UUID][]committed, error) {
+func loadCommitted(ctx context.Context, tx pgx.Tx, uids [][16]byte, now time.Time) (map[uuid.UUID][]committed, error) {
 	rows, err := tx.Query(ctx, `select customer_uid, entitlement, period_start, units::text, grant_covered::text, overhead::text, calls, updated_at
 		from meter_aggregates where customer_uid = any($1) and period_start > $2
 		order by customer_uid, entitlement, period_start`, uids, now.AddDate(0, 0, -400))
@@ -130,7 +137,7 @@ func loadCommitted(ctx context.Context, tx pgx.Tx, uids []uuid.UUID, now time.Ti
 	return out, nil
 }
 
-func loadBooked(ctx context.Context, tx pgx.Tx, uids []uuid.UUID) (map[meterKey]booked, error) {
+func loadBooked(ctx context.Context, tx pgx.Tx, uids [][16]byte) (map[meterKey]booked, error) {
 	rows, err := tx.Query(ctx, `select customer_uid, entitlement, period_start, bill_start, bill_end, units::text, grant_covered::text,
 			calls, gross::text, net::text, cost::text, version
 		from analytics_meters where customer_uid = any($1)`, uids)
@@ -168,7 +175,7 @@ type feeKey struct {
 	billStart int64
 }
 
-func loadFees(ctx context.Context, tx pgx.Tx, uids []uuid.UUID) (map[feeKey]num.Dec, error) {
+func loadFees(ctx context.Context, tx pgx.Tx, uids [][16]byte) (map[feeKey]num.Dec, error) {
 	rows, err := tx.Query(ctx, `select customer_uid, bill_start, amount::text from analytics_fees where customer_uid = any($1)`, uids)
 	if err != nil {
 		return nil, fmt.Errorf("analytics: booked fees: %w", err)

@@ -18,7 +18,8 @@ import (
 
 // BookerConfig tunes a Booker; zero values take the defaults.
 type BookerConfig struct {
-	// Interval is how often the customers aggregation touched are booked (default 1s).
+	// Interval is how often the customers aggregation touched are booked (default
+	// 250ms): margins trail the aggregates by about this much plus the booking.
 	Interval time.Duration
 	// SweepInterval is how often every environment is swept for what the touched
 	// customers do not cover: reprices after a publish or an override, levels and
@@ -31,11 +32,13 @@ type BookerConfig struct {
 	// batch and the next sweep books them (default 100,000).
 	MaxPending int
 	Logger     *slog.Logger
+	// Metrics, when set, count bookings and their lag.
+	Metrics *Metrics
 }
 
 func (c *BookerConfig) defaults() {
 	if c.Interval <= 0 {
-		c.Interval = time.Second
+		c.Interval = 250 * time.Millisecond
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 5 * time.Minute
@@ -159,8 +162,16 @@ func (b *Booker) Flush(ctx context.Context) error {
 func (b *Booker) book(ctx context.Context, env store.Environment, uids []uuid.UUID) error {
 	slices.SortFunc(uids, func(x, y uuid.UUID) int { return slices.Compare(x[:], y[:]) })
 	for chunk := range slices.Chunk(uids, b.cfg.ChunkSize) {
-		if _, err := b.svc.Book(ctx, env, chunk); err != nil {
+		booked, err := b.svc.Book(ctx, env, chunk)
+		if err != nil {
 			return err
+		}
+		if m := b.cfg.Metrics; m != nil {
+			now := time.Now()
+			m.Changes.Add(float64(booked.Changes))
+			for _, at := range booked.Aggregated {
+				m.Lag.Observe(max(now.Sub(at), 0).Seconds())
+			}
 		}
 	}
 	return nil

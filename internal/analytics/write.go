@@ -26,13 +26,13 @@ func (b *batch) writeMeters(ctx context.Context, tx pgx.Tx) error {
 		return nil
 	}
 	n := len(b.meters)
-	uids, ents := make([]uuid.UUID, n), make([]string, n)
+	uids, ents := make([][16]byte, n), make([]string, n)
 	starts, billStarts, billEnds := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
 	levels := make([]bool, n)
 	units, gcs, gross, net, cost := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	calls, versions := make([]int64, n), make([]int32, n)
 	for i, m := range b.meters {
-		uids[i], ents[i], starts[i], billStarts[i], billEnds[i], levels[i] = m.uid, m.entitlement, m.periodStart, m.bill.Start, m.bill.End, m.level
+		uids[i], ents[i], starts[i], billStarts[i], billEnds[i], levels[i] = [16]byte(m.uid), m.entitlement, m.periodStart, m.bill.Start, m.bill.End, m.level
 		units[i], gcs[i], gross[i], net[i], cost[i] = m.units.String(), m.gc.String(), m.gross.String(), m.net.String(), m.cost.String()
 		calls[i], versions[i] = m.calls, int32(m.version)
 	}
@@ -57,9 +57,9 @@ func (b *batch) writeFees(ctx context.Context, tx pgx.Tx) error {
 		return nil
 	}
 	n := len(b.fees)
-	uids, starts, ends, amounts := make([]uuid.UUID, n), make([]time.Time, n), make([]time.Time, n), make([]string, n)
+	uids, starts, ends, amounts := make([][16]byte, n), make([]time.Time, n), make([]time.Time, n), make([]string, n)
 	for i, f := range b.fees {
-		uids[i], starts[i], ends[i], amounts[i] = f.uid, f.bill.Start, f.bill.End, f.amount.String()
+		uids[i], starts[i], ends[i], amounts[i] = [16]byte(f.uid), f.bill.Start, f.bill.End, f.amount.String()
 	}
 	_, err := tx.Exec(ctx, `insert into analytics_fees (customer_uid, bill_start, environment_id, bill_end, amount)
 		select u.uid, u.bs, $1, u.be, u.amount from unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::numeric[]) as u(uid, bs, be, amount)
@@ -136,13 +136,13 @@ func writeCustomerRollup(ctx context.Context, tx pgx.Tx, table string, env, tena
 		order = append(order, k)
 	}
 	var at []time.Time
-	var uids []uuid.UUID
+	var uids [][16]byte
 	var ents, cids, plans, types []string
 	var versions []int32
 	var cols columns
 	for _, k := range order {
 		s := sum[k]
-		at, uids, ents, versions = append(at, k.at), append(uids, k.uid), append(ents, k.ent), append(versions, int32(k.version))
+		at, uids, ents, versions = append(at, k.at), append(uids, [16]byte(k.uid)), append(ents, k.ent), append(versions, int32(k.version))
 		cids, plans, types = append(cids, s.customerID), append(plans, s.plan), append(types, s.custTy)
 		cols.add(s.amounts)
 	}
@@ -223,13 +223,13 @@ func writeRunningTotals(ctx context.Context, tx pgx.Tx, env uuid.UUID, changes [
 		sum[k] = &c
 		order = append(order, k)
 	}
-	var uids []uuid.UUID
+	var uids [][16]byte
 	var days []time.Time
 	var cids, plans, types []string
 	var cols columns
 	for _, k := range order {
 		s := sum[k]
-		uids, days = append(uids, k.uid), append(days, k.day)
+		uids, days = append(uids, [16]byte(k.uid)), append(days, k.day)
 		cids, plans, types = append(cids, s.customerID), append(plans, s.plan), append(types, s.custTy)
 		cols.add(s.amounts)
 	}

@@ -20,7 +20,8 @@ func (w *Worker) newOnBatch() func(aggregate.Batch) {
 			Metrics: evaluate.NewMetrics(w.reg)})
 		calls = append(calls, w.eval.OnBatch)
 	}
-	w.booker = analytics.NewService(w.deps.Pool, w.billing).NewBooker(analytics.BookerConfig{SweepInterval: w.cfg.AnalyticsSweepInterval, Logger: w.log})
+	w.booker = analytics.NewService(w.deps.Pool, w.billing).NewBooker(analytics.BookerConfig{SweepInterval: w.cfg.AnalyticsSweepInterval, Logger: w.log,
+		Metrics: analytics.NewMetrics(w.reg)})
 	calls = append(calls, w.booker.OnBatch)
 	return func(b aggregate.Batch) {
 		for _, call := range calls {
