@@ -46,7 +46,7 @@ func (s *Service) compute(ctx context.Context, env store.Environment, baseline *
 		return nil, err
 	}
 	in := replay.Input{Currency: set.Currency, RuneRate: set.Rate(), Current: cur,
-		Candidate: replay.Policy{Version: c.version, Policy: c.policy}, Window: w, Now: time.Now()}
+		Candidate: replay.Policy{Version: c.version, Policy: c.policy}, Window: w, Now: s.now()}
 	// Meter periods that can belong to a billing period ending by the window's end.
 	after := ""
 	for {
