@@ -309,6 +309,8 @@ var WorkerSettings = []Setting{
 	{"retention-unattributed", "LIMITR_RETENTION_UNATTRIBUTED", "90d", "how long unattributed usage records are kept; 0 keeps them forever"},
 	{"retention-usage", "LIMITR_RETENTION_USAGE", "90d", "how long raw usage (daily partitions of deltas and audit events) is kept once aggregated; 0 keeps it forever"},
 	{"retention-sdk-events", "LIMITR_RETENTION_SDK_EVENTS", "90d", "how long engine events forwarded by SDKs for alerts (and their batch keys) are kept; 0 keeps them forever"},
+	{"retention-analytics-hourly", "LIMITR_RETENTION_ANALYTICS_HOURLY", "90d", "how long hourly analytics rollups are kept (margins by hour, windows edged inside a day); 0 keeps them forever"},
+	{"retention-analytics-daily", "LIMITR_RETENTION_ANALYTICS_DAILY", "0", "how long daily analytics rollups and running totals are kept (margins of older windows cannot be answered); 0 keeps them forever"},
 }
 
 // LoadWorker parses and validates the worker's configuration.
@@ -349,7 +351,8 @@ func workerFromValues(v map[string]string) (Worker, error) {
 	}{{"retention-idempotency", &c.Retention.IdempotencyKeys}, {"retention-usage-batches", &c.Retention.UsageBatches},
 		{"retention-change-feed", &c.Retention.ChangeFeed}, {"retention-audit-log", &c.Retention.AuditLog},
 		{"retention-unattributed", &c.Retention.Unattributed}, {"retention-usage", &c.Retention.UsagePartitions},
-		{"retention-sdk-events", &c.Retention.SDKEvents}} {
+		{"retention-sdk-events", &c.Retention.SDKEvents}, {"retention-analytics-hourly", &c.Retention.AnalyticsHourly},
+		{"retention-analytics-daily", &c.Retention.AnalyticsDaily}} {
 		d, err := ParseDays(v[r.flag])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", r.flag, err))

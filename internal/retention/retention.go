@@ -45,6 +45,12 @@ type Policy struct {
 	// SDKEvents: engine events SDKs forwarded for alerts, and their batch keys (the
 	// alerts they fired are kept).
 	SDKEvents time.Duration
+	// AnalyticsHourly is how long the hourly analytics rollups are kept; margins and
+	// usage by hour, and windows starting or ending inside a day, need them.
+	AnalyticsHourly time.Duration
+	// AnalyticsDaily is how long the daily rollups and customers' daily running totals
+	// are kept: windows starting earlier can no longer be answered.
+	AnalyticsDaily time.Duration
 }
 
 // Defaults are the documented defaults.
@@ -58,6 +64,7 @@ func Defaults() Policy {
 		Unattributed:    90 * day,
 		UsagePartitions: 90 * day,
 		SDKEvents:       90 * day,
+		AnalyticsHourly: 90 * day,
 	}
 }
 
@@ -73,6 +80,9 @@ func (p Policy) Validate() error {
 	if p.SDKEvents != 0 && p.SDKEvents < 2*24*time.Hour {
 		errs = append(errs, errors.New("retention-sdk-events: must be 0 (forever) or at least 2 days: SDKs retry event batches within it"))
 	}
+	if p.AnalyticsDaily != 0 && p.AnalyticsDaily < 32*24*time.Hour {
+		errs = append(errs, errors.New("retention-analytics-daily: must be 0 (forever) or at least 32 days: a billing period's margins read them"))
+	}
 	if p.UsagePartitions != 0 && p.UsagePartitions < 2*24*time.Hour {
 		errs = append(errs, errors.New("retention-usage: must be 0 (forever) or at least 2 days"))
 	}
@@ -81,7 +91,7 @@ func (p Policy) Validate() error {
 		d    time.Duration
 	}{{"retention-idempotency", p.IdempotencyKeys}, {"retention-usage-batches", p.UsageBatches}, {"retention-change-feed", p.ChangeFeed},
 		{"retention-audit-log", p.AuditLog}, {"retention-unattributed", p.Unattributed}, {"retention-usage", p.UsagePartitions},
-		{"retention-sdk-events", p.SDKEvents}} {
+		{"retention-sdk-events", p.SDKEvents}, {"retention-analytics-hourly", p.AnalyticsHourly}, {"retention-analytics-daily", p.AnalyticsDaily}} {
 		if c.d < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", c.name))
 		}
@@ -117,6 +127,11 @@ func Run(ctx context.Context, pool *pgxpool.Pool, now time.Time, p Policy, logge
 		{"unattributed_usage", p.Unattributed, deleteWhere(`unattributed_usage`, `received_at`)},
 		{"sdk_events", p.SDKEvents, deleteWhere(`sdk_events`, `received_at`)},
 		{"sdk_event_batches", p.SDKEvents, deleteWhere(`sdk_event_batches`, `received_at`)},
+		{"analytics_hourly", p.AnalyticsHourly, deleteWhere(`analytics_hourly`, `bucket`)},
+		{"analytics_group_hourly", p.AnalyticsHourly, deleteWhere(`analytics_group_hourly`, `bucket`)},
+		{"analytics_daily", p.AnalyticsDaily, deleteWhere(`analytics_daily`, `bucket`)},
+		{"analytics_group_daily", p.AnalyticsDaily, deleteWhere(`analytics_group_daily`, `bucket`)},
+		{"analytics_customer_days", p.AnalyticsDaily, deleteWhere(`analytics_customer_days`, `day`)},
 	}
 	for _, st := range steps {
 		if st.keep <= 0 {
