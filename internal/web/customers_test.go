@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -357,5 +358,42 @@ func TestInvoicePages(t *testing.T) {
 	mustContain(t, "customer invoices", r, "INV-000001", `status-paid">paid`)
 	if r := v.do(http.MethodGet, "/invoices/"+"00000000-0000-0000-0000-000000000000", nil, nil); r.status != http.StatusNotFound {
 		t.Fatalf("unknown invoice: %d", r.status)
+	}
+}
+
+// TestCustomerAndInvoicePagesAt100k times the pages over an environment of 100k
+// customers with invoices: each must render within 100 ms at the 95th percentile.
+func TestCustomerAndInvoicePagesAt100k(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100k customers")
+	}
+	f := newFullEnv(t)
+	f.draftInvoice("acme")
+	if _, err := f.pool.Exec(t.Context(), `insert into customers (tenant_id, environment_id, id, plan, billing_anchor)
+		select $1, $2, 'bulk-' || lpad(g::text, 6, '0'), 'basic', now() from generate_series(1, 100000) g`, f.tenant.ID, f.staging.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(t.Context(), `analyze customers`); err != nil {
+		t.Fatal(err)
+	}
+	b := f.loginStaging("owner@acme.test")
+	id := invoiceLink.FindStringSubmatch(b.do(http.MethodGet, "/invoices", nil, nil).body)[1]
+	for _, p := range []string{"/customers", "/customers?after=bulk-050000", "/customers?q=acme-alt", "/customers/acme", "/customers/bulk-099999",
+		"/invoices", "/invoices?customer=acme", "/invoices?status=draft", "/invoices/" + id} {
+		const n = 40
+		times := make([]time.Duration, n)
+		for i := range times {
+			start := time.Now()
+			if r := b.do(http.MethodGet, p, nil, nil); r.status != http.StatusOK {
+				t.Fatalf("GET %s: %d", p, r.status)
+			}
+			times[i] = time.Since(start)
+		}
+		slices.Sort(times)
+		p95 := times[n*95/100-1]
+		t.Logf("GET %s: p50 %v, p95 %v", p, times[n/2], p95)
+		if p95 > 100*time.Millisecond {
+			t.Errorf("GET %s: p95 %v, over 100 ms", p, p95)
+		}
 	}
 }
