@@ -171,7 +171,7 @@ func TestCustomerPages(t *testing.T) {
 	// Detail: profile, meters as bars, margin, actions for an owner.
 	r = b.do(http.MethodGet, "/customers/acme-alt", nil, nil)
 	mustContain(t, "detail", r, "Europe/Paris", "acme-alt", "&#34;region&#34;", `<meter class="usage" min="0" max="1000000"`, `value="600000"`,
-		`id="margin"`, `id="margin-total"`, `id="plan-form"`, `id="override-form"`, `id="topup-form"`, "token_pack")
+		`id="margin"`, `id="margin-total"`, `id="invoice-to-date">20.00 USD`, `id="plan-form"`, `id="override-form"`, `id="topup-form"`, "token_pack")
 
 	// Set an override: audited as the owner.
 	tok := csrfInput.FindStringSubmatch(r.body)[1]

@@ -15,6 +15,7 @@ import (
 	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/analytics"
 	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/billing/money"
 	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/policies"
@@ -46,9 +47,9 @@ func (s *Server) customerRoutes(e *echo.Echo, in permitted) {
 // customerURL is a customer's page; ids may hold characters a path must escape.
 func customerURL(id string) string { return "/customers/" + url.PathEscape(id) }
 
-// pathParam is a path parameter, percent-decoded (echo hands it over still escaped
+// unescapedParam is a path parameter, percent-decoded (echo hands it over still escaped
 // when the request escaped characters the default encoding would not).
-func pathParam(c echo.Context, name string) string {
+func unescapedParam(c echo.Context, name string) string {
 	v := c.Param(name)
 	if c.Request().URL.RawPath == "" {
 		return v
@@ -121,10 +122,11 @@ func (s *Server) customersPage(c echo.Context) error {
 type meterRow struct {
 	Entitlement, Credit string
 	Units, Limit        string
-	// Value and Max feed a <meter>; Max is "" when the limit is 0 (no bar).
-	Value, Max string
-	Over       bool
-	PeriodEnd  time.Time
+	// Value, Max and High feed a <meter> (shown amber from High, 80% of the limit);
+	// Max is "" when the limit is 0 (no bar).
+	Value, Max, High string
+	Over             bool
+	PeriodEnd        time.Time
 }
 
 type grantRow struct {
@@ -150,13 +152,15 @@ type customerData struct {
 	C   wire.Customer
 	URL string
 	// Metadata is the customer's metadata, indented.
-	Metadata  string
-	Standing  *billing.Standing
-	Meters    []meterRow
-	Grants    []grantRow
-	Overrides []overrideRow
-	Margin    *analytics.CustomerMargin
-	Invoices  []invoiceRow
+	Metadata string
+	Standing *billing.Standing
+	// InvoiceToDate is the upcoming invoice's total, in the standing's currency.
+	InvoiceToDate string
+	Meters        []meterRow
+	Grants        []grantRow
+	Overrides     []overrideRow
+	Margin        *analytics.CustomerMargin
+	Invoices      []invoiceRow
 	// MoreInvoices links to the customer's full invoice list when this page shows only
 	// the newest.
 	MoreInvoices string
@@ -185,7 +189,7 @@ const customerListLimit = 10
 // customerPage shows one customer: profile, meters, grants, overrides, live margin,
 // invoices and alerts.
 func (s *Server) customerPage(c echo.Context) error {
-	return s.renderCustomer(c, http.StatusOK, pathParam(c, "id"), customerData{Notice: customerNotices[c.QueryParam("done")]})
+	return s.renderCustomer(c, http.StatusOK, unescapedParam(c, "id"), customerData{Notice: customerNotices[c.QueryParam("done")]})
 }
 
 func (s *Server) renderCustomer(c echo.Context, status int, id string, d customerData) error {
@@ -253,11 +257,15 @@ func (s *Server) fillStanding(c echo.Context, env store.Environment, rec store.C
 	if len(sts) == 1 {
 		st := sts[0]
 		d.Standing = &st
+		if d.InvoiceToDate, err = money.Format(st.InvoiceToDate, st.Currency); err != nil {
+			return err
+		}
 		for _, m := range st.Meters {
 			r := meterRow{Entitlement: m.Entitlement, Credit: m.Credit, Units: m.Units.Trim(0).String(), Limit: m.Limit.Trim(0).String(),
 				Value: meterNumber(m.Units), PeriodEnd: m.PeriodEnd}
 			if m.Limit.IsPos() {
 				r.Max = meterNumber(m.Limit)
+				r.High = strconv.FormatFloat(num.Float64(m.Limit)*0.8, 'f', -1, 64)
 				r.Over = m.Units.Cmp(m.Limit) > 0
 			}
 			d.Meters = append(d.Meters, r)
@@ -281,15 +289,17 @@ func meterNumber(d num.Dec) string {
 	return strconv.FormatFloat(num.Float64(d), 'f', -1, 64)
 }
 
-// policyChoices lists the plans, the resolved plan's limited entitlements and its
-// topups.
+// policyChoices lists the plans, the resolved plan's limited entitlements (but its
+// subscription) and its topups.
 func policyChoices(p *policies.Policy, plan string) (plans, ents, topups []string) {
 	for _, pl := range p.Plans {
 		plans = append(plans, pl.Name)
 	}
 	if cp := p.Plan(plan); cp != nil {
 		for _, ce := range cp.Limited {
-			ents = append(ents, ce.Name)
+			if ce.Name != cp.Subscription {
+				ents = append(ents, ce.Name)
+			}
 		}
 		for _, t := range cp.Compiled {
 			topups = append(topups, t.Name)
@@ -313,20 +323,20 @@ func overrideRows(base string, ovs map[string]json.RawMessage) []overrideRow {
 		}
 		out = append(out, r)
 	}
-	sortBy(out, func(r overrideRow) string { return r.Entitlement })
+	sortStableBy(out, func(r overrideRow) string { return r.Entitlement })
 	return out
 }
 
 // changeCustomerPlan moves the customer to another plan, once confirmed.
 func (s *Server) changeCustomerPlan(c echo.Context) error {
-	id := pathParam(c, "id")
+	id := unescapedParam(c, "id")
 	in := customers.SetPlanInput{Plan: c.FormValue("plan"), OverwriteMeters: c.FormValue("overwrite_meters") == "on"}
-	if !confirmed(c) {
+	if !confirmedPost(c) {
 		msg := "Move customer " + id + " to plan " + in.Plan + "? Usage carries over."
 		if in.OverwriteMeters {
 			msg = "Move customer " + id + " to plan " + in.Plan + " and start its meters afresh? Its current usage is forgotten by the SDKs."
 		}
-		return s.confirm(c, confirmData{Title: "Change plan", Message: msg, Button: "Change plan", Cancel: customerURL(id)})
+		return s.confirmStep(c, confirmData{Title: "Change plan", Message: msg, Button: "Change plan", Cancel: customerURL(id)})
 	}
 	env, err := s.environment(c)
 	if err != nil {
@@ -340,7 +350,7 @@ func (s *Server) changeCustomerPlan(c echo.Context) error {
 
 // setCustomerOverride sets (or replaces) an override of one entitlement's limit.
 func (s *Server) setCustomerOverride(c echo.Context) error {
-	id := pathParam(c, "id")
+	id := unescapedParam(c, "id")
 	env, err := s.environment(c)
 	if err != nil {
 		return err
@@ -376,9 +386,9 @@ func parseFormTime(v string) (time.Time, error) {
 
 // removeCustomerOverride removes an override, once confirmed.
 func (s *Server) removeCustomerOverride(c echo.Context) error {
-	id, ent := pathParam(c, "id"), pathParam(c, "entitlement")
-	if !confirmed(c) {
-		return s.confirm(c, confirmData{Title: "Remove override", Message: "Remove the override of " + ent + " for customer " + id +
+	id, ent := unescapedParam(c, "id"), unescapedParam(c, "entitlement")
+	if !confirmedPost(c) {
+		return s.confirmStep(c, confirmData{Title: "Remove override", Message: "Remove the override of " + ent + " for customer " + id +
 			"? The plan's limit applies again.", Button: "Remove override", Danger: true, Cancel: customerURL(id)})
 	}
 	env, err := s.environment(c)
@@ -394,18 +404,18 @@ func (s *Server) removeCustomerOverride(c echo.Context) error {
 // applyCustomerTopup applies one of the plan's topups (billed as the API bills it),
 // once confirmed.
 func (s *Server) applyCustomerTopup(c echo.Context) error {
-	id := pathParam(c, "id")
+	id := unescapedParam(c, "id")
 	in := customers.TopupInput{Topup: c.FormValue("topup")}
 	if p := strings.TrimSpace(c.FormValue("price")); p != "" {
 		n := json.Number(p)
 		in.Price = &n
 	}
-	if !confirmed(c) {
+	if !confirmedPost(c) {
 		msg := "Apply topup " + in.Topup + " to customer " + id + " at its own price?"
 		if in.Price != nil {
 			msg = "Apply topup " + in.Topup + " to customer " + id + " for " + in.Price.String() + "?"
 		}
-		return s.confirm(c, confirmData{Title: "Apply topup", Message: msg, Button: "Apply topup", Cancel: customerURL(id)})
+		return s.confirmStep(c, confirmData{Title: "Apply topup", Message: msg, Button: "Apply topup", Cancel: customerURL(id)})
 	}
 	env, err := s.environment(c)
 	if err != nil {
@@ -441,7 +451,8 @@ func (s *Server) customerFailure(c echo.Context, id string, err error) error {
 	return s.renderCustomer(c, status, id, customerData{Error: msg})
 }
 
-// confirmData is a confirmation step: the form posted again with confirm=yes.
+// confirmData is a confirmation step: the form posted again with confirm=yes. Its
+// page (customers_confirm.html) serves the invoices section too.
 type confirmData struct {
 	Title, Message, Button string
 	Danger                 bool
@@ -454,12 +465,12 @@ type confirmData struct {
 
 type confirmField struct{ Name, Value string }
 
-// confirmed reports whether a destructive action's form carries the confirmation.
-func confirmed(c echo.Context) bool { return c.FormValue("confirm") == "yes" }
+// confirmedPost reports whether a destructive action's form carries the confirmation.
+func confirmedPost(c echo.Context) bool { return c.FormValue("confirm") == "yes" }
 
-// confirm asks before an action: a page with the posted fields, to post again with
+// confirmStep asks before an action: a page with the posted fields, to post again with
 // confirm=yes. It works without JavaScript (htmx swaps it in like any page).
-func (s *Server) confirm(c echo.Context, d confirmData) error {
+func (s *Server) confirmStep(c echo.Context, d confirmData) error {
 	form, err := c.FormParams()
 	if err != nil {
 		return err
@@ -472,7 +483,7 @@ func (s *Server) confirm(c echo.Context, d confirmData) error {
 			d.Fields = append(d.Fields, confirmField{Name: name, Value: v})
 		}
 	}
-	sortBy(d.Fields, func(f confirmField) string { return f.Name })
+	sortStableBy(d.Fields, func(f confirmField) string { return f.Name })
 	d.Action = c.Request().URL.EscapedPath()
 	return s.render(c, http.StatusOK, "customers_confirm", d)
 }

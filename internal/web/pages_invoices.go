@@ -118,7 +118,7 @@ func (s *Server) renderInvoice(c echo.Context, status int, d invoiceData) error 
 		return err
 	}
 	ctx := c.Request().Context()
-	inv, err := s.deps.Billing.Get(ctx, env, pathParam(c, "invoice"))
+	inv, err := s.deps.Billing.Get(ctx, env, unescapedParam(c, "invoice"))
 	if errors.Is(err, billing.ErrNotFound) {
 		return echo.NewHTTPError(http.StatusNotFound, "There is no such invoice.")
 	} else if err != nil {
@@ -146,7 +146,7 @@ func (s *Server) invoiceDocument(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	inv, err := s.deps.Billing.Get(ctx, env, pathParam(c, "invoice"))
+	inv, err := s.deps.Billing.Get(ctx, env, unescapedParam(c, "invoice"))
 	if errors.Is(err, billing.ErrNotFound) {
 		return echo.NewHTTPError(http.StatusNotFound, "There is no such invoice.")
 	} else if err != nil {
@@ -199,9 +199,9 @@ var invoiceActions = []invoiceActionDef{
 // service call the API makes (audited as the logged-in user).
 func (s *Server) invoiceAction(a invoiceActionDef) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := pathParam(c, "invoice")
-		if !confirmed(c) {
-			return s.confirm(c, confirmData{Title: a.Label, Message: a.question, Button: a.Label, Danger: a.Danger, Cancel: invoiceURL(id)})
+		id := unescapedParam(c, "invoice")
+		if !confirmedPost(c) {
+			return s.confirmStep(c, confirmData{Title: a.Label, Message: a.question, Button: a.Label, Danger: a.Danger, Cancel: invoiceURL(id)})
 		}
 		env, err := s.environment(c)
 		if err != nil {
@@ -217,7 +217,7 @@ func (s *Server) invoiceAction(a invoiceActionDef) echo.HandlerFunc {
 // createCreditNote credits part of a finalized invoice, once confirmed. The form sends
 // parallel description and amount fields; rows left empty are skipped.
 func (s *Server) createCreditNote(c echo.Context) error {
-	id := pathParam(c, "invoice")
+	id := unescapedParam(c, "invoice")
 	form, err := c.FormParams()
 	if err != nil {
 		return err
@@ -239,8 +239,8 @@ func (s *Server) createCreditNote(c echo.Context) error {
 	if err := in.Validate(); err != nil {
 		return s.invoiceFailure(c, err)
 	}
-	if !confirmed(c) {
-		return s.confirm(c, confirmData{Title: "Credit note", Message: "Credit " + creditTotal(in) + " on this invoice (" + in.Reason + ")?",
+	if !confirmedPost(c) {
+		return s.confirmStep(c, confirmData{Title: "Credit note", Message: "Credit " + creditTotal(in) + " on this invoice (" + in.Reason + ")?",
 			Button: "Create credit note", Cancel: invoiceURL(id)})
 	}
 	env, err := s.environment(c)
@@ -280,7 +280,7 @@ func (s *Server) invoiceFailure(c echo.Context, err error) error {
 	return s.renderInvoice(c, status, invoiceData{Error: msg})
 }
 
-// sortBy sorts xs stably by key.
-func sortBy[T any](xs []T, key func(T) string) {
+// sortStableBy sorts xs stably by key.
+func sortStableBy[T any](xs []T, key func(T) string) {
 	slices.SortStableFunc(xs, func(a, b T) int { return cmp.Compare(key(a), key(b)) })
 }
