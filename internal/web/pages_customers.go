@@ -66,7 +66,7 @@ type customerRow struct {
 }
 
 type customersData struct {
-	// Query is the id or alt id searched for; Found is its customer.
+	// Query is the id or alt id searched for; Rows then holds its customer, if any.
 	Query    string
 	Searched bool
 	Rows     []customerRow
