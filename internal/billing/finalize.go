@@ -106,10 +106,10 @@ func (s *Service) finalizeRows(ctx context.Context, tx pgx.Tx, env store.Environ
 		finalized = ct.RowsAffected()
 		return nil
 	})
-	b.Queue(`insert into audit_log (tenant_id, environment_id, actor_key_id, action, resource, resource_id, after, request_id)
-		select $1, $2, $3, 'invoice.finalized', 'invoice', u.id, u.payload, $4
+	b.Queue(`insert into audit_log (tenant_id, environment_id, actor_key_id, actor_user_id, action, resource, resource_id, after, request_id)
+		select $1, $2, $3, $7, 'invoice.finalized', 'invoice', u.id, u.payload, $4
 		from unnest($5::text[], $6::jsonb[]) with ordinality as u(id, payload, n) order by u.n`,
-		tenant, envID, a.KeyID, a.RequestID, subjects, pgtype.FlatArray[json.RawMessage](payloads))
+		tenant, envID, a.KeyID, a.RequestID, subjects, pgtype.FlatArray[json.RawMessage](payloads), a.UserID)
 	b.Queue(`insert into change_feed (tenant_id, environment_id, kind, subject, payload)
 		select $1, $2, 'invoice', u.id, jsonb_build_object('action', 'invoice.finalized', 'data', u.payload)
 		from unnest($3::text[], $4::jsonb[]) with ordinality as u(id, payload, n) order by u.n`,

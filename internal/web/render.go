@@ -31,8 +31,8 @@ type navItem struct {
 var navItems = []navItem{
 	{"overview", "Overview", "/", false},
 	{"policies", "Policies", "/policies", true},
-	{"customers", "Customers", "/customers", true},
-	{"invoices", "Invoices", "/invoices", true},
+	{"customers", "Customers", "/customers", false},
+	{"invoices", "Invoices", "/invoices", false},
 	{"alerts", "Alerts", "/alerts", true},
 	{"settings", "Settings", "/settings/users", false},
 }
