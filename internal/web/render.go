@@ -30,7 +30,7 @@ type navItem struct {
 
 var navItems = []navItem{
 	{"overview", "Overview", "/", false},
-	{"policies", "Policies", "/policies", true},
+	{"policies", "Policies", "/policies", false},
 	{"customers", "Customers", "/customers", true},
 	{"invoices", "Invoices", "/invoices", true},
 	{"alerts", "Alerts", "/alerts", true},
