@@ -729,4 +729,3 @@ func amount(s string) float64 {
 func negative(s string) bool { return amount(s) < 0 }
 func positive(s string) bool { return amount(s) > 0 }
 func zero(s string) bool     { return amount(s) == 0 }
-
