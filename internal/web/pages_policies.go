@@ -86,6 +86,7 @@ func (s *Server) activeRef(c echo.Context, env store.Environment) (pgstore.Versi
 // key, or nobody).
 type people struct {
 	emails   map[uuid.UUID]string
+	keys     map[uuid.UUID]string // API key → its name, else prefix
 	created  map[string]uuid.UUID // version number → user
 	publish  map[string]uuid.UUID // env/version/at → user
 	anyPubBy map[string]uuid.UUID // env/version/action → newest user
@@ -98,13 +99,22 @@ func pubKey(env string, version int, at time.Time) string {
 func (s *Server) people(c echo.Context) (*people, error) {
 	ctx := c.Request().Context()
 	tid := sessionOf(c).TenantID
-	p := &people{emails: map[uuid.UUID]string{}, created: map[string]uuid.UUID{}, publish: map[string]uuid.UUID{}, anyPubBy: map[string]uuid.UUID{}}
+	p := &people{emails: map[uuid.UUID]string{}, keys: map[uuid.UUID]string{}, created: map[string]uuid.UUID{}, publish: map[string]uuid.UUID{}, anyPubBy: map[string]uuid.UUID{}}
 	members, err := s.deps.Users.ListMembers(ctx, tid)
 	if err != nil {
 		return nil, err
 	}
 	for _, m := range members {
 		p.emails[m.ID] = m.Email
+	}
+	keys, err := s.deps.Tenancy.ListKeys(ctx, tid)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if p.keys[k.ID] = k.Name; k.Name == "" {
+			p.keys[k.ID] = k.Prefix
+		}
 	}
 	page, err := s.deps.Tenancy.ListAudit(ctx, tenancy.ListAuditInput{TenantID: tid, Limit: tenancy.MaxAuditPage})
 	if err != nil {
@@ -140,6 +150,8 @@ func (p *people) name(user *uuid.UUID, key *uuid.UUID) string {
 		return p.emails[*user]
 	case user != nil:
 		return "a former member"
+	case key != nil && p.keys[*key] != "":
+		return "API key " + strconv.Quote(p.keys[*key])
 	case key != nil:
 		return "API key " + key.String()[:8]
 	}
@@ -686,37 +698,41 @@ func (s *Server) simulationPage(c echo.Context) error {
 			{"Cost", t.Current.Cost, t.Candidate.Cost, t.Difference.Cost, positive(t.Difference.Cost)},
 			{"Margin", t.Current.Margin, t.Candidate.Margin, t.Difference.Margin, negative(t.Difference.Margin)},
 		}
-		rows := make([]customerRow, 0, len(r.Customers))
-		for _, cr := range r.Customers {
-			denied := false
-			for _, h := range cr.HardLimits {
-				denied = denied || !zero(h.Denied)
-			}
-			rows = append(rows, customerRow{CustomerReport: cr, Worse: negative(cr.Difference.Margin), Denied: denied})
-		}
-		// Worst first: the largest margin loss, then denied usage, then the id.
-		slices.SortStableFunc(rows, func(a, b customerRow) int {
-			if x, y := amount(a.Difference.Margin), amount(b.Difference.Margin); x != y {
-				if x < y {
-					return -1
-				}
-				return 1
-			}
-			if a.Denied != b.Denied {
-				if a.Denied {
-					return -1
-				}
-				return 1
-			}
-			return strings.Compare(a.Customer, b.Customer)
-		})
-		if len(rows) > simulationRows {
-			d.MoreRows = len(rows) - simulationRows
-			rows = rows[:simulationRows]
-		}
-		d.Customers = rows
+		d.Customers, d.MoreRows = worstFirst(r.Customers, simulationRows)
 	}
 	return s.render(c, http.StatusOK, "policy_simulation", d)
+}
+
+// worstFirst orders a report's customers for reading: the largest margin loss first,
+// then those with denied usage, then by id; it keeps the first limit and counts the rest.
+func worstFirst(cs []replay.CustomerReport, limit int) ([]customerRow, int) {
+	rows := make([]customerRow, 0, len(cs))
+	for _, cr := range cs {
+		denied := false
+		for _, h := range cr.HardLimits {
+			denied = denied || !zero(h.Denied)
+		}
+		rows = append(rows, customerRow{CustomerReport: cr, Worse: negative(cr.Difference.Margin), Denied: denied})
+	}
+	slices.SortStableFunc(rows, func(a, b customerRow) int {
+		if x, y := amount(a.Difference.Margin), amount(b.Difference.Margin); x != y {
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+		if a.Denied != b.Denied {
+			if a.Denied {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Customer, b.Customer)
+	})
+	if len(rows) > limit {
+		return rows[:limit], len(rows) - limit
+	}
+	return rows, 0
 }
 
 // amount reads a report's decimal string for ordering rows (display only: decisions

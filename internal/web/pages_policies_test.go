@@ -16,9 +16,12 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/limitr/limitr/internal/analytics/replay"
 	"github.com/limitr/limitr/internal/analytics/simulate"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
+	"github.com/limitr/limitr/internal/policies"
+	"github.com/limitr/limitr/internal/policies/diff"
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
@@ -324,5 +327,64 @@ func TestPolicyReadOnlyRoles(t *testing.T) {
 	}
 	if vs, _ := pe.policies.List(ctx, pe.tenant.ID, 0, 10); len(vs) != 2 {
 		t.Fatalf("versions: %d", len(vs))
+	}
+}
+
+func TestDiffRows(t *testing.T) {
+	parse := func(src string) *policies.Document {
+		t.Helper()
+		d, err := policies.Parse([]byte(src), doctree.FormatYAML)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	from := parse(seatsV1)
+	to := parse(strings.Replace(seatsV1, "value: 1", "value: 3", 1) + `    team:
+      entitlements:
+        seats:
+          limit:
+            credit: seat
+            value: 10
+`)
+	d := diff.Documents(from, to)
+	rows, err := diffRows(pgstore.DiffResult{Diff: d, Empty: d.Empty()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []DiffRow{
+		{Kind: "added", Path: "plans.team"},
+		{Kind: "changed", Path: "plans.free.entitlements.seats.limit.value", From: "1", To: "3"},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("rows: %+v", rows)
+	}
+	for i := range want {
+		if rows[i] != want[i] {
+			t.Errorf("row %d: %+v, want %+v", i, rows[i], want[i])
+		}
+	}
+	if rows, err := diffRows(pgstore.DiffResult{Diff: diff.Documents(from, from), Empty: true}); err != nil || rows != nil {
+		t.Errorf("no change: %+v %v", rows, err)
+	}
+}
+
+func TestWorstFirst(t *testing.T) {
+	cust := func(id, margin, denied string) replay.CustomerReport {
+		c := replay.CustomerReport{Customer: id, Difference: replay.Figures{Margin: margin}}
+		if denied != "" {
+			c.HardLimits = []replay.HardLimitHit{{Entitlement: "seats", Denied: denied}}
+		}
+		return c
+	}
+	rows, more := worstFirst([]replay.CustomerReport{
+		cust("a", "0.00", ""), cust("b", "-12.50", ""), cust("c", "3.00", ""), cust("d", "0.00", "2"), cust("e", "-1.00", ""),
+	}, 4)
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.Customer)
+	}
+	if strings.Join(got, ",") != "b,e,d,a" || more != 1 || !rows[0].Worse || rows[3].Worse || !rows[2].Denied {
+		t.Fatalf("order %v, %d more, rows %+v", got, more, rows)
 	}
 }
