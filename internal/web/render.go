@@ -30,7 +30,7 @@ type navItem struct {
 
 var navItems = []navItem{
 	{"overview", "Overview", "/", false},
-	{"policies", "Policies", "/policies", true},
+	{"policies", "Policies", "/policies", false},
 	{"customers", "Customers", "/customers", false},
 	{"invoices", "Invoices", "/invoices", false},
 	{"alerts", "Alerts", "/alerts", true},

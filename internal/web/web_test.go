@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/platform/pgtest"
+	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/tenancy"
 	"github.com/limitr/limitr/internal/users"
 )
@@ -52,7 +53,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	s, err := New(cfg, Deps{Users: us, Tenancy: ts})
+	s, err := New(cfg, Deps{Users: us, Tenancy: ts, Policies: pgstore.NewService(pool, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
