@@ -85,8 +85,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // Handler is the dashboard's HTTP handler, to be mounted at "/".
 func (s *Server) Handler() http.Handler { return s.echo }
 
-// maxFormBytes bounds a form post: the dashboard's forms are small.
-const maxFormBytes = 64 << 10
+// maxFormBytes bounds a form post: the policy editor posts whole documents, which the
+// REST API takes up to 1 MiB of; every other form is small.
+const maxFormBytes = 1 << 20
 
 func (s *Server) newEcho() *echo.Echo {
 	e := echo.New()
