@@ -30,7 +30,9 @@ comes from a CSV (the format of limitr invoice preview, see limitr help invoice)
 
 The window (--from and --to, RFC 3339) replays each customer's billing periods that end
 in it; by default the last full calendar month (API) or the month up to the end of the
-latest billing period in the file (offline).`
+latest billing period in the file (offline). Against the API, a window reaching the
+present (--to now or later) also replays each customer's period in progress, rated as
+its upcoming invoice is.`
 
 // simulateOptions are the flags of both modes.
 type simulateOptions struct {
