@@ -622,6 +622,17 @@ func (s *Server) simulatePolicy(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "Simulations are not available on this server.")
 	}
 	in := simulate.CreateInput{Version: &n}
+	switch c.FormValue("window") {
+	case "", "last_month": // the simulation's default
+	case "current":
+		// A window that reaches the present replays each customer's period in
+		// progress; one this short holds no period that ended.
+		to := time.Now().UTC()
+		from := to.Add(-time.Second)
+		in.From, in.To = &from, &to
+	default:
+		return echo.NewHTTPError(http.StatusUnprocessableEntity, "window: must be last_month or current")
+	}
 	var sim simulate.Simulation
 	if c.FormValue("mode") == "now" {
 		sim, err = s.deps.Simulations.RunNow(c.Request().Context(), env, in)

@@ -278,6 +278,16 @@ func TestPolicyWhatIf(t *testing.T) {
 	if r := b.do(http.MethodGet, strings.Replace(sim, "/policies/2/", "/policies/1/", 1), nil, nil); r.status != http.StatusNotFound {
 		t.Errorf("a simulation under another version: %d", r.status)
 	}
+	// Over the current period so far (each customer's period in progress), and a
+	// window the form does not offer.
+	r = b.do(http.MethodPost, "/policies/2/simulations", url.Values{"csrf_token": {tok}, "mode": {"now"}, "window": {"current"}}, nil)
+	if r.status != http.StatusSeeOther || !simLink.MatchString(r.header.Get("Location")) {
+		t.Fatalf("dry run of the current period: %d %q\n%s", r.status, r.header.Get("Location"), r.body)
+	}
+	replyHas(t, "current period", b.do(http.MethodGet, r.header.Get("Location"), nil, nil), http.StatusOK, `id="sim-status">succeeded<`)
+	if r := b.do(http.MethodPost, "/policies/2/simulations", url.Values{"csrf_token": {tok}, "mode": {"now"}, "window": {"decade"}}, nil); r.status != http.StatusUnprocessableEntity {
+		t.Errorf("an unknown window: %d", r.status)
+	}
 	// A viewer reads the result but cannot start one.
 	v := pe.loginTo("viewer@acme.test")
 	replyHas(t, "viewer's result", v.do(http.MethodGet, sim, nil, nil), http.StatusOK, `id="sim-totals"`)
