@@ -28,6 +28,7 @@ type env struct {
 	tenant  tenancy.Tenant
 	owner   users.Member
 	viewer  users.Member
+	deps    Deps
 }
 
 // newEnv serves the dashboard over a fresh database with a tenant, an owner and a viewer.
@@ -52,7 +53,8 @@ func newEnv(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	s, err := New(cfg, Deps{Users: us, Tenancy: ts})
+	e.deps = testDeps(t, pool, us, ts)
+	s, err := New(cfg, e.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
