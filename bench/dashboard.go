@@ -23,6 +23,8 @@ import (
 
 	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/api"
+	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/policies/doctree"
@@ -40,6 +42,8 @@ type DashboardOptions struct {
 	Customers, Days int
 	// Alerts is how many usage alerts fire (each with a pending delivery).
 	Alerts int
+	// Invoices is how many customers have an ended period, invoiced.
+	Invoices int
 	// Runs is how many times each page is timed (after 3 untimed warm-ups).
 	Runs int
 	// Pages are the paths to time; nil: DashboardPages.
@@ -120,7 +124,7 @@ func Dashboard(ctx context.Context, adminURL string, opt DashboardOptions) (Dash
 	}
 	defer srv.Close()
 	start := time.Now()
-	_, err = SeedDashboard(ctx, pool, opt.Customers, opt.Days, opt.Alerts, kr)
+	_, err = SeedDashboard(ctx, pool, kr, DemoOptions{Customers: opt.Customers, Days: opt.Days, Alerts: opt.Alerts, Invoices: opt.Invoices})
 	if err != nil {
 		return res, err
 	}
@@ -195,11 +199,22 @@ const (
 // DemoCustomerID is the id of the i-th seeded customer.
 func DemoCustomerID(i int) string { return fmt.Sprintf("cust_%07d", i) }
 
+// DemoOptions size SeedDashboard's data.
+type DemoOptions struct {
+	// Customers have analytics rollups for every one of Days days ending today.
+	Customers, Days int
+	// Alerts is how many of them a usage alert fired for.
+	Alerts int
+	// Invoices is how many of them have a billing period that ended, invoiced.
+	Invoices int
+}
+
 // SeedDashboard makes a tenant "acme" with an owner (DemoOwnerEmail, DemoPassword),
-// publishes BillingPolicy to its production environment, writes n customers with
-// analytics rollups over days days ending today, a webhook alert channel, a
-// usage_percent rule and fired alerts of it for the first nAlerts customers.
-func SeedDashboard(ctx context.Context, pool *pgxpool.Pool, n, days, nAlerts int, kr *secrets.Keyring) (store.Environment, error) {
+// publishes BillingPolicy to its production environment, writes the customers with
+// analytics rollups, a webhook alert channel, a usage_percent rule and fired alerts of
+// it, and the invoices of the customers whose first period ended.
+func SeedDashboard(ctx context.Context, pool *pgxpool.Pool, kr *secrets.Keyring, opt DemoOptions) (store.Environment, error) {
+	n, days, nAlerts := opt.Customers, opt.Days, opt.Alerts
 	boot, err := tenancy.NewService(pool).CreateTenant(ctx, tenancy.CreateTenantInput{Slug: "acme", Name: "Acme Inc"})
 	if err != nil {
 		return store.Environment{}, err
@@ -221,7 +236,7 @@ func SeedDashboard(ctx context.Context, pool *pgxpool.Pool, n, days, nAlerts int
 	if _, err := pols.Publish(ctx, env, pgstore.PublishInput{Version: &created.Version.Number}); err != nil {
 		return env, fmt.Errorf("dashboard: publish policy: %w", err)
 	}
-	if err := copyCustomers(ctx, pool, env, n); err != nil {
+	if err := copyCustomers(ctx, pool, env, n, opt.Invoices); err != nil {
 		return env, err
 	}
 	if err := seedRollupsOf(ctx, pool, env, `create temporary table bench_customers as
@@ -235,11 +250,18 @@ func SeedDashboard(ctx context.Context, pool *pgxpool.Pool, n, days, nAlerts int
 			return env, err
 		}
 	}
+	if opt.Invoices > 0 {
+		bill := billing.NewService(pool, pols, customers.NewService(pool, pols, nil))
+		if _, err := bill.Close(ctx, env, "", time.Now().UTC()); err != nil {
+			return env, fmt.Errorf("dashboard: invoices: %w", err)
+		}
+	}
 	return env, nil
 }
 
-// copyCustomers writes n customers on the default plan with COPY.
-func copyCustomers(ctx context.Context, pool *pgxpool.Pool, env store.Environment, n int) error {
+// copyCustomers writes n customers on the default plan with COPY; the first invoiced
+// ones started 40 days ago, so their first monthly period has ended.
+func copyCustomers(ctx context.Context, pool *pgxpool.Pool, env store.Environment, n, invoiced int) error {
 	tenant, envID := pgtype.UUID{Bytes: env.TenantID, Valid: true}, pgtype.UUID{Bytes: env.ID, Valid: true}
 	now := time.Now().UTC()
 	i := 0
@@ -250,7 +272,11 @@ func copyCustomers(ctx context.Context, pool *pgxpool.Pool, env store.Environmen
 			}
 			i++
 			meta := fmt.Sprintf(`{"name":"Customer %d","email":"billing+%d@example.com"}`, i, i)
-			return []any{tenant, envID, DemoCustomerID(i), "standard", meta, now.AddDate(0, 0, -i%28), pgtype.UUID{Bytes: uuid.New(), Valid: true}}, nil
+			anchor := now.AddDate(0, 0, -i%28)
+			if i <= invoiced {
+				anchor = now.AddDate(0, 0, -40)
+			}
+			return []any{tenant, envID, DemoCustomerID(i), "standard", meta, anchor, pgtype.UUID{Bytes: uuid.New(), Valid: true}}, nil
 		}))
 	if err != nil {
 		return fmt.Errorf("dashboard: copy customers: %w", err)

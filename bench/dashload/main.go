@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("customers", 100000, "customers, each with usage every day")
 	days := fs.Int("days", 30, "days of rollups, ending today")
 	nAlerts := fs.Int("alerts", 1000, "usage alerts fired")
+	nInvoices := fs.Int("invoices", 0, "customers whose ended period is invoiced (billing.Close) before timing")
 	runs := fs.Int("runs", 40, "timed GETs of each page")
 	jsonOut := fs.String("json", "", "also write the result as JSON to this file")
 	check := fs.Bool("check", false, "exit 1 if a page's p95 misses the budget (100 ms)")
@@ -51,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stdout, "dashload: %s/%s, %d CPUs; Postgres shares them\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
-	res, err := bench.Dashboard(ctx, *dbURL, bench.DashboardOptions{Customers: *n, Days: *days, Alerts: *nAlerts, Runs: *runs})
+	res, err := bench.Dashboard(ctx, *dbURL, bench.DashboardOptions{Customers: *n, Days: *days, Alerts: *nAlerts, Invoices: *nInvoices, Runs: *runs})
 	if err != nil {
 		fmt.Fprintln(stderr, "dashload:", err)
 		return 1
