@@ -30,6 +30,8 @@ type overviewData struct {
 	Trend, ByPlan template.HTML
 	// Worst are the customers with the worst margin in the window, worst first.
 	Worst []worstRow
+	// RankedAt is when Worst was ranked (a large environment's ranking is kept a minute).
+	RankedAt time.Time
 	// NearLimits are usage alerts fired in the window, one per customer and
 	// entitlement (the highest threshold), newest first.
 	NearLimits []alerts.Alert
@@ -75,13 +77,8 @@ func (s *Server) overview(c echo.Context) error {
 	default:
 		d.From, d.To, d.Currency, d.Totals = byPlan.From, byPlan.To, byPlan.Currency, byPlan.Totals
 		d.Trend, d.ByPlan = trendCharts(byPlan)
-		worst, err := s.deps.Analytics.Margins(ctx, env, analytics.MarginsQuery{GroupBy: analytics.ByCustomer, From: d.From, To: d.To,
-			Interval: analytics.Day, Limit: overviewWorst})
-		if err != nil {
+		if d.Worst, d.RankedAt, err = s.worstMargins(ctx, env, d.From, d.To); err != nil {
 			return err
-		}
-		for _, g := range worst.Groups {
-			d.Worst = append(d.Worst, worstRow{Group: g, Losing: strings.HasPrefix(g.Totals.Margin, "-")})
 		}
 	}
 

@@ -68,6 +68,8 @@ type Server struct {
 	log   *slog.Logger
 	pages *pages
 	echo  *echo.Echo
+	// rankings keeps slow worst-margin rankings for the Overview (overview_cache.go).
+	rankings rankings
 }
 
 // New builds the dashboard.
