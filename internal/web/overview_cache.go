@@ -18,11 +18,13 @@ import (
 // fresh one is computed in the background; a quick one (a small tenant) is never kept,
 // so it is always current.
 const (
-	slowRanking = 50 * time.Millisecond
-	rankingTTL  = time.Minute
+	rankingTTL = time.Minute
 	// rankingTimeout bounds a background refresh.
 	rankingTimeout = 30 * time.Second
 )
+
+// slowRanking is the ranking time above which a ranking is kept (a variable for tests).
+var slowRanking = 50 * time.Millisecond
 
 type rankingKey struct {
 	env      uuid.UUID

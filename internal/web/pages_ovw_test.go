@@ -383,3 +383,50 @@ func TestSettingsManage(t *testing.T) {
 		t.Errorf("audit log: %d\n%s", r.status, r.body)
 	}
 }
+
+// TestOverviewKeepsSlowRankings: a slow worst-margins ranking is served from memory for
+// a minute, then refreshed in the background while the old one is shown.
+func TestOverviewKeepsSlowRankings(t *testing.T) {
+	saved := slowRanking
+	slowRanking = 0 // every ranking counts as slow
+	t.Cleanup(func() { slowRanking = saved })
+	e := newEnv(t, Config{})
+	prod := e.production()
+	publishExample(t, e.deps, prod)
+	e.seedMargins(prod)
+	b := e.browser()
+	b.login("owner@acme.test")
+	if r := b.do(http.MethodGet, "/", nil, nil); !strings.Contains(r.body, "/customers/cus_loss") {
+		t.Fatalf("overview:\n%s", r.body)
+	}
+	// A new customer with a worse margin: not shown while the ranking is kept.
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	if _, err := e.pool.Exec(t.Context(), `insert into analytics_customer_days (environment_id, day, customer_uid, customer_id, plan,
+		customer_type, calls, cost, usage_revenue, grant_revenue, fee_revenue, topup_revenue, rank_revenue, rank_cost)
+		values ($1, $2, $3, 'cus_worse', 'pro', 'user', 1, 9, 1, 0, 0, 0, 1, 9)`, prod.ID, today, uuid.New()); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.do(http.MethodGet, "/", nil, nil); strings.Contains(r.body, "cus_worse") {
+		t.Fatal("the kept ranking was not used")
+	}
+	// Once it is a minute old, the next view still shows it and refreshes it.
+	r := &e.server.rankings
+	r.mu.Lock()
+	for _, k := range r.m {
+		k.at = k.at.Add(-rankingTTL)
+	}
+	r.mu.Unlock()
+	if r := b.do(http.MethodGet, "/", nil, nil); strings.Contains(r.body, "cus_worse") {
+		t.Fatal("a stale ranking was replaced synchronously")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if r := b.do(http.MethodGet, "/", nil, nil); strings.Contains(r.body, "/customers/cus_worse") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the ranking was never refreshed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

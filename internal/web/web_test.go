@@ -29,6 +29,7 @@ type env struct {
 	owner   users.Member
 	viewer  users.Member
 	deps    Deps
+	server  *Server
 }
 
 // newEnv serves the dashboard over a fresh database with a tenant, an owner and a viewer.
@@ -58,7 +59,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.handler = s.Handler()
+	e.server, e.handler = s, s.Handler()
 	e.srv = httptest.NewServer(e.handler)
 	t.Cleanup(e.srv.Close)
 	return e
