@@ -270,7 +270,7 @@ func copyCustomers(ctx context.Context, pool *pgxpool.Pool, env store.Environmen
 	tenant, envID := pgtype.UUID{Bytes: env.TenantID, Valid: true}, pgtype.UUID{Bytes: env.ID, Valid: true}
 	now := time.Now().UTC()
 	i := 0
-	_, err := pool.CopyFrom(ctx, pgx.Identifier{"customers"}, []string{"tenant_id", "environment_id", "id", "plan", "metadata", "billing_anchor", "uid"},
+	_, err := pool.CopyFrom(ctx, pgx.Identifier{"customers"}, []string{"tenant_id", "environment_id", "id", "plan", "metadata", "billing_anchor", "created_at", "uid"},
 		pgx.CopyFromFunc(func() ([]any, error) {
 			if i == n {
 				return nil, nil
@@ -281,7 +281,7 @@ func copyCustomers(ctx context.Context, pool *pgxpool.Pool, env store.Environmen
 			if i <= invoiced {
 				anchor = now.AddDate(0, 0, -40)
 			}
-			return []any{tenant, envID, DemoCustomerID(i), "standard", meta, anchor, pgtype.UUID{Bytes: uuid.New(), Valid: true}}, nil
+			return []any{tenant, envID, DemoCustomerID(i), "standard", meta, anchor, anchor, pgtype.UUID{Bytes: uuid.New(), Valid: true}}, nil
 		}))
 	if err != nil {
 		return fmt.Errorf("dashboard: copy customers: %w", err)

@@ -24,6 +24,8 @@ type overviewData struct {
 	// Window is "month" (this calendar month, UTC) or "30d".
 	Window   string
 	From, To time.Time
+	// Last is the window's last day (To is exclusive).
+	Last     time.Time
 	Currency string
 	Totals   analytics.Figures
 	// Trend is revenue, cost and margin per day; ByPlan is revenue per plan per day.
@@ -82,6 +84,7 @@ func (s *Server) overview(c echo.Context) error {
 		}
 	}
 
+	d.Last = d.To.Add(-time.Nanosecond)
 	fired, err := s.deps.Alerts.Alerts(ctx, env, alerts.Page{Limit: overviewAlertScan})
 	if err != nil {
 		return err
