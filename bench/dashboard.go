@@ -245,7 +245,8 @@ func SeedDashboard(ctx context.Context, pool *pgxpool.Pool, kr *secrets.Keyring,
 		return env, err
 	}
 	if err := seedRollupsOf(ctx, pool, env, `create temporary table bench_customers as
-			select uid, id, plan || '_' || (row_number() over (order by id) % 3) as plan, type as ty,
+			select uid, id, case when row_number() over (order by id) % 6 < 3 then 'starter'
+			                     when row_number() over (order by id) % 6 < 5 then 'pro' else 'enterprise' end as plan, type as ty,
 			       1 + (row_number() over (order by id) % 97) / 10.0 as weight
 			from customers where environment_id = $1::uuid`, []any{env.ID}, days, time.Now().UTC()); err != nil {
 		return env, err
