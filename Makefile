@@ -10,7 +10,7 @@ RACE_PACKAGES := ./internal/enforcement/... ./sdk/go/... ./internal/api/... ./in
 # The Redocly CLI that last linted internal/api/openapi.json clean (0 errors).
 REDOCLY_VERSION ?= 2.77.0
 
-.PHONY: all demo test test-short bench fuzz lint openapi-lint check-go services build tidy-check
+.PHONY: all demo test test-short bench fuzz lint openapi-lint check-go services build tidy-check screenshots
 
 all: test
 
@@ -72,6 +72,13 @@ lint: check-go
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+## screenshots: PNGs of the dashboard's main pages in docs/screenshots/: a seeded dashboard served
+## in process, captured by headless Chromium (scripts/screenshots; scripts/chromium.sh finds or installs it)
+screenshots: check-go
+	@env_out=$$(scripts/services.sh) || { echo "make: PostgreSQL and Redis could not be started (see above)" >&2; exit 1; }; \
+	eval "$$env_out"; \
+	$(GO) run ./scripts/screenshots -out docs/screenshots
 
 ## openapi-lint: lint the API's OpenAPI document with Redocly (needs Node.js and npm)
 openapi-lint:

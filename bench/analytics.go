@@ -139,6 +139,15 @@ func Margins(ctx context.Context, adminURL string, opt MarginsOptions) (MarginsR
 // of two entitlements every day for days days: dense running totals, per-customer
 // daily rows, per-group daily rows, and the last three days by hour.
 func seedRollups(ctx context.Context, pool *pgxpool.Pool, env store.Environment, n, days int, now time.Time) error {
+	return seedRollupsOf(ctx, pool, env, `create temporary table bench_customers as
+			select gen_random_uuid() as uid, 'cust_' || lpad(i::text, 7, '0') as id, 'plan_' || (i % 5) as plan,
+			       case when i % 3 = 0 then 'team' else 'user' end as ty, 1 + (i % 97) / 10.0 as weight
+			from generate_series(1, $1::int) i`, []any{n}, days, now)
+}
+
+// seedRollupsOf is seedRollups for the customers the statement customers puts in the
+// temporary table bench_customers (uid, id, plan, ty, weight).
+func seedRollupsOf(ctx context.Context, pool *pgxpool.Pool, env store.Environment, customers string, customerArgs []any, days int, now time.Time) error {
 	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
 	first := today.AddDate(0, 0, -days)
 	hour := now.Truncate(time.Hour)
@@ -146,10 +155,7 @@ func seedRollups(ctx context.Context, pool *pgxpool.Pool, env store.Environment,
 		sql  string
 		args []any
 	}{
-		{`create temporary table bench_customers as
-			select gen_random_uuid() as uid, 'cust_' || lpad(i::text, 7, '0') as id, 'plan_' || (i % 5) as plan,
-			       case when i % 3 = 0 then 'team' else 'user' end as ty, 1 + (i % 97) / 10.0 as weight
-			from generate_series(1, $1::int) i`, []any{n}},
+		{customers, customerArgs},
 		{`insert into analytics_customer_days (environment_id, day, customer_uid, customer_id, plan, customer_type, calls, cost,
 			usage_revenue, grant_revenue, fee_revenue, topup_revenue, rank_revenue, rank_cost)
 		 select $1::uuid, day, uid, id, plan, ty, calls, cost, ur, gr, 20, 0, (ur - gr + 20)::float8, cost::float8

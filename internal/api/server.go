@@ -273,7 +273,8 @@ func (s *Server) mountDashboard(cfg Config, deps Deps, logger *slog.Logger) erro
 		dc.PublicURL = deps.PublicURL
 	}
 	dash, err := web.New(dc, web.Deps{Users: s.users, Tenancy: s.tenancy, Policies: s.policies, Customers: s.customers,
-		Billing: s.billing, Stripe: s.stripe, Alerts: s.alerts, Analytics: s.analytics, Simulations: s.simulations})
+		Billing: s.billing, Stripe: s.stripe, Alerts: s.alerts, Analytics: s.analytics, Simulations: s.simulations,
+		KeyRevoked: s.keyRevoked})
 	if err != nil {
 		return err
 	}

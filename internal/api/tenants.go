@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -109,12 +110,17 @@ func (s *Server) revokeKey(c echo.Context) error {
 	if err != nil {
 		return tenancyProblem(err)
 	}
-	// Every replica drops the key from its cache now; the cache TTL covers a lost message.
+	s.keyRevoked(ctx, id)
+	return c.JSON(http.StatusOK, after)
+}
+
+// keyRevoked makes every replica drop a revoked key from its cache now; the cache TTL
+// covers a lost message.
+func (s *Server) keyRevoked(ctx context.Context, id uuid.UUID) {
 	s.keys.evict(id)
 	if err := s.bus.Publish(ctx, wire.ChannelKeyRevoked, []byte(id.String())); err != nil {
 		s.logger.Warn("api: could not broadcast a key revocation; other replicas see it within the cache TTL", "err", err, "key", id)
 	}
-	return c.JSON(http.StatusOK, after)
 }
 
 func (s *Server) listAudit(c echo.Context) error {

@@ -80,3 +80,43 @@ func TestBrowserLoginLogout(t *testing.T) {
 		t.Fatalf("after logout: %v", err)
 	}
 }
+
+// TestBrowserOverviewAndAlertRule logs in, sees the Overview's SVG chart, and creates
+// an alert rule through the form, which is then listed.
+func TestBrowserOverviewAndAlertRule(t *testing.T) {
+	e := newEnv(t, Config{})
+	prod := e.production()
+	publishExample(t, e.deps, prod)
+	e.seedMargins(prod)
+	ch := e.webhookChannel(prod, "ops", "https://example.com/hook")
+	ctx := browserFor(t).Tab(t, 45*time.Second)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(e.srv.URL+"/login"),
+		chromedp.WaitVisible("#login"),
+		chromedp.SendKeys(`#login input[name="email"]`, "owner@acme.test"),
+		chromedp.SendKeys(`#login input[name="password"]`, testPassword),
+		chromedp.Click(`#login button[type="submit"]`),
+		chromedp.WaitVisible("#trend svg.chart"),
+	); err != nil {
+		t.Fatalf("log in and see the chart: %v", err)
+	}
+	lines, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#trend svg.chart polyline").length`))
+	if err != nil || lines != 3 {
+		t.Errorf("the trend chart has %d lines (%v), want revenue, cost and margin", lines, err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(e.srv.URL+"/alerts/rules/new"),
+		chromedp.WaitVisible("#rule-form"),
+		chromedp.SendKeys(`#rule-form input[name="name"]`, "Input tokens at 90%"),
+		chromedp.SetValue(`#rule-form input[name="thresholds"]`, "90"),
+		chromedp.Click(`#rule-form input[name="channels"][value="`+ch.ID.String()+`"]`),
+		chromedp.Click(`#rule-form button[type="submit"]`),
+		chromedp.WaitVisible("#rules"),
+	); err != nil {
+		t.Fatalf("create a rule: %v", err)
+	}
+	rules, err := chromedp.Run(ctx, chromedp.Text("#rules"))
+	if err != nil || !strings.Contains(rules, "Input tokens at 90%") || !strings.Contains(rules, "ops") {
+		t.Fatalf("the rule is not listed: %q %v", rules, err)
+	}
+}

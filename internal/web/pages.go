@@ -4,39 +4,7 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
-
-	"github.com/limitr/limitr/internal/tenancy"
-	"github.com/limitr/limitr/internal/users"
 )
-
-type overviewData struct {
-	Environments []tenancy.Environment
-	Members      int
-	Invites      int
-}
-
-// overview is the landing page: the tenant at a glance.
-func (s *Server) overview(c echo.Context) error {
-	ctx := c.Request().Context()
-	sess := sessionOf(c)
-	envs, err := s.deps.Tenancy.ListEnvironments(ctx, sess.TenantID)
-	if err != nil {
-		return err
-	}
-	members, err := s.deps.Users.ListMembers(ctx, sess.TenantID)
-	if err != nil {
-		return err
-	}
-	d := overviewData{Environments: envs, Members: len(members)}
-	if users.Can(sess.Role, users.PermManageUsers) {
-		inv, err := s.deps.Users.ListInvites(ctx, sess.TenantID)
-		if err != nil {
-			return err
-		}
-		d.Invites = len(inv)
-	}
-	return s.render(c, http.StatusOK, "overview", d)
-}
 
 // section serves a navigation entry whose page is not built yet.
 func (s *Server) section(n navItem) echo.HandlerFunc {

@@ -33,7 +33,7 @@ var navItems = []navItem{
 	{"policies", "Policies", "/policies", false},
 	{"customers", "Customers", "/customers", false},
 	{"invoices", "Invoices", "/invoices", false},
-	{"alerts", "Alerts", "/alerts", true},
+	{"alerts", "Alerts", "/alerts", false},
 	{"settings", "Settings", "/settings/users", false},
 }
 
@@ -50,10 +50,10 @@ func parsePages() (*pages, error) {
 	p := &pages{byName: map[string]*template.Template{}}
 	for _, file := range names {
 		name := strings.TrimSuffix(strings.TrimPrefix(file, "templates/"), ".html")
-		if name == "layout" {
-			continue
+		if name == "layout" || strings.HasPrefix(name, "_") {
+			continue // templates/_*.html are partials every page may use
 		}
-		t, err := template.New(name).ParseFS(templateFS, "templates/layout.html", file)
+		t, err := template.New(name).ParseFS(templateFS, "templates/layout.html", "templates/_*.html", file)
 		if err != nil {
 			return nil, fmt.Errorf("web: template %s: %w", name, err)
 		}

@@ -9,11 +9,13 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
@@ -54,6 +56,9 @@ type Deps struct {
 	Alerts      *alerts.Service
 	Analytics   *analytics.Service
 	Simulations *simulate.Service
+	// KeyRevoked, when set, hears of an API key revoked from the dashboard, so the API
+	// drops it from every replica's cache at once (as DELETE /v1/keys/:id does).
+	KeyRevoked func(ctx context.Context, id uuid.UUID)
 }
 
 // Server serves the dashboard.
@@ -63,6 +68,8 @@ type Server struct {
 	log   *slog.Logger
 	pages *pages
 	echo  *echo.Echo
+	// rankings keeps slow worst-margin rankings for the Overview (overview_cache.go).
+	rankings rankings
 }
 
 // New builds the dashboard.

@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/platform/pgtest"
-	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/tenancy"
 	"github.com/limitr/limitr/internal/users"
 )
@@ -29,6 +28,8 @@ type env struct {
 	tenant  tenancy.Tenant
 	owner   users.Member
 	viewer  users.Member
+	deps    Deps
+	server  *Server
 }
 
 // newEnv serves the dashboard over a fresh database with a tenant, an owner and a viewer.
@@ -53,11 +54,12 @@ func newEnv(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	s, err := New(cfg, Deps{Users: us, Tenancy: ts, Policies: pgstore.NewService(pool, nil)})
+	e.deps = testDeps(t, pool, us, ts)
+	s, err := New(cfg, e.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.handler = s.Handler()
+	e.server, e.handler = s, s.Handler()
 	e.srv = httptest.NewServer(e.handler)
 	t.Cleanup(e.srv.Close)
 	return e
