@@ -18,8 +18,6 @@ import (
 
 	"github.com/limitr/limitr/internal/analytics/replay"
 	"github.com/limitr/limitr/internal/analytics/simulate"
-	"github.com/limitr/limitr/internal/billing"
-	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/policies"
 	"github.com/limitr/limitr/internal/policies/diff"
 	"github.com/limitr/limitr/internal/policies/doctree"
@@ -93,11 +91,11 @@ func newPolicyEnv(t *testing.T) *policyEnv {
 	}
 	pe := &policyEnv{env: e, notified: &changeRecorder{}, jobs: &queuedJobs{}}
 	pe.policies = pgstore.NewService(e.pool, pe.notified)
-	custs := customers.NewService(e.pool, pe.policies, nil)
-	bill := billing.NewService(e.pool, pe.policies, custs)
 	ts := tenancy.NewService(e.pool)
-	s, err := New(Config{Logger: slog.New(slog.DiscardHandler)}, Deps{Users: e.users, Tenancy: ts, Policies: pe.policies,
-		Customers: custs, Billing: bill, Simulations: simulate.New(e.pool, pe.jobs, pe.policies, bill)})
+	deps := testDeps(t, e.pool, e.users, ts)
+	deps.Policies = pe.policies
+	deps.Simulations = simulate.New(e.pool, pe.jobs, pe.policies, deps.Billing)
+	s, err := New(Config{Logger: slog.New(slog.DiscardHandler)}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
