@@ -245,11 +245,20 @@ func SeedDashboard(ctx context.Context, pool *pgxpool.Pool, kr *secrets.Keyring,
 		return env, err
 	}
 	if err := seedRollupsOf(ctx, pool, env, `create temporary table bench_customers as
-			select uid, id, case when row_number() over (order by id) % 6 < 3 then 'starter'
-			                     when row_number() over (order by id) % 6 < 5 then 'pro' else 'enterprise' end as plan, type as ty,
-			       1 + (row_number() over (order by id) % 97) / 10.0 as weight
+			select uid, id, plan, type as ty, 1 + (row_number() over (order by id) % 97) / 10.0 as weight
 			from customers where environment_id = $1::uuid`, []any{env.ID}, days, time.Now().UTC()); err != nil {
 		return env, err
+	}
+	// What the customer pages read live: each customer's meters in its current period,
+	// some past their included amounts.
+	if _, err := pool.Exec(ctx, `insert into meter_aggregates (tenant_id, environment_id, customer_id, customer_uid, entitlement,
+			period_start, credit, units, overhead, calls)
+		select c.tenant_id, c.environment_id, c.id, c.uid, m.ent, c.created_at + make_interval(months => floor(extract(epoch from now() - c.created_at) / 2629746)::int),
+		       m.credit, round(m.base * (0.4 + (i % 9) / 6.0)), round(m.cost * (0.4 + (i % 9) / 6.0) * (1 + (i % 5) / 4.0), 4), 50 + i % 40
+		from (select *, row_number() over (order by id) as i from customers where environment_id = $1) c,
+		     (values ('tokens', 'token', 1600000, 9.0), ('images', 'image', 1250, 12.0), ('minutes', 'minute', 12345, 30.0),
+		             ('renders', 'render', 9, 25.0), ('assistant', 'ai_credit', 5000, 20.0)) m(ent, credit, base, cost)`, env.ID); err != nil {
+		return env, fmt.Errorf("dashboard: meters: %w", err)
 	}
 	if nAlerts > 0 {
 		if err := fireDemoAlerts(ctx, pool, env, kr, pols, min(nAlerts, n)); err != nil {
