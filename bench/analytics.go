@@ -18,7 +18,6 @@ import (
 	"github.com/limitr/limitr/internal/analytics"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
-	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/store"
 )
 
@@ -76,16 +75,11 @@ func Margins(ctx context.Context, adminURL string, opt MarginsOptions) (MarginsR
 	if opt.Runs <= 0 {
 		opt.Runs = 30
 	}
-	dbURL, drop, err := CreateDatabase(ctx, adminURL)
+	pool, closeDB, err := freshPool(ctx, adminURL)
 	if err != nil {
 		return res, err
 	}
-	defer drop()
-	pool, err := pg.Connect(ctx, dbURL)
-	if err != nil {
-		return res, err
-	}
-	defer pool.Close()
+	defer closeDB()
 	env, pols, err := stagingWithPolicy(ctx, pool)
 	if err != nil {
 		return res, err

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/platform/pg"
 )
@@ -355,6 +356,20 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	return &Server{URL: st.URL, close: st.Close}, nil
+}
+
+// freshPool creates a fresh migrated database next to adminURL's and opens a pool on
+// it; closeDB closes the pool and drops the database.
+func freshPool(ctx context.Context, adminURL string) (pool *pgxpool.Pool, closeDB func(), err error) {
+	dbURL, drop, err := CreateDatabase(ctx, adminURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pool, err = pg.Connect(ctx, dbURL); err != nil {
+		drop()
+		return nil, nil, err
+	}
+	return pool, func() { pool.Close(); drop() }, nil
 }
 
 // CreateDatabase creates a fresh database next to adminURL's, migrates it and returns

@@ -25,7 +25,6 @@ import (
 
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
-	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
@@ -222,16 +221,11 @@ func CloseBilling(ctx context.Context, adminURL string, opt BillingOptions) (Bil
 	if opt.Customers <= 0 {
 		return res, fmt.Errorf("billing: %d customers", opt.Customers)
 	}
-	dbURL, drop, err := CreateDatabase(ctx, adminURL)
+	pool, closeDB, err := freshPool(ctx, adminURL)
 	if err != nil {
 		return res, err
 	}
-	defer drop()
-	pool, err := pg.Connect(ctx, dbURL)
-	if err != nil {
-		return res, err
-	}
-	defer pool.Close()
+	defer closeDB()
 
 	env, pols, err := stagingWithPolicy(ctx, pool)
 	if err != nil {

@@ -26,7 +26,6 @@ import (
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
 	"github.com/limitr/limitr/internal/num"
-	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/secrets"
@@ -101,16 +100,11 @@ func Dashboard(ctx context.Context, adminURL string, opt DashboardOptions) (Dash
 	if opt.Customers <= 0 || opt.Days <= 0 || opt.Runs <= 0 {
 		return res, fmt.Errorf("dashboard: %d customers, %d days, %d runs", opt.Customers, opt.Days, opt.Runs)
 	}
-	dbURL, drop, err := CreateDatabase(ctx, adminURL)
+	pool, closeDB, err := freshPool(ctx, adminURL)
 	if err != nil {
 		return res, err
 	}
-	defer drop()
-	pool, err := pg.Connect(ctx, dbURL)
-	if err != nil {
-		return res, err
-	}
-	defer pool.Close()
+	defer closeDB()
 	spec, err := secrets.GenerateKey()
 	if err != nil {
 		return res, err

@@ -25,7 +25,6 @@ import (
 	"github.com/limitr/limitr/internal/analytics/simulate"
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
-	"github.com/limitr/limitr/internal/platform/pg"
 	"github.com/limitr/limitr/internal/policies/doctree"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/store"
@@ -58,16 +57,11 @@ var simulationMonth = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // dearer, a cheaper image tier), and times the simulation job.
 func ReplaySimulation(ctx context.Context, adminURL string, n int) (SimulationResult, error) {
 	res := SimulationResult{Customers: n}
-	dbURL, drop, err := CreateDatabase(ctx, adminURL)
+	pool, closeDB, err := freshPool(ctx, adminURL)
 	if err != nil {
 		return res, err
 	}
-	defer drop()
-	pool, err := pg.Connect(ctx, dbURL)
-	if err != nil {
-		return res, err
-	}
-	defer pool.Close()
+	defer closeDB()
 	env, pols, candidate, err := simulationTenant(ctx, pool)
 	if err != nil {
 		return res, err

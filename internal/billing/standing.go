@@ -150,29 +150,13 @@ func (st *Standing) fill(set Settings, vers Versions, sub Subject, data customer
 // cost sums the overhead of the meter periods usage() rates for the period, converted
 // from runes at the rune rate: the provider cost of what the invoice bills.
 func (r *rater) cost() (num.Dec, error) {
-	v, err := r.in.Versions.At(r.in.Period.End)
+	meters, err := r.billedMeters()
 	if err != nil {
 		return num.Zero, err
 	}
-	p := v.Policy
-	plan := p.Plan(r.in.Customer.ResolvedPlan)
-	if plan == nil {
-		return num.Zero, nil
-	}
 	var c num.Calc
 	runes := num.Zero
-	for _, m := range r.in.Meters {
-		if m.Entitlement == plan.Subscription || !m.PeriodStart.Before(r.in.Period.End) {
-			continue
-		}
-		l := r.limitOf(p, plan, m.Entitlement)
-		if l == nil {
-			continue
-		}
-		end := r.meterEnd(p, l, m.PeriodStart)
-		if !end.IsZero() && (!end.After(r.in.Period.Start) || end.After(r.in.Period.End)) {
-			continue
-		}
+	for _, m := range meters {
 		runes = c.Add(runes, m.Overhead)
 	}
 	out := c.Mul(runes, r.in.RuneRate)
