@@ -165,4 +165,24 @@ say
 LIMITR_BASE_URL="$base" LIMITR_ADMIN_KEY="$admin_key" LIMITR_ENVIRONMENT=production \
   "$GO" run ./examples/analytics || die "examples/analytics failed"
 say
+say "== The dashboard, served by the same process =="
+say
+say "11. A first owner from the CLI (limitr admin create-user), then a login through the form"
+printf '%s\n' "demo-password-$(rand_hex 4)" > "$work/owner.pw"
+"$work/limitr" admin create-user --database-url "$db_url" --tenant demo --email owner@demo.test --role owner \
+  --password-stdin < "$work/owner.pw" >/dev/null || die "limitr admin create-user failed"
+jar="$work/cookies"
+login_status=$(curl -sS -c "$jar" -o "$work/login.html" -w '%{http_code}' "$base/login") || die "GET /login: no answer"
+[ "$login_status" = 200 ] || die "GET /login: HTTP $login_status"
+csrf="$(sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p' "$work/login.html" | head -n1)"
+[ -n "$csrf" ] || die "GET /login: no CSRF token in the form"
+login_status=$(curl -sS -b "$jar" -c "$jar" -o /dev/null -w '%{http_code}' -H "Origin: $base" \
+  --data-urlencode "csrf_token=$csrf" --data-urlencode "email=owner@demo.test" --data-urlencode "password=$(cat "$work/owner.pw")" \
+  "$base/login") || die "POST /login: no answer"
+[ "$login_status" = 303 ] || die "POST /login: HTTP $login_status, want 303"
+overview_status=$(curl -sS -b "$jar" -o "$work/overview.html" -w '%{http_code}' "$base/") || die "GET /: no answer"
+[ "$overview_status" = 200 ] && grep -q '<svg' "$work/overview.html" || die "GET / after login: HTTP $overview_status, or no chart"
+say "   POST $base/login as owner@demo.test → 303; GET / → 200, the Overview with its charts of the demo's usage"
+say "   (run \`go run ./cmd/limitr dev\` and \`limitr admin create-user\` to keep one up: README, The dashboard)"
+say
 say "demo: done; stopping limitr dev and dropping $db"
