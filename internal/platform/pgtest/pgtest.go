@@ -170,6 +170,15 @@ func makeTemplate(admin string) (string, error) {
 	if _, err := conn.Exec(ctx, "alter database "+building+" rename to "+name); err != nil {
 		return "", fmt.Errorf("publish template: %w", err)
 	}
+	// Templates of older schemas are dropped when no one copies them right now (a
+	// failure leaves them for the next new schema).
+	rows, err := conn.Query(ctx, `select datname from pg_database where datname like 'limitr\_tpl\_%' and datname <> $1`, name)
+	if err == nil {
+		old, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+		for _, db := range old {
+			_, _ = conn.Exec(ctx, "drop database if exists "+pgx.Identifier{db}.Sanitize())
+		}
+	}
 	return name, nil
 }
 
