@@ -68,17 +68,26 @@ func TestBrowserCustomerAndInvoice(t *testing.T) {
 	if _, err := f.billing.Close(ctx, f.staging, clock.ID, time.Date(2026, 2, 10, 0, 30, 0, 0, time.UTC)); err != nil {
 		t.Fatal(err)
 	}
-	if err := chromedp.Do(tab,
-		chromedp.Click(`#nav a[href="/invoices"]`),
-		chromedp.WaitVisible(`#invoices tbody a`),
-		chromedp.Click(`#invoices tbody a`),
+	if err := chromedp.Do(tab, chromedp.Click(`#nav a[href="/invoices"]`), chromedp.WaitVisible(`#invoices tbody a`)); err != nil {
+		t.Fatalf("the invoices: %v", err)
+	}
+	// The invoice is opened by its address: a click on its link can land while htmx is
+	// still swapping the list in, and go nowhere.
+	href, err := chromedp.Run(tab, chromedp.AttributeValue(`#invoices tbody a`, "href"))
+	if err != nil || href.Value == "" {
+		t.Fatalf("the invoice's link: %q, %v", href.Value, err)
+	}
+	for i, a := range []chromedp.Action[chromedp.Void]{
+		chromedp.Navigate(f.srv.URL + href.Value),
 		chromedp.WaitVisible(`#action-finalize`),
 		chromedp.Click(`#action-finalize`),
 		chromedp.WaitVisible(`#confirm-yes`),
 		chromedp.Click(`#confirm-yes`),
 		chromedp.WaitVisible(`#invoice-status.status-finalized`),
-	); err != nil {
-		t.Fatalf("finalize: %v", err)
+	} {
+		if err := chromedp.Do(tab, a); err != nil {
+			t.Fatalf("finalize, step %d: %v", i, err)
+		}
 	}
 	status, err := chromedp.Run(tab, chromedp.Text("#invoice-status"))
 	if err != nil || status != "finalized" {
