@@ -69,7 +69,7 @@ func TestBrowserLoginLogout(t *testing.T) {
 	if err != nil || !htmx {
 		t.Errorf("htmx is not loaded (CSP?): %v", err)
 	}
-	if err := chromedp.Do(ctx,
+	if err := chromedp.Do(ctx, webtest.Settled(),
 		chromedp.Click("#logout"),
 		chromedp.WaitVisible("#login"),
 	); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/limitr/limitr/internal/billing"
 	"github.com/limitr/limitr/internal/customers"
+	"github.com/limitr/limitr/internal/web/webtest"
 )
 
 // TestBrowserCustomerAndInvoice finds a customer by alt id in a real Chromium, sees
@@ -34,17 +35,17 @@ func TestBrowserCustomerAndInvoice(t *testing.T) {
 		chromedp.SendKeys(`#login input[name="email"]`, "owner@acme.test"),
 		chromedp.SendKeys(`#login input[name="password"]`, testPassword),
 		chromedp.Click(`#login button[type="submit"]`),
-		chromedp.WaitVisible("#nav"),
+		chromedp.WaitVisible("#nav"), webtest.Settled(),
 		chromedp.SetValue(`header select[name="environment"]`, "staging"),
 		chromedp.Click(`header form.env button`),
-		chromedp.WaitReady(`header option[value="staging"][selected]`),
+		chromedp.WaitReady(`header option[value="staging"][selected]`), webtest.Settled(),
 		chromedp.Click(`#nav a[href="/customers"]`),
-		chromedp.WaitVisible("#customer-search"),
+		chromedp.WaitVisible("#customer-search"), webtest.Settled(),
 		chromedp.SendKeys(`#customer-search input[name="q"]`, "acme-alt"),
 		chromedp.Click(`#customer-search button`),
-		chromedp.WaitVisible(`#customers a[href="/customers/acme"]`),
+		chromedp.WaitVisible(`#customers a[href="/customers/acme"]`), webtest.Settled(),
 		chromedp.Click(`#customers a[href="/customers/acme"]`),
-		chromedp.WaitVisible(`#meters meter.usage`),
+		chromedp.WaitVisible(`#meters meter.usage`), webtest.Settled(),
 	); err != nil {
 		t.Fatalf("find the customer: %v", err)
 	}
@@ -68,7 +69,7 @@ func TestBrowserCustomerAndInvoice(t *testing.T) {
 	if _, err := f.billing.Close(ctx, f.staging, clock.ID, time.Date(2026, 2, 10, 0, 30, 0, 0, time.UTC)); err != nil {
 		t.Fatal(err)
 	}
-	if err := chromedp.Do(tab, chromedp.Click(`#nav a[href="/invoices"]`), chromedp.WaitVisible(`#invoices tbody a`)); err != nil {
+	if err := chromedp.Do(tab, chromedp.Click(`#nav a[href="/invoices"]`), chromedp.WaitVisible(`#invoices tbody a`), webtest.Settled()); err != nil {
 		t.Fatalf("the invoices: %v", err)
 	}
 	// The invoice is opened by its address: a click on its link can land while htmx is
@@ -79,9 +80,9 @@ func TestBrowserCustomerAndInvoice(t *testing.T) {
 	}
 	for i, a := range []chromedp.Action[chromedp.Void]{
 		chromedp.Navigate(f.srv.URL + href.Value),
-		chromedp.WaitVisible(`#action-finalize`),
+		chromedp.WaitVisible(`#action-finalize`), webtest.Settled(),
 		chromedp.Click(`#action-finalize`),
-		chromedp.WaitVisible(`#confirm-yes`),
+		chromedp.WaitVisible(`#confirm-yes`), webtest.Settled(),
 		chromedp.Click(`#confirm-yes`),
 		chromedp.WaitVisible(`#invoice-status.status-finalized`),
 	} {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/limitr/limitr/internal/web/webtest"
+
 	"github.com/chromedp/chromedp"
 
 	"github.com/limitr/limitr/internal/api"
@@ -136,14 +138,14 @@ func TestBrowserPolicyPublishReachesSDK(t *testing.T) {
 		chromedp.SendKeys(`#login input[name="email"]`, "editor@acme.test"),
 		chromedp.SendKeys(`#login input[name="password"]`, browserPassword),
 		chromedp.Click(`#login button[type="submit"]`),
-		chromedp.WaitVisible("#nav"),
+		chromedp.WaitVisible("#nav"), webtest.Settled(),
 		// Look at production.
 		chromedp.SetValue(`select[name="environment"]`, "production"),
 		chromedp.Click(`form.env button`),
-		chromedp.WaitReady(`option[value="production"][selected]`),
+		chromedp.WaitReady(`option[value="production"][selected]`), webtest.Settled(),
 		// The editor: an invalid document first.
 		chromedp.Navigate(ts.URL+"/policies/new"),
-		chromedp.WaitVisible(`#editor textarea[name="source"]`),
+		chromedp.WaitVisible(`#editor textarea[name="source"]`), webtest.Settled(),
 		chromedp.SetValue(`#editor textarea[name="source"]`, bad),
 		chromedp.Click("#validate"),
 		chromedp.WaitVisible(".problem .path"),
@@ -160,7 +162,7 @@ func TestBrowserPolicyPublishReachesSDK(t *testing.T) {
 	if err := chromedp.Do(tab,
 		chromedp.SetValue(`#editor textarea[name="source"]`, good),
 		chromedp.Click("#save"),
-		chromedp.WaitVisible("table.diff"),
+		chromedp.WaitVisible("table.diff"), webtest.Settled(),
 	); err != nil {
 		t.Fatalf("save: %v", err)
 	}
@@ -177,7 +179,7 @@ func TestBrowserPolicyPublishReachesSDK(t *testing.T) {
 	// Publish, confirmed.
 	if err := chromedp.Do(tab,
 		chromedp.Navigate(ts.URL+"/policies/2"),
-		chromedp.WaitVisible("#publish"),
+		chromedp.WaitVisible("#publish"), webtest.Settled(),
 		chromedp.Click(`#publish input[name="confirm"]`),
 		chromedp.Click(`#publish button[type="submit"]`),
 		chromedp.WaitVisible("#notice"),

@@ -128,3 +128,15 @@ func (b *Browser) Tab(tb testing.TB, timeout time.Duration) context.Context {
 	tb.Cleanup(cancelTimeout)
 	return ctx
 }
+
+// Settled waits until htmx has no request in flight and nothing swapping or settling
+// (and the page has loaded): a click on a node htmx is about to replace goes nowhere,
+// or fails with "Could not find node with given id". Put it before any action that
+// follows a boosted navigation.
+func Settled() chromedp.Action[chromedp.Void] {
+	poll := chromedp.Poll[bool](`document.readyState === "complete" && !document.querySelector(".htmx-request, .htmx-swapping, .htmx-settling, .htmx-added")`)
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := poll(ctx, t)
+		return chromedp.Void{}, err
+	}
+}
