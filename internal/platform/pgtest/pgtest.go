@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,7 +133,8 @@ func migratedTemplate(admin string) (string, error) {
 // makeTemplate returns the template database of the current schema, migrating it first
 // if no process has: its name is a hash of our migrations and River's version, so a
 // changed schema gets a new one. It is built under another name and renamed when done,
-// under an advisory lock, so no test ever copies a half-migrated template.
+// under an advisory lock, so no test ever copies a half-migrated template. Templates of
+// older schemas stay on the server (a few MB each): another checkout may still use them.
 func makeTemplate(admin string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -170,15 +170,6 @@ func makeTemplate(admin string) (string, error) {
 	if _, err := conn.Exec(ctx, "alter database "+building+" rename to "+name); err != nil {
 		return "", fmt.Errorf("publish template: %w", err)
 	}
-	// Templates of older schemas are dropped when no one copies them right now (a
-	// failure leaves them for the next new schema).
-	rows, err := conn.Query(ctx, `select datname from pg_database where datname like 'limitr\_tpl\_%' and datname <> $1`, name)
-	if err == nil {
-		old, _ := pgx.CollectRows(rows, pgx.RowTo[string])
-		for _, db := range old {
-			_, _ = conn.Exec(ctx, "drop database if exists "+pgx.Identifier{db}.Sanitize())
-		}
-	}
 	return name, nil
 }
 
@@ -196,7 +187,9 @@ func schemaHash() string {
 	})
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, m := range bi.Deps {
-			if strings.HasPrefix(m.Path, "github.com/riverqueue/river") {
+			// The module itself only: which of its sibling modules a test binary links
+			// differs from package to package.
+			if m.Path == "github.com/riverqueue/river" {
 				h.Write([]byte(m.Path + "@" + m.Version))
 			}
 		}
