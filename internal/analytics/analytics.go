@@ -41,6 +41,8 @@ var (
 type Valuer interface {
 	Valuation(ctx context.Context, db store.DBTX, env store.Environment) (*billing.Valuation, error)
 	Settings(ctx context.Context, env store.Environment) (billing.Settings, error)
+	// Environments are those with an active policy: the ones billed, and booked.
+	Environments(ctx context.Context) ([]store.Environment, error)
 }
 
 // Service books and reads analytics.

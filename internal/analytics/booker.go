@@ -200,19 +200,11 @@ func (b *Booker) Sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// environments are those with an active policy, by id.
+// environments are those with an active policy (billing's), by id.
 func (s *Service) environments(ctx context.Context) (map[uuid.UUID]store.Environment, error) {
-	rows, err := s.pool.Query(ctx, `select e.id, e.tenant_id, e.name, e.live, e.created_at from environments e
-		join environment_policies p on p.tenant_id = e.tenant_id and p.environment_id = e.id`)
+	list, err := s.valuer.Environments(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("analytics: environments: %w", err)
-	}
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Environment, error) {
-		var e store.Environment
-		return e, r.Scan(&e.ID, &e.TenantID, &e.Name, &e.Live, &e.CreatedAt)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("analytics: environments: %w", err)
+		return nil, fmt.Errorf("analytics: %w", err)
 	}
 	out := make(map[uuid.UUID]store.Environment, len(list))
 	for _, e := range list {
