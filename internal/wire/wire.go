@@ -61,6 +61,21 @@ type UsageBatch struct {
 	// GrantDraws are what calls took from grants since the last flush (at most
 	// MaxDeltas), so other instances and restarts see the grants' balances.
 	GrantDraws []GrantDraw `json:"grant_draws,omitempty"`
+	// VoucherDebits are what calls took from customers' vouchers since the last flush
+	// (at most MaxDeltas), so every instance sees the same voucher balance.
+	VoucherDebits []VoucherDebit `json:"voucher_debits,omitempty"`
+}
+
+// VoucherDebit sums what calls took from one voucher, in runes (an exact decimal
+// string, > 0). VoucherID names the voucher as the server set it (CustomerVoucher.ID):
+// a voucher set again gets a new id, so debits of the old one never reduce the new one.
+type VoucherDebit struct {
+	Customer  string `json:"customer"`
+	VoucherID string `json:"voucher_id"`
+	Runes     string `json:"runes"`
+	// CustomerCreatedAt is when the customer was created, as the SDK knows it (see
+	// UsageDelta.CustomerCreatedAt).
+	CustomerCreatedAt *time.Time `json:"customer_created_at,omitempty"`
 }
 
 // GrantDraw sums what calls took from one grant in one grant period, in the grant's
@@ -129,9 +144,10 @@ type UsageAck struct {
 
 // Kinds of batch records, as Unattributed names them.
 const (
-	RecordDelta     = "delta"
-	RecordGrantDraw = "grant_draw"
-	RecordEvent     = "event"
+	RecordDelta        = "delta"
+	RecordGrantDraw    = "grant_draw"
+	RecordVoucherDebit = "voucher_debit"
+	RecordEvent        = "event"
 )
 
 // Reasons a record could not be attributed.
@@ -150,7 +166,7 @@ const (
 
 // Unattributed is one record of a batch the server committed without a customer.
 type Unattributed struct {
-	Kind     string `json:"kind"`  // RecordDelta, RecordGrantDraw or RecordEvent
+	Kind     string `json:"kind"`  // RecordDelta, RecordGrantDraw, RecordVoucherDebit or RecordEvent
 	Index    int    `json:"index"` // position in the batch's list of that kind
 	Customer string `json:"customer"`
 	Reason   string `json:"reason"`
@@ -228,7 +244,7 @@ type PolicyChanged struct {
 // (absent for deletes); the SDK applies it locally.
 type CustomerChanged struct {
 	ID              string          `json:"id"`
-	Op              string          `json:"op"` // upsert, delete, plan, override, topup
+	Op              string          `json:"op"` // upsert, delete, plan, override, topup, voucher
 	Revision        int64           `json:"revision"`
 	Customer        json.RawMessage `json:"customer,omitempty"`
 	Plan            string          `json:"plan,omitempty"`
@@ -262,6 +278,32 @@ type Customer struct {
 	TestClock string                     `json:"test_clock,omitempty"`
 	Overrides map[string]json.RawMessage `json:"overrides"`
 	Topups    []CustomerTopup            `json:"topups"`
+	// Voucher is the customer's prepaid voucher, if one is set.
+	Voucher *CustomerVoucher `json:"voucher,omitempty"`
+}
+
+// CustomerVoucher is a prepaid allowance for soft-limit overage (Limitr Cloud's
+// voucher): a call whose uncovered overage it cannot pay, or that comes after it
+// expired, is denied. ID is new each time a voucher is set. Runes is the amount set
+// (absent: no balance to draw down, only the expiry is checked); Debited is what the
+// server has committed as spent from it (VoucherDebit), and Balance is Runes − Debited.
+// Amounts are exact decimals.
+type CustomerVoucher struct {
+	ID        string       `json:"id"`
+	Runes     *json.Number `json:"runes,omitempty"`
+	Debited   json.Number  `json:"debited"`
+	Balance   *json.Number `json:"balance,omitempty"`
+	ExpiresAt time.Time    `json:"expires_at"`
+	SetAt     time.Time    `json:"set_at"`
+	SetBy     string       `json:"set_by,omitempty"`
+}
+
+// VoucherRequest sets a customer's voucher (PUT …/customers/{id}/voucher), replacing
+// any previous one. Runes, when given, is the balance (an exact decimal >= 0);
+// ExpiresAt (RFC 3339) is required and must be in the future.
+type VoucherRequest struct {
+	Runes     *json.Number `json:"runes,omitempty"`
+	ExpiresAt string       `json:"expires_at"`
 }
 
 // CustomerTopup is a topup applied to a customer: the grant every SDK instance
