@@ -82,8 +82,9 @@ type meter struct {
 	// skips calendar maths: no reset is due while now < periodEnd.
 	periodEnd int64
 	periodOf  *policies.CompiledLimit
-	ext       *meterExt     // holds, governor, history, attribution; nil until needed
+	ext       *meterExt     // holds, governor, attribution; nil until needed
 	pending   *pendingUsage // usage not yet drained for cloud sync
+	burn      burn          // recent calls, for the burn-rate reads
 }
 
 // meterExt is the meter state only some entitlements need.
@@ -92,16 +93,9 @@ type meterExt struct {
 	govInit      bool
 	govTokens    num.Dec
 	govLast      int64
-	history      [3]sample
-	histLen      int
 	grantCovered num.Dec // units of this period's overage paid by grants
 	topupRevenue num.Dec // topup revenue recognised this period (runes)
 	estimates    map[string]*estimator
-}
-
-type sample struct {
-	at    int64
-	delta float64
 }
 
 type hold struct {
@@ -124,9 +118,9 @@ func (m *meter) extension() *meterExt {
 func (m *meter) resetPeriod(start int64) {
 	m.started = start
 	m.value, m.overhead = num.Zero, num.Zero
+	m.burn = burn{}
 	if x := m.ext; x != nil {
 		x.govInit, x.govTokens, x.govLast = false, num.Zero, 0
-		x.histLen = 0
 		x.grantCovered, x.topupRevenue = num.Zero, num.Zero
 	}
 }
@@ -151,16 +145,6 @@ func (m *meter) pruneHolds(now int64) {
 		return
 	}
 	m.ext.holds = slices.DeleteFunc(m.ext.holds, func(h hold) bool { return h.expires <= now })
-}
-
-func (m *meter) record(now int64, delta num.Dec) {
-	x := m.extension()
-	if x.histLen == len(x.history) {
-		copy(x.history[:], x.history[1:])
-		x.histLen--
-	}
-	x.history[x.histLen] = sample{at: now, delta: num.Float64(delta)}
-	x.histLen++
 }
 
 func (m *meter) startedAt() time.Time { return time.Unix(0, m.started).UTC() }

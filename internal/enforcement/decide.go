@@ -323,6 +323,7 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if m.credit != limit.Credit.Name {
 		m.credit = limit.Credit.Name
 	}
+	m.burn.push(nowNs/int64(time.Millisecond), toFloat32(amount), limit.EWMAAlphaF)
 	return true, true
 }
 
@@ -522,7 +523,8 @@ func (e *Engine) collectCaps(caps []capRef, d *decision, p *policies.Policy, res
 		if cr == "" {
 			cr = "rune"
 		}
-		sc := &spendCap{cfg: Cap{ID: "call", Credit: cr}, credit: cr, ceiling: cc.Value}
+		// Limitr names a call's own cap tmp-<credit>; cap-limit events keep that id.
+		sc := &spendCap{cfg: Cap{ID: "tmp-" + cr, Credit: cr}, credit: cr, ceiling: cc.Value}
 		if !sc.appliesTo(p, ent, credit) {
 			continue
 		}
@@ -622,9 +624,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		x := m.extension()
 		x.govInit, x.govTokens, x.govLast = true, c.Sub(d.govTokens, d.amount), nowNs
 	}
-	if d.limit.GovernorEnabled {
-		m.record(nowNs, d.amount)
-	}
+	m.burn.push(nowNs/int64(time.Millisecond), toFloat32(d.amount), d.limit.EWMAAlphaF)
 	draw, left := grantDraw{}, d.overage
 	grantsApply := d.limit.GrantsApply && d.limit.Mode != policies.Observe && len(owner.grants) > 0
 	if (d.coverAll || !d.ownValid) && d.overage.IsPos() && grantsApply {

@@ -21,9 +21,16 @@ type reading struct {
 	govern  bool
 }
 
+// ReadOptions tune the limit reads (Remaining, Limit, ValuePercent, RemainingPercent).
+type ReadOptions struct {
+	// WithoutGrants reports the plan limit alone, as Limitr's reads do with
+	// grants=false: grant balances do not extend it.
+	WithoutGrants bool
+}
+
 // read resolves a customer's entitlement and reports the current period without
 // moving the meter: a due reset already reads as zero.
-func (e *Engine) read(id, ent string) (reading, error) {
+func (e *Engine) read(id, ent string, o ReadOptions) (reading, error) {
 	p := e.policy.Load()
 	res, err := e.resolve(p, id, ent)
 	if err != nil {
@@ -50,7 +57,7 @@ func (e *Engine) read(id, ent string) (reading, error) {
 	if len(owner.grants) > 0 {
 		owner.currentGrants(p, now.UnixNano())
 	}
-	if l := r.limit; l != nil && l.GrantsApply && l.Mode != policies.Observe && len(owner.grants) > 0 {
+	if l := r.limit; l != nil && !o.WithoutGrants && l.GrantsApply && l.Mode != policies.Observe && len(owner.grants) > 0 {
 		var c num.Calc
 		billable := num.Max(num.Zero, c.Sub(r.value, l.Value))
 		r.grants = pooled(p, owner, l.Credit.Name, billable, owner.grantStates(p, now.UnixNano(), nil))
@@ -64,13 +71,13 @@ func (e *Engine) read(id, ent string) (reading, error) {
 
 // Value returns usage in the current period (0 without a meter).
 func (e *Engine) Value(ctx context.Context, id, ent string) (num.Dec, error) {
-	r, err := e.read(id, ent)
+	r, err := e.read(id, ent, ReadOptions{WithoutGrants: true})
 	return r.value, err
 }
 
 // Remaining returns limit − usage; it may be negative past a soft limit.
-func (e *Engine) Remaining(ctx context.Context, id, ent string) (num.Dec, error) {
-	r, err := e.limited(id, ent)
+func (e *Engine) Remaining(ctx context.Context, id, ent string, o ReadOptions) (num.Dec, error) {
+	r, err := e.limited(id, ent, o)
 	if err != nil {
 		return num.Dec{}, err
 	}
@@ -81,17 +88,35 @@ func (e *Engine) Remaining(ctx context.Context, id, ent string) (num.Dec, error)
 // is higher.
 func (r reading) remaining() (num.Dec, error) {
 	var c num.Calc
-	lval := r.limit.Value
-	if r.grants.IsPos() {
-		lval = c.Add(num.Max(r.value, lval), r.grants)
-	}
+	lval := r.extended(&c)
 	return c.Sub(lval, r.value), c.Err
+}
+
+// extended is the limit as the reads see it: grants extend it past whichever of the
+// limit and the usage is higher (Limitr's remaining).
+func (r reading) extended(c *num.Calc) num.Dec {
+	if r.grants.IsPos() {
+		return c.Add(num.Max(r.value, r.limit.Value), r.grants)
+	}
+	return r.limit.Value
+}
+
+// remainingPercent is the share of the (extended) limit left, 0..100; a zero limit has
+// none left, as in the reference engine.
+func (r reading) remainingPercent() (num.Dec, error) {
+	var c num.Calc
+	lval := r.extended(&c)
+	if lval.IsZero() {
+		return num.Zero, c.Err
+	}
+	left := num.Max(num.Zero, c.Sub(lval, r.value))
+	return c.Mul(c.Quo(left, lval), num.Hundred), c.Err
 }
 
 // Limit returns the effective limit in the credit's units, plus the grant balance
 // available past it.
-func (e *Engine) Limit(ctx context.Context, id, ent string) (num.Dec, error) {
-	r, err := e.limited(id, ent)
+func (e *Engine) Limit(ctx context.Context, id, ent string, o ReadOptions) (num.Dec, error) {
+	r, err := e.limited(id, ent, o)
 	if err != nil {
 		return num.Dec{}, err
 	}
@@ -102,7 +127,7 @@ func (e *Engine) Limit(ctx context.Context, id, ent string) (num.Dec, error) {
 // Allowance is what a call could use right now: Remaining, further bounded by the
 // governor's tokens when one runs.
 func (e *Engine) Allowance(ctx context.Context, id, ent string) (num.Dec, error) {
-	r, err := e.limited(id, ent)
+	r, err := e.limited(id, ent, ReadOptions{})
 	if err != nil {
 		return num.Dec{}, err
 	}
@@ -118,26 +143,30 @@ func (e *Engine) Allowance(ctx context.Context, id, ent string) (num.Dec, error)
 
 // ValuePercent returns the share of the limit used, as 100 − remaining percent. A zero
 // limit reads as fully used, as in the reference engine.
-func (e *Engine) ValuePercent(ctx context.Context, id, ent string) (num.Dec, error) {
-	r, err := e.limited(id, ent)
+func (e *Engine) ValuePercent(ctx context.Context, id, ent string, o ReadOptions) (num.Dec, error) {
+	r, err := e.limited(id, ent, o)
 	if err != nil {
 		return num.Dec{}, err
 	}
-	var c num.Calc
-	lval := r.limit.Value
-	if r.grants.IsPos() {
-		lval = c.Add(num.Max(r.value, lval), r.grants)
+	left, err := r.remainingPercent()
+	if err != nil {
+		return num.Dec{}, err
 	}
-	remainingPct := num.Zero
-	if !lval.IsZero() {
-		left := num.Max(num.Zero, c.Sub(lval, r.value))
-		remainingPct = c.Mul(c.Quo(left, lval), num.Hundred)
-	}
-	return c.Sub(num.Hundred, remainingPct), c.Err
+	return num.Hundred.Sub(left)
 }
 
-func (e *Engine) limited(id, ent string) (reading, error) {
-	r, err := e.read(id, ent)
+// RemainingPercent returns the share of the limit left, 0..100 (Limitr's
+// remaining(percent=true)). A zero limit has none left.
+func (e *Engine) RemainingPercent(ctx context.Context, id, ent string, o ReadOptions) (num.Dec, error) {
+	r, err := e.limited(id, ent, o)
+	if err != nil {
+		return num.Dec{}, err
+	}
+	return r.remainingPercent()
+}
+
+func (e *Engine) limited(id, ent string, o ReadOptions) (reading, error) {
+	r, err := e.read(id, ent, o)
 	if err != nil {
 		return r, err
 	}
@@ -151,7 +180,7 @@ func (e *Engine) limited(id, ent string) (reading, error) {
 // never resets.
 func (e *Engine) Resets(ctx context.Context, id, ent string) (time.Time, error) {
 	p := e.policy.Load()
-	r, err := e.read(id, ent)
+	r, err := e.read(id, ent, ReadOptions{WithoutGrants: true})
 	if err != nil {
 		return time.Time{}, err
 	}

@@ -126,6 +126,8 @@ type CompiledLimit struct {
 	GovernorCapacity num.Dec
 	GovernorRefill   num.Dec // tokens per millisecond
 	EWMAAlpha        num.Dec
+	// EWMAAlphaF is EWMAAlpha as a float, for the burn-rate history a call updates.
+	EWMAAlphaF float32
 }
 
 // Resets reports whether the limit has periods.
@@ -264,6 +266,7 @@ func (p *Policy) CompileLimit(l *Limit) (*CompiledLimit, error) {
 		GrantsApply:  l.GrantsApply,
 		ExpiresOn:    l.OverrideExpiresOn,
 		EWMAAlpha:    l.EWMAAlpha,
+		EWMAAlphaF:   float32(num.Float64(l.EWMAAlpha)),
 	}
 	var err error
 	if cl.Value, err = conv(l.Value, "value"); err != nil {

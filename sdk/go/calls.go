@@ -134,43 +134,6 @@ func (p *Policy) Value(ctx context.Context, customer, entitlement string) (float
 	return float(v, err)
 }
 
-// ValuePercent returns the share of the limit used, in percent.
-func (p *Policy) ValuePercent(ctx context.Context, customer, entitlement string) (float64, error) {
-	if err := p.open(); err != nil {
-		return 0, err
-	}
-	v, err := p.eng.ValuePercent(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, &err) {
-		v, err = p.eng.ValuePercent(ctx, customer, entitlement)
-	}
-	return float(v, err)
-}
-
-// Remaining returns what is left of the limit this period (negative past a soft
-// limit). ErrNoLimit for feature gates and observe limits.
-func (p *Policy) Remaining(ctx context.Context, customer, entitlement string) (float64, error) {
-	if err := p.open(); err != nil {
-		return 0, err
-	}
-	v, err := p.eng.Remaining(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, &err) {
-		v, err = p.eng.Remaining(ctx, customer, entitlement)
-	}
-	return float(v, err)
-}
-
-// Limit returns the customer's effective limit. ErrNoLimit for gates and observe limits.
-func (p *Policy) Limit(ctx context.Context, customer, entitlement string) (float64, error) {
-	if err := p.open(); err != nil {
-		return 0, err
-	}
-	v, err := p.eng.Limit(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, &err) {
-		v, err = p.eng.Limit(ctx, customer, entitlement)
-	}
-	return float(v, err)
-}
-
 // Resets returns when the current period ends; the zero time if the limit never resets.
 func (p *Policy) Resets(ctx context.Context, customer, entitlement string) (time.Time, error) {
 	if err := p.open(); err != nil {

@@ -320,6 +320,13 @@ func TestCallCap(t *testing.T) {
 	if cm, _ := payload(t, ev)["customer"].(map[string]any); cm["id"] != "u" {
 		t.Errorf("cap-limit customer = %v, want the caller", cm["id"])
 	}
+	// Limitr's id for a call's own cap, in the event and in its JSON payload.
+	if ev.CapID != "tmp-rune" {
+		t.Errorf("cap-limit CapID = %q, want tmp-rune", ev.CapID)
+	}
+	if cm, _ := payload(t, ev)["cap"].(map[string]any); cm["id"] != "tmp-rune" {
+		t.Errorf("cap-limit payload cap = %v, want id tmp-rune", cm)
+	}
 	if !e.allow("u", "api", 50, limitr.WithCallCap("", 0.5)) {
 		t.Fatal("call within its cap denied")
 	}
@@ -328,6 +335,9 @@ func TestCallCap(t *testing.T) {
 	}
 	if e.allow("u", "api", 11, limitr.WithCallCap("tok", 10)) {
 		t.Error("tok call cap of 10 allowed 11")
+	}
+	if ev, ok := e.rec.last(limitr.EventCapLimit); !ok || ev.CapID != "tmp-tok" {
+		t.Errorf("cap-limit for a tok call cap: %+v, want CapID tmp-tok", ev)
 	}
 	if len(e.cust("u").Caps) != 0 {
 		t.Errorf("call cap persisted: %v", e.cust("u").Caps)
