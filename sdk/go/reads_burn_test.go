@@ -104,7 +104,7 @@ func TestBurnRateReads(t *testing.T) {
 			t.Errorf("handler=%v: projected exhaustion %v, want %v", handler, got, want)
 		}
 		// The smoothed rate (alpha 0.2) was seeded with 20, then 0.2·15 + 0.8·20 = 19.
-		if got, want := exhaust(limitr.Smoothed()), clock.Now().Add(210526316 * time.Nanosecond); got.Sub(want).Abs() > time.Millisecond {
+		if got, want := exhaust(limitr.Smoothed()), clock.Now().Add(210526316*time.Nanosecond); got.Sub(want).Abs() > time.Millisecond {
 			t.Errorf("handler=%v: smoothed projection %v, want %v", handler, got, want)
 		}
 
