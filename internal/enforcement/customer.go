@@ -34,6 +34,7 @@ type customer struct {
 	caps       []*spendCap
 	idem       map[string]idemRecord
 	deleted    bool
+	voucher    *voucherState
 	// topupsFor/topupsPlan record the policy and plan included topups were last synced to.
 	topupsFor  *policies.Policy
 	topupsPlan *policies.CompiledPlan
@@ -221,7 +222,23 @@ func (s *CustomerSpec) Validate() error {
 			return fmt.Errorf("%w: timezone: unknown time zone %q", ErrInvalidCustomer, *s.Timezone)
 		}
 	}
+	if _, err := VoucherFromMetadata(s.Metadata); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidCustomer, err)
+	}
 	return nil
+}
+
+// specVoucher is the voucher a spec's metadata sets in Limitr's form, if any.
+func specVoucher(spec CustomerSpec) *voucherState {
+	v, err := VoucherFromMetadata(spec.Metadata)
+	if err != nil || v == nil {
+		return nil // Validate reported a bad one
+	}
+	st, err := v.state()
+	if err != nil {
+		return nil
+	}
+	return st
 }
 
 func validID(field, id string) error {
@@ -354,7 +371,7 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			prof.plan = p.DefaultPlan.Name
 		}
 	}
-	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1)}
+	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1), voucher: specVoucher(spec)}
 	c.info.Store(prof)
 	if plan := e.resolvePlan(p, spec.ID, prof); plan != nil {
 		for _, ce := range plan.Limited {
@@ -452,6 +469,11 @@ func (e *Engine) updateCustomer(p *policies.Policy, c *customer, spec CustomerSp
 	}
 	np := *c.info.Load()
 	applySpec(&np, spec)
+	// Metadata in Limitr's voucher form sets the voucher; metadata without it leaves
+	// the voucher as it is (a prepaid balance is never dropped by a profile update).
+	if v := specVoucher(spec); v != nil {
+		c.voucher = v
+	}
 	np.plan = spec.Plan
 	if np.plan == "" && e.planThroughRefs(p, c.id, &np) == nil && p.DefaultPlan != nil {
 		np.plan = p.DefaultPlan.Name

@@ -101,6 +101,7 @@ const (
 	deniedByCap
 	deniedByGovernor
 	deniedByLimit
+	deniedByVoucher
 )
 
 // decision is the outcome of the shared decision path. Everything in it is computed
@@ -128,6 +129,7 @@ type decision struct {
 	denied         denial
 	deniedCap      int // index into caps when deniedByCap
 	govTokens      num.Dec
+	voucherDebit   num.Dec // runes the owner's voucher pays for the uncovered overage
 }
 
 // allowed is the call's answer.
@@ -135,7 +137,8 @@ func (d *decision) allowed() bool { return d.denied == notDenied && d.commit }
 
 // checked is what Check answers: the same decision, without the commit.
 func (d *decision) checked() bool {
-	return d.denied != deniedByCap && d.denied != deniedByGovernor && (d.valid || d.limit.Mode != policies.Hard)
+	return d.denied != deniedByCap && d.denied != deniedByGovernor && d.denied != deniedByVoucher &&
+		(d.valid || d.limit.Mode != policies.Hard)
 }
 
 // callScratch holds buffers for calls that involve grants or caps. It comes from a
@@ -262,7 +265,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 // call makes) — with the same rules as decide, without building a full decision. ok is
 // false when the call needs the full path; nothing has changed then.
 func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool, locked int) (allowed, ok bool) {
-	if m == nil || m.ext != nil || locked > 1 || len(owner.grants) > 0 || owner.capCount.Load() > 0 ||
+	if m == nil || m.ext != nil || locked > 1 || len(owner.grants) > 0 || owner.capCount.Load() > 0 || owner.voucher != nil ||
 		call.SetTo || call.Force || call.Quantity != "" || len(call.Caps) > 0 || call.HasOverhead ||
 		limit.GovernorEnabled || limit.Credit.Cost != nil {
 		return false, false
@@ -428,7 +431,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	// The pooled balance is only compared against when a hard limit (or held room) may
 	// need grants, or an ignore_grants cap subtracts what they cover; computing it means
 	// converting through the exchange, so it is skipped otherwise.
-	if grantsApply && (limit.Mode == policies.Hard || !d.held.IsZero() || capsPossible) {
+	if grantsApply && (limit.Mode == policies.Hard || !d.held.IsZero() || capsPossible || owner.voucher != nil) {
 		states := owner.grantStates(p, nowNs, grantBuf)
 		d.grantsPooled = pooled(p, owner, credit.Name, d.billable, states)
 	}
@@ -482,6 +485,26 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	d.commit = d.valid || limit.Mode == policies.Soft || call.Force
 	if !d.commit {
 		d.denied = deniedByLimit
+		return caps, nil
+	}
+	if owner.voucher != nil && !d.ownValid && !d.coverAll && d.overage.IsPos() {
+		// The voucher pays what grants leave of the overage, priced from where the
+		// grants stop; a call it cannot pay is denied (forced calls go through unpaid).
+		covered := num.Zero
+		if grantsApply {
+			covered = num.Min(d.overage, d.grantsPooled)
+		}
+		uncovered := c.Sub(d.overage, covered)
+		debit, ok := voucherPays(owner.voucher, p, credit, uncovered, c.Add(d.billable, covered), nowNs)
+		if c.Err != nil {
+			return caps, c.Err
+		}
+		switch {
+		case ok:
+			d.voucherDebit = debit
+		case !call.Force:
+			d.denied, d.commit = deniedByVoucher, false
+		}
 	}
 	return caps, nil
 }
@@ -592,6 +615,9 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		want = e.wanted(p)
 	}
 	resetWanted := d.reset && want&bitReset != 0
+	if d.denied == deniedByVoucher {
+		return nil // Limitr's voucher denial sends no event
+	}
 	if d.denied != notDenied && d.denied != deniedByLimit {
 		typ, ref := EventMeterGoverned, EventRef{Type: EventMeterGoverned, Customer: owner.id, Entitlement: res.ce.Name}
 		if d.denied == deniedByCap {
@@ -617,6 +643,9 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		m.credit = d.limit.Credit.Name
 	}
 	m.value = d.newValue
+	if d.voucherDebit.IsPos() {
+		e.debitVoucher(owner, d.voucherDebit)
+	}
 	if !d.overhead.IsZero() || d.reset {
 		m.overhead = c.Add(d.overheadBefore, d.overhead)
 	}

@@ -24,4 +24,6 @@ var (
 	ErrUnknownCap         = errors.New("unknown cap")
 	ErrUnknownHold        = errors.New("unknown or expired hold")
 	ErrReservationDenied  = errors.New("reservation denied")
+	ErrInvalidVoucher     = errors.New("invalid voucher")
+	ErrNoVoucher          = errors.New("customer has no voucher")
 )

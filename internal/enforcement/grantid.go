@@ -133,8 +133,7 @@ func (e *Engine) InsertCustomer(ctx context.Context, snap *Customer) (bool, erro
 	}
 	c := &customer{id: snap.ID, seq: e.customerSeq.Add(1)}
 	c.info.Store(state.prof)
-	c.meters, c.overrides, c.grants, c.caps = state.meters, state.overrides, state.grants, state.caps
-	c.capCount.Store(int32(len(c.caps)))
+	c.adopt(state)
 	if err := e.register(c, nil); err != nil {
 		if e.lookup(snap.ID) != nil {
 			return false, nil

@@ -33,8 +33,7 @@ func (e *Engine) SetCustomer(ctx context.Context, snap *Customer, events bool) e
 	if c == nil {
 		c = &customer{id: snap.ID, seq: e.customerSeq.Add(1)}
 		c.info.Store(state.prof)
-		c.meters, c.overrides, c.grants, c.caps = state.meters, state.overrides, state.grants, state.caps
-		c.capCount.Store(int32(len(c.caps)))
+		c.adopt(state)
 		if err := e.register(c, nil); err != nil {
 			return err
 		}
@@ -43,8 +42,7 @@ func (e *Engine) SetCustomer(ctx context.Context, snap *Customer, events bool) e
 		old := c.info.Load()
 		c.info.Store(state.prof)
 		e.refsChanged()
-		c.meters, c.overrides, c.grants, c.caps = state.meters, state.overrides, state.grants, state.caps
-		c.capCount.Store(int32(len(c.caps)))
+		c.adopt(state)
 		c.invalidateLocked()
 		c.mu.Unlock()
 		// Alt ids the snapshot no longer lists are released.
@@ -83,12 +81,21 @@ func (e *Engine) LoadCustomers(ctx context.Context, snaps []*Customer) error {
 	return errors.Join(errs...)
 }
 
+// adopt takes a restored state as the customer's own. Caller holds c.mu, or c is not
+// registered yet.
+func (c *customer) adopt(state *restored) {
+	c.meters, c.overrides, c.grants, c.caps = state.meters, state.overrides, state.grants, state.caps
+	c.voucher = state.voucher
+	c.capCount.Store(int32(len(c.caps)))
+}
+
 type restored struct {
 	prof      *profile
 	meters    []meter
 	overrides map[string]*override
 	grants    []*grant
 	caps      []*spendCap
+	voucher   *voucherState
 }
 
 func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time) (*restored, error) {
@@ -120,6 +127,20 @@ func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time)
 		prof.anchor = prof.created
 	}
 	r := &restored{prof: prof}
+	v := snap.Voucher
+	if v == nil {
+		var err error
+		if v, err = VoucherFromMetadata(snap.Metadata); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidCustomer, err)
+		}
+	}
+	if v != nil {
+		st, err := v.state()
+		if err != nil {
+			return nil, fmt.Errorf("%w: voucher: %w", ErrInvalidCustomer, err)
+		}
+		r.voucher = st
+	}
 	for _, name := range sortedKeys(snap.Meters) {
 		sm := snap.Meters[name]
 		m := meter{ent: name, credit: sm.Credit, started: sm.Started.UnixNano()}

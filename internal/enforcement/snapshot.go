@@ -31,6 +31,9 @@ type Customer struct {
 	Created       time.Time           `json:"-"`
 	// ResolvedPlan is the plan in force (through refs or the default); not persisted.
 	ResolvedPlan string `json:"-"`
+	// Voucher is the customer's voucher and its balance now. The JSON form keeps it
+	// where Limitr does, in Metadata's limitr_voucher keys (balance debited).
+	Voucher *Voucher `json:"-"`
 }
 
 // Meter is one entitlement's usage in its current period.
@@ -382,10 +385,13 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		Overrides:     make(map[string]Override, len(c.overrides)),
 		Grants:        make(map[string]Grant, len(c.grants)),
 		Caps:          make(map[string]Cap, len(c.caps)),
-		Metadata:      maps.Clone(prof.metadata),
+		Metadata:      metadataWithVoucher(maps.Clone(prof.metadata), c.voucher),
 		Timezone:      prof.tz,
 		BillingAnchor: prof.anchor,
 		Created:       prof.created,
+	}
+	if c.voucher != nil {
+		s.Voucher = c.voucher.public()
 	}
 	if pl := e.resolvePlan(p, c.id, prof); pl != nil {
 		s.ResolvedPlan = pl.Name

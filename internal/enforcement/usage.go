@@ -89,12 +89,17 @@ type GrantDraw struct {
 	Units       num.Dec
 	// CustomerCreatedAt is when the grant's holder was created (see UsageDelta).
 	CustomerCreatedAt time.Time
+	// Voucher marks a voucher debit: GrantID is then the voucher's id, Units runes,
+	// and PeriodStart zero. Debits travel with grant draws because they are settled
+	// the same way (pending, in flight, corrected from the fleet's committed sum).
+	Voucher bool
 }
 
 type grantKey struct {
 	customer, grant string
 	period          int64
 	created         int64 // the holder's creation, as in usageKey
+	voucher         bool  // a voucher debit (grant is the voucher's id)
 }
 
 // recordDraw adds a draw from a grant of c to its pending sum. Caller holds c.mu.
@@ -107,6 +112,20 @@ func (r *usageRecorder) recordDraw(c *customer, grantID string, period int64, un
 		cur = num.Zero
 	}
 	r.draws[k] = calc.Add(cur, units)
+	r.mu.Unlock()
+}
+
+// recordVoucherDebit adds runes paid from c's voucher to its pending sum. Caller holds
+// c.mu.
+func (r *usageRecorder) recordVoucherDebit(c *customer, voucherID string, runes num.Dec) {
+	k := voucherKey(c, voucherID)
+	var calc num.Calc
+	r.mu.Lock()
+	cur, ok := r.draws[k]
+	if !ok {
+		cur = num.Zero
+	}
+	r.draws[k] = calc.Add(cur, runes)
 	r.mu.Unlock()
 }
 
@@ -182,7 +201,11 @@ func (d *UsageDelta) key() usageKey {
 }
 
 func (d *GrantDraw) key() grantKey {
-	return grantKey{customer: d.Customer, grant: d.GrantID, period: d.PeriodStart.UnixNano(), created: d.CustomerCreatedAt.UnixNano()}
+	k := grantKey{customer: d.Customer, grant: d.GrantID, created: d.CustomerCreatedAt.UnixNano(), voucher: d.Voucher}
+	if !d.Voucher {
+		k.period = d.PeriodStart.UnixNano()
+	}
+	return k
 }
 
 // discard drops c's usage that has not been drained: its meters' pending sums, deltas
@@ -276,8 +299,11 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 				break
 			}
 			delete(r.draws, k)
-			draws = append(draws, GrantDraw{Customer: k.customer, GrantID: k.grant, PeriodStart: time.Unix(0, k.period).UTC(), Units: v,
-				CustomerCreatedAt: time.Unix(0, k.created).UTC()})
+			d := GrantDraw{Customer: k.customer, GrantID: k.grant, Units: v, CustomerCreatedAt: time.Unix(0, k.created).UTC(), Voucher: k.voucher}
+			if !k.voucher {
+				d.PeriodStart = time.Unix(0, k.period).UTC()
+			}
+			draws = append(draws, d)
 			cur, ok := r.drawsFlight[k]
 			if !ok {
 				cur = num.Zero
@@ -285,6 +311,12 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 			r.drawsFlight[k] = calc.Add(cur, v)
 		}
 		slices.SortFunc(draws, func(a, b GrantDraw) int {
+			if a.Voucher != b.Voucher {
+				if a.Voucher {
+					return 1
+				}
+				return -1
+			}
 			if a.Customer != b.Customer {
 				return strings.Compare(a.Customer, b.Customer)
 			}

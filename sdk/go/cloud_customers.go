@@ -25,6 +25,11 @@ func customerMetadata(r *wire.Customer) map[string]any {
 	if json.Unmarshal(r.Metadata, &m) != nil || m == nil {
 		return map[string]any{}
 	}
+	// The record's voucher (set and debited on the server) is the voucher; Limitr's
+	// metadata form of it would reset the balance to what was first set.
+	delete(m, enforcement.MetaVoucher)
+	delete(m, enforcement.MetaVoucherExpires)
+	delete(m, enforcement.MetaVoucherRunes)
 	return m
 }
 
@@ -151,6 +156,10 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 		if err = json.Unmarshal(ch.Topup, &t); err == nil {
 			err = c.grant(ctx, id, t)
 		}
+	case "voucher":
+		if rec != nil {
+			err = c.applyWireVoucher(ctx, id, rec.Voucher)
+		}
 	default: // upsert
 		if rec != nil {
 			err = c.applyProfile(ctx, cur, rec)
@@ -164,8 +173,8 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 	}
 }
 
-// applyProfile lays a record's profile (and plan) over a customer held here, keeping
-// its meters.
+// applyProfile lays a record's profile (and plan, and voucher) over a customer held
+// here, keeping its meters.
 func (c *cloud) applyProfile(ctx context.Context, cur *Customer, rec *wire.Customer) error {
 	if rec.Plan != "" && rec.Plan != cur.Plan {
 		if err := c.eng.SetCustomerPlan(ctx, cur.ID, rec.Plan, false); err != nil {
@@ -174,8 +183,10 @@ func (c *cloud) applyProfile(ctx context.Context, cur *Customer, rec *wire.Custo
 	}
 	s := customerSpec(rec)
 	s.ID = cur.ID
-	_, err := c.eng.CreateCustomer(ctx, s)
-	return err
+	if _, err := c.eng.CreateCustomer(ctx, s); err != nil {
+		return err
+	}
+	return c.applyWireVoucher(ctx, cur.ID, rec.Voucher)
 }
 
 func (c *cloud) grant(ctx context.Context, id string, t wire.CustomerTopup) error {
@@ -357,10 +368,15 @@ func (c *cloud) applyRecord(ctx context.Context, rec *wire.Customer, fresh bool)
 			snap, err = c.eng.CreateCustomer(ctx, customerSpec(rec))
 			return err
 		})
-		if err == nil {
-			c.setRev(rec.ID, rec.Revision)
+		if err != nil {
+			return nil, err
 		}
-		return snap, err
+		c.setRev(rec.ID, rec.Revision)
+		if rec.Voucher != nil {
+			c.applyRecordVoucher(ctx, rec.ID, rec)
+			return c.eng.Customer(ctx, rec.ID)
+		}
+		return snap, nil
 	}
 	if !c.hydrate(ctx, rec.ID) {
 		return nil, fmt.Errorf("%w: %q: applied by the API, but it could not be loaded here", ErrUnknownCustomer, rec.ID)

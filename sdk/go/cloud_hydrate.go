@@ -147,6 +147,7 @@ func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 		if err := c.eng.ApplyGrantDraws(ctx, rec.ID, remoteDraws(st.GrantDraws)); err != nil && !errors.Is(err, ErrUnknownCustomer) {
 			c.log.Warn("limitr: applying committed grant draws failed", "customer", rec.ID, "err", err)
 		}
+		c.applyRecordVoucher(ctx, rec.ID, rec)
 		c.setRev(rec.ID, rec.Revision)
 		c.hmu.Lock()
 		c.lastRefresh[rec.ID] = time.Now()
@@ -387,7 +388,7 @@ func (c *cloud) refreshEach(due []string) {
 func (c *cloud) refreshTotals(id string) {
 	ctx, cancel := context.WithTimeout(c.sendCtx, c.cfg.requestLimit)
 	defer cancel()
-	st, _, err := c.fetchState(ctx, id)
+	st, rec, err := c.fetchState(ctx, id)
 	if err != nil {
 		c.log.Debug("limitr: refreshing committed totals failed", "customer", id, "err", err)
 		return
@@ -420,4 +421,5 @@ func (c *cloud) refreshTotals(id string) {
 	if err := c.eng.ApplyGrantDraws(ctx, id, remoteDraws(st.GrantDraws)); err != nil && !errors.Is(err, ErrUnknownCustomer) {
 		c.log.Warn("limitr: applying committed grant draws failed", "customer", id, "err", err)
 	}
+	c.applyRecordVoucher(ctx, id, rec)
 }

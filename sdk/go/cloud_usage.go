@@ -149,16 +149,20 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-func toWireDraws(gd []enforcement.GrantDraw) []wire.GrantDraw {
-	if len(gd) == 0 {
-		return nil
+// toWireDraws splits the engine's drained draws into grant draws and voucher debits.
+func toWireDraws(gd []enforcement.GrantDraw) ([]wire.GrantDraw, []wire.VoucherDebit) {
+	var draws []wire.GrantDraw
+	var debits []wire.VoucherDebit
+	for _, d := range gd {
+		if d.Voucher {
+			debits = append(debits, wire.VoucherDebit{Customer: d.Customer, VoucherID: d.GrantID, Runes: d.Units.String(),
+				CustomerCreatedAt: timePtr(d.CustomerCreatedAt)})
+			continue
+		}
+		draws = append(draws, wire.GrantDraw{Customer: d.Customer, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units.String(),
+			CustomerCreatedAt: timePtr(d.CustomerCreatedAt)})
 	}
-	out := make([]wire.GrantDraw, len(gd))
-	for i, d := range gd {
-		out[i] = wire.GrantDraw{Customer: d.Customer, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units.String(),
-			CustomerCreatedAt: timePtr(d.CustomerCreatedAt)}
-	}
-	return out
+	return draws, debits
 }
 
 func toWireEvents(evs []enforcement.CallEvent) []wire.UsageEvent {
@@ -174,8 +178,9 @@ func toWireEvents(evs []enforcement.CallEvent) []wire.UsageEvent {
 }
 
 func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, gd []enforcement.GrantDraw, evs []enforcement.CallEvent, final bool) {
+	draws, debits := toWireDraws(gd)
 	b := &batch{engID: id, deltas: ds, n: len(ds) + len(gd) + len(evs),
-		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds), GrantDraws: toWireDraws(gd), Events: toWireEvents(evs)}}
+		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds), GrantDraws: draws, VoucherDebits: debits, Events: toWireEvents(evs)}}
 	for _, d := range gd {
 		if len(b.owners) == 0 || b.owners[len(b.owners)-1] != d.Customer {
 			b.owners = append(b.owners, d.Customer)
@@ -431,8 +436,8 @@ const unattributedWarnEvery = time.Minute
 // calls it.
 func (c *cloud) warnUnattributed(b *batch, us []wire.Unattributed) {
 	type tally struct {
-		reason                 string
-		deltas, draws, records int
+		reason                         string
+		deltas, draws, debits, records int
 	}
 	per := map[string]*tally{}
 	var order []string
@@ -448,6 +453,8 @@ func (c *cloud) warnUnattributed(b *batch, us []wire.Unattributed) {
 			t.deltas++
 		case wire.RecordGrantDraw:
 			t.draws++
+		case wire.RecordVoucherDebit:
+			t.debits++
 		default:
 			t.records++
 		}
@@ -467,7 +474,7 @@ func (c *cloud) warnUnattributed(b *batch, us []wire.Unattributed) {
 		c.warned[id] = now
 		t := per[id]
 		c.log.Warn("limitr: the server could not attribute usage to a customer; it kept the usage for an operator",
-			"customer", id, "reason", t.reason, "deltas", t.deltas, "grant_draws", t.draws, "call_records", t.records,
+			"customer", id, "reason", t.reason, "deltas", t.deltas, "grant_draws", t.draws, "voucher_debits", t.debits, "call_records", t.records,
 			"instance", b.body.InstanceID, "sequence", b.body.Sequence)
 	}
 }
