@@ -12,7 +12,8 @@ import (
 // that moved it in this period, as Limitr's meter history keeps them, plus a smoothed
 // rate. It feeds the burn-rate reads (Rate, Acceleration, ProjectedExhaustion) and is
 // kept in 40 bytes inline in the meter, so a warm call updates it without allocating.
-// Float32 is precise enough for an estimate; decisions never read it.
+// Amounts are kept in single precision (about 7 digits), enough for an estimate;
+// decisions never read them.
 type burn struct {
 	last  int64      // unix milliseconds of the newest sample
 	gaps  [2]uint32  // milliseconds from the oldest to the middle sample, and from the middle to the newest
@@ -45,7 +46,7 @@ func (b *burn) push(nowMs int64, delta float32, alpha float32) {
 	if b.n < 2 {
 		return
 	}
-	r := b.rate()
+	r := float32(b.rate())
 	if b.n == 2 && b.ewma == 0 {
 		// Seeded with the first rate there is; Limitr seeds it with 0, which makes a
 		// smoothed projection far too late for the first calls.
@@ -64,27 +65,27 @@ func gap(ms int64) uint32 {
 
 // rate is units per millisecond: the newest call's amount over the time since the
 // one before it (Limitr's rate).
-func (b *burn) rate() float32 {
+func (b *burn) rate() float64 {
 	switch {
 	case b.n < 2:
 		return 0
 	case b.n == 2:
-		return b.delta[1] / float32(b.gaps[0])
+		return float64(b.delta[1]) / float64(b.gaps[0])
 	}
-	return b.delta[2] / float32(b.gaps[1])
+	return float64(b.delta[2]) / float64(b.gaps[1])
 }
 
 // acceleration is how the rate changed between the last two calls, in units per
 // millisecond per millisecond: (newest rate − previous rate) / time between them.
 // Limitr subtracts the two rates without dividing by time (and pairs each amount with
 // the wrong interval); this is the quantity its documentation describes.
-func (b *burn) acceleration() float32 {
+func (b *burn) acceleration() float64 {
 	if b.n < 3 || b.gaps[0] == 0 || b.gaps[1] == 0 {
 		return 0
 	}
-	newest := b.delta[2] / float32(b.gaps[1])
-	previous := b.delta[1] / float32(b.gaps[0])
-	return (newest - previous) / float32(b.gaps[1])
+	newest := float64(b.delta[2]) / float64(b.gaps[1])
+	previous := float64(b.delta[1]) / float64(b.gaps[0])
+	return (newest - previous) / float64(b.gaps[1])
 }
 
 // toFloat32 converts a decimal without formatting it: the hot path calls it.
@@ -108,14 +109,14 @@ type BurnOptions struct {
 // per millisecond (Limitr's rate): 0 without two calls this period.
 func (e *Engine) Rate(id, ent string) (float64, error) {
 	b, _, err := e.burnOf(id, ent, ReadOptions{})
-	return float64(b.rate()), err
+	return b.rate(), err
 }
 
 // Acceleration returns how the consumption rate changed over the last three calls, in
 // units per millisecond².
 func (e *Engine) Acceleration(id, ent string) (float64, error) {
 	b, _, err := e.burnOf(id, ent, ReadOptions{})
-	return float64(b.acceleration()), err
+	return b.acceleration(), err
 }
 
 // ProjectedExhaustion returns when the limit (extended by grants unless
@@ -129,7 +130,7 @@ func (e *Engine) ProjectedExhaustion(id, ent string, o BurnOptions) (time.Time, 
 	}
 	rate := b.rate()
 	if o.Smoothed && b.n >= 2 {
-		rate = b.ewma
+		rate = float64(b.ewma)
 	}
 	if rate <= 0 {
 		return time.Time{}, nil
@@ -139,7 +140,7 @@ func (e *Engine) ProjectedExhaustion(id, ent string, o BurnOptions) (time.Time, 
 	if c.Err != nil || !left.IsPos() {
 		return time.Time{}, c.Err
 	}
-	ms := float64(toFloat32(left)) / float64(rate)
+	ms := num.Float64(left) / rate
 	if ms > float64(math.MaxInt64/int64(time.Millisecond)) {
 		return time.Time{}, nil // beyond any clock: never, in practice
 	}

@@ -32,8 +32,9 @@ func init() {
 
 	Define[expectValue]("expect_value", Kind{Assertion: true, Doc: "usage this period"})
 	Define[expectValuePercent]("expect_value_percent", Kind{Assertion: true, Doc: "share of the limit used, in percent"})
-	Define[expectRemaining]("expect_remaining", Kind{Assertion: true, Doc: "what is left of the limit"})
-	Define[expectLimit]("expect_limit", Kind{Assertion: true, Doc: "the effective limit"})
+	Define[expectRemaining]("expect_remaining", Kind{Assertion: true, Doc: "what is left of the limit (without_grants: the plan limit alone)"})
+	Define[expectRemainingPercent]("expect_remaining_percent", Kind{Assertion: true, Doc: "share of the limit left, in percent"})
+	Define[expectLimit]("expect_limit", Kind{Assertion: true, Doc: "the effective limit (without_grants: the plan limit alone)"})
 	Define[expectResets]("expect_resets", Kind{Assertion: true, Doc: "when the current period ends (or never)"})
 	Define[expectCustomer]("expect_customer", Kind{Assertion: true, Doc: "partial match of a customer record"})
 	Define[expectEvents]("expect_events", Kind{Assertion: true, Doc: "events of the previous acting step"})
@@ -444,30 +445,53 @@ func (a *expectValue) Run(env *Env) (any, error) {
 	return a.assert("value", v, err)
 }
 
+// limitRead is a read grants extend unless `without_grants: true` (Limitr's
+// grants=false).
+type limitRead struct {
+	numberRead    `yaml:",inline"`
+	WithoutGrants bool `yaml:"without_grants"`
+}
+
+func (a *limitRead) opts() []limitr.ReadOption {
+	if a.WithoutGrants {
+		return []limitr.ReadOption{limitr.WithoutGrants()}
+	}
+	return nil
+}
+
 type expectValuePercent struct {
-	numberRead `yaml:",inline"`
+	limitRead `yaml:",inline"`
 }
 
 func (a *expectValuePercent) Run(env *Env) (any, error) {
-	v, err := env.Policy.ValuePercent(env.Ctx, a.Customer, a.Entitlement)
+	v, err := env.Policy.ValuePercent(env.Ctx, a.Customer, a.Entitlement, a.opts()...)
 	return a.assert("value percent", v, err)
 }
 
 type expectRemaining struct {
-	numberRead `yaml:",inline"`
+	limitRead `yaml:",inline"`
 }
 
 func (a *expectRemaining) Run(env *Env) (any, error) {
-	v, err := env.Policy.Remaining(env.Ctx, a.Customer, a.Entitlement)
+	v, err := env.Policy.Remaining(env.Ctx, a.Customer, a.Entitlement, a.opts()...)
 	return a.assert("remaining", v, err)
 }
 
+type expectRemainingPercent struct {
+	limitRead `yaml:",inline"`
+}
+
+func (a *expectRemainingPercent) Run(env *Env) (any, error) {
+	v, err := env.Policy.RemainingPercent(env.Ctx, a.Customer, a.Entitlement, a.opts()...)
+	return a.assert("remaining percent", v, err)
+}
+
 type expectLimit struct {
-	numberRead `yaml:",inline"`
+	limitRead `yaml:",inline"`
 }
 
 func (a *expectLimit) Run(env *Env) (any, error) {
-	v, err := env.Policy.Limit(env.Ctx, a.Customer, a.Entitlement)
+	v, err := env.Policy.Limit(env.Ctx, a.Customer, a.Entitlement, a.opts()...)
 	return a.assert("limit", v, err)
 }
 
