@@ -51,7 +51,8 @@ func biRoutes() map[string]biRoute {
 	return map[string]biRoute{
 		"POST /v1/sdk/usage": {sdk: true, fields: []biField{{"instance_id", "string", "bi-instance"}, {"sequence", "int", 1},
 			{"sent_at", "string", time.Now().UTC().Format(time.RFC3339)}, {"policy_version", "count", 3},
-			{"deltas", "list", usage.Deltas}, {"events", "list", nil}}},
+			{"deltas", "list", usage.Deltas}, {"events", "list", nil},
+			{"voucher_debits", "list", []map[string]any{{"customer": biCustomer, "voucher_id": "vch_bi", "runes": "0.5"}}}}},
 		"POST /v1/tenants":      {operator: true, fields: []biField{{"slug", "string", "bi-tenant"}, {"name", "text", "Bi"}}},
 		"POST /v1/environments": {fields: []biField{{"name", "string", "bi-env"}, {"live", "bool", true}}},
 		"POST /v1/keys": {fields: []biField{{"kind", "string", "admin"}, {"environment", "string", ""},
@@ -72,6 +73,8 @@ func biRoutes() map[string]biRoute {
 			{"increment", "qty", nil}, {"minimum", "qty", nil}, {"resets", "bool", true}, {"reset_inc", "string", "1day"},
 			{"reset_sch", "string", nil}, {"hard_trailing", "bool", nil}, {"grants_apply", "bool", nil}}},
 		"POST /v1/environments/{env}/customers/{id}/topups": {fields: []biField{{"topup", "string", "boost"}, {"price", "number", 4.5}}},
+		"PUT /v1/environments/{env}/customers/{id}/voucher": {fields: []biField{{"runes", "number", 12.5},
+			{"expires_at", "string", "2999-01-01T00:00:00Z"}}},
 
 		"PUT /v1/environments/{env}/billing": {fields: []biField{{"currency", "string", "EUR"},
 			{"rune_rate", "string", "0.9"}, {"grace_period", "string", "30m"}, {"days_until_due", "count", 15},

@@ -27,6 +27,9 @@ import (
 //	PUT    /v1/environments/:env/customers/:id/overrides/:entitlement set an override
 //	DELETE /v1/environments/:env/customers/:id/overrides/:entitlement remove it
 //	POST   /v1/environments/:env/customers/:id/topups                 apply a topup
+//	PUT    /v1/environments/:env/customers/:id/voucher                set the voucher (replacing any)
+//	GET    /v1/environments/:env/customers/:id/voucher                get it, with what was debited
+//	DELETE /v1/environments/:env/customers/:id/voucher                remove it
 func (s *Server) customerRoutes(g *echo.Group) {
 	cg := g.Group("/environments/:env/customers")
 	cg.POST("", s.createCustomer)
@@ -38,6 +41,9 @@ func (s *Server) customerRoutes(g *echo.Group) {
 	cg.PUT("/:id/overrides/:entitlement", s.putCustomerOverride)
 	cg.DELETE("/:id/overrides/:entitlement", s.deleteCustomerOverride)
 	cg.POST("/:id/topups", s.applyCustomerTopup)
+	cg.PUT("/:id/voucher", s.putCustomerVoucher)
+	cg.GET("/:id/voucher", s.getCustomerVoucher)
+	cg.DELETE("/:id/voucher", s.deleteCustomerVoucher)
 }
 
 func (s *Server) createCustomer(c echo.Context) error {
@@ -189,6 +195,45 @@ func (s *Server) applyCustomerTopup(c echo.Context) error {
 		return customerProblem(err)
 	}
 	return c.JSON(http.StatusCreated, out)
+}
+
+func (s *Server) putCustomerVoucher(c echo.Context) error {
+	env, id, err := s.customerTarget(c)
+	if err != nil {
+		return err
+	}
+	var in customers.VoucherInput
+	if err := bindJSON(c, &in); err != nil {
+		return err
+	}
+	out, err := s.customers.SetVoucher(c.Request().Context(), env, id, in)
+	if err != nil {
+		return customerProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) getCustomerVoucher(c echo.Context) error {
+	env, id, err := s.customerTarget(c)
+	if err != nil {
+		return err
+	}
+	out, err := s.customers.GetVoucher(c.Request().Context(), env, id)
+	if err != nil {
+		return customerProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) deleteCustomerVoucher(c echo.Context) error {
+	env, id, err := s.customerTarget(c)
+	if err != nil {
+		return err
+	}
+	if err := s.customers.RemoveVoucher(c.Request().Context(), env, id); err != nil {
+		return customerProblem(err)
+	}
+	return c.NoContent(http.StatusNoContent)
 }
 
 // pathParam returns a path parameter, percent-decoded. Echo routes on the raw path

@@ -70,7 +70,7 @@ func customerProblem(err error) error {
 		return pb
 	case errors.Is(err, customers.ErrExists):
 		return problem.New(http.StatusConflict, err.Error()).WithType("conflict")
-	case errors.Is(err, customers.ErrNotFound), errors.Is(err, customers.ErrNoOverride):
+	case errors.Is(err, customers.ErrNotFound), errors.Is(err, customers.ErrNoOverride), errors.Is(err, customers.ErrNoVoucher):
 		return problem.New(http.StatusNotFound, err.Error())
 	case errors.Is(err, customers.ErrNoActivePolicy):
 		return problem.New(http.StatusConflict, err.Error()).WithType("no-active-policy")

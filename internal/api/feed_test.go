@@ -31,6 +31,7 @@ const (
 	opPlan     = "plan"
 	opOverride = "override"
 	opTopup    = "topup"
+	opVoucher  = "voucher"
 )
 
 // maxLabelLength is the longest label the API accepts.

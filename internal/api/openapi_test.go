@@ -585,7 +585,17 @@ func TestOpenAPIResponsesConform(t *testing.T) {
 	call("PUT", ci+"/overrides/{entitlement}", "/v1/environments/production/customers/u_1/overrides/nope", admin, `{"value":5}`, 422)
 	call("POST", ci+"/topups", "/v1/environments/production/customers/u_1/topups", admin, `{"topup":"monthly_included","price":"2.50"}`, 201)
 	call("POST", ci+"/topups", "/v1/environments/production/customers/u_1/topups", admin, `{"topup":"monthly_included"}`, 201)
-	call("GET", ci, "/v1/environments/production/customers/u_1", admin, "", 200) // with overrides and topups
+	vp := "/v1/environments/production/customers/u_1/voucher"
+	call("GET", ci+"/voucher", vp, admin, "", 404) // none yet
+	call("PUT", ci+"/voucher", vp, admin, `{"runes":"25.50","expires_at":"2999-01-01T00:00:00Z"}`, 200)
+	call("PUT", ci+"/voucher", vp, field(sdk, "secret"), `{"runes":10,"expires_at":"2999-01-01T00:00:00Z"}`, 200)
+	call("PUT", ci+"/voucher", vp, admin, `{"runes":"-1","expires_at":"2000-01-01T00:00:00Z"}`, 422)
+	call("PUT", ci+"/voucher", "/v1/environments/production/customers/nobody/voucher", admin, `{"expires_at":"2999-01-01T00:00:00Z"}`, 404)
+	call("GET", ci+"/voucher", vp, admin, "", 200)
+	call("POST", cp, "/v1/environments/production/customers", admin, `{"id":"u_3","metadata":{"limitr_voucher":"V1","limitr_voucher_expires":32503680000000}}`, 201)
+	call("DELETE", ci+"/voucher", "/v1/environments/production/customers/u_3/voucher", admin, "", 204)
+	call("DELETE", ci+"/voucher", "/v1/environments/production/customers/u_3/voucher", admin, "", 404)
+	call("GET", ci, "/v1/environments/production/customers/u_1", admin, "", 200) // with overrides, topups and a voucher
 	call("DELETE", ci+"/overrides/{entitlement}", "/v1/environments/production/customers/u_1/overrides/ai_input", admin, "", 204)
 	call("DELETE", ci+"/overrides/{entitlement}", "/v1/environments/production/customers/u_1/overrides/ai_input", admin, "", 404)
 	call("GET", "/v1/sdk/customers/{id}/state", "/v1/sdk/customers/u_1/state", field(sdk, "secret"), "", 200)
@@ -593,6 +603,10 @@ func TestOpenAPIResponsesConform(t *testing.T) {
 	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), secUsageBatch("u_1"), 200)
 	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), secUsageBatch("u_1"), 200) // duplicate
 	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), `{"instance_id":"","sequence":0,"deltas":[]}`, 422)
+	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), `{"instance_id":"oa-vouchers","sequence":1,"deltas":[],
+		"voucher_debits":[{"customer":"u_1","voucher_id":"vch_x","runes":"1.5"},{"customer":"nobody","voucher_id":"vch_y","runes":"2"}]}`, 200)
+	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), `{"instance_id":"oa-vouchers","sequence":2,"deltas":[],
+		"voucher_debits":[{"customer":"u_1","voucher_id":"","runes":"0"}]}`, 422)
 	call("GET", "/v1/sdk/customers/{id}/state", "/v1/sdk/customers/u_1/state", field(sdk, "secret"), "", 200) // with meters
 	ap := "/v1/environments/production/analytics"
 	call("GET", "/v1/environments/{env}/analytics/margins", ap+"/margins?group_by=plan&interval=month&sort=-revenue", admin, "", 200)

@@ -162,6 +162,7 @@ type secWorld struct {
 	bSDK                     string
 	// A's invoice (of its priced topup) and test clock.
 	aInvoice, aClock string
+	aVoucher         string // the voucher id of acme-user-4412
 	// A's alert channel, rule, and a delivery the rule made (pending).
 	aChannel, aRule, aDelivery string
 	// aSecrets are strings that identify tenant A's data: none may reach tenant B.
@@ -214,6 +215,11 @@ func newSecWorld(t *testing.T) *secWorld {
 		GrantID string `json:"grant_id"`
 	}
 	_ = json.Unmarshal(w.mustDo("POST", cp+"/acme-user-4412/topups", w.a.secret, map[string]any{"topup": "boost"}, 201), &topup)
+	var voucher struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(w.mustDo("PUT", cp+"/acme-user-4412/voucher", w.aSDK, map[string]any{"runes": "4412.25", "expires_at": "2099-01-01T00:00:00Z"}, 200), &voucher)
+	w.aVoucher = voucher.ID
 	w.mustDo("POST", custPath("production"), w.a.secret, map[string]any{"id": "acme-prod-4412"}, 201)
 	w.mustDo("POST", custPath("production"), w.b.secret, map[string]any{"id": "globex-cust-1"}, 201)
 
@@ -237,7 +243,7 @@ func newSecWorld(t *testing.T) *secWorld {
 	w.aSecrets = []string{w.aChannel, w.aRule, w.aDelivery, "acme-chan-4412", "acme-rule-4412", "acme-hook-4412", w.a.tenantID.String(), w.a.keyID.String(), w.a.secret, w.a.secret[:17], sdkID.String(),
 		w.aSDK, w.aSDK[:15], w.aStaging, w.aStaging[:15], w.aRevoked, spare.ID.String(),
 		"acme-org-4412", "acme-user-4412", "acme-alt-4412", "acme-meta-4412", "Acme Label 4412", "acme-prod-4412", topup.GrantID,
-		w.aInvoice, w.aClock}
+		voucher.ID, "4412.25", w.aInvoice, w.aClock}
 	for _, id := range w.a.envs {
 		w.aSecrets = append(w.aSecrets, id.String())
 	}
@@ -380,6 +386,9 @@ func secRoutes(t *testing.T) map[string]secRoute {
 		"PUT /v1/environments/{env}/customers/{id}/overrides/{entitlement}":    {body: `{"value":1}`},
 		"DELETE /v1/environments/{env}/customers/{id}/overrides/{entitlement}": {},
 		"POST /v1/environments/{env}/customers/{id}/topups":                    {body: `{"topup":"monthly_included"}`},
+		"PUT /v1/environments/{env}/customers/{id}/voucher":                    {body: `{"runes":"1","expires_at":"2099-01-01T00:00:00Z"}`},
+		"GET /v1/environments/{env}/customers/{id}/voucher":                    {},
+		"DELETE /v1/environments/{env}/customers/{id}/voucher":                 {},
 
 		"GET /v1/environments/{env}/billing":                                {adminOnly: true},
 		"PUT /v1/environments/{env}/billing":                                {adminOnly: true, body: `{"currency":"EUR"}`},
@@ -615,7 +624,7 @@ func TestSecurityMatrix(t *testing.T) {
 
 	// The customer under attack is as it was.
 	code, body := w.h.do("GET", "/v1/environments/"+secEnv+"/customers/acme-user-4412", w.aSDK, nil)
-	if c := decodeCustomer(t, body); code != 200 || c.Label != "Acme Label 4412" || c.Revision != 3 || len(c.Topups) != 1 || len(c.Overrides) != 1 {
+	if c := decodeCustomer(t, body); code != 200 || c.Label != "Acme Label 4412" || c.Revision != 4 || len(c.Topups) != 1 || len(c.Overrides) != 1 || c.Voucher == nil || c.Voucher.ID != w.aVoucher {
 		t.Errorf("after the matrix: %d %s", code, body)
 	}
 }

@@ -28,7 +28,8 @@ const (
 )
 
 // Create creates a customer. Refs must name customers of the environment (by id; refs
-// never resolve through alt ids). ErrExists when the id is taken by a customer,
+// never resolve through alt ids). Metadata in Limitr's voucher form
+// (VoucherFromMetadata) sets the customer's voucher in the same transaction. ErrExists when the id is taken by a customer,
 // *NameTakenError when the id or an alt id is another customer's.
 func (s *Service) Create(ctx context.Context, env store.Environment, in CreateInput) (wire.Customer, error) {
 	c, err := in.prepare(s.now())
@@ -85,6 +86,11 @@ func (s *Service) Create(ctx context.Context, env store.Environment, in CreateIn
 				return nil, fmt.Errorf("%w: customer %q: use PATCH to update it", ErrExists, cust.ID)
 			}
 			return nil, err
+		}
+		if c.voucher != nil {
+			if err := putVoucher(ctx, tx, env, cust, *c.voucher); err != nil {
+				return nil, err
+			}
 		}
 		after, err := s.load(ctx, tx, p, env, cust.ID, false)
 		if err != nil {
@@ -175,7 +181,10 @@ func (s *Service) List(ctx context.Context, env store.Environment, after string,
 }
 
 // Update changes a customer's profile fields. An update that changes nothing writes
-// nothing and returns the customer as it is.
+// nothing and returns the customer as it is. Metadata whose voucher form
+// (VoucherFromMetadata) the update changes sets a new voucher in the same
+// transaction; metadata without it leaves the voucher as it is (RemoveVoucher removes
+// one).
 func (s *Service) Update(ctx context.Context, env store.Environment, id string, in UpdateInput) (wire.Customer, error) {
 	meta, anchor, err := in.prepare()
 	if err != nil {
@@ -223,8 +232,24 @@ func (s *Service) Update(ctx context.Context, env store.Environment, id string, 
 			out = before
 			return nil, nil
 		}
+		// The metadata form of a voucher sets one when the update changes it (checked
+		// here, against the metadata before: a past expiry the update leaves as it was
+		// must not block updates of other keys).
+		var voucher *voucherSpec
+		if meta != nil && voucherFieldsChanged(before.Metadata, next.Metadata) {
+			var errs validation.Errors
+			voucher = metadataVoucher(&errs, next.Metadata, s.now())
+			if err := errs.Err("invalid customer"); err != nil {
+				return nil, err
+			}
+		}
 		if err := store.UpdateCustomer(ctx, tx, env.TenantID, env.ID, &next); err != nil {
 			return nil, err
+		}
+		if voucher != nil {
+			if err := putVoucher(ctx, tx, env, next, *voucher); err != nil {
+				return nil, err
+			}
 		}
 		if out, err = s.load(ctx, tx, p, env, before.ID, false); err != nil {
 			return nil, err

@@ -45,6 +45,8 @@ type created struct {
 	anchor               time.Time
 	anchorSet            bool
 	testClock            string
+	// voucher is set by the metadata form of a voucher (VoucherFromMetadata).
+	voucher *voucherSpec
 }
 
 func (in CreateInput) prepare(now time.Time) (created, error) {
@@ -70,6 +72,7 @@ func (in CreateInput) prepare(now time.Time) (created, error) {
 	checkRefs(&errs, in.ID, out.refs)
 	out.alts = checkAltIDs(&errs, in.ID, in.AltIDs)
 	out.meta = checkMetadata(&errs, in.Metadata)
+	out.voucher = metadataVoucher(&errs, out.meta, now)
 	errs.AddField(checkTimezone(in.Timezone))
 	if in.BillingAnchor != nil {
 		t, fe := validation.Time("billing_anchor", *in.BillingAnchor)

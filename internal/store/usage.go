@@ -19,8 +19,9 @@ import (
 // (tenant, environment, instance id, sequence) and committed at most once: its row in
 // usage_batches, its deltas (with the units of overage grants paid for,
 // migrations/0006_grant_covered.up.sql), its grant draws (added to grant_draw_totals,
-// migrations/0003_grant_draws.up.sql) and its audit events go in together, in the
-// caller's transaction, or not at all.
+// migrations/0003_grant_draws.up.sql), its voucher debits (added to
+// voucher_debit_totals, migrations/0014_vouchers.up.sql) and its audit events go in
+// together, in the caller's transaction, or not at all.
 
 // UsageBatch is a validated batch, ready to commit. Customer ids are canonical (alt
 // ids already resolved).
@@ -34,6 +35,7 @@ type UsageBatch struct {
 	Deltas        []UsageDelta
 	Events        []UsageEvent
 	GrantDraws    []GrantDraw
+	VoucherDebits []VoucherDebit
 	// Unattributed are the batch's records that name no customer of the environment:
 	// committed with the batch into unattributed_usage, for an operator.
 	Unattributed []Unattributed
@@ -41,7 +43,7 @@ type UsageBatch struct {
 
 // Unattributed is a record of a batch that could not be attributed to a customer.
 type Unattributed struct {
-	Kind     string // wire.RecordDelta, wire.RecordGrantDraw or wire.RecordEvent
+	Kind     string // wire.RecordDelta, wire.RecordGrantDraw, wire.RecordVoucherDebit or wire.RecordEvent
 	Index    int
 	Customer string
 	Reason   string
@@ -150,6 +152,25 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 			do update set units = t.units + excluded.units, updated_at = now()`,
 			b.TenantID, b.EnvironmentID, customers, uids, grants, starts, units); err != nil {
 			return false, fmt.Errorf("store: add grant draws: %w", err)
+		}
+	}
+	if len(b.VoucherDebits) > 0 {
+		customers := make([]string, len(b.VoucherDebits))
+		uids := make([]uuid.UUID, len(b.VoucherDebits))
+		vouchers := make([]string, len(b.VoucherDebits))
+		runes := make([]string, len(b.VoucherDebits))
+		for i, d := range b.VoucherDebits {
+			customers[i], uids[i], vouchers[i], runes[i] = d.CustomerID, d.CustomerUID, d.VoucherID, d.Runes.String()
+		}
+		// Summed per key first, as grant draws are: one statement cannot update a row twice.
+		if _, err := tx.Exec(ctx, `insert into voucher_debit_totals as t (tenant_id, environment_id, customer_id, customer_uid, voucher_id, runes)
+			select $1, $2, max(d.customer_id), d.customer_uid, d.voucher_id, sum(d.runes::numeric)
+			from unnest($3::text[], $4::uuid[], $5::text[], $6::text[]) as d(customer_id, customer_uid, voucher_id, runes)
+			group by d.customer_uid, d.voucher_id
+			on conflict (customer_uid, voucher_id)
+			do update set runes = t.runes + excluded.runes, updated_at = now()`,
+			b.TenantID, b.EnvironmentID, customers, uids, vouchers, runes); err != nil {
+			return false, fmt.Errorf("store: add voucher debits: %w", err)
 		}
 	}
 	if len(b.Unattributed) > 0 {

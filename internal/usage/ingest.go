@@ -4,7 +4,7 @@
 // customer.
 //
 // A batch commits in one transaction: its key in usage_batches, the deltas, grant
-// draws and audit events of every customer the environment knows, and the records
+// draws, voucher debits and audit events of every customer the environment knows, and the records
 // naming customers it does not know (deleted, never created on the server, or created
 // again since the usage was recorded) in unattributed_usage. One unknown customer
 // therefore never costs the others their usage, and nothing is dropped silently: the
@@ -239,6 +239,22 @@ func (v *checked) attribute(found map[string]store.UsageCustomer) error {
 		keepDraws = append(keepDraws, d)
 	}
 	b.GrantDraws = keepDraws
+	// A debit of a voucher that is no longer the customer's current one is committed
+	// all the same: the calls it paid for were allowed, so the runes were spent.
+	keepDebits := b.VoucherDebits[:0]
+	for i, d := range b.VoucherDebits {
+		in := &v.in.VoucherDebits[i]
+		c, reason := v.customer(found, in.Customer, in.CustomerCreatedAt, nil)
+		if reason != "" {
+			if err := v.unattributed(wire.RecordVoucherDebit, i, in.Customer, reason, in); err != nil {
+				return err
+			}
+			continue
+		}
+		d.CustomerID, d.CustomerUID = c.ID, c.UID
+		keepDebits = append(keepDebits, d)
+	}
+	b.VoucherDebits = keepDebits
 	keepEvents := b.Events[:0]
 	for i, e := range b.Events {
 		in := &v.in.Events[i]
@@ -269,12 +285,17 @@ func (v *checked) expire() error {
 			return err
 		}
 	}
+	for i := range v.in.VoucherDebits {
+		if err := v.unattributed(wire.RecordVoucherDebit, i, v.in.VoucherDebits[i].Customer, wire.ReasonBatchExpired, &v.in.VoucherDebits[i]); err != nil {
+			return err
+		}
+	}
 	for i := range v.in.Events {
 		if err := v.unattributed(wire.RecordEvent, i, v.in.Events[i].Customer, wire.ReasonBatchExpired, &v.in.Events[i]); err != nil {
 			return err
 		}
 	}
-	b.Deltas, b.GrantDraws, b.Events = nil, nil, nil
+	b.Deltas, b.GrantDraws, b.VoucherDebits, b.Events = nil, nil, nil, nil
 	return nil
 }
 

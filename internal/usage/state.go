@@ -20,7 +20,8 @@ type Customers interface {
 // State is what an SDK hydrates a customer from: the record the REST API returns
 // (resolved by id or alt id), the committed totals of its meters (aggregated or not
 // yet), the last two periods per entitlement, newest first, and its grants' committed
-// draws. Only this customer's usage counts: a customer deleted and created again under
+// draws. The record carries the customer's voucher with the debits committed against
+// it (Voucher.Debited), so a hydrating instance starts from the fleet's balance. Only this customer's usage counts: a customer deleted and created again under
 // the same id starts at zero.
 func (s *Service) State(ctx context.Context, env store.Environment, id string) (wire.CustomerState, error) {
 	cust, err := s.customers.GetRecord(ctx, env, id)

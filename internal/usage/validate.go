@@ -92,7 +92,10 @@ func check(in *wire.UsageBatch, now time.Time) *checked {
 	if len(in.GrantDraws) > wire.MaxDeltas {
 		v.add("grant_draws", fmt.Sprintf("has %d entries; at most %d per batch", len(in.GrantDraws), wire.MaxDeltas))
 	}
-	if len(in.Deltas) > wire.MaxDeltas || len(in.Events) > MaxEvents || len(in.GrantDraws) > wire.MaxDeltas {
+	if len(in.VoucherDebits) > wire.MaxDeltas {
+		v.add("voucher_debits", fmt.Sprintf("has %d entries; at most %d per batch", len(in.VoucherDebits), wire.MaxDeltas))
+	}
+	if len(in.Deltas) > wire.MaxDeltas || len(in.Events) > MaxEvents || len(in.GrantDraws) > wire.MaxDeltas || len(in.VoucherDebits) > wire.MaxDeltas {
 		return v
 	}
 	b.InstanceID, b.Sequence, b.PolicyVersion = in.InstanceID, in.Sequence, in.PolicyVersion
@@ -117,6 +120,12 @@ func check(in *wire.UsageBatch, now time.Time) *checked {
 	for i := range in.GrantDraws {
 		if v.checkDraw(i) {
 			addName(in.GrantDraws[i].Customer)
+		}
+	}
+	b.VoucherDebits = make([]store.VoucherDebit, len(in.VoucherDebits))
+	for i := range in.VoucherDebits {
+		if v.checkDebit(i) {
+			addName(in.VoucherDebits[i].Customer)
 		}
 	}
 	b.Events = make([]store.UsageEvent, len(in.Events))
@@ -196,6 +205,26 @@ func (v *checked) checkDraw(i int) bool {
 		v.add(itemPath("grant_draws", i, "units"), "must not be negative: a draw takes from a grant")
 	}
 	out.CustomerID, out.GrantID, out.PeriodStart = d.Customer, d.GrantID, d.PeriodStart.UTC()
+	return ok
+}
+
+// checkDebit checks voucher_debits[i]; false when its customer name is unusable.
+func (v *checked) checkDebit(i int) bool {
+	d, out := &v.in.VoucherDebits[i], &v.batch.VoucherDebits[i]
+	ok := true
+	for _, f := range []struct{ name, val string }{{"customer", d.Customer}, {"voucher_id", d.VoucherID}} {
+		if fe := validation.Required(f.name, f.val); fe != nil {
+			v.at("voucher_debits", i, fe)
+			ok = ok && f.name != "customer"
+		}
+	}
+	var fe *validation.FieldError
+	if out.Runes, fe = parseDecimal("runes", d.Runes); fe != nil {
+		v.at("voucher_debits", i, fe)
+	} else if out.Runes.Sign() <= 0 {
+		v.add(itemPath("voucher_debits", i, "runes"), "must be more than 0: a debit takes from a voucher")
+	}
+	out.CustomerID, out.VoucherID = d.Customer, d.VoucherID
 	return ok
 }
 

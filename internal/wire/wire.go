@@ -137,8 +137,8 @@ type UsageAck struct {
 	Duplicate bool  `json:"duplicate"`
 	// Accepted is the number of deltas committed against known customers.
 	Accepted int `json:"accepted"`
-	// Unattributed lists the records (deltas, grant draws, events) that name no
-	// customer of the environment, in batch order. Empty on a duplicate.
+	// Unattributed lists the records (deltas, grant draws, voucher debits, events) that
+	// name no customer of the environment, in batch order. Empty on a duplicate.
 	Unattributed []Unattributed `json:"unattributed,omitempty"`
 }
 
