@@ -8,14 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"reflect"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/limitr/limitr/internal/enforcement"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/store"
 	"github.com/limitr/limitr/internal/validation"
@@ -31,9 +30,9 @@ const opVoucher = "voucher"
 // Limitr's metadata form of a voucher: a customer created or updated with these
 // metadata keys gets the voucher they describe (see VoucherFromMetadata).
 const (
-	MetaVoucher        = "limitr_voucher"         // any non-empty value: the customer has a voucher
-	MetaVoucherExpires = "limitr_voucher_expires" // RFC 3339, or milliseconds since the epoch
-	MetaVoucherRunes   = "limitr_voucher_runes"   // optional: a number or a decimal string
+	MetaVoucher        = enforcement.MetaVoucher
+	MetaVoucherExpires = enforcement.MetaVoucherExpires
+	MetaVoucherRunes   = enforcement.MetaVoucherRunes
 )
 
 // maxRunesText bounds a voucher amount's text, as the usage batch bounds decimals.
@@ -134,99 +133,28 @@ func VoucherFromMetadata(meta map[string]any, now time.Time) (VoucherInput, bool
 }
 
 func voucherFromMetadata(errs *validation.Errors, meta map[string]any, now time.Time) (voucherSpec, bool) {
-	if isEmptyValue(meta[MetaVoucher]) {
+	// One parser of the metadata form, the engine's: a voucher set here reads the same
+	// in every SDK.
+	v, err := enforcement.VoucherFromMetadata(meta)
+	var fe *enforcement.VoucherFieldError
+	switch {
+	case errors.As(err, &fe):
+		errs.Add(fe.Field, fe.Message)
+		return voucherSpec{}, true
+	case err != nil:
+		errs.Add("metadata."+MetaVoucher, err.Error())
+		return voucherSpec{}, true
+	case v == nil:
 		return voucherSpec{}, false
 	}
-	var spec voucherSpec
-	const prefix = "metadata."
-	switch v := meta[MetaVoucherExpires].(type) {
-	case nil:
-		errs.Add(prefix+MetaVoucherExpires, "is required with "+MetaVoucher+": an RFC 3339 timestamp or milliseconds since the epoch")
-	case string:
-		s := strings.TrimSpace(v)
-		if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
-			spec.expires = checkMillis(errs, prefix+MetaVoucherExpires, ms, now)
-		} else {
-			spec.expires = checkExpiry(errs, prefix+MetaVoucherExpires, s, now)
-		}
-	default:
-		ms, ok := wholeNumber(v)
-		if !ok {
-			errs.Addf(prefix+MetaVoucherExpires, "must be an RFC 3339 timestamp or a whole number of milliseconds since the epoch, got %v", v)
-			break
-		}
-		spec.expires = checkMillis(errs, prefix+MetaVoucherExpires, ms, now)
+	spec := voucherSpec{expires: v.ExpiresAt}
+	if !spec.expires.After(now) {
+		errs.Addf("metadata."+MetaVoucherExpires, "%s is not in the future", spec.expires.Format(time.RFC3339))
 	}
-	switch v := meta[MetaVoucherRunes].(type) {
-	case nil:
-	case string:
-		spec.runes = checkRunes(errs, prefix+MetaVoucherRunes, v)
-	case json.Number:
-		spec.runes = checkRunes(errs, prefix+MetaVoucherRunes, v.String())
-	case float64:
-		spec.runes = checkRunes(errs, prefix+MetaVoucherRunes, strconv.FormatFloat(v, 'f', -1, 64))
-	case int:
-		spec.runes = checkRunes(errs, prefix+MetaVoucherRunes, strconv.Itoa(v))
-	case int64:
-		spec.runes = checkRunes(errs, prefix+MetaVoucherRunes, strconv.FormatInt(v, 10))
-	default:
-		errs.Addf(prefix+MetaVoucherRunes, "must be a number or a decimal string, got %v", v)
+	if !v.ExpiryOnly {
+		spec.runes = checkRunes(errs, "metadata."+MetaVoucherRunes, v.ExactRunes().String())
 	}
 	return spec, true
-}
-
-// checkMillis is checkExpiry for milliseconds since the epoch.
-func checkMillis(errs *validation.Errors, path string, ms int64, now time.Time) time.Time {
-	t := time.UnixMilli(ms).UTC()
-	if t.Year() < 1 || t.Year() > 9999 {
-		errs.Addf(path, "%d milliseconds since the epoch is not a date between years 1 and 9999", ms)
-		return time.Time{}
-	}
-	if !t.After(now) {
-		errs.Addf(path, "%s is not in the future", t.Format(time.RFC3339))
-	}
-	return t
-}
-
-// wholeNumber reads an integral JSON number in any of the forms a decoded map holds.
-func wholeNumber(v any) (int64, bool) {
-	switch n := v.(type) {
-	case json.Number:
-		if i, err := n.Int64(); err == nil {
-			return i, true
-		}
-		f, err := n.Float64()
-		if err != nil {
-			return 0, false
-		}
-		return wholeNumber(f)
-	case float64:
-		if n != math.Trunc(n) || math.Abs(n) > 1<<62 {
-			return 0, false
-		}
-		return int64(n), true
-	case int:
-		return int64(n), true
-	case int64:
-		return n, true
-	}
-	return 0, false
-}
-
-func isEmptyValue(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return true
-	case string:
-		return strings.TrimSpace(x) == ""
-	case bool:
-		return !x
-	case map[string]any:
-		return len(x) == 0
-	case []any:
-		return len(x) == 0
-	}
-	return false
 }
 
 // metadataVoucher reads the metadata form of a voucher from a customer's (checked)

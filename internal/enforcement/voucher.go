@@ -97,61 +97,115 @@ func VoucherWithExactRunes(v Voucher, runes string) (Voucher, error) {
 	return v, nil
 }
 
-// VoucherFromMetadata reads Limitr's metadata form of a voucher: limitr_voucher (the
-// id) and limitr_voucher_expires (Unix milliseconds, or an RFC 3339 string) together,
-// and optionally limitr_voucher_runes (a number or decimal string). It returns nil
-// without both keys; errors name the offending metadata key.
+// VoucherFieldError says which metadata key of a voucher's metadata form is wrong.
+type VoucherFieldError struct {
+	Field   string // metadata.limitr_voucher_expires
+	Message string
+}
+
+func (e *VoucherFieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Unwrap makes errors.Is(err, ErrInvalidVoucher) hold.
+func (e *VoucherFieldError) Unwrap() error { return ErrInvalidVoucher }
+
+// ExactRunes is the balance as an exact decimal.
+func (v *Voucher) ExactRunes() num.Dec {
+	if v.exact != nil {
+		return *v.exact
+	}
+	d, _ := num.FromFloat64(v.Runes)
+	return d
+}
+
+// VoucherFromMetadata reads Limitr's metadata form of a voucher — the one parser of it,
+// used by the engine and by the control plane: limitr_voucher (any non-empty value:
+// not null, "", false, {} or []) says the customer has one; limitr_voucher_expires
+// (required then) is when it expires, Unix milliseconds (a number or a string of
+// digits) or an RFC 3339 string; limitr_voucher_runes (optional) is its balance, a
+// number or a decimal string >= 0. It returns nil without limitr_voucher. Errors are a
+// *VoucherFieldError naming the key (metadata.limitr_voucher_expires).
 func VoucherFromMetadata(md map[string]any) (*Voucher, error) {
-	id, hasID := md[MetaVoucher]
-	exp, hasExp := md[MetaVoucherExpires]
-	if !hasID || id == nil || !hasExp || exp == nil {
+	id := md[MetaVoucher]
+	if isEmptyValue(id) {
 		return nil, nil
 	}
+	fail := func(key, format string, args ...any) error {
+		return &VoucherFieldError{Field: "metadata." + key, Message: fmt.Sprintf(format, args...)}
+	}
 	v := &Voucher{ID: strings.TrimSpace(fmt.Sprint(id))}
-	if v.ID == "" {
-		return nil, nil
+	exp := md[MetaVoucherExpires]
+	if exp == nil {
+		return nil, fail(MetaVoucherExpires, "is required with %s: Unix milliseconds or an RFC 3339 time", MetaVoucher)
 	}
 	at, err := metaTime(exp)
 	if err != nil {
-		return nil, fmt.Errorf("%w: metadata.%s: %w", ErrInvalidVoucher, MetaVoucherExpires, err)
+		return nil, fail(MetaVoucherExpires, "%v", err)
 	}
 	v.ExpiresAt = at
-	runes, has := md[MetaVoucherRunes]
-	if !has || runes == nil {
+	runes := md[MetaVoucherRunes]
+	if runes == nil {
 		v.ExpiryOnly = true
-		return v, v.Validate()
+		return v, nil
 	}
 	d, err := metaDec(runes)
 	if err != nil || d.IsNeg() {
-		return nil, fmt.Errorf("%w: metadata.%s: must be a number >= 0, got %v", ErrInvalidVoucher, MetaVoucherRunes, runes)
+		return nil, fail(MetaVoucherRunes, "must be a number or a decimal string >= 0, got %v", runes)
 	}
 	v.Runes, v.exact = num.Float64(d), &d
-	return v, v.Validate()
+	if len(v.ID) > 256 {
+		return nil, fail(MetaVoucher, "is longer than 256 characters")
+	}
+	return v, nil
+}
+
+func isEmptyValue(x any) bool {
+	switch t := x.(type) {
+	case nil:
+		return true
+	case string:
+		return strings.TrimSpace(t) == ""
+	case bool:
+		return !t
+	case map[string]any:
+		return len(t) == 0
+	case []any:
+		return len(t) == 0
+	}
+	return false
 }
 
 func metaTime(x any) (time.Time, error) {
+	var ms int64
 	switch t := x.(type) {
 	case time.Time:
 		return t.UTC(), nil
 	case string:
-		if ms, err := strconv.ParseInt(t, 10, 64); err == nil {
-			return time.UnixMilli(ms).UTC(), nil
-		}
-		at, err := time.Parse(time.RFC3339Nano, t)
+		s := strings.TrimSpace(t)
+		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("%q is neither Unix milliseconds nor an RFC 3339 time", t)
+			at, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("%q is neither Unix milliseconds nor an RFC 3339 time", t)
+			}
+			return at.UTC(), nil
 		}
-		return at.UTC(), nil
+		ms = n
+	default:
+		d, err := metaDec(x)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("must be Unix milliseconds or an RFC 3339 time, got %v", x)
+		}
+		n, _, ok := d.Int64(0)
+		if !ok || !d.Trunc(0).Equal(d) {
+			return time.Time{}, fmt.Errorf("must be a whole number of Unix milliseconds, got %v", x)
+		}
+		ms = n
 	}
-	d, err := metaDec(x)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("must be Unix milliseconds or an RFC 3339 time, got %v", x)
+	at := time.UnixMilli(ms).UTC()
+	if at.Year() < 1 || at.Year() > 9999 {
+		return time.Time{}, fmt.Errorf("%d milliseconds since the epoch is not a date between years 1 and 9999", ms)
 	}
-	ms, _, ok := d.Int64(0)
-	if !ok {
-		return time.Time{}, fmt.Errorf("%v is out of range", x)
-	}
-	return time.UnixMilli(ms).UTC(), nil
+	return at, nil
 }
 
 func metaDec(x any) (num.Dec, error) {
