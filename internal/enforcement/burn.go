@@ -4,6 +4,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/limitr/limitr/internal/burnrate"
 	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/policies"
 )
@@ -140,11 +141,7 @@ func (e *Engine) ProjectedExhaustion(id, ent string, o BurnOptions) (time.Time, 
 	if c.Err != nil || !left.IsPos() {
 		return time.Time{}, c.Err
 	}
-	ms := num.Float64(left) / rate
-	if ms > float64(math.MaxInt64/int64(time.Millisecond)) {
-		return time.Time{}, nil // beyond any clock: never, in practice
-	}
-	return e.now().Add(time.Duration(ms * float64(time.Millisecond))).UTC(), nil
+	return burnrate.Exhaustion(e.now(), num.Float64(left), rate), nil
 }
 
 // burnOf reads a meter's burn history for the current period: empty while a reset is

@@ -370,9 +370,9 @@ type cloud struct {
 // ahead from the server, which would make the bound independent of r, is not
 // implemented.
 //
-// Limitations: a grant's balance is drawn locally and corrected from the fleet's
-// committed draws on hydration and refresh, so within W instances may together draw
-// more than a grant holds. For grants that reset with add or rollover, the correction
+// Limitations: a grant's balance (and a voucher's) is drawn locally and corrected from
+// the fleet's committed draws on hydration and refresh, so within W instances may
+// together draw more than a grant or voucher holds. For grants that reset with add or rollover, the correction
 // starts from the topup's value and ignores what the previous period carried over.
 // SetCustomer, LoadCustomers, caps and Update act on local state only.
 func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, err error) {

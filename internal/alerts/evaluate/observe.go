@@ -6,6 +6,7 @@ import (
 
 	"github.com/limitr/limitr/internal/alerts"
 	"github.com/limitr/limitr/internal/billing"
+	"github.com/limitr/limitr/internal/burnrate"
 	"github.com/limitr/limitr/internal/num"
 )
 
@@ -135,12 +136,15 @@ func forecast(o alerts.Observation, m billing.MeterStanding, now time.Time) (ale
 	el, ln := num.FromInt(elapsed), num.FromInt(length)
 	value := c.Quo(c.Mul(m.Units, ln), el)
 	elapsedPct := c.Quo(c.Mul(el, num.Hundred), ln)
-	// At the current rate the limit is reached after elapsed × limit / units.
-	reach := c.Quo(c.Mul(el, m.Limit), m.Units)
+	left := c.Sub(m.Limit, m.Units)
 	if c.Err != nil {
 		return o, false
 	}
-	expected := m.PeriodStart.Add(time.Duration(num.Float64(reach)) * time.Microsecond)
+	// The period's average rate, projected with the rule the SDK's
+	// ProjectedExhaustion uses.
+	perMs := num.Float64(m.Units) / (float64(elapsed) / 1000)
+	// Microseconds, as the rest of the control plane keeps times.
+	expected := burnrate.Exhaustion(now, num.Float64(left), perMs).Truncate(time.Microsecond)
 	meterData(&o, m)
 	o.Value = value
 	o.Data["value"], o.Data["forecast"] = num.Float64(value), num.Float64(value)
