@@ -9,71 +9,65 @@ import (
 	"github.com/limitr/limitr/internal/policies"
 )
 
-// burn is a meter's recent consumption: the amounts and times of the last three calls
-// that moved it in this period, as Limitr's meter history keeps them, plus a smoothed
-// rate. It feeds the burn-rate reads (Rate, Acceleration, ProjectedExhaustion) and is
-// kept in 40 bytes inline in the meter, so a warm call updates it without allocating.
-// Amounts are kept in single precision (about 7 digits), enough for an estimate;
-// decisions never read them.
+// burn is a meter's recent consumption, as Limitr's meter history keeps it (the last
+// three calls that moved the meter in this period) reduced to what the burn-rate reads
+// need. It lives inline in the meter in 24 bytes, so a warm call updates it without
+// allocating, and a call in the same millisecond as the one before only adds its
+// amount. Amounts and rates are kept in single precision (about 7 digits), enough for
+// an estimate; decisions never read them.
 type burn struct {
-	last  int64      // unix milliseconds of the newest sample
-	gaps  [2]uint32  // milliseconds from the oldest to the middle sample, and from the middle to the newest
-	delta [3]float32 // oldest first
-	ewma  float32    // smoothed rate, units per millisecond; set from the second sample on
-	n     uint8
+	last     int64   // unix milliseconds of the newest call
+	gap      uint32  // low 30 bits: milliseconds from the call before to the newest; top 2: calls seen (0-3)
+	delta    float32 // the newest call's amount (calls in its millisecond added)
+	prevRate float32 // the rate the call before the newest made (from the third call)
+	ewma     float32 // the smoothed rate up to the call before the newest (from the third call)
 }
+
+const (
+	gapBits = 30
+	gapMask = 1<<gapBits - 1
+)
+
+func (b *burn) n() uint32     { return b.gap >> gapBits }
+func (b *burn) gapMs() uint32 { return b.gap & gapMask }
 
 // push records a call of delta units at nowMs. Calls in the same millisecond as the
-// newest sample add to it: Limitr records them apart and then reads a zero rate.
+// newest add to it (Limitr records them apart and then reads a zero rate). A newest
+// call is folded into the smoothed rate once the next one comes, when its amount is
+// final.
 func (b *burn) push(nowMs int64, delta float32, alpha float32) {
-	if b.n > 0 && nowMs <= b.last {
-		b.delta[b.n-1] += delta
-	} else {
-		switch b.n {
-		case 3:
-			b.delta[0], b.delta[1], b.gaps[0] = b.delta[1], b.delta[2], b.gaps[1]
-			b.delta[2], b.gaps[1] = delta, gap(nowMs-b.last)
-		case 2:
-			b.delta[2], b.gaps[1] = delta, gap(nowMs-b.last)
-			b.n = 3
-		case 1:
-			b.delta[1], b.gaps[0] = delta, gap(nowMs-b.last)
-			b.n = 2
-		default:
-			b.delta[0], b.n = delta, 1
+	n := b.n()
+	if n > 0 && nowMs <= b.last {
+		b.delta += delta
+		return
+	}
+	if n >= 2 {
+		r := b.delta / float32(b.gapMs())
+		if n == 2 {
+			// Seeded with the first rate there is; Limitr seeds it with 0, which makes
+			// a smoothed projection far too late for the first calls.
+			b.ewma = r
+		} else {
+			b.ewma = alpha*r + (1-alpha)*b.ewma
 		}
-		b.last = nowMs
+		b.prevRate = r
 	}
-	if b.n < 2 {
-		return
+	gap := nowMs - b.last
+	if n == 0 {
+		gap = 0
+	} else if gap > gapMask {
+		gap = gapMask // 12 days: the rate is as good as 0 either way
 	}
-	r := float32(b.rate())
-	if b.n == 2 && b.ewma == 0 {
-		// Seeded with the first rate there is; Limitr seeds it with 0, which makes a
-		// smoothed projection far too late for the first calls.
-		b.ewma = r
-		return
-	}
-	b.ewma = alpha*r + (1-alpha)*b.ewma
+	b.last, b.delta, b.gap = nowMs, delta, min(n+1, 3)<<gapBits|uint32(gap)
 }
 
-func gap(ms int64) uint32 {
-	if ms > math.MaxUint32 {
-		return math.MaxUint32
-	}
-	return uint32(ms)
-}
-
-// rate is units per millisecond: the newest call's amount over the time since the
+// rateNow is units per millisecond: the newest call's amount over the time since the
 // one before it (Limitr's rate).
-func (b *burn) rate() float64 {
-	switch {
-	case b.n < 2:
+func (b *burn) rateNow() float64 {
+	if b.n() < 2 {
 		return 0
-	case b.n == 2:
-		return float64(b.delta[1]) / float64(b.gaps[0])
 	}
-	return float64(b.delta[2]) / float64(b.gaps[1])
+	return float64(b.delta) / float64(b.gapMs())
 }
 
 // acceleration is how the rate changed between the last two calls, in units per
@@ -81,17 +75,29 @@ func (b *burn) rate() float64 {
 // Limitr subtracts the two rates without dividing by time (and pairs each amount with
 // the wrong interval); this is the quantity its documentation describes.
 func (b *burn) acceleration() float64 {
-	if b.n < 3 || b.gaps[0] == 0 || b.gaps[1] == 0 {
+	if b.n() < 3 {
 		return 0
 	}
-	newest := float64(b.delta[2]) / float64(b.gaps[1])
-	previous := float64(b.delta[1]) / float64(b.gaps[0])
-	return (newest - previous) / float64(b.gaps[1])
+	return (b.rateNow() - float64(b.prevRate)) / float64(b.gapMs())
+}
+
+// smoothed is the exponentially smoothed rate including the newest call.
+func (b *burn) smoothed(alpha float32) float64 {
+	switch b.n() {
+	case 0, 1:
+		return 0
+	case 2:
+		return b.rateNow()
+	}
+	return float64(alpha)*b.rateNow() + float64(1-alpha)*float64(b.ewma)
 }
 
 // toFloat32 converts a decimal without formatting it: the hot path calls it.
 func toFloat32(d num.Dec) float32 {
-	f := float64(d.Coef()) / math.Pow10(d.Scale())
+	f := float64(d.Coef())
+	if sc := d.Scale(); sc > 0 {
+		f /= math.Pow10(sc)
+	}
 	if d.IsNeg() {
 		f = -f
 	}
@@ -110,7 +116,7 @@ type BurnOptions struct {
 // per millisecond (Limitr's rate): 0 without two calls this period.
 func (e *Engine) Rate(id, ent string) (float64, error) {
 	b, _, err := e.burnOf(id, ent, ReadOptions{})
-	return b.rate(), err
+	return b.rateNow(), err
 }
 
 // Acceleration returns how the consumption rate changed over the last three calls, in
@@ -129,9 +135,9 @@ func (e *Engine) ProjectedExhaustion(id, ent string, o BurnOptions) (time.Time, 
 	if err != nil || r.limit == nil || r.limit.Mode == policies.Observe {
 		return time.Time{}, err
 	}
-	rate := b.rate()
-	if o.Smoothed && b.n >= 2 {
-		rate = float64(b.ewma)
+	rate := b.rateNow()
+	if o.Smoothed {
+		rate = b.smoothed(r.limit.EWMAAlphaF)
 	}
 	if rate <= 0 {
 		return time.Time{}, nil
