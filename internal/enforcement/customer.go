@@ -374,6 +374,8 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1), voucher: specVoucher(spec)}
 	c.info.Store(prof)
 	if plan := e.resolvePlan(p, spec.ID, prof); plan != nil {
+		// Sized to the plan: append would round 3 meters up to room for 4.
+		c.meters = make([]meter, 0, len(plan.Limited))
 		for _, ce := range plan.Limited {
 			if ce.Scope != "" && ce.Scope != prof.typ {
 				continue // metered on the scoped customer, not here
