@@ -234,29 +234,13 @@ func voucherKey(c *customer, id string) grantKey {
 
 // SetVoucher gives a customer a voucher, replacing any it had; nil removes it.
 func (e *Engine) SetVoucher(ctx context.Context, id string, v *Voucher) error {
-	var st *voucherState
-	if v != nil {
-		var err error
-		if st, err = v.state(); err != nil {
-			return err
-		}
-	}
-	c := e.lookup(id)
-	if c == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.deleted {
-		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
-	}
-	c.voucher = st
-	return nil
+	return e.ApplyVoucher(ctx, id, v, num.Zero)
 }
 
 // ApplyVoucher sets a customer's voucher as the control plane holds it: the amount set
 // less what the fleet has committed as spent (debited), less what this instance has
-// spent and not yet had committed. nil removes it.
+// spent from it and not yet had committed (none locally, or for a voucher just set).
+// nil removes it.
 func (e *Engine) ApplyVoucher(ctx context.Context, id string, v *Voucher, debited num.Dec) error {
 	var st *voucherState
 	if v != nil {
