@@ -1,6 +1,8 @@
 package web
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -240,6 +242,123 @@ func TestCustomerPages(t *testing.T) {
 		if r := v.do(http.MethodPost, p, url.Values{"csrf_token": {vtok}, "plan": {"basic"}, "confirm": {"yes"}}, nil); r.status != http.StatusForbidden {
 			t.Errorf("viewer POST %s: %d", p, r.status)
 		}
+	}
+}
+
+// TestCustomerVoucher: the page shows a customer's voucher with what SDKs debited
+// from it; an editor sets, replaces and removes one through the forms, a bad field is
+// named on the page, and a viewer gets neither the forms nor the actions.
+func TestCustomerVoucher(t *testing.T) {
+	f := newFullEnv(t)
+	rec := f.createCustomer(customers.CreateInput{ID: "acme", Plan: "basic"})
+	f.createCustomer(customers.CreateInput{ID: "bare", Plan: "basic"})
+	runes := json.Number("500")
+	v, err := f.customers.SetVoucher(t.Context(), f.staging, "acme", customers.VoucherInput{Runes: &runes, ExpiresAt: "2099-03-01T12:30:00Z"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What SDKs debited, as a usage batch records it.
+	if _, err := f.pool.Exec(t.Context(), `insert into voucher_debit_totals (tenant_id, environment_id, customer_id, customer_uid, voucher_id, runes)
+		values ($1, $2, 'acme', $3, $4, 120.5)`, f.tenant.ID, f.staging.ID, rec.UID, v.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	ed := f.loginStaging("editor@acme.test")
+	r := ed.do(http.MethodGet, "/customers/acme", nil, nil)
+	mustContain(t, "voucher shown", r, `id="voucher-runes">500<`, `id="voucher-debited">120.5<`, `id="voucher-balance">379.5<`,
+		`id="voucher-expires">2099-03-01 12:30 UTC`, v.ID, `id="voucher-form"`, `value="2099-03-01T12:30"`, `id="voucher-remove-form"`, "Replace voucher")
+	r = ed.do(http.MethodGet, "/customers/bare", nil, nil)
+	mustContain(t, "no voucher", r, `id="no-voucher">No voucher.`, `id="voucher-form"`, "Set voucher")
+	if strings.Contains(r.body, `id="voucher-remove-form"`) {
+		t.Error("a customer without a voucher offers to remove one")
+	}
+
+	// The editor sets one (expiry in UTC from the datetime-local field); audited as the editor.
+	tok := csrfInput.FindStringSubmatch(r.body)[1]
+	r = ed.do(http.MethodPost, "/customers/bare/voucher", url.Values{"csrf_token": {tok}, "runes": {"12.5"}, "expires_at": {"2099-01-02T03:04"}}, nil)
+	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/customers/bare?done=voucher" {
+		t.Fatalf("set voucher: %d %s\n%s", r.status, r.header.Get("Location"), r.body)
+	}
+	got, err := f.customers.GetVoucher(t.Context(), f.staging, "bare")
+	if err != nil || got.Runes == nil || *got.Runes != "12.5" || !got.ExpiresAt.Equal(time.Date(2099, 1, 2, 3, 4, 0, 0, time.UTC)) {
+		t.Fatalf("voucher set through the form: %+v, %v", got, err)
+	}
+	if a := f.auditActor("customer.voucher.set"); a != f.editor.ID.String() {
+		t.Fatalf("voucher audit actor %q", a)
+	}
+	r = ed.do(http.MethodGet, "/customers/bare?done=voucher", nil, nil)
+	mustContain(t, "after set", r, "Voucher saved.", `id="voucher-runes">12.5<`, `id="voucher-balance">12.5<`, "2099-01-02 03:04 UTC")
+	// Empty runes replace it with an expiry-only voucher.
+	r = ed.do(http.MethodPost, "/customers/bare/voucher", url.Values{"csrf_token": {tok}, "runes": {""}, "expires_at": {"2099-06-01T00:00"}}, nil)
+	if r.status != http.StatusSeeOther {
+		t.Fatalf("expiry-only voucher: %d\n%s", r.status, r.body)
+	}
+	if got, err := f.customers.GetVoucher(t.Context(), f.staging, "bare"); err != nil || got.Runes != nil {
+		t.Fatalf("expiry-only voucher: %+v, %v", got, err)
+	}
+	r = ed.do(http.MethodGet, "/customers/bare", nil, nil)
+	mustContain(t, "expiry only", r, "none: expiry only")
+
+	// Bad input is refused on the page, naming the field; the voucher is unchanged.
+	for _, bad := range []struct{ runes, expires, field string }{
+		{"-3", "2099-01-01T00:00", "runes"},
+		{"1e3", "2099-01-01T00:00", "runes"},
+		{"5", "2001-01-01T00:00", "expires_at"},
+		{"5", "", "expires_at"},
+		{"5", "tomorrow", "expires_at"},
+	} {
+		r = ed.do(http.MethodPost, "/customers/bare/voucher", url.Values{"csrf_token": {tok}, "runes": {bad.runes}, "expires_at": {bad.expires}}, nil)
+		if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.body, `role="alert">`+bad.field+" ") || !strings.Contains(r.body, `id="voucher-form"`) {
+			t.Errorf("runes %q, expires %q: %d, want a 422 naming %s\n%s", bad.runes, bad.expires, r.status, bad.field, r.body)
+		}
+	}
+	if got, _ := f.customers.GetVoucher(t.Context(), f.staging, "bare"); got.Runes != nil {
+		t.Fatal("a refused form changed the voucher")
+	}
+
+	// Removing asks first, then removes; removing again says there is none.
+	r = ed.do(http.MethodPost, "/customers/bare/voucher/remove", url.Values{"csrf_token": {tok}}, nil)
+	mustContain(t, "confirm removal", r, `id="confirm"`, `name="confirm" value="yes"`, "Remove the voucher of customer bare")
+	if _, err := f.customers.GetVoucher(t.Context(), f.staging, "bare"); err != nil {
+		t.Fatalf("removed before confirmation: %v", err)
+	}
+	r = ed.do(http.MethodPost, "/customers/bare/voucher/remove", url.Values{"csrf_token": {tok}, "confirm": {"yes"}}, nil)
+	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/customers/bare?done=unvouch" {
+		t.Fatalf("remove voucher: %d %s\n%s", r.status, r.header.Get("Location"), r.body)
+	}
+	if _, err := f.customers.GetVoucher(t.Context(), f.staging, "bare"); !errors.Is(err, customers.ErrNoVoucher) {
+		t.Fatalf("after removal: %v", err)
+	}
+	r = ed.do(http.MethodGet, "/customers/bare?done=unvouch", nil, nil)
+	mustContain(t, "after removal", r, "Voucher removed.", "No voucher.")
+	r = ed.do(http.MethodPost, "/customers/bare/voucher/remove", url.Values{"csrf_token": {tok}, "confirm": {"yes"}}, nil)
+	mustContain(t, "remove twice", r, "The customer has no voucher.")
+	if r.status != http.StatusNotFound {
+		t.Fatalf("remove twice: %d", r.status)
+	}
+	// Without the CSRF token the post is refused.
+	if r := ed.do(http.MethodPost, "/customers/bare/voucher", url.Values{"expires_at": {"2099-01-01T00:00"}}, nil); r.status != http.StatusForbidden {
+		t.Errorf("no CSRF token: %d", r.status)
+	}
+
+	// A viewer sees the voucher, no forms, and its posts are refused.
+	vw := f.loginStaging("viewer@acme.test")
+	r = vw.do(http.MethodGet, "/customers/acme", nil, nil)
+	mustContain(t, "viewer", r, `id="voucher-balance">379.5<`)
+	for _, absent := range []string{`id="voucher-form"`, `id="voucher-remove-form"`, "Remove voucher"} {
+		if strings.Contains(r.body, absent) {
+			t.Errorf("the viewer's page shows %s", absent)
+		}
+	}
+	vtok := csrfInput.FindStringSubmatch(r.body)[1]
+	for _, p := range []string{"/customers/acme/voucher", "/customers/acme/voucher/remove"} {
+		r := vw.do(http.MethodPost, p, url.Values{"csrf_token": {vtok}, "runes": {"1"}, "expires_at": {"2099-01-01T00:00"}, "confirm": {"yes"}}, nil)
+		if r.status != http.StatusForbidden {
+			t.Errorf("viewer POST %s: %d", p, r.status)
+		}
+	}
+	if got, err := f.customers.GetVoucher(t.Context(), f.staging, "acme"); err != nil || got.ID != v.ID {
+		t.Fatalf("the viewer changed the voucher: %+v, %v", got, err)
 	}
 }
 

@@ -29,7 +29,7 @@ import (
 // service's cursor, never loading the environment's customers whole.
 var customerPageSize = 50
 
-// customerRoutes registers the pages of the customers section. Customers: search, detail (meters, overrides, grants, margin, invoices, alerts) and their actions.
+// customerRoutes registers the pages of the customers section. Customers: search, detail (meters, overrides, grants, voucher, margin, invoices, alerts) and their actions.
 func (s *Server) customerRoutes(e *echo.Echo, in permitted) {
 	if s.deps.Customers == nil || s.deps.Billing == nil || s.deps.Analytics == nil || s.deps.Alerts == nil {
 		// A dashboard built without these services (some tests) keeps the placeholder.
@@ -42,6 +42,8 @@ func (s *Server) customerRoutes(e *echo.Echo, in permitted) {
 	e.POST("/customers/:id/overrides", s.setCustomerOverride, in(users.PermManageCustomers)...)
 	e.POST("/customers/:id/overrides/:entitlement/remove", s.removeCustomerOverride, in(users.PermManageCustomers)...)
 	e.POST("/customers/:id/topups", s.applyCustomerTopup, in(users.PermManageCustomers)...)
+	e.POST("/customers/:id/voucher", s.setCustomerVoucher, in(users.PermManageCustomers)...)
+	e.POST("/customers/:id/voucher/remove", s.removeCustomerVoucher, in(users.PermManageCustomers)...)
 }
 
 // customerURL is a customer's page; ids may hold characters a path must escape.
@@ -165,6 +167,11 @@ type customerData struct {
 	// the newest.
 	MoreInvoices string
 	Alerts       []alerts.Alert
+	// VoucherExpired says the customer's voucher (C.Voucher) has expired: SDKs deny
+	// the overage it would pay. VoucherExpires prefills the form's expiry with the
+	// current one (datetime-local, UTC), so changing only the runes keeps it.
+	VoucherExpired bool
+	VoucherExpires string
 	// Plans, Entitlements and Topups are the choices the action forms offer, from the
 	// active policy.
 	Plans        []string
@@ -182,12 +189,14 @@ var customerNotices = map[string]string{
 	"override": "Override saved.",
 	"removed":  "Override removed.",
 	"topup":    "Topup applied.",
+	"voucher":  "Voucher saved.",
+	"unvouch":  "Voucher removed.",
 }
 
 const customerListLimit = 10
 
-// customerPage shows one customer: profile, meters, grants, overrides, live margin,
-// invoices and alerts.
+// customerPage shows one customer: profile, meters, grants, voucher, overrides, live
+// margin, invoices and alerts.
 func (s *Server) customerPage(c echo.Context) error {
 	return s.renderCustomer(c, http.StatusOK, unescapedParam(c, "id"), customerData{Notice: customerNotices[c.QueryParam("done")]})
 }
@@ -216,6 +225,10 @@ func (s *Server) renderCustomer(c echo.Context, status int, id string, d custome
 		}
 	}
 	d.Overrides = overrideRows(d.URL, rec.Overrides)
+	if v := rec.Voucher; v != nil {
+		d.VoucherExpired = !v.ExpiresAt.After(time.Now())
+		d.VoucherExpires = v.ExpiresAt.UTC().Format("2006-01-02T15:04")
+	}
 
 	p, err := s.deps.Billing.ActivePolicy(ctx, env)
 	switch {
@@ -427,6 +440,51 @@ func (s *Server) applyCustomerTopup(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, customerURL(id)+"?done=topup")
 }
 
+// setCustomerVoucher sets (or replaces) the customer's voucher. Empty runes make an
+// expiry-only voucher; the service checks both fields, so its field errors show.
+func (s *Server) setCustomerVoucher(c echo.Context) error {
+	id := unescapedParam(c, "id")
+	env, err := s.environment(c)
+	if err != nil {
+		return err
+	}
+	in := customers.VoucherInput{}
+	if r := strings.TrimSpace(c.FormValue("runes")); r != "" {
+		n := json.Number(r)
+		in.Runes = &n
+	}
+	// An empty expiry goes through as "": the service's "is required" names the field.
+	if exp := strings.TrimSpace(c.FormValue("expires_at")); exp != "" {
+		t, err := parseFormTime(exp)
+		if err != nil {
+			return s.customerFailure(c, id, validation.New("invalid voucher", "expires_at", "must be a date and time, like 2026-12-31T23:59"))
+		}
+		in.ExpiresAt = t.Format(time.RFC3339)
+	}
+	if _, err := s.deps.Customers.SetVoucher(c.Request().Context(), env, id, in); err != nil {
+		return s.customerFailure(c, id, err)
+	}
+	return c.Redirect(http.StatusSeeOther, customerURL(id)+"?done=voucher")
+}
+
+// removeCustomerVoucher removes the customer's voucher, once confirmed: what is left
+// of its balance is gone (a new voucher starts afresh).
+func (s *Server) removeCustomerVoucher(c echo.Context) error {
+	id := unescapedParam(c, "id")
+	if !confirmedPost(c) {
+		return s.confirmStep(c, confirmData{Title: "Remove voucher", Message: "Remove the voucher of customer " + id +
+			"? Its remaining balance no longer pays overage.", Button: "Remove voucher", Danger: true, Cancel: customerURL(id)})
+	}
+	env, err := s.environment(c)
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Customers.RemoveVoucher(c.Request().Context(), env, id); err != nil {
+		return s.customerFailure(c, id, err)
+	}
+	return c.Redirect(http.StatusSeeOther, customerURL(id)+"?done=unvouch")
+}
+
 // customerFailure shows a refused action on the customer's page, with its reason.
 func (s *Server) customerFailure(c echo.Context, id string, err error) error {
 	var verr *validation.Error
@@ -441,6 +499,8 @@ func (s *Server) customerFailure(c echo.Context, id string, err error) error {
 		return echo.NewHTTPError(http.StatusNotFound, "There is no such customer.")
 	case errors.Is(err, customers.ErrNoOverride):
 		status, msg = http.StatusNotFound, "The customer has no override of this entitlement."
+	case errors.Is(err, customers.ErrNoVoucher):
+		status, msg = http.StatusNotFound, "The customer has no voucher."
 	case errors.Is(err, customers.ErrNoActivePolicy):
 		msg = "No policy is published to this environment: publish one first."
 	case errors.Is(err, customers.ErrNameTaken), errors.Is(err, customers.ErrExists):
