@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"fmt"
 	"log/slog"
@@ -146,4 +147,66 @@ func waitDebited(t *testing.T, cp *controlPlane, want float64) float64 {
 		return math.Abs(got-want) < 1e-6
 	})
 	return got
+}
+
+// TestVoucherThroughTheSDK: in cloud mode the SDK's voucher calls go to the control
+// plane and every connected instance applies the result: SetCustomerVoucher,
+// RemoveCustomerVoucher, and CreateCustomer with Limitr's metadata form.
+func TestVoucherThroughTheSDK(t *testing.T) {
+	_, pool := newDB(t)
+	rurl := sharedRedisURL(t)
+	apiLog, sdkLog := newSink(t, "api"), newSink(t, "sdk")
+	a := startAPI(t, pool, redisClient(t, rurl), apiLog, "")
+	cp := newControlPlane(t, a.URL)
+	cp.setup(quickstart(t))
+	ctx := context.Background()
+	one, two := connectSDK(t, a.URL, cp.sdk, sdkLog), connectSDK(t, a.URL, cp.sdk, sdkLog)
+	expires := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+	if _, err := one.CreateCustomer(ctx, "meta-user", "growth", limitr.WithMetadata(map[string]any{
+		"limitr_voucher": "campaign-7", "limitr_voucher_expires": expires.UnixMilli(), "limitr_voucher_runes": 2.5})); err != nil {
+		t.Fatal(err)
+	}
+	var server wire.CustomerVoucher
+	code, data := cp.do(http.MethodGet, "/v1/environments/production/customers/meta-user/voucher", cp.admin, nil)
+	cp.decode(code, http.StatusOK, data, "voucher from metadata", &server)
+	if server.Runes == nil || server.Runes.String() != "2.5" || !server.ExpiresAt.Equal(expires) {
+		t.Fatalf("the metadata form set %+v on the server", server)
+	}
+	for i, p := range []*limitr.Policy{one, two} {
+		waitFor(t, 5*time.Second, fmt.Sprintf("instance %d to hold the metadata voucher", i+1), func() bool {
+			v, err := p.CustomerVoucher(ctx, "meta-user")
+			return err == nil && v.ID == server.ID && v.Runes == 2.5
+		})
+	}
+
+	if err := two.SetCustomerVoucher(ctx, "meta-user", limitr.Voucher{Runes: 7, ExpiresAt: expires}); err != nil {
+		t.Fatal(err)
+	}
+	code, data = cp.do(http.MethodGet, "/v1/environments/production/customers/meta-user/voucher", cp.admin, nil)
+	cp.decode(code, http.StatusOK, data, "voucher set through the SDK", &server)
+	if server.Runes == nil || server.Runes.String() != "7" {
+		t.Fatalf("SetCustomerVoucher left %+v on the server", server)
+	}
+	waitFor(t, 5*time.Second, "instance one to apply the new voucher", func() bool {
+		v, err := one.CustomerVoucher(ctx, "meta-user")
+		return err == nil && v.ID == server.ID && v.Runes == 7
+	})
+	if err := one.SetCustomerVoucher(ctx, "meta-user", limitr.Voucher{Runes: -1, ExpiresAt: expires}); !errors.Is(err, limitr.ErrInvalidVoucher) {
+		t.Errorf("a negative voucher: %v, want ErrInvalidVoucher", err)
+	}
+
+	if err := one.RemoveCustomerVoucher(ctx, "meta-user"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := cp.do(http.MethodGet, "/v1/environments/production/customers/meta-user/voucher", cp.admin, nil); code != http.StatusNotFound {
+		t.Fatalf("after RemoveCustomerVoucher the server answers %d", code)
+	}
+	waitFor(t, 5*time.Second, "instance two to drop the voucher", func() bool {
+		_, err := two.CustomerVoucher(ctx, "meta-user")
+		return errors.Is(err, limitr.ErrNoVoucher)
+	})
+	// Without a voucher, soft overage is allowed again.
+	if ok, err := two.Allow(ctx, "meta-user", "ai-chat-input", 2_000_000); !ok || err != nil {
+		t.Fatalf("overage without a voucher: %v, %v", ok, err)
+	}
 }

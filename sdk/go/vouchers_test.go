@@ -240,3 +240,28 @@ func TestVoucherInvalid(t *testing.T) {
 		t.Errorf("unknown customer: %v", err)
 	}
 }
+
+// Settle meters what was used even when the voucher cannot pay for it (the work
+// happened); a voucher that can pay is debited.
+func TestVoucherSettle(t *testing.T) {
+	e := voucherEnv(t)
+	e.customer("c", "")
+	e.setVoucher("c", limitr.Voucher{Runes: 0.5, ExpiresAt: t0.Add(time.Hour)})
+	h := e.reserve("c", "meter", 50)
+	if _, err := e.p.Settle(e.ctx, "c", "meter", h, 130); err != nil { // 30 over: 0.3 rune
+		t.Fatal(err)
+	}
+	if got := e.voucher("c").Runes; !near(got, 0.2) {
+		t.Errorf("after a paid settle: %v, want 0.2", got)
+	}
+	h = e.reserve("c", "meter", 1)
+	if _, err := e.p.Settle(e.ctx, "c", "meter", h, 50); err != nil { // 0.5 rune > 0.2 left
+		t.Fatal(err)
+	}
+	if got := e.value("c", "meter"); got != 180 {
+		t.Errorf("settle past what the voucher holds metered %v, want 180", got)
+	}
+	if got := e.voucher("c").Runes; !near(got, 0.2) {
+		t.Errorf("a settle the voucher could not pay debited it: %v left", got)
+	}
+}
