@@ -19,6 +19,8 @@ const (
 	PathUsage    = "/v1/sdk/usage"         // POST, gzip JSON UsageBatch
 	PathCustomer = "/v1/sdk/customers/"    // GET PathCustomer + id + "/state": CustomerState
 	PathEvents   = "/v1/sdk/events"        // POST, gzip JSON EventBatch
+	PathLeases   = "/v1/sdk/leases"        // POST LeaseRequest → LeaseReply
+	PathReturn   = "/v1/sdk/leases/return" // POST LeaseReturn → 204: give back every lease of an instance
 	HeaderEnv    = "Limitr-Environment"    // on PathPolicy replies: the key's environment name
 	HeaderVer    = "Limitr-Policy-Version" // on PathPolicy replies: the version number
 	MaxBatchRaw  = 8 << 20                 // largest decompressed usage batch accepted
@@ -64,6 +66,78 @@ type UsageBatch struct {
 	// VoucherDebits are what calls took from customers' vouchers since the last flush
 	// (at most MaxDeltas), so every instance sees the same voucher balance.
 	VoucherDebits []VoucherDebit `json:"voucher_debits,omitempty"`
+	// Leased says the instance holds allowance leases: the server counts the batch's
+	// deltas as committed against this instance's leases of the same meter periods, in
+	// the same transaction, so what a lease has left is exact.
+	Leased bool `json:"leased,omitempty"`
+}
+
+// Allowance leases (fleet mode Exact). A hard limit served by several instances is
+// kept exactly by granting each instance a lease of the meter's remaining allowance:
+// the server grants atomically, so committed usage plus every live lease's unused and
+// uncommitted part never exceeds the limit, and an instance decides locally inside
+// its lease. Amounts are exact decimal strings in the credit's units; times are
+// truncated to microseconds (the server keeps microseconds).
+
+// LeaseRequest asks for (or renews) leases of several meters at once.
+type LeaseRequest struct {
+	InstanceID string     `json:"instance_id"`
+	Leases     []LeaseAsk `json:"leases"` // 1..MaxLeases
+}
+
+// MaxLeases is the most meters one LeaseRequest may ask for.
+const MaxLeases = 1_000
+
+// LeaseAsk is one meter's ask. Target is the cumulative allowance the instance wants
+// to hold in the period (what it has used under its lease plus the headroom it wants):
+// the server grants up to Target − what it granted this instance before, as far as
+// the limit allows, so a retried ask never grants twice. Used is what the instance has
+// used under its lease so far in the period (committed or not): while the lease lives
+// its unused part is reserved for it, and after it expires what was used and not yet
+// committed stays reserved (it may still arrive). Limit is the limit the instance
+// enforces (its policy version and the customer's overrides).
+type LeaseAsk struct {
+	Customer    string    `json:"customer"`
+	Entitlement string    `json:"entitlement"`
+	PeriodStart time.Time `json:"period_start"`
+	Limit       string    `json:"limit"`
+	Target      string    `json:"target"`
+	Used        string    `json:"used"`
+	// CustomerCreatedAt is when the customer was created, as the SDK knows it (see
+	// UsageDelta.CustomerCreatedAt).
+	CustomerCreatedAt *time.Time `json:"customer_created_at,omitempty"`
+}
+
+// LeaseReply answers a LeaseRequest, a grant per ask in order.
+type LeaseReply struct {
+	Leases []LeaseGrant `json:"leases"`
+	// TTL is how long a lease lives from the request without being renewed; the SDK
+	// stops using a lease it has not renewed within it, measured from when it asked.
+	TTLMillis int64 `json:"ttl_ms"`
+}
+
+// LeaseGrant is one meter's lease after the request. Granted is the cumulative
+// allowance granted to this instance in the period (never less than before; equal to
+// it when nothing more was available). Available is what the fleet could still be
+// granted after this grant. Committed is what the server has committed from this
+// instance's batches in the period. Error, when set, says why the ask was not
+// considered (for example an unknown customer); the instance must not rely on a lease
+// then.
+type LeaseGrant struct {
+	Customer    string    `json:"customer"`
+	Entitlement string    `json:"entitlement"`
+	PeriodStart time.Time `json:"period_start"`
+	Granted     string    `json:"granted"`
+	Available   string    `json:"available"`
+	Committed   string    `json:"committed"`
+	Error       string    `json:"error,omitempty"`
+}
+
+// LeaseReturn gives back every lease an instance holds (a clean shutdown), once its
+// last usage batch has been acknowledged: their unused parts are free for the fleet
+// at once instead of after the TTL.
+type LeaseReturn struct {
+	InstanceID string `json:"instance_id"`
 }
 
 // VoucherDebit sums what calls took from one voucher, in runes (an exact decimal
