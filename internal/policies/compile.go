@@ -128,6 +128,8 @@ type CompiledLimit struct {
 	EWMAAlpha        num.Dec
 	// EWMAAlphaF is EWMAAlpha as a float, for the burn-rate history a call updates.
 	EWMAAlphaF float32
+	// FleetMode is the limit's fleet_mode ("" when the policy leaves it to the SDK).
+	FleetMode string
 }
 
 // Resets reports whether the limit has periods.
@@ -267,6 +269,7 @@ func (p *Policy) CompileLimit(l *Limit) (*CompiledLimit, error) {
 		ExpiresOn:    l.OverrideExpiresOn,
 		EWMAAlpha:    l.EWMAAlpha,
 		EWMAAlphaF:   float32(num.Float64(l.EWMAAlpha)),
+		FleetMode:    l.FleetMode,
 	}
 	var err error
 	if cl.Value, err = conv(l.Value, "value"); err != nil {

@@ -480,6 +480,8 @@ func (d *decoder) limit(n *doctree.Node, path string) *Limit {
 			l.GovernorRefillRate = d.amount(v, p)
 		case "ewma_alpha":
 			l.EWMAAlpha = d.dec(v, p, defaultEWMAAlpha)
+		case "fleet_mode":
+			l.FleetMode = d.str(v, p)
 		default:
 			return false
 		}

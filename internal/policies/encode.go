@@ -222,6 +222,7 @@ func (l *Limit) Tree() *doctree.Node {
 	if !l.EWMAAlpha.Equal(defaultEWMAAlpha) {
 		m.Set("ewma_alpha", decNode(l.EWMAAlpha))
 	}
+	setStr(m, "fleet_mode", l.FleetMode, "")
 	return m
 }
 

@@ -155,9 +155,19 @@ type Limit struct {
 	GovernorCapacity   Amount
 	GovernorRefillRate Amount // tokens per millisecond
 	EWMAAlpha          num.Dec
+	// FleetMode is how a hard limit is kept across SDK instances in cloud mode:
+	// FleetExact (allowance leases), FleetBounded (local decisions, a bounded
+	// overshoot), or "" for the SDK's setting (WithFleetMode; Exact by default).
+	FleetMode string
 
 	schedule period.Schedule
 }
+
+// Fleet modes of a hard limit in cloud mode.
+const (
+	FleetExact   = "exact"
+	FleetBounded = "bounded"
+)
 
 // Topup is a purchasable or included grant of credit.
 type Topup struct {

@@ -189,6 +189,8 @@ policy:
         z: { limit: { credit: seat, resets: true, reset_inc: 0 } }
         nf: { limit: { credit: seat, resets: false, reset_inc: 1day } }
         ns: { limit: { credit: seat, reset_sch: "monthly:1" } }
+        fm: { limit: { credit: seat, fleet_mode: strict } }
+        fs: { limit: { credit: seat, mode: soft, fleet_mode: exact } }
 `
 
 // §2.10: a document with many problems reports all of them, each with its path.
@@ -227,6 +229,8 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 		{lim + "z.limit.reset_inc", "greater than zero"},                             // §2.10 reset_inc > 0
 		{lim + "nf.limit.reset_inc", "resets is false"},                              // ours: reset_inc without resets
 		{lim + "ns.limit.reset_sch", "resets is false"},                              // ours: reset_sch without resets
+		{lim + "fm.limit.fleet_mode", `must be exact or bounded, got "strict"`},      // ours: fleet mode
+		{lim + "fs.limit.fleet_mode", "only applies to hard limits"},                 // ours: fleet mode of a soft limit
 	}
 	for _, w := range want {
 		found := false
@@ -401,7 +405,7 @@ const roundTripDoc = `{"policy": {
     "free": {"label": "Free", "default": true, "hidden": false, "period": "yearly", "trial_period": "7days",
       "entitlements": {
         "a": {"description": "x", "limit": {"credit": "tok", "mode": "soft", "value": 100, "increment": 5, "minimum": 0, "resets": true, "reset_sch": "weekly:mon", "grants_apply": false}},
-        "b": {"limit": {"credit": "mb", "value": "1GB", "hard_trailing": true, "resets": true, "governor_enabled": true, "governor_capacity": 10, "governor_refill_rate": 0.01, "ewma_alpha": 0.5}},
+        "b": {"limit": {"credit": "mb", "value": "1GB", "hard_trailing": true, "resets": true, "governor_enabled": true, "governor_capacity": 10, "governor_refill_rate": 0.01, "ewma_alpha": 0.5, "fleet_mode": "bounded"}},
         "c": {"scope": "org", "hidden": true},
         "d": {"limit": {"credit": "tok", "mode": "observe", "value": 3, "resets": true, "reset_inc": 3600000}}
       },

@@ -262,6 +262,14 @@ func (v *validator) limit(l *Limit, path string, override bool) {
 	if l.EWMAAlpha.IsNeg() || l.EWMAAlpha.Cmp(num.One) > 0 {
 		v.ps.add(join(path, "ewma_alpha"), "must be between 0 and 1")
 	}
+	switch l.FleetMode {
+	case "", FleetExact, FleetBounded:
+		if l.FleetMode != "" && l.Mode != ModeHard {
+			v.ps.add(join(path, "fleet_mode"), "only applies to hard limits")
+		}
+	default:
+		v.ps.add(join(path, "fleet_mode"), "must be exact or bounded, got %q", l.FleetMode)
+	}
 	_ = override
 }
 
