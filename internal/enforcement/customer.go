@@ -86,6 +86,7 @@ type meter struct {
 	ext       *meterExt     // holds, governor, attribution; nil until needed
 	pending   *pendingUsage // usage not yet drained for cloud sync
 	burn      burn          // recent calls, for the burn-rate reads
+	lease     *meterLease   // this instance's allowance lease (fleet mode Exact), nil until asked
 }
 
 // meterExt is the meter state only some entitlements need.

@@ -296,6 +296,9 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 		return false, false // billable usage is priced on the full path
 	}
 	within := limitAllows(limit, next, m.value)
+	if within && amount.IsPos() && e.leases != nil && e.leased(limit) && m.lease.room(m.started, amount, nowNs) != leaseRoom {
+		return false, false // the full path asks for allowance or denies
+	}
 	allowed = within || limit.Mode == policies.Soft
 	if !commit {
 		return allowed || limit.Mode != policies.Hard, true
@@ -327,6 +330,9 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 		m.credit = limit.Credit.Name
 	}
 	m.burn.push(nowNs/int64(time.Millisecond), toFloat32(amount), limit.EWMAAlphaF)
+	if m.lease != nil {
+		e.leaseUse(owner, m, amount)
+	}
 	return true, true
 }
 
@@ -410,7 +416,8 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	// unless its events are wanted: within the limit, those are meter-changed and
 	// meter-reset.
 	if d.ownValid && !d.held.IsPos() && !grantsApply && !capsPossible && !call.Force &&
-		!limit.GovernorEnabled && (call.NoEvents || e.wanted(p)&(bitChanged|bitReset) == 0) {
+		!limit.GovernorEnabled && (call.NoEvents || e.wanted(p)&(bitChanged|bitReset) == 0) &&
+		(e.leases == nil || !e.leased(limit)) {
 		d.valid, d.commit = true, true
 		return caps, c.Err
 	}
@@ -486,6 +493,23 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	if !d.commit {
 		d.denied = deniedByLimit
 		return caps, nil
+	}
+	if d.ownValid && !d.coverAll && !call.Force && amount.IsPos() && e.leases != nil && e.leased(limit) {
+		period := nowNs
+		if m != nil {
+			period = m.started
+			if d.reset {
+				period = d.resetStart
+			}
+		}
+		switch m.leaseOf().room(period, amount, nowNs) {
+		case leaseNeeded:
+			return caps, ErrLeaseNeeded
+		case leaseDenied:
+			// The fleet has used the limit up: the call is denied as the limit would.
+			d.valid, d.commit, d.denied = false, false, deniedByLimit
+			return caps, nil
+		}
 	}
 	if owner.voucher != nil && !d.ownValid && !d.coverAll && d.overage.IsPos() {
 		// The voucher pays what grants leave of the overage, priced from where the
@@ -643,6 +667,9 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		m.credit = d.limit.Credit.Name
 	}
 	m.value = d.newValue
+	if m.lease != nil {
+		e.leaseUse(owner, m, d.amount)
+	}
 	if d.voucherDebit.IsPos() {
 		e.debitVoucher(owner, d.voucherDebit)
 	}

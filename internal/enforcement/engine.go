@@ -31,6 +31,7 @@ type Engine struct {
 	holdSeq     atomic.Uint64
 	estimates   estimateBook
 	usage       *usageRecorder // nil unless usage is recorded for cloud sync
+	leases      *leaseConfig   // nil unless hard limits are kept with allowance leases
 	// refsGen moves on every change to any customer's profile and to the set of
 	// customers. Plans inherited through refs and scope owners are cached per customer
 	// under it: they stay valid until it moves (changes are rare, calls are many).

@@ -1,0 +1,271 @@
+package enforcement
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/limitr/limitr/internal/num"
+	"github.com/limitr/limitr/internal/policies"
+)
+
+// ErrLeaseNeeded is returned by a call on a hard limit kept with allowance leases
+// (fleet mode Exact) when this instance holds no live lease with room for it: the SDK
+// asks the control plane for allowance and decides the call again. Nothing changed.
+var ErrLeaseNeeded = errors.New("allowance lease needed")
+
+// LeaseOptions makes the engine keep hard limits with allowance leases: a call inside
+// the limit is allowed only within the allowance this instance was granted for the
+// meter's period, so a fleet of instances never passes the limit together.
+type LeaseOptions struct {
+	// Exact is the mode of hard limits whose policy leaves fleet_mode unset.
+	Exact bool
+	// Low is called when a lease's room falls below its low-water mark, at most once
+	// per grant, so the SDK renews ahead of running out. It runs with the customer
+	// locked: it must not block or call back into the engine.
+	Low func(LeaseKey)
+}
+
+// LeaseKey names a leased meter: its owner and entitlement.
+type LeaseKey struct{ Customer, Entitlement string }
+
+type leaseConfig struct{ LeaseOptions }
+
+// WithLeases turns allowance leases on.
+func WithLeases(o LeaseOptions) Option {
+	return func(e *Engine) { e.leases = &leaseConfig{o} }
+}
+
+// meterLease is this instance's lease of one meter's allowance in one period. Amounts
+// are cumulative over the period, as the control plane counts them.
+type meterLease struct {
+	period   int64   // unix ns: the start of the period the lease belongs to
+	granted  num.Dec // allowance granted to this instance in the period
+	used     num.Dec // what this instance's calls moved the meter by in the period
+	low      num.Dec // renew when granted − used falls below this
+	expires  int64   // unix ns: a lease not renewed by then is void
+	denyTill int64   // unix ns: the fleet has nothing left (or the control plane is unreachable): deny until then without asking
+	fallback num.Dec // allowance past the lease while the control plane is unreachable
+	asked    bool    // Low was called for this grant
+}
+
+// leased reports whether a limit is kept with leases.
+func (e *Engine) leased(l *policies.CompiledLimit) bool {
+	if e.leases == nil || l.Mode != policies.Hard {
+		return false
+	}
+	switch l.FleetMode {
+	case policies.FleetExact:
+		return true
+	case policies.FleetBounded:
+		return false
+	}
+	return e.leases.Exact
+}
+
+type leaseVerdict uint8
+
+const (
+	leaseRoom leaseVerdict = iota
+	leaseNeeded
+	leaseDenied
+)
+
+// room decides whether a lease lets amount through in the period starting at period.
+func (l *meterLease) room(period int64, amount num.Dec, now int64) leaseVerdict {
+	if l == nil || l.period != period {
+		return leaseNeeded
+	}
+	var c num.Calc
+	left := c.Sub(l.granted, l.used)
+	if c.Err != nil {
+		return leaseNeeded
+	}
+	if now < l.expires && left.Cmp(amount) >= 0 {
+		return leaseRoom
+	}
+	if now < l.denyTill {
+		if l.fallback.IsPos() && c.Add(left, l.fallback).Cmp(amount) >= 0 {
+			return leaseRoom
+		}
+		return leaseDenied
+	}
+	return leaseNeeded
+}
+
+// leaseOf is the meter's lease; nil for no meter.
+func (m *meter) leaseOf() *meterLease {
+	if m == nil {
+		return nil
+	}
+	return m.lease
+}
+
+// leaseUse counts a committed call against the meter's lease and asks for more when
+// the room falls below the low-water mark. Caller holds the owner's lock.
+func (e *Engine) leaseUse(owner *customer, m *meter, amount num.Dec) {
+	l := m.lease
+	if l == nil || l.period != m.started {
+		return
+	}
+	if u, err := l.used.Add(amount); err == nil {
+		l.used = u
+	}
+	if l.asked || e.leases.Low == nil {
+		return
+	}
+	var c num.Calc
+	if c.Sub(l.granted, l.used).Cmp(l.low) < 0 && c.Err == nil {
+		l.asked = true
+		e.leases.Low(LeaseKey{Customer: owner.id, Entitlement: m.ent})
+	}
+}
+
+// LeaseAsk is what an instance asks the control plane for one meter.
+type LeaseAsk struct {
+	Owner, Entitlement string
+	PeriodStart        time.Time
+	Limit              num.Dec
+	Used               num.Dec // used under the lease in the period
+	Target             num.Dec // the cumulative allowance wanted: Used + the headroom
+	CustomerCreatedAt  time.Time
+}
+
+// LeaseAsk works out the ask for a customer's leased entitlement: for its owner's
+// meter in the current period, the allowance used so far plus headroom for at least
+// need units, or what this instance's recent rate uses in horizon, whichever is more
+// (and at most the limit). ok is false when the entitlement is not leased here.
+func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, horizon time.Duration) (LeaseAsk, bool, error) {
+	p := e.policy.Load()
+	res, err := e.resolve(p, id, ent)
+	if err != nil || res.ce == nil {
+		return LeaseAsk{}, false, err
+	}
+	now := e.now()
+	owner := res.owner
+	owner.mu.Lock()
+	defer owner.mu.Unlock()
+	limit := owner.effectiveLimit(p, res.ce, now)
+	if limit == nil || !e.leased(limit) {
+		return LeaseAsk{}, false, nil
+	}
+	ask := LeaseAsk{Owner: owner.id, Entitlement: res.ce.Name, Limit: limit.Value, Used: num.Zero,
+		CustomerCreatedAt: owner.info.Load().created}
+	m := owner.meter(res.ce.Name)
+	period := now.UnixNano()
+	if m != nil {
+		period = e.currentPeriod(p, owner, m, limit, now)
+	}
+	ask.PeriodStart = time.Unix(0, period).UTC()
+	var rate float64
+	if m != nil && m.lease != nil && m.lease.period == period {
+		ask.Used = m.lease.used
+	}
+	if m != nil && m.started == period {
+		rate = m.burn.rateNow()
+	}
+	var c num.Calc
+	size := num.Max(need, limit.Increment)
+	if ahead, err := num.FromFloat64(rate * float64(horizon.Milliseconds())); err == nil && ahead.Cmp(size) > 0 {
+		size = ahead
+	}
+	size = num.Min(size, num.Max(limit.Value, need))
+	ask.Target = c.Add(ask.Used, size)
+	return ask, true, c.Err
+}
+
+// currentPeriod is the start of the period a call now falls in (a due reset already
+// applied). Caller holds the owner's lock.
+func (e *Engine) currentPeriod(p *policies.Policy, owner *customer, m *meter, limit *policies.CompiledLimit, now time.Time) int64 {
+	if !limit.Resets() {
+		return m.started
+	}
+	return limit.Reset.CurrentStart(m.startedAt(), now, owner.location(p), owner.info.Load().anchor).UnixNano()
+}
+
+// LeaseGrant is the control plane's answer to a LeaseAsk.
+type LeaseGrant struct {
+	Owner, Entitlement string
+	PeriodStart        time.Time
+	Granted            num.Dec       // cumulative, in the period
+	Expires            time.Time     // local time after which the lease is void
+	Need               num.Dec       // the call that asked needs this much room (0: a renewal)
+	Recheck            time.Duration // when granted leaves no room for Need: deny until then
+}
+
+// ApplyLease sets a meter's lease to what the control plane granted. A grant for a
+// period other than the meter's current one is ignored. When the grant leaves no room
+// for the call that asked, calls needing more are denied until Recheck has passed.
+func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
+	p := e.policy.Load()
+	res, err := e.resolve(p, g.Owner, g.Entitlement)
+	if err != nil || res.ce == nil {
+		return err
+	}
+	now := e.now()
+	owner := res.owner
+	owner.mu.Lock()
+	defer owner.mu.Unlock()
+	if owner.deleted {
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, g.Owner)
+	}
+	limit := owner.effectiveLimit(p, res.ce, now)
+	if limit == nil {
+		return nil
+	}
+	m := owner.meter(res.ce.Name)
+	if m == nil {
+		owner.meters = append(owner.meters, meter{ent: res.ce.Name, credit: limit.Credit.Name, started: now.UnixNano()})
+		m = &owner.meters[len(owner.meters)-1]
+	}
+	period := e.currentPeriod(p, owner, m, limit, now)
+	if period != g.PeriodStart.UnixNano() && period/int64(time.Microsecond) != g.PeriodStart.UnixNano()/int64(time.Microsecond) {
+		return nil // the period moved on meanwhile
+	}
+	l := m.lease
+	if l == nil || l.period != period {
+		l = &meterLease{period: period, used: num.Zero, granted: num.Zero, fallback: num.Zero}
+		m.lease = l
+	}
+	if g.Granted.Cmp(l.granted) > 0 {
+		l.granted = g.Granted
+	}
+	var c num.Calc
+	// Renew once a quarter of what this grant gave is left (at least the call's need).
+	l.low = num.Max(g.Need, c.Quo(c.Sub(l.granted, l.used), num.FromInt(4)))
+	l.expires, l.asked, l.fallback, l.denyTill = g.Expires.UnixNano(), false, num.Zero, 0
+	if c.Sub(l.granted, l.used).Cmp(g.Need) < 0 {
+		l.denyTill = now.Add(g.Recheck).UnixNano()
+	}
+	return c.Err
+}
+
+// LeaseUnreachable records that the control plane could not be asked: calls needing
+// more than the lease has left are denied until retryAt, except for up to fallback
+// units past the lease (AllowBounded; 0 to deny).
+func (e *Engine) LeaseUnreachable(ctx context.Context, owner, ent string, fallback num.Dec, retryAt time.Time) error {
+	c := e.lookup(owner)
+	if c == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, owner)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.meter(ent)
+	if m == nil {
+		return nil
+	}
+	l := m.lease
+	if l == nil || l.period != m.started {
+		l = &meterLease{period: m.started, used: num.Zero, granted: num.Zero, fallback: num.Zero}
+		m.lease = l
+	}
+	if !l.fallback.IsPos() && fallback.IsPos() {
+		// Granted once per outage, past what the lease had reached: what an instance
+		// spends unconfirmed is bounded by it.
+		var calc num.Calc
+		l.fallback = calc.Add(num.Max(num.Zero, calc.Sub(l.used, l.granted)), fallback)
+	}
+	l.denyTill = retryAt.UnixNano()
+	return nil
+}
