@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/limitr/limitr/internal/num"
@@ -30,11 +31,22 @@ type LeaseOptions struct {
 // LeaseKey names a leased meter: its owner and entitlement.
 type LeaseKey struct{ Customer, Entitlement string }
 
-type leaseConfig struct{ LeaseOptions }
+type leaseConfig struct {
+	LeaseOptions
+	off atomic.Bool // the control plane does not grant leases (an older one): decide as Bounded
+}
+
+// DisableLeases makes every limit decide locally (fleet mode Bounded), for a control
+// plane that grants no leases.
+func (e *Engine) DisableLeases() {
+	if e.leases != nil {
+		e.leases.off.Store(true)
+	}
+}
 
 // WithLeases turns allowance leases on.
 func WithLeases(o LeaseOptions) Option {
-	return func(e *Engine) { e.leases = &leaseConfig{o} }
+	return func(e *Engine) { e.leases = &leaseConfig{LeaseOptions: o} }
 }
 
 // meterLease is this instance's lease of one meter's allowance in one period. Amounts
@@ -52,7 +64,7 @@ type meterLease struct {
 
 // leased reports whether a limit is kept with leases.
 func (e *Engine) leased(l *policies.CompiledLimit) bool {
-	if e.leases == nil || l.Mode != policies.Hard {
+	if e.leases == nil || l.Mode != policies.Hard || e.leases.off.Load() {
 		return false
 	}
 	switch l.FleetMode {

@@ -2,6 +2,7 @@ package limitr
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -54,6 +55,18 @@ func (p *Policy) do(ctx context.Context, call enforcement.Call, commit bool, opt
 	ok, err := p.eng.Decide(ctx, &call, commit)
 	if err != nil && p.hydrated(ctx, call.Customer, &err) {
 		ok, err = p.eng.Decide(ctx, &call, commit)
+	}
+	// Fleet mode Exact: no lease with room for the call. Ask (the call waits) and
+	// decide again; the engine then has a grant, a denial or the unreachable rule. A
+	// few rounds cover others' calls taking the new room first.
+	if err != nil && p.cloud != nil {
+		for i := 0; i < 4 && errors.Is(err, enforcement.ErrLeaseNeeded); i++ {
+			p.cloud.leases.acquire(ctx, call.Customer, call.Entitlement, call.Amount)
+			ok, err = p.eng.Decide(ctx, &call, commit)
+		}
+		if errors.Is(err, enforcement.ErrLeaseNeeded) {
+			return false, nil // still no room after asking: the fleet's limit is in use
+		}
 	}
 	return ok, err
 }

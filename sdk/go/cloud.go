@@ -57,6 +57,9 @@ type cloudConfig struct {
 	noEvents        bool // event forwarding off (cloud_events.go)
 	eventBuffer     int
 	eventInterval   time.Duration
+	fleet           FleetMode
+	unreachable     UnreachableRule
+	leaseHorizon    time.Duration
 	// Tuning the tests use; zero picks the defaults.
 	backoffBase  time.Duration
 	backoffCap   time.Duration
@@ -207,6 +210,15 @@ type SyncStats struct {
 	EventsDropped     int64
 	EventBatches      int64
 	EventsUnsupported bool
+	// Allowance leases (fleet mode Exact, see WithFleetMode). LeaseRequests counts the
+	// requests sent; LeaseWaits the calls that waited for one (no lease with room
+	// held), LeaseWaitP99 the 99th percentile of those waits (of the last 4,096).
+	// LeasesUnsupported says the server grants no leases (an older control plane):
+	// hard limits are kept Bounded.
+	LeaseRequests     int64
+	LeaseWaits        int64
+	LeaseWaitP99      time.Duration
+	LeasesUnsupported bool
 }
 
 // cloud is the state of a Policy in cloud mode.
@@ -243,6 +255,8 @@ type cloud struct {
 	warned    map[string]time.Time // last warning of unattributed usage, per customer; the sender's
 
 	events *forwarder // nil when event forwarding is off (cloud_events.go)
+
+	leases *leaser // allowance leases (cloud_leases.go)
 
 	// Customers (cloud_customers.go).
 	hmu         sync.Mutex
@@ -428,6 +442,8 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, e
 		return nil, err
 	}
 	engOpts := []enforcement.Option{enforcement.WithUsageRecording()}
+	c.leases = newLeaser(c)
+	engOpts = append(engOpts, enforcement.WithLeases(enforcement.LeaseOptions{Exact: cfg.fleet == Exact, Low: c.leases.low}))
 	if cfg.audit {
 		engOpts = append(engOpts, enforcement.WithCallAudit(cfg.auditBuffer))
 	}
@@ -445,10 +461,11 @@ func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, e
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.sendCtx, c.sendCancel = context.WithCancel(context.Background())
-	c.bgWG.Add(3)
+	c.bgWG.Add(4)
 	go c.follow()
 	go c.poll()
 	go c.cutter()
+	go c.leases.renewer()
 	c.sendWG.Add(1)
 	go c.sender()
 	c.startEvents()
@@ -503,6 +520,9 @@ func (cfg *cloudConfig) defaults() {
 	}
 	if cfg.hydrateLimit <= 0 {
 		cfg.hydrateLimit = 5 * time.Second
+	}
+	if cfg.leaseHorizon <= 0 {
+		cfg.leaseHorizon = DefaultLeaseHorizon
 	}
 }
 

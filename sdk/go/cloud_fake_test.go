@@ -56,6 +56,8 @@ type fakeCP struct {
 	draws          map[fakeDrawKey]dec.Dec
 	unattributed   []wire.Unattributed // records committed without a customer, as the server keeps them
 
+	leases     fakeLeases // allowance leases (cloud_leases_test.go); off (404) unless enabled
+
 	customers  map[string]*fakeRecord
 	failCust   int // the next n customer operations answer 500
 	stateCalls map[string]int
@@ -142,6 +144,8 @@ func newFakeCP(t testing.TB, doc string) *fakeCP {
 	mux.HandleFunc("POST "+wire.PathUsage, f.auth(f.postUsage))
 	mux.HandleFunc("POST "+wire.PathEvents, f.auth(f.postEvents))
 	mux.HandleFunc("GET /v1/sdk/customers/{id}/state", f.auth(f.getState))
+	mux.HandleFunc("POST "+wire.PathLeases, f.auth(f.postLeases))
+	mux.HandleFunc("POST "+wire.PathReturn, f.auth(f.returnLeases))
 	base := "/v1/environments/{env}/customers"
 	mux.HandleFunc("POST "+base, f.auth(f.createCustomer))
 	mux.HandleFunc("GET "+base+"/{id}", f.auth(f.custOp(f.getCustomer)))
@@ -409,6 +413,9 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 		for i, d := range b.Deltas {
 			if unattributed(wire.RecordDelta, i, d.Customer, d.CustomerCreatedAt) {
 				continue
+			}
+			if b.Leased {
+				f.leases.commit(b.InstanceID, d)
 			}
 			ack.Accepted++
 			k := fakeMeterKey{d.Customer, d.Entitlement, d.PeriodStart.UTC()}

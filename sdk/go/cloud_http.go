@@ -213,6 +213,14 @@ func (c *cloud) close(ctx context.Context) error {
 	c.waitEvents(ctx)
 	c.sendCancel()
 	c.sendWG.Wait()
+	c.umu.Lock()
+	sent := len(c.queue) == 0
+	c.umu.Unlock()
+	if sent {
+		// Only once every batch is acknowledged: the server counts this instance's
+		// usage against its leases before their rest is freed.
+		c.leases.giveBack(ctx)
+	}
 	c.abandonEvents()
 	c.umu.Lock()
 	defer c.umu.Unlock()

@@ -42,6 +42,7 @@ func (c *cloud) syncStats() SyncStats {
 	if c.events != nil {
 		c.events.stats(&s)
 	}
+	c.leases.stats(&s)
 	s.PolicyVersion = int(c.version.Load())
 	s.PolicyUpdatedAt = time.Unix(0, c.policyAt.Load())
 	s.StreamConnected = c.streamUp.Load()
@@ -180,7 +181,8 @@ func toWireEvents(evs []enforcement.CallEvent) []wire.UsageEvent {
 func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, gd []enforcement.GrantDraw, evs []enforcement.CallEvent, final bool) {
 	draws, debits := toWireDraws(gd)
 	b := &batch{engID: id, deltas: ds, n: len(ds) + len(gd) + len(evs),
-		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds), GrantDraws: draws, VoucherDebits: debits, Events: toWireEvents(evs)}}
+		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds), GrantDraws: draws, VoucherDebits: debits, Events: toWireEvents(evs),
+			Leased: c.leases.holding()}}
 	for _, d := range gd {
 		if len(b.owners) == 0 || b.owners[len(b.owners)-1] != d.Customer {
 			b.owners = append(b.owners, d.Customer)
