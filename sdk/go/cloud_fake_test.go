@@ -56,7 +56,7 @@ type fakeCP struct {
 	draws          map[fakeDrawKey]dec.Dec
 	unattributed   []wire.Unattributed // records committed without a customer, as the server keeps them
 
-	leases     fakeLeases // allowance leases (cloud_leases_test.go); off (404) unless enabled
+	leases fakeLeases // allowance leases (cloud_leases_test.go); off (404) unless enabled
 
 	customers  map[string]*fakeRecord
 	failCust   int // the next n customer operations answer 500

@@ -54,11 +54,15 @@ func AllowBoundedWhenUnreachable(ceiling float64) UnreachableRule {
 }
 
 // WithUnreachable sets the rule for an unreachable control plane (fleet mode Exact).
-func WithUnreachable(r UnreachableRule) CloudOption { return func(c *cloudConfig) { c.unreachable = r } }
+func WithUnreachable(r UnreachableRule) CloudOption {
+	return func(c *cloudConfig) { c.unreachable = r }
+}
 
 // WithLeaseHorizon sets how far ahead an instance leases at its recent rate (default
 // 2 s): a busy instance asks rarely, an idle one holds little.
-func WithLeaseHorizon(d time.Duration) CloudOption { return func(c *cloudConfig) { c.leaseHorizon = d } }
+func WithLeaseHorizon(d time.Duration) CloudOption {
+	return func(c *cloudConfig) { c.leaseHorizon = d }
+}
 
 // leaser asks the control plane for allowance leases and keeps them renewed.
 type leaser struct {
