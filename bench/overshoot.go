@@ -32,6 +32,11 @@ type OvershootOptions struct {
 	// Duration of the calls (0: long enough for the fleet to reach L and for every
 	// instance to see it: L/(N·r) + 3·W + 1 s).
 	Duration time.Duration
+	// Mode is the fleet mode (limitr.Exact: allowance leases; limitr.Bounded).
+	Mode limitr.FleetMode
+	// Skew, when > 0, is the share of the fleet's calls the first instance makes (0.9:
+	// 90 %); the others share the rest evenly. The fleet's total rate stays N·r.
+	Skew float64
 }
 
 // OvershootResult compares the units a fleet admitted over a hard limit with the bound
@@ -52,7 +57,24 @@ type OvershootResult struct {
 	Server           string // the customer's committed units (GET /v1/sdk/customers/{id}/state) after Close
 	Aggregated       string // meter_aggregates after the worker drained (if a pool was given)
 	Overshoot        int64  // Server − L
-	Bound            int64  // min(L + (N−1)·r·W, N·L)
+	Bound            int64  // min(L + (N−1)·r·W, N·L); L in mode Exact
+	Mode             string // "exact" or "bounded"
+	Skew             float64
+	// Lease waits (mode Exact): calls that waited for a lease, the share of all calls,
+	// the slowest instance's p99 wait, and the lease requests sent.
+	LeaseWaits    int64
+	WaitShare     float64
+	WaitP99       time.Duration
+	LeaseRequests int64
+}
+
+// Meets reports whether the run kept its budget: in mode Exact the server ends at
+// the limit exactly; in mode Bounded the overshoot stays within the bound.
+func (r OvershootResult) Meets() bool {
+	if r.Mode == "exact" {
+		return r.Overshoot == 0
+	}
+	return r.Overshoot <= r.Bound-int64(r.Limit)
 }
 
 func (r OvershootResult) String() string {
@@ -60,9 +82,25 @@ func (r OvershootResult) String() string {
 	if r.Paced > 0 {
 		mode = fmt.Sprintf("paced at %.0f/s per instance", r.Paced)
 	}
-	return fmt.Sprintf("overshoot N=%d L=%d F=%s R=%s (%s): admitted %v = %d, server %s (aggregated %s) → overshoot %d; measured r=%.0f/s T=%s W=%s → bound min(L+(N−1)·r·W, N·L) = %d (overshoot ≤ %d); first denials %v",
+	if r.Skew > 0 {
+		mode += fmt.Sprintf(", %.0f %% on one instance", r.Skew*100)
+	}
+	if r.Mode == "exact" {
+		return fmt.Sprintf("overshoot exact N=%d L=%d F=%s (%s): admitted %v = %d, server %s (aggregated %s) → overshoot %d (budget 0); %d lease requests; %d of %d calls waited for a lease (%.3f %%), p99 wait %s; first denials %v",
+			r.Instances, r.Limit, r.Flush, mode, r.Admitted, r.LocalTotal, r.Server, r.Aggregated, r.Overshoot,
+			r.LeaseRequests, r.LeaseWaits, sum(r.Calls), r.WaitShare*100, ms(r.WaitP99), r.roundedDenials())
+	}
+	return fmt.Sprintf("overshoot bounded N=%d L=%d F=%s R=%s (%s): admitted %v = %d, server %s (aggregated %s) → overshoot %d; measured r=%.0f/s T=%s W=%s → bound min(L+(N−1)·r·W, N·L) = %d (overshoot ≤ %d); first denials %v",
 		r.Instances, r.Limit, r.Flush, r.Refresh, mode, r.Admitted, r.LocalTotal, r.Server, r.Aggregated, r.Overshoot,
 		r.Rate, ms(r.T), ms(r.W), r.Bound, r.Bound-int64(r.Limit), r.roundedDenials())
+}
+
+func sum(xs []int64) int64 {
+	var s int64
+	for _, x := range xs {
+		s += x
+	}
+	return s
 }
 
 func (r OvershootResult) roundedDenials() []time.Duration {
@@ -79,7 +117,11 @@ func (r OvershootResult) roundedDenials() []time.Duration {
 // committed with the documented bound. With pool, it also waits for the worker to
 // aggregate and reads meter_aggregates.
 func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool, opt OvershootOptions) (OvershootResult, error) {
-	r := OvershootResult{Instances: opt.Instances, Limit: opt.Limit, Paced: opt.Rate, Flush: opt.Flush, Refresh: opt.Refresh}
+	r := OvershootResult{Instances: opt.Instances, Limit: opt.Limit, Paced: opt.Rate, Flush: opt.Flush, Refresh: opt.Refresh,
+		Mode: "exact", Skew: opt.Skew}
+	if opt.Mode == limitr.Bounded {
+		r.Mode = "bounded"
+	}
 	if r.Flush <= 0 {
 		r.Flush = limitr.DefaultFlushInterval
 	}
@@ -110,7 +152,8 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 	r.T = NewDist(probes).Max
 	r.W = r.Flush + max(r.Flush, r.Refresh) + r.T
 
-	ps, err := ConnectSDKs(ctx, t, opt.Instances, limitr.WithFlushInterval(r.Flush), limitr.WithRefreshInterval(r.Refresh))
+	ps, err := ConnectSDKs(ctx, t, opt.Instances, limitr.WithFlushInterval(r.Flush), limitr.WithRefreshInterval(r.Refresh),
+		limitr.WithFleetMode(opt.Mode))
 	if err != nil {
 		return r, err
 	}
@@ -142,6 +185,14 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 	end := start.Add(dur)
 	var wg sync.WaitGroup
 	for i, p := range ps {
+		rate := opt.Rate
+		if opt.Skew > 0 && opt.Instances > 1 {
+			// The fleet's N·r calls a second, skew of them on the first instance.
+			rate = opt.Rate * float64(opt.Instances) * (1 - opt.Skew) / float64(opt.Instances-1)
+			if i == 0 {
+				rate = opt.Rate * float64(opt.Instances) * opt.Skew
+			}
+		}
 		wg.Go(func() {
 			var calls, admitted int64
 			defer func() { r.Calls[i], r.Admitted[i] = calls, admitted }()
@@ -165,7 +216,7 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 				if !now.Before(end) {
 					return
 				}
-				if opt.Rate <= 0 {
+				if rate <= 0 {
 					for range 256 {
 						if !one() {
 							return
@@ -173,7 +224,7 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 					}
 					continue
 				}
-				due := int64(now.Sub(start).Seconds()*opt.Rate) - calls
+				due := int64(now.Sub(start).Seconds()*rate) - calls
 				for range due {
 					if !one() {
 						return
@@ -203,6 +254,15 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 		}
 		r.Rate = max(r.Rate, float64(n)/until.Seconds())
 	}
+	for _, p := range ps {
+		s := p.SyncStats()
+		r.LeaseWaits += s.LeaseWaits
+		r.LeaseRequests += s.LeaseRequests
+		r.WaitP99 = max(r.WaitP99, s.LeaseWaitP99)
+	}
+	if n := sum(r.Calls); n > 0 {
+		r.WaitShare = float64(r.LeaseWaits) / float64(n)
+	}
 	closed = true
 	if err := CloseSDKs(ps); err != nil {
 		return r, fmt.Errorf("close: %w", err)
@@ -225,6 +285,9 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 	r.Overshoot = srv - int64(opt.Limit)
 	bound := float64(opt.Limit) + float64(opt.Instances-1)*r.Rate*r.W.Seconds()
 	r.Bound = min(int64(bound), int64(opt.Instances*opt.Limit))
+	if r.Mode == "exact" {
+		r.Bound = int64(opt.Limit)
+	}
 	if pool != nil {
 		deadline := time.Now().Add(time.Minute)
 		for {

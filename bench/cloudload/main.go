@@ -29,6 +29,7 @@ import (
 	"github.com/limitr/limitr/bench"
 	"github.com/limitr/limitr/internal/alerts/alerttest"
 	"github.com/limitr/limitr/internal/secrets"
+	limitr "github.com/limitr/limitr/sdk/go"
 )
 
 func main() {
@@ -64,6 +65,8 @@ type config struct {
 	instances, limit int
 	fleetRate        float64
 	fleetConfigs     []flushRefresh
+	fleetModes       []limitr.FleetMode
+	skew             float64
 
 	alertCustomers int
 	alertPaths     []string
@@ -123,8 +126,25 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.alertCustomers, "alert-customers", 1000, "alerts: customers crossing 80 % of their limit at once")
 	paths := fs.String("alert-paths", "usage,notification", "alerts: usage (a usage_percent rule on aggregated usage), notification (a policy notification the SDK forwards), or both")
 	configs := fs.String("fleet-configs", "1s/2s,100ms/2s,100ms/100ms", "overshoot: flush/refresh interval pairs, one run each")
+	modes := fs.String("fleet-mode", "exact", "overshoot: exact (allowance leases; budget: overshoot 0), bounded (local decisions; budget: the documented bound), or both")
+	fs.Float64Var(&c.skew, "skew", 0, "overshoot: share of the fleet's calls on one instance (0.9: 90 %); 0 spreads them evenly")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	for _, m := range strings.Split(*modes, ",") {
+		switch strings.TrimSpace(m) {
+		case "exact":
+			c.fleetModes = append(c.fleetModes, limitr.Exact)
+		case "bounded":
+			c.fleetModes = append(c.fleetModes, limitr.Bounded)
+		case "both":
+			c.fleetModes = append(c.fleetModes, limitr.Exact, limitr.Bounded)
+		default:
+			return c, fmt.Errorf("-fleet-mode: %q: want exact, bounded or both", m)
+		}
+	}
+	if c.skew < 0 || c.skew >= 1 {
+		return c, fmt.Errorf("-skew: %v: want a share in [0, 1)", c.skew)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -416,16 +436,19 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 	case "overshoot":
 		var out []bench.OvershootResult
 		met := true
-		for _, fr := range cfg.fleetConfigs {
-			r, err := bench.Overshoot(ctx, client, t, stack.Pool, bench.OvershootOptions{Instances: cfg.instances, Limit: cfg.limit,
-				Rate: cfg.fleetRate, Flush: fr.flush, Refresh: fr.refresh})
-			if err != nil {
-				return nil, false, err
-			}
-			fmt.Fprintln(stdout, r)
-			out = append(out, r)
-			if r.Overshoot > r.Bound-int64(r.Limit) {
-				met = false
+		for _, mode := range cfg.fleetModes {
+			for _, fr := range cfg.fleetConfigs {
+				r, err := bench.Overshoot(ctx, client, t, stack.Pool, bench.OvershootOptions{Instances: cfg.instances, Limit: cfg.limit,
+					Rate: cfg.fleetRate, Flush: fr.flush, Refresh: fr.refresh, Mode: mode, Skew: cfg.skew})
+				if err != nil {
+					return nil, false, err
+				}
+				fmt.Fprintln(stdout, r)
+				out = append(out, r)
+				met = met && r.Meets()
+				if mode == limitr.Exact {
+					break // the flush and refresh intervals do not change an exact run's outcome
+				}
 			}
 		}
 		return out, met, nil
