@@ -111,7 +111,8 @@ func (s *Service) Grant(ctx context.Context, env store.Environment, in wire.Leas
 			a := &in.Leases[i]
 			c, reason := customer(found, a, now)
 			if reason != "" {
-				reply.Leases[i].Error = reason
+				g := &reply.Leases[i]
+				g.Error, g.Granted, g.Available, g.Committed = reason, "0", "0", "0"
 				continue
 			}
 			asks = append(asks, store.LeaseAsk{LeaseMeter: store.LeaseMeter{CustomerID: c.ID, CustomerUID: c.UID,

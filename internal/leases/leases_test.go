@@ -328,7 +328,7 @@ func TestCustomers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g := r.Leases[0]; g.Error != wire.ReasonUnknownCustomer || g.Customer != "ghost" || g.Granted != "" {
+	if g := r.Leases[0]; g.Error != wire.ReasonUnknownCustomer || g.Customer != "ghost" || g.Granted != "0" || g.Available != "0" {
 		t.Errorf("unknown customer: %+v", g)
 	}
 	w.wantGrant("by alt id", r.Leases[1], "5", "5", "0")
