@@ -400,3 +400,118 @@ func TestValidation(t *testing.T) {
 		t.Errorf("%d leases after invalid requests (%v)", n, err)
 	}
 }
+
+// Instances granting and committing leased batches at once, each from two goroutines
+// (its grants and its batches race, over two meters asked in either order): no
+// deadlock, and everything the fleet used stays within the limit, exactly.
+func TestGrantsAndLeasedBatchesRace(t *testing.T) {
+	w := newWorld(t, "c1", "c2")
+	const limit = "50"
+	custs := []string{"c1", "c2"}
+	type instance struct {
+		mu                     sync.Mutex
+		granted, used, pending map[string]num.Dec
+		seq                    int64
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	insts := map[string]*instance{}
+	for k := 0; k < 3; k++ {
+		name := fmt.Sprintf("r-%d", k)
+		in := &instance{granted: map[string]num.Dec{}, used: map[string]num.Dec{}, pending: map[string]num.Dec{}}
+		insts[name] = in
+		wg.Add(2)
+		go func() { // grants, then spends within them
+			defer wg.Done()
+			for round := 0; round < 12; round++ {
+				in.mu.Lock()
+				var asks []wire.LeaseAsk
+				for _, c := range custs {
+					target, _ := in.used[c].Add(num.FromInt(5))
+					asks = append(asks, w.ask(c, limit, target.String(), in.used[c].String()))
+				}
+				in.mu.Unlock()
+				if round%2 == 1 {
+					asks[0], asks[1] = asks[1], asks[0]
+				}
+				r, err := w.svc.Grant(context.Background(), w.env, wire.LeaseRequest{InstanceID: name, Leases: asks})
+				if err != nil {
+					errs <- err
+					return
+				}
+				in.mu.Lock()
+				for _, g := range r.Leases {
+					gr := num.MustParse(g.Granted)
+					if gr.Cmp(in.granted[g.Customer]) < 0 {
+						errs <- fmt.Errorf("%s: %s's grant went down", name, g.Customer)
+					}
+					in.granted[g.Customer] = gr
+					left, _ := gr.Sub(in.used[g.Customer])
+					spend := num.Min(left, num.FromInt(3))
+					if spend.IsPos() {
+						in.used[g.Customer], _ = in.used[g.Customer].Add(spend)
+						in.pending[g.Customer], _ = in.pending[g.Customer].Add(spend)
+					}
+				}
+				in.mu.Unlock()
+			}
+		}()
+		go func() { // flushes leased batches
+			defer wg.Done()
+			for round := 0; round < 14; round++ {
+				in.mu.Lock()
+				var deltas []wire.UsageDelta
+				for _, c := range []string{"c2", "c1"} {
+					if p := in.pending[c]; p.IsPos() {
+						deltas = append(deltas, wire.UsageDelta{Customer: c, Entitlement: "tokens", Credit: "tok", PeriodStart: w.period,
+							Units: p.String(), Overhead: "0", Price: "0", Calls: 1})
+						in.pending[c] = num.Zero
+					}
+				}
+				if len(deltas) == 0 {
+					in.mu.Unlock()
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				in.seq++
+				seq := in.seq
+				in.mu.Unlock()
+				if _, err := w.usage.Commit(context.Background(), w.env, &wire.UsageBatch{InstanceID: name, Sequence: seq,
+					SentAt: time.Now().UTC(), Leased: true, Deltas: deltas}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Each instance's leases hold exactly what its batches committed; then what is
+	// still pending is flushed, and everything used is committed.
+	for name, in := range insts {
+		for _, c := range custs {
+			want, _ := in.used[c].Sub(in.pending[c])
+			if in.used[c].IsPos() && w.committed(name, c) != want.Trim(0).String() {
+				t.Errorf("%s %s: committed %s, want %s", name, c, w.committed(name, c), want)
+			}
+			if in.pending[c].IsPos() {
+				in.seq++
+				w.postSeq(name, in.seq, c, in.pending[c].String(), true)
+			}
+		}
+	}
+	for _, c := range custs {
+		used := num.Zero
+		for _, in := range insts {
+			used, _ = used.Add(in.used[c])
+		}
+		if used.Cmp(num.MustParse(limit)) > 0 || !used.IsPos() {
+			t.Errorf("%s: the fleet used %s, limit %s", c, used, limit)
+		}
+		t.Logf("%s: the fleet used %s of %s", c, used, limit)
+		w.wantExposure(c, limit)
+	}
+}
