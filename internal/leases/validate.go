@@ -53,13 +53,7 @@ func askPath(i int, field string) string {
 	return "leases[" + strconv.Itoa(i) + "]." + field
 }
 
-// Check validates a lease request without the database: a *validation.Error naming
-// every bad field, or nil.
-func Check(in *wire.LeaseRequest, now time.Time) error {
-	v := check(in, now)
-	return v.errs.Err(invalidRequest(v.errs.Len()))
-}
-
+// check validates every field that can be checked without the database.
 func check(in *wire.LeaseRequest, now time.Time) *checked {
 	v := &checked{}
 	v.field(checkInstanceID(in.InstanceID))
