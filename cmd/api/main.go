@@ -148,6 +148,7 @@ func serve(ctx context.Context, cfg config.API, logOut io.Writer, ready chan<- s
 		RatePer:       cfg.RatePeriod,
 		Dashboard:     web.Config{SecureCookies: cfg.CookieSecure},
 		Sessions:      users.Config{IdleTimeout: cfg.SessionIdleTimeout, Lifetime: cfg.SessionLifetime},
+		LeaseTTL:      cfg.LeaseTTL,
 	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
 		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
 		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations})

@@ -96,6 +96,7 @@ func devServe(ctx context.Context, cfg config.API, wcfg config.Worker, stdout, s
 		RatePer:       cfg.RatePeriod,
 		Dashboard:     web.Config{SecureCookies: cfg.CookieSecure},
 		Sessions:      users.Config{IdleTimeout: cfg.SessionIdleTimeout, Lifetime: cfg.SessionLifetime},
+		LeaseTTL:      cfg.LeaseTTL,
 	}, api.Deps{Pool: pool, Redis: rdb, Logger: logger, Registry: reg, Bus: wake, Secrets: cfg.Secrets, StripeAPIBase: cfg.StripeAPIBase,
 		SlackAPIURL: cfg.SlackAPIURL, PublicURL: cfg.PublicURL,
 		AllowPrivateAlertDestinations: cfg.AllowPrivateAlertDestinations})

@@ -48,13 +48,19 @@ func biRoutes() map[string]biRoute {
 		Deltas []map[string]any `json:"deltas"`
 	}
 	_ = json.Unmarshal([]byte(secUsageBatch(biCustomer)), &usage)
+	var lease struct {
+		Leases []map[string]any `json:"leases"`
+	}
+	_ = json.Unmarshal([]byte(secLeaseRequest(biCustomer)), &lease)
 	return map[string]biRoute{
 		"POST /v1/sdk/usage": {sdk: true, fields: []biField{{"instance_id", "string", "bi-instance"}, {"sequence", "int", 1},
 			{"sent_at", "string", time.Now().UTC().Format(time.RFC3339)}, {"policy_version", "count", 3},
 			{"deltas", "list", usage.Deltas}, {"events", "list", nil},
 			{"voucher_debits", "list", []map[string]any{{"customer": biCustomer, "voucher_id": "vch_bi", "runes": "0.5"}}}}},
-		"POST /v1/tenants":      {operator: true, fields: []biField{{"slug", "string", "bi-tenant"}, {"name", "text", "Bi"}}},
-		"POST /v1/environments": {fields: []biField{{"name", "string", "bi-env"}, {"live", "bool", true}}},
+		"POST /v1/sdk/leases":        {sdk: true, fields: []biField{{"instance_id", "string", "bi-instance"}, {"leases", "list", lease.Leases}}},
+		"POST /v1/sdk/leases/return": {sdk: true, fields: []biField{{"instance_id", "string", "bi-instance"}}},
+		"POST /v1/tenants":           {operator: true, fields: []biField{{"slug", "string", "bi-tenant"}, {"name", "text", "Bi"}}},
+		"POST /v1/environments":      {fields: []biField{{"name", "string", "bi-env"}, {"live", "bool", true}}},
 		"POST /v1/keys": {fields: []biField{{"kind", "string", "admin"}, {"environment", "string", ""},
 			{"name", "text", "bi-key"}}},
 		"POST /v1/policies":                    {raw: true},

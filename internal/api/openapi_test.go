@@ -608,6 +608,13 @@ func TestOpenAPIResponsesConform(t *testing.T) {
 	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), `{"instance_id":"oa-vouchers","sequence":2,"deltas":[],
 		"voucher_debits":[{"customer":"u_1","voucher_id":"","runes":"0"}]}`, 422)
 	call("GET", "/v1/sdk/customers/{id}/state", "/v1/sdk/customers/u_1/state", field(sdk, "secret"), "", 200) // with meters
+	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", field(sdk, "secret"), secLeaseRequest("u_1"), 200)
+	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", field(sdk, "secret"), secLeaseRequest("nobody"), 200) // error: unknown_customer
+	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", field(sdk, "secret"), `{"instance_id":"matrix-1","leases":[]}`, 422)
+	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", admin, secLeaseRequest("u_1"), 403)
+	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), strings.Replace(secUsageBatch("u_1"), `"sequence":1,`, `"sequence":7,"leased":true,`, 1), 200)
+	call("POST", "/v1/sdk/leases/return", "/v1/sdk/leases/return", field(sdk, "secret"), `{"instance_id":"matrix-1"}`, 204)
+	call("POST", "/v1/sdk/leases/return", "/v1/sdk/leases/return", field(sdk, "secret"), `{"instance_id":"no such"}`, 422)
 	ap := "/v1/environments/production/analytics"
 	call("GET", "/v1/environments/{env}/analytics/margins", ap+"/margins?group_by=plan&interval=month&sort=-revenue", admin, "", 200)
 	call("GET", "/v1/environments/{env}/analytics/margins", ap+"/margins?interval=week&from=yesterday", admin, "", 422)

@@ -376,6 +376,8 @@ func secRoutes(t *testing.T) map[string]secRoute {
 		"GET /v1/sdk/customers/{id}/state":              {sdkOnly: true},
 		"GET /v1/environments/{env}/usage/unattributed": {adminOnly: true},
 		"POST /v1/sdk/usage":                            {sdkOnly: true, body: secUsageBatch("acme-user-4412")},
+		"POST /v1/sdk/leases":                           {sdkOnly: true, body: secLeaseRequest("acme-user-4412")},
+		"POST /v1/sdk/leases/return":                    {sdkOnly: true, body: `{"instance_id":"matrix-1"}`},
 
 		"POST /v1/environments/{env}/customers":                                {body: `{"id":"matrix-cust"}`},
 		"GET /v1/environments/{env}/customers":                                 {},
@@ -442,6 +444,14 @@ func secUsageBatch(customer string) string {
 	start = time.Date(start.Year(), start.Month(), 1, 0, 0, 0, 0, time.UTC)
 	return fmt.Sprintf(`{"instance_id":"matrix-1","sequence":1,"sent_at":%q,"policy_version":3,"deltas":[{"customer":%q,"entitlement":"ai_input","credit":"ai_input_token","period_start":%q,"units":"5","overhead":"0","price":"0","calls":1}]}`,
 		time.Now().UTC().Format(time.RFC3339), customer, start.Format(time.RFC3339))
+}
+
+// secLeaseRequest is a valid lease request of one meter of customer.
+func secLeaseRequest(customer string) string {
+	start := time.Now().UTC()
+	start = time.Date(start.Year(), start.Month(), 1, 0, 0, 0, 0, time.UTC)
+	return fmt.Sprintf(`{"instance_id":"matrix-1","leases":[{"customer":%q,"entitlement":"ai_input","period_start":%q,"limit":"100","target":"10","used":"0"}]}`,
+		customer, start.Format(time.RFC3339))
 }
 
 // secPath fills a route template with tenant A's resources.
@@ -574,12 +584,15 @@ func TestSecurityMatrix(t *testing.T) {
 		case rt.sdkOnly:
 			// Its own environment: A's customers are unknown there, so usage naming them
 			// is committed to B's environment as unattributed, never to A's customers.
-			want := map[string]int{"GET /v1/sdk/customers/{id}/state": 404}[name]
+			want := map[string]int{"GET /v1/sdk/customers/{id}/state": 404, "POST /v1/sdk/leases/return": 204}[name]
 			if want == 0 && rs.Code != 200 || want != 0 && rs.Code != want {
 				t.Errorf("%s with another tenant's SDK key: %d: %s", name, rs.Code, secTrim(string(rs.Body)))
 			}
 			if name == "POST /v1/sdk/usage" && !strings.Contains(string(rs.Body), `"accepted":0,`) {
 				t.Errorf("%s with another tenant's SDK key attributed usage: %s", name, secTrim(string(rs.Body)))
+			}
+			if name == "POST /v1/sdk/leases" && !strings.Contains(string(rs.Body), `"error":"unknown_customer"`) {
+				t.Errorf("%s with another tenant's SDK key leased A's customer: %s", name, secTrim(string(rs.Body)))
 			}
 		default:
 			secProblem(t, name+" with another tenant's SDK key", rs, 403, 404)

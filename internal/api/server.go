@@ -31,6 +31,7 @@ import (
 	"github.com/limitr/limitr/internal/httpx/problem"
 	"github.com/limitr/limitr/internal/httpx/ratelimit"
 	"github.com/limitr/limitr/internal/httpx/requestlog"
+	"github.com/limitr/limitr/internal/leases"
 	"github.com/limitr/limitr/internal/platform/bus"
 	"github.com/limitr/limitr/internal/policies/pgstore"
 	"github.com/limitr/limitr/internal/secrets"
@@ -71,6 +72,9 @@ type Config struct {
 	Dashboard web.Config
 	// Sessions configures dashboard users and sessions (zero: the defaults).
 	Sessions users.Config
+	// LeaseTTL is how long an allowance lease lives without being renewed (default
+	// leases.DefaultTTL, 15s).
+	LeaseTTL time.Duration
 }
 
 func (c *Config) defaults() {
@@ -103,6 +107,9 @@ func (c *Config) defaults() {
 	}
 	if c.AuthFailureBurst <= 0 {
 		c.AuthFailureBurst = 30
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = leases.DefaultTTL
 	}
 }
 
@@ -158,6 +165,7 @@ type Server struct {
 	simulations  *simulate.Service
 	usage        *usage.Service
 	usageMetrics *usage.Metrics
+	leases       *leases.Service
 	users        *users.Service
 
 	// root serves the API's paths from echo and every other path from the dashboard.
@@ -243,6 +251,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.usageMetrics.Unattributed = metrics.Register(reg, s.usageMetrics.Unattributed)
 	s.usage = usage.NewService(deps.Pool, s.customers, notify, s.usageMetrics)
 	s.usage.SetPolicies(s.policies)
+	leaseMetrics := leases.NewMetrics()
+	leaseMetrics.Grants = metrics.Register(reg, leaseMetrics.Grants)
+	leaseMetrics.GrantedUnits = metrics.Register(reg, leaseMetrics.GrantedUnits)
+	leaseMetrics.Returns = metrics.Register(reg, leaseMetrics.Returns)
+	s.leases = leases.NewService(deps.Pool, cfg.LeaseTTL, leaseMetrics)
 	s.hub = bus.NewHub(ctx, s.bus)
 	s.streams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "limitr_sdk_streams", Help: "Open SDK push streams on this replica."})
 	s.streams = metrics.Register(reg, s.streams)
@@ -368,6 +381,7 @@ func (s *Server) newEcho() *echo.Echo {
 	s.customerRoutes(authed)
 	s.billingRoutes(authed)
 	s.syncRoutes(authed)
+	s.leaseRoutes(authed)
 	s.alertRoutes(authed)
 	s.analyticsRoutes(authed)
 	s.simulationRoutes(authed)

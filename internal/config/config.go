@@ -56,6 +56,8 @@ type API struct {
 	// SessionIdleTimeout and SessionLifetime end dashboard sessions.
 	SessionIdleTimeout time.Duration
 	SessionLifetime    time.Duration
+	// LeaseTTL is how long an allowance lease lives without being renewed.
+	LeaseTTL time.Duration
 }
 
 // stripeAPIBase is shared by the API, the worker and `limitr dev`.
@@ -96,6 +98,7 @@ var APISettings = []Setting{
 	{"cookie-secure", "LIMITR_COOKIE_SECURE", "false", "mark the dashboard's cookies Secure (and name them __Host-…) even on plain-HTTP requests: set it behind a proxy that terminates TLS; HTTPS requests get Secure cookies anyway"},
 	{"session-idle-timeout", "LIMITR_SESSION_IDLE_TIMEOUT", "8h", "a dashboard session unused this long ends"},
 	{"session-lifetime", "LIMITR_SESSION_LIFETIME", "168h", "a dashboard session ends this long after login, used or not"},
+	{"lease-ttl", "LIMITR_LEASE_TTL", "15s", "how long an SDK instance's allowance lease (fleet mode Exact) lives without being renewed"},
 	{"log-level", "LIMITR_LOG_LEVEL", "info", "debug, info, warn or error"},
 }
 
@@ -202,6 +205,9 @@ func apiFromValues(v map[string]string) (API, error) {
 	}
 	if err := parseDashboard(v, &c); err != nil {
 		errs = append(errs, err)
+	}
+	if c.LeaseTTL, err = time.ParseDuration(v["lease-ttl"]); err != nil || c.LeaseTTL < time.Second || c.LeaseTTL > time.Hour {
+		errs = append(errs, fmt.Errorf("lease-ttl: %q is not a duration from 1s to 1h", v["lease-ttl"]))
 	}
 	return c, errors.Join(errs...)
 }
@@ -360,6 +366,7 @@ func workerFromValues(v map[string]string) (Worker, error) {
 		}
 		*r.dst = d
 	}
+	c.Retention.ExpiredLeases = retention.LeaseGrace
 	if err := c.Retention.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -1,7 +1,8 @@
 // Package retention removes what the control plane no longer needs, on a schedule the
 // operator sets: idempotency records past their window, usage-batch keys past the
 // deduplication window, change-feed entries past what resuming SDK streams need, old
-// audit entries, old unattributed usage, and raw usage partitions once their usage is
+// audit entries, old unattributed usage, allowance leases expired for more than a day
+// (Policy.ExpiredLeases), and raw usage partitions once their usage is
 // in the meters. Meters (meter_aggregates), grant draws, customers and policy versions
 // are never removed here: they are the record.
 //
@@ -51,6 +52,9 @@ type Policy struct {
 	// AnalyticsDaily is how long the daily rollups and customers' daily running totals
 	// are kept: windows starting earlier can no longer be answered.
 	AnalyticsDaily time.Duration
+	// ExpiredLeases is how long after its expiry an allowance lease's row is kept
+	// (LeaseGrace in Defaults and in the worker; not an operator setting).
+	ExpiredLeases time.Duration
 }
 
 // Defaults are the documented defaults.
@@ -65,6 +69,7 @@ func Defaults() Policy {
 		UsagePartitions: 90 * day,
 		SDKEvents:       90 * day,
 		AnalyticsHourly: 90 * day,
+		ExpiredLeases:   LeaseGrace,
 	}
 }
 
@@ -106,6 +111,9 @@ type Result struct {
 	Kept    []string // old partitions kept (still pending aggregation)
 }
 
+// LeaseGrace is how long after its expiry an allowance lease's row is removed.
+const LeaseGrace = 24 * time.Hour
+
 // batchSize bounds the rows one statement deletes.
 const batchSize = 10_000
 
@@ -132,6 +140,10 @@ func Run(ctx context.Context, pool *pgxpool.Pool, now time.Time, p Policy, logge
 		{"analytics_daily", p.AnalyticsDaily, deleteWhere(`analytics_daily`, `bucket`)},
 		{"analytics_group_daily", p.AnalyticsDaily, deleteWhere(`analytics_group_daily`, `bucket`)},
 		{"analytics_customer_days", p.AnalyticsDaily, deleteWhere(`analytics_customer_days`, `day`)},
+		// Allowance leases expired for more than a day: an instance that went away
+		// without returning them (a lease's row is only needed while it lives, and
+		// while usage it covered may still arrive).
+		{"fleet_leases", p.ExpiredLeases, deleteWhere(`fleet_leases`, `expires_at`)},
 	}
 	for _, st := range steps {
 		if st.keep <= 0 {

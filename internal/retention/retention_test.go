@@ -78,6 +78,11 @@ func TestRunRemovesWhatIsPastItsTime(t *testing.T) {
 		values ($1, $2, 'i', 1, 'c', 'meter-limit', $3, 1, $3), ($1, $2, 'i', 2, 'c', 'meter-limit', $4, 1, $4)`,
 		ten.ID, envs[0].ID, now.Add(-100*day), now.Add(-day))
 
+	// Allowance leases: expired 2 days and 1 hour ago.
+	exec(t, pool, `insert into fleet_leases (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, instance_id, expires_at)
+		values ($1, $2, 'c', gen_random_uuid(), 'e', $3, 'i-1', $3), ($1, $2, 'c', gen_random_uuid(), 'e', $3, 'i-2', $4)`,
+		ten.ID, envs[0].ID, now.Add(-2*day), now.Add(-time.Hour))
+
 	// A policy of zeros keeps everything.
 	res, err := retention.Run(ctx, pool, now, retention.Policy{}, nil)
 	if err != nil || len(res.Deleted) != 0 {
@@ -88,7 +93,7 @@ func TestRunRemovesWhatIsPastItsTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]int64{"idempotency_keys": 1, "usage_batches": 1, "change_feed": 5, "audit_log": 1, "unattributed_usage": 1,
-		"sdk_events": 1, "sdk_event_batches": 1}
+		"sdk_events": 1, "sdk_event_batches": 1, "fleet_leases": 1}
 	for table, n := range want {
 		if res.Deleted[table] != n {
 			t.Errorf("%s: removed %d, want %d (%+v)", table, res.Deleted[table], n, res.Deleted)

@@ -138,7 +138,12 @@ func (s *Service) Commit(ctx context.Context, env store.Environment, in *wire.Us
 			}
 		}
 		duplicate, err = store.InsertUsageBatch(ctx, tx, *b)
-		return err
+		if err != nil || duplicate || !in.Leased {
+			return err
+		}
+		// Allowance leases: the committed deltas leave the instance's leases' outstanding
+		// part as they join the meters' committed usage, in this transaction.
+		return store.CommitLeasedUsage(ctx, tx, *b)
 	})
 	if err != nil {
 		return wire.UsageAck{}, err
