@@ -312,11 +312,21 @@ type apiServer struct {
 // raised out of the way: the tests are about sync, not throttling.
 func startAPI(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient, sink *logSink, addr string) *apiServer {
 	t.Helper()
+	return startAPIConfig(t, pool, rdb, sink, addr, nil)
+}
+
+// startAPIConfig is startAPI with the configuration changed by tune.
+func startAPIConfig(t *testing.T, pool *pgxpool.Pool, rdb redis.UniversalClient, sink *logSink, addr string, tune func(*api.Config)) *apiServer {
+	t.Helper()
 	deps := api.Deps{Pool: pool, Logger: sink.logger(slog.LevelWarn)}
 	if rdb != nil {
 		deps.Redis = rdb
 	}
-	srv, err := api.New(api.Config{OperatorToken: "op", RateLimit: 10_000_000}, deps)
+	cfg := api.Config{OperatorToken: "op", RateLimit: 10_000_000}
+	if tune != nil {
+		tune(&cfg)
+	}
+	srv, err := api.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,7 +141,11 @@ type LeaseAsk struct {
 	Limit              num.Dec
 	Used               num.Dec // used under the lease in the period
 	Target             num.Dec // the cumulative allowance wanted: Used + the headroom
-	CustomerCreatedAt  time.Time
+	// Need is the room a waiting call needs when the lease has less: the lease's rest
+	// is no longer used (calls wait for the answer), so the control plane may release
+	// it rather than leave it stranded here.
+	Need              num.Dec
+	CustomerCreatedAt time.Time
 }
 
 // LeaseAsk works out the ask for a customer's leased entitlement: for its owner's
@@ -162,7 +166,7 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 	if limit == nil || !e.leased(limit) {
 		return LeaseAsk{}, false, nil
 	}
-	ask := LeaseAsk{Owner: owner.id, Entitlement: res.ce.Name, Limit: limit.Value, Used: num.Zero,
+	ask := LeaseAsk{Owner: owner.id, Entitlement: res.ce.Name, Limit: limit.Value, Used: num.Zero, Need: num.Zero,
 		CustomerCreatedAt: owner.info.Load().created}
 	m := owner.meter(res.ce.Name)
 	period := now.UnixNano()
@@ -171,8 +175,15 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 	}
 	ask.PeriodStart = time.Unix(0, period).UTC()
 	var rate float64
-	if m != nil && m.lease != nil && m.lease.period == period {
-		ask.Used = m.lease.used
+	if l := m.leaseOf(); l != nil && l.period == period {
+		ask.Used = l.used
+		var c num.Calc
+		if need.IsPos() && c.Sub(l.granted, l.used).Cmp(need) < 0 {
+			// Its rest cannot serve the call: stop using it, so the answer may release it.
+			l.expires, l.denyTill, ask.Need = 0, 0, need
+		}
+	} else if need.IsPos() {
+		ask.Need = need
 	}
 	if m != nil && m.started == period {
 		rate = m.burn.rateNow()
@@ -180,7 +191,8 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 	var c num.Calc
 	size := num.Max(need, limit.Increment)
 	if ahead, err := num.FromFloat64(rate * float64(horizon.Milliseconds())); err == nil && ahead.Cmp(size) > 0 {
-		size = ahead
+		// Whole units: fractions of a unit left on several instances serve none of them.
+		size = ahead.Ceil(0)
 	}
 	size = num.Min(size, num.Max(limit.Value, need))
 	ask.Target = c.Add(ask.Used, size)
@@ -240,9 +252,10 @@ func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
 		l = &meterLease{period: period, used: num.Zero, granted: num.Zero, fallback: num.Zero}
 		m.lease = l
 	}
-	if g.Granted.Cmp(l.granted) > 0 {
-		l.granted = g.Granted
-	}
+	// The control plane's answer is the lease (asks of one meter are never in flight
+	// together, so answers come in order); it is smaller only when this instance gave
+	// its rest back.
+	l.granted = g.Granted
 	var c num.Calc
 	// Renew once a quarter of what this grant gave is left (at least the call's need).
 	l.low = num.Max(g.Need, c.Quo(c.Sub(l.granted, l.used), num.FromInt(4)))

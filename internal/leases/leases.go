@@ -117,7 +117,8 @@ func (s *Service) Grant(ctx context.Context, env store.Environment, in wire.Leas
 			}
 			asks = append(asks, store.LeaseAsk{LeaseMeter: store.LeaseMeter{CustomerID: c.ID, CustomerUID: c.UID,
 				Entitlement: a.Entitlement, PeriodStart: a.PeriodStart.UTC()},
-				Limit: v.asks[i].limit.String(), Target: v.asks[i].target.String(), Used: v.asks[i].used.String()})
+				Limit: v.asks[i].limit.String(), Target: v.asks[i].target.String(), Used: v.asks[i].used.String(),
+				Need: v.asks[i].need.String()})
 			index = append(index, i)
 		}
 		// One lock order for every request: meters sorted, then ask order.

@@ -515,3 +515,23 @@ func TestGrantsAndLeasedBatchesRace(t *testing.T) {
 		w.wantExposure(c, limit)
 	}
 }
+
+// A waiting call's Need: allowance split between instances near the limit comes back
+// together. A holds 3 of its 5 unused, B 2 of its 5; B needs 4: its rest is released
+// (it could not use it), and then A, needing 4 too, gets A's 3 plus B's 2.
+func TestNeedReleasesTheRest(t *testing.T) {
+	w := newWorld(t)
+	w.customer("c")
+	w.wantGrant("A", w.grant("A", w.ask("c", "10", "5", "0")), "5", "5", "0")
+	w.wantGrant("B", w.grant("B", w.ask("c", "10", "5", "0")), "5", "0", "0")
+	// A used 2, B used 3; nothing more is free.
+	b := w.ask("c", "10", "7", "3")
+	b.Need = "4"
+	w.wantGrant("B needs 4, only its own 2 left: released", w.grant("B", b), "3", "2", "0")
+	a := w.ask("c", "10", "6", "2")
+	a.Need = "4"
+	w.wantGrant("A needs 4: its 3 plus B's released 2 fit", w.grant("A", a), "6", "1", "0")
+	if e := w.exposure("c"); e.Cmp(num.FromInt(10)) > 0 {
+		t.Errorf("exposure %s over the limit", e)
+	}
+}

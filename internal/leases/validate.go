@@ -27,7 +27,7 @@ const (
 
 // ask is one checked ask's amounts.
 type ask struct {
-	limit, target, used num.Dec
+	limit, target, used, need num.Dec
 }
 
 // checked is a request whose every field was checked without the database.
@@ -89,6 +89,10 @@ func check(in *wire.LeaseRequest, now time.Time) *checked {
 		out.limit = v.amount(i, "limit", a.Limit)
 		out.target = v.amount(i, "target", a.Target)
 		out.used = v.amount(i, "used", a.Used)
+		out.need = num.Zero
+		if a.Need != "" {
+			out.need = v.amount(i, "need", a.Need)
+		}
 	}
 	return v
 }

@@ -42,6 +42,9 @@ func LeaseMeterLess(a, b LeaseMeter) bool {
 type LeaseAsk struct {
 	LeaseMeter
 	Limit, Target, Used string
+	// Need: when the grant leaves less room than this, the instance's rest is released
+	// instead (it stopped using it before asking).
+	Need string
 }
 
 // LeaseGrant is a meter's lease after an ask, as exact decimal strings.
@@ -71,7 +74,7 @@ const leaseOwnSQL = `select 1 from fleet_leases where tenant_id = $1 and environ
 //	used            = max(own.used, ask.used)
 //	base            = own live ? own.granted : own.used (0 without a row)
 //	max_granted     = limit − U − reserved_others + own.committed
-//	granted         = max(base, min(target, max_granted))
+//	granted         = max(base, min(target, max_granted)), or used when that leaves less room than need
 //
 // Rows of an earlier customer of the same id (another uid) count for nothing: the
 // instance's own is replaced.
@@ -101,8 +104,12 @@ const leaseGrantSQL = `with
 			$9::numeric - u.u - others.r + coalesce(own.committed, 0) as max_granted
 		from u cross join others left join own on true
 	),
-	next as (
+	cand as (
 		select used, committed, max_granted, greatest(base, least($10::numeric, max_granted)) as granted from calc
+	),
+	next as (
+		select used, committed, max_granted,
+			case when $13::numeric > 0 and granted - used < $13::numeric then used else granted end as granted from cand
 	),
 	ins as (
 		insert into fleet_leases as l (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, instance_id,
@@ -132,7 +139,7 @@ func GrantLeases(ctx context.Context, tx pgx.Tx, env Environment, instanceID str
 		b.Queue(leaseLockSQL, env.ID, a.CustomerID, a.Entitlement, a.PeriodStart)
 		b.Queue(leaseOwnSQL, env.TenantID, env.ID, a.CustomerID, a.Entitlement, a.PeriodStart, instanceID)
 		b.Queue(leaseGrantSQL, env.TenantID, env.ID, a.CustomerID, a.CustomerUID, a.Entitlement, a.PeriodStart, instanceID,
-			now, a.Limit, a.Target, a.Used, expiresAt)
+			now, a.Limit, a.Target, a.Used, expiresAt, needOrZero(a.Need))
 	}
 	br := tx.SendBatch(ctx, b)
 	out := make([]LeaseGrant, len(asks))
@@ -212,4 +219,11 @@ func CommitLeasedUsage(ctx context.Context, tx pgx.Tx, b UsageBatch) error {
 		return fmt.Errorf("store: commit leased usage: %w", err)
 	}
 	return nil
+}
+
+func needOrZero(s string) string {
+	if s == "" {
+		return "0"
+	}
+	return s
 }

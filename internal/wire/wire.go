@@ -103,6 +103,11 @@ type LeaseAsk struct {
 	Limit       string    `json:"limit"`
 	Target      string    `json:"target"`
 	Used        string    `json:"used"`
+	// Need, when set, is the room a waiting call needs now. An instance sends it after
+	// it stopped using its lease's rest: if the grant cannot leave at least Need of
+	// room, the rest is released instead (granted falls back to Used), so allowance
+	// split between instances near the limit comes back together for one of them.
+	Need string `json:"need,omitempty"`
 	// CustomerCreatedAt is when the customer was created, as the SDK knows it (see
 	// UsageDelta.CustomerCreatedAt).
 	CustomerCreatedAt *time.Time `json:"customer_created_at,omitempty"`

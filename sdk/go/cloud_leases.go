@@ -153,9 +153,13 @@ func (l *leaser) ask(ctx context.Context, keys []enforcement.LeaseKey, needs map
 			continue
 		}
 		asked = append(asked, a)
-		req.Leases = append(req.Leases, wire.LeaseAsk{Customer: a.Owner, Entitlement: a.Entitlement,
+		wa := wire.LeaseAsk{Customer: a.Owner, Entitlement: a.Entitlement,
 			PeriodStart: a.PeriodStart.Truncate(time.Microsecond), Limit: a.Limit.String(), Target: a.Target.String(),
-			Used: a.Used.String(), CustomerCreatedAt: timePtr(a.CustomerCreatedAt)})
+			Used: a.Used.String(), CustomerCreatedAt: timePtr(a.CustomerCreatedAt)}
+		if a.Need.IsPos() {
+			wa.Need = a.Need.String()
+		}
+		req.Leases = append(req.Leases, wa)
 	}
 	if len(asked) == 0 {
 		return
@@ -275,13 +279,42 @@ func (l *leaser) renewer() {
 			}
 			return cmpString(a.Entitlement, b.Entitlement)
 		})
-		keys = slices.Compact(keys)
+		keys = l.claim(slices.Compact(keys))
 		for len(keys) > 0 {
 			n := min(len(keys), wire.MaxLeases)
 			ctx, cancel := context.WithTimeout(c.bgCtx, c.cfg.requestLimit)
 			l.ask(ctx, keys[:n], nil)
 			cancel()
+			l.release(keys[:n])
 			keys = keys[n:]
+		}
+	}
+}
+
+// claim marks keys as in flight and returns those that were not already: one meter's
+// asks are never in flight together, so their answers apply in order.
+func (l *leaser) claim(keys []enforcement.LeaseKey) []enforcement.LeaseKey {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := keys[:0]
+	for _, k := range keys {
+		if _, busy := l.flights[k]; busy {
+			continue
+		}
+		l.flights[k] = make(chan struct{})
+		out = append(out, k)
+	}
+	return out
+}
+
+// release ends the flights of keys, waking calls that waited on them.
+func (l *leaser) release(keys []enforcement.LeaseKey) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keys {
+		if ch, ok := l.flights[k]; ok {
+			close(ch)
+			delete(l.flights, k)
 		}
 	}
 }

@@ -93,6 +93,9 @@ func (f *fakeCP) postLeases(w http.ResponseWriter, r *http.Request) {
 		}
 		maxGranted := c.Add(c.Sub(c.Sub(dec.MustParse(a.Limit), u), reserved), own.committed)
 		own.granted = dec.Max(base, dec.Min(dec.MustParse(a.Target), maxGranted))
+		if a.Need != "" && c.Sub(own.granted, own.used).Cmp(dec.MustParse(a.Need)) < 0 {
+			own.granted = own.used // the instance gave its rest back
+		}
 		own.expires = now.Add(f.leases.ttl)
 		reply.Leases = append(reply.Leases, wire.LeaseGrant{Customer: a.Customer, Entitlement: a.Entitlement, PeriodStart: a.PeriodStart,
 			Granted: own.granted.String(), Committed: own.committed.String(), Available: dec.Max(dec.Zero, c.Sub(maxGranted, own.granted)).String()})
