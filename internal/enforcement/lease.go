@@ -59,7 +59,9 @@ type meterLease struct {
 	expires  int64   // unix ns: a lease not renewed by then is void
 	denyTill int64   // unix ns: the fleet has nothing left (or the control plane is unreachable): deny until then without asking
 	fallback num.Dec // allowance past the lease while the control plane is unreachable
-	asked    bool    // Low was called for this grant
+	free     num.Dec // what the fleet could still be granted, as of the last grant
+	knowFree bool
+	asked    bool // Low was called for this grant
 }
 
 // leased reports whether a limit is kept with leases.
@@ -194,6 +196,11 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 		// Whole units: fractions of a unit left on several instances serve none of them.
 		size = ahead.Ceil(0)
 	}
+	if l := m.leaseOf(); l != nil && l.period == period && l.knowFree {
+		// Near the limit leases shrink: never more than half of what was free, so the
+		// instances share the last of the allowance (and the last units go exactly).
+		size = num.Min(size, num.Max(need, c.Quo(l.free, num.FromInt(2)).Ceil(0)))
+	}
 	size = num.Min(size, num.Max(limit.Value, need))
 	ask.Target = c.Add(ask.Used, size)
 	return ask, true, c.Err
@@ -216,6 +223,10 @@ type LeaseGrant struct {
 	Expires            time.Time     // local time after which the lease is void
 	Need               num.Dec       // the call that asked needs this much room (0: a renewal)
 	Recheck            time.Duration // when granted leaves no room for Need: deny until then
+	// Free is what the fleet could still be granted after this grant (LeaseGrant
+	// Available), when the control plane said.
+	Free    num.Dec
+	HasFree bool
 }
 
 // ApplyLease sets a meter's lease to what the control plane granted. A grant for a
@@ -256,6 +267,7 @@ func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
 	// together, so answers come in order); it is smaller only when this instance gave
 	// its rest back.
 	l.granted = g.Granted
+	l.free, l.knowFree = g.Free, g.HasFree
 	var c num.Calc
 	// Renew once a quarter of what this grant gave is left (at least the call's need).
 	l.low = num.Max(g.Need, c.Quo(c.Sub(l.granted, l.used), num.FromInt(4)))

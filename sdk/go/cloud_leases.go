@@ -214,8 +214,12 @@ func (l *leaser) ask(ctx context.Context, keys []enforcement.LeaseKey, needs map
 			_ = c.eng.LeaseUnreachable(ctx, a.Owner, a.Entitlement, num.Zero, time.Now().Add(time.Second))
 			continue
 		}
-		if err := c.eng.ApplyLease(ctx, enforcement.LeaseGrant{Owner: a.Owner, Entitlement: a.Entitlement, PeriodStart: a.PeriodStart,
-			Granted: granted, Expires: expires, Need: need, Recheck: leaseRecheck}); err != nil {
+		lg := enforcement.LeaseGrant{Owner: a.Owner, Entitlement: a.Entitlement, PeriodStart: a.PeriodStart,
+			Granted: granted, Expires: expires, Need: need, Recheck: leaseRecheck}
+		if free, err := num.Parse(g.Available); err == nil {
+			lg.Free, lg.HasFree = free, true
+		}
+		if err := c.eng.ApplyLease(ctx, lg); err != nil {
 			c.log.Debug("limitr: applying a lease failed", "customer", a.Owner, "err", err)
 		}
 	}
