@@ -59,8 +59,8 @@ type meterLease struct {
 	expires  int64   // unix ns: a lease not renewed by then is void
 	denyTill int64   // unix ns: the fleet has nothing left (or the control plane is unreachable): deny until then without asking
 	fallback num.Dec // allowance past the lease while the control plane is unreachable
-	free     num.Dec // what the fleet could still be granted, as of the last grant
-	knowFree bool
+	share    num.Dec // this instance's share of what remains (remaining / holders), as of the last grant
+	knowShare bool
 	asked    bool // Low was called for this grant
 }
 
@@ -196,10 +196,10 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 		// Whole units: fractions of a unit left on several instances serve none of them.
 		size = ahead.Ceil(0)
 	}
-	if l := m.leaseOf(); l != nil && l.period == period && l.knowFree {
-		// Near the limit leases shrink: never more than half of what was free, so the
-		// instances share the last of the allowance (and the last units go exactly).
-		size = num.Min(size, num.Max(need, c.Quo(l.free, num.FromInt(2)).Ceil(0)))
+	if l := m.leaseOf(); l != nil && l.period == period && l.knowShare {
+		// At most this instance's share of what remains: allowance is not parked on a
+		// few instances while others are refused, and near the limit leases shrink.
+		size = num.Min(size, num.Max(need, l.share))
 	}
 	size = num.Min(size, num.Max(limit.Value, need))
 	ask.Target = c.Add(ask.Used, size)
@@ -223,10 +223,10 @@ type LeaseGrant struct {
 	Expires            time.Time     // local time after which the lease is void
 	Need               num.Dec       // the call that asked needs this much room (0: a renewal)
 	Recheck            time.Duration // when granted leaves no room for Need: deny until then
-	// Free is what the fleet could still be granted after this grant (LeaseGrant
-	// Available), when the control plane said.
-	Free    num.Dec
-	HasFree bool
+	// Remaining (the limit less committed usage) and Holders (instances with a live
+	// lease, this one included), when the control plane said.
+	Remaining num.Dec
+	Holders   int
 }
 
 // ApplyLease sets a meter's lease to what the control plane granted. A grant for a
@@ -266,9 +266,12 @@ func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
 	// The control plane's answer is the lease (asks of one meter are never in flight
 	// together, so answers come in order); it is smaller only when this instance gave
 	// its rest back.
-	l.granted = g.Granted
-	l.free, l.knowFree = g.Free, g.HasFree
 	var c num.Calc
+	l.granted = g.Granted
+	l.knowShare = g.Holders > 0
+	if l.knowShare {
+		l.share = c.Quo(g.Remaining, num.FromInt(int64(g.Holders))).Ceil(0)
+	}
 	// Renew once a quarter of what this grant gave is left (at least the call's need).
 	l.low = num.Max(g.Need, c.Quo(c.Sub(l.granted, l.used), num.FromInt(4)))
 	l.expires, l.asked, l.fallback, l.denyTill = g.Expires.UnixNano(), false, num.Zero, 0

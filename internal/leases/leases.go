@@ -140,6 +140,7 @@ func (s *Service) Grant(ctx context.Context, env store.Environment, in wire.Leas
 		for k, g := range grants {
 			out := &reply.Leases[index[order[k]]]
 			out.Granted, out.Committed, out.Available = g.Granted, g.Committed, g.Available
+			out.Remaining, out.Holders = g.Remaining, g.Holders
 			fresh[index[order[k]]] = newlyGranted(g)
 		}
 		return nil

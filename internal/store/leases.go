@@ -53,6 +53,10 @@ type LeaseGrant struct {
 	// Previous is what the instance held granted before (0 without a lease of this
 	// customer).
 	Previous string
+	// Remaining is the limit less the meter's committed usage; Holders the instances
+	// with a live lease of the meter, this one included.
+	Remaining string
+	Holders   int
 }
 
 // leaseLockSQL serializes every grant of one meter period (environment, customer,
@@ -123,7 +127,10 @@ const leaseGrantSQL = `with
 		returning l.granted
 	)
 	select ins.granted::text, next.committed::text, greatest(0, next.max_granted - ins.granted)::text,
-		coalesce((select granted from own), 0)::text
+		coalesce((select granted from own), 0)::text,
+		greatest(0, $9::numeric - (select u from u))::text,
+		1 + (select count(*) from fleet_leases l where l.tenant_id = $1 and l.environment_id = $2 and l.customer_id = $3
+			and l.entitlement = $5 and l.period_start = $6 and l.instance_id <> $7 and l.customer_uid = $4 and l.expires_at > $8)
 	from ins cross join next`
 
 // GrantLeases grants the asks of one instance in tx, in the order given (the caller
@@ -160,11 +167,12 @@ func GrantLeases(ctx context.Context, tx pgx.Tx, env Environment, instanceID str
 			return nil, fmt.Errorf("store: lock a lease: %w", err)
 		}
 		g := &out[i]
-		if err := br.QueryRow().Scan(&g.Granted, &g.Committed, &g.Available, &g.Previous); err != nil {
+		if err := br.QueryRow().Scan(&g.Granted, &g.Committed, &g.Available, &g.Previous, &g.Remaining, &g.Holders); err != nil {
 			_ = br.Close()
 			return nil, fmt.Errorf("store: grant a lease: %w", err)
 		}
 		g.Granted, g.Committed, g.Available, g.Previous = trimDecimal(g.Granted), trimDecimal(g.Committed), trimDecimal(g.Available), trimDecimal(g.Previous)
+		g.Remaining = trimDecimal(g.Remaining)
 	}
 	if err := br.Close(); err != nil {
 		return nil, fmt.Errorf("store: grant leases: %w", err)

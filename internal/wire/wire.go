@@ -135,6 +135,12 @@ type LeaseGrant struct {
 	Granted     string    `json:"granted"`
 	Available   string    `json:"available"`
 	Committed   string    `json:"committed"`
+	// Remaining is the limit less the meter's committed usage (leased or not), and
+	// Holders the instances holding a live lease of the meter, this one included: an
+	// instance asks for at most its share, Remaining / Holders, so allowance is not
+	// parked on a few instances while others are refused.
+	Remaining string `json:"remaining,omitempty"`
+	Holders   int    `json:"holders,omitempty"`
 	Error       string    `json:"error,omitempty"`
 }
 

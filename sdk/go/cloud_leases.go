@@ -216,8 +216,8 @@ func (l *leaser) ask(ctx context.Context, keys []enforcement.LeaseKey, needs map
 		}
 		lg := enforcement.LeaseGrant{Owner: a.Owner, Entitlement: a.Entitlement, PeriodStart: a.PeriodStart,
 			Granted: granted, Expires: expires, Need: need, Recheck: leaseRecheck}
-		if free, err := num.Parse(g.Available); err == nil {
-			lg.Free, lg.HasFree = free, true
+		if rem, err := num.Parse(g.Remaining); err == nil && g.Holders > 0 {
+			lg.Remaining, lg.Holders = rem, g.Holders
 		}
 		if err := c.eng.ApplyLease(ctx, lg); err != nil {
 			c.log.Debug("limitr: applying a lease failed", "customer", a.Owner, "err", err)
