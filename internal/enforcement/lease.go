@@ -52,16 +52,17 @@ func WithLeases(o LeaseOptions) Option {
 // meterLease is this instance's lease of one meter's allowance in one period. Amounts
 // are cumulative over the period, as the control plane counts them.
 type meterLease struct {
-	period   int64   // unix ns: the start of the period the lease belongs to
-	granted  num.Dec // allowance granted to this instance in the period
-	used     num.Dec // what this instance's calls moved the meter by in the period
-	low      num.Dec // renew when granted − used falls below this
-	expires  int64   // unix ns: a lease not renewed by then is void
-	denyTill int64   // unix ns: the fleet has nothing left (or the control plane is unreachable): deny until then without asking
-	fallback num.Dec // allowance past the lease while the control plane is unreachable
-	share    num.Dec // this instance's share of what remains (remaining / holders), as of the last grant
+	period    int64   // unix ns: the start of the period the lease belongs to
+	granted   num.Dec // allowance granted to this instance in the period
+	used      num.Dec // what this instance's calls moved the meter by in the period
+	low       num.Dec // renew when granted − used falls below this
+	expires   int64   // unix ns: a lease not renewed by then is void
+	denyTill  int64   // unix ns: the fleet has nothing left (or the control plane is unreachable): deny until then without asking
+	fallback  num.Dec // allowance past the lease while the control plane is unreachable
+	share     num.Dec // this instance's share of what remains (remaining / holders), as of the last grant
+	committed num.Dec // what the control plane had committed from this instance, as of the last grant
 	knowShare bool
-	asked    bool // Low was called for this grant
+	asked     bool // Low was called for this grant
 }
 
 // leased reports whether a limit is kept with leases.
@@ -196,13 +197,15 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 		// Whole units: fractions of a unit left on several instances serve none of them.
 		size = ahead.Ceil(0)
 	}
-	if l := m.leaseOf(); l != nil && l.period == period && l.knowShare {
-		// At most this instance's share of what remains: allowance is not parked on a
-		// few instances while others are refused, and near the limit leases shrink.
-		size = num.Min(size, num.Max(need, l.share))
-	}
 	size = num.Min(size, num.Max(limit.Value, need))
 	ask.Target = c.Add(ask.Used, size)
+	if l := m.leaseOf(); l != nil && l.period == period && l.knowShare {
+		// What this instance holds beyond what the control plane has committed from it
+		// (usage in flight and the unused rest) stays within its share of what remains:
+		// allowance is not parked on a few instances while others are refused, and near
+		// the limit leases shrink.
+		ask.Target = num.Max(c.Add(ask.Used, need), num.Min(ask.Target, c.Add(l.committed, l.share)))
+	}
 	return ask, true, c.Err
 }
 
@@ -224,9 +227,11 @@ type LeaseGrant struct {
 	Need               num.Dec       // the call that asked needs this much room (0: a renewal)
 	Recheck            time.Duration // when granted leaves no room for Need: deny until then
 	// Remaining (the limit less committed usage) and Holders (instances with a live
-	// lease, this one included), when the control plane said.
+	// lease, this one included), when the control plane said; Committed what it had
+	// committed from this instance.
 	Remaining num.Dec
 	Holders   int
+	Committed num.Dec
 }
 
 // ApplyLease sets a meter's lease to what the control plane granted. A grant for a
@@ -271,6 +276,7 @@ func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
 	l.knowShare = g.Holders > 0
 	if l.knowShare {
 		l.share = c.Quo(g.Remaining, num.FromInt(int64(g.Holders))).Ceil(0)
+		l.committed = g.Committed
 	}
 	// Renew once a quarter of what this grant gave is left (at least the call's need).
 	l.low = num.Max(g.Need, c.Quo(c.Sub(l.granted, l.used), num.FromInt(4)))

@@ -141,7 +141,7 @@ type LeaseGrant struct {
 	// parked on a few instances while others are refused.
 	Remaining string `json:"remaining,omitempty"`
 	Holders   int    `json:"holders,omitempty"`
-	Error       string    `json:"error,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // LeaseReturn gives back every lease an instance holds (a clean shutdown), once its

@@ -216,8 +216,10 @@ func (l *leaser) ask(ctx context.Context, keys []enforcement.LeaseKey, needs map
 		}
 		lg := enforcement.LeaseGrant{Owner: a.Owner, Entitlement: a.Entitlement, PeriodStart: a.PeriodStart,
 			Granted: granted, Expires: expires, Need: need, Recheck: leaseRecheck}
-		if rem, err := num.Parse(g.Remaining); err == nil && g.Holders > 0 {
-			lg.Remaining, lg.Holders = rem, g.Holders
+		rem, err1 := num.Parse(g.Remaining)
+		committed, err2 := num.Parse(g.Committed)
+		if err1 == nil && err2 == nil && g.Holders > 0 {
+			lg.Remaining, lg.Holders, lg.Committed = rem, g.Holders, committed
 		}
 		if err := c.eng.ApplyLease(ctx, lg); err != nil {
 			c.log.Debug("limitr: applying a lease failed", "customer", a.Owner, "err", err)
