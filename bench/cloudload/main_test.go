@@ -55,7 +55,7 @@ func TestScenarios(t *testing.T) {
 			[]string{"sustained: aggregation lag at 300 deltas/s", "20 customers, 40 meters, 300 rows", "after the last POST"}},
 		{"river", []string{"-river-duration", "500ms"},
 			[]string{"river: 20 jobs/s (fetch cooldown default), 10 jobs: commit → job start p50 ", "river: 200 jobs/s (fetch cooldown 5ms), 100 jobs"}},
-		{"overshoot", []string{"-limit", "300", "-fleet-rate", "500", "-fleet-configs", "50ms/50ms", "-fleet-mode", "both"},
+		{"overshoot", []string{"-limit", "300", "-fleet-rate", "500", "-fleet-configs", "50ms/50ms", "-fleet-mode", "both", "-check"},
 			[]string{"overshoot exact N=3 L=300", "overshoot 0 (budget 0)", "overshoot bounded N=3 L=300 F=50ms R=50ms", "bound min("}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
