@@ -192,7 +192,12 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 		rate = m.burn.rateNow()
 	}
 	var c num.Calc
-	size := num.Max(need, limit.Increment)
+	// A renewal (no call waiting) asks only for what the recent rate uses: an idle
+	// meter holds nothing more.
+	size := need
+	if need.IsPos() {
+		size = num.Max(need, limit.Increment)
+	}
 	if ahead, err := num.FromFloat64(rate * float64(horizon.Milliseconds())); err == nil && ahead.Cmp(size) > 0 {
 		// Whole units: fractions of a unit left on several instances serve none of them.
 		size = ahead.Ceil(0)

@@ -124,7 +124,17 @@ func (l *leaser) acquire(ctx context.Context, customer, ent string, need num.Dec
 		close(ch)
 		l.recordWait(time.Since(start))
 	}()
+	l.touch(k)
 	l.ask(ctx, []enforcement.LeaseKey{k}, map[enforcement.LeaseKey]num.Dec{k: need})
+}
+
+// touch marks a meter as in demand: the renewer keeps its lease alive for two TTLs.
+// Only calls mark it (waiting, or running low), never a renewal, so the lease of a
+// meter nobody calls lapses and its rest returns to the fleet.
+func (l *leaser) touch(k enforcement.LeaseKey) {
+	l.mu.Lock()
+	l.active[k] = time.Now()
+	l.mu.Unlock()
 }
 
 func (l *leaser) recordWait(d time.Duration) {
@@ -164,12 +174,6 @@ func (l *leaser) ask(ctx context.Context, keys []enforcement.LeaseKey, needs map
 	if len(asked) == 0 {
 		return
 	}
-	now := time.Now()
-	l.mu.Lock()
-	for _, a := range asked {
-		l.active[enforcement.LeaseKey{Customer: a.Owner, Entitlement: a.Entitlement}] = now
-	}
-	l.mu.Unlock()
 	l.requests.Add(1)
 	sent := time.Now()
 	code, data, err := c.call(ctx, http.MethodPost, wire.PathLeases, req)
@@ -262,12 +266,14 @@ func (l *leaser) renewer() {
 			return
 		case k := <-l.wake:
 			t.Stop()
+			l.touch(k)
 			keys = append(keys, k)
 			// Gather what ran low meanwhile into the same request.
 		gather:
 			for len(keys) < wire.MaxLeases {
 				select {
 				case k := <-l.wake:
+					l.touch(k)
 					keys = append(keys, k)
 				default:
 					break gather
