@@ -19,7 +19,11 @@ const MaxIDLength = 256
 
 // customer is one customer's mutable state. The profile (plan, type, refs, ...) is an
 // immutable value swapped atomically, so plan resolution through refs reads other
-// customers without taking their locks; meters and overrides are guarded by mu.
+// customers without taking their locks; meters and the extras are guarded by mu.
+//
+// A deployment holds millions of these, so the struct keeps only what every customer
+// uses on every call; what few customers have (overrides, grants, caps, idempotency
+// keys, a voucher) lives behind x, allocated on first use.
 type customer struct {
 	mu         sync.Mutex
 	id         string
@@ -28,16 +32,70 @@ type customer struct {
 	planCache  atomic.Pointer[planCacheEntry]
 	ownerCache atomic.Pointer[ownerCacheEntry]
 	capCount   atomic.Int32 // len(caps), readable without the lock
-	meters     []meter
-	overrides  map[string]*override
-	grants     []*grant
-	caps       []*spendCap
-	idem       map[string]idemRecord
 	deleted    bool
-	voucher    *voucherState
+	meters     []meter
+	x          *customerExtras // nil until the customer has any of it
+}
+
+// customerExtras is the customer state only some customers have. Guarded by the
+// customer's mu, like the fields it came from.
+type customerExtras struct {
+	overrides map[string]*override
+	grants    []*grant
+	caps      []*spendCap
+	idem      map[string]idemRecord
+	voucher   *voucherState
 	// topupsFor/topupsPlan record the policy and plan included topups were last synced to.
 	topupsFor  *policies.Policy
 	topupsPlan *policies.CompiledPlan
+}
+
+// extras returns the customer's extras, allocating them on first use. Caller holds c.mu.
+func (c *customer) extras() *customerExtras {
+	if c.x == nil {
+		c.x = &customerExtras{}
+	}
+	return c.x
+}
+
+// The getters below read the extras without allocating them; callers hold c.mu.
+
+func (c *customer) grants() []*grant {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.grants
+}
+
+func (c *customer) caps() []*spendCap {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.caps
+}
+
+// overrides is the customer's overrides by entitlement; nil (still readable, and
+// deletable from) when it has none.
+func (c *customer) overrides() map[string]*override {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.overrides
+}
+
+func (c *customer) voucher() *voucherState {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.voucher
+}
+
+// setVoucher sets (nil: drops) the customer's voucher. Caller holds c.mu.
+func (c *customer) setVoucher(st *voucherState) {
+	if st == nil && c.x == nil {
+		return
+	}
+	c.extras().voucher = st
 }
 
 // planCacheEntry is the plan resolved for a policy version and profile. A plan the
@@ -328,7 +386,9 @@ func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledP
 // invalidateLocked drops every cache derived from the profile. Caller holds c.mu.
 func (c *customer) invalidateLocked() {
 	c.planCache.Store(nil)
-	c.topupsFor, c.topupsPlan = nil, nil
+	if c.x != nil {
+		c.x.topupsFor, c.x.topupsPlan = nil, nil
+	}
 	for i := range c.meters {
 		c.meters[i].periodOf = nil
 	}
@@ -371,7 +431,8 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			prof.plan = p.DefaultPlan.Name
 		}
 	}
-	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1), voucher: specVoucher(spec)}
+	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1)}
+	c.setVoucher(specVoucher(spec))
 	c.info.Store(prof)
 	if plan := e.resolvePlan(p, spec.ID, prof); plan != nil {
 		// Sized to the plan: append would round 3 meters up to room for 4.
@@ -474,7 +535,7 @@ func (e *Engine) updateCustomer(p *policies.Policy, c *customer, spec CustomerSp
 	// Metadata in Limitr's voucher form sets the voucher; metadata without it leaves
 	// the voucher as it is (a prepaid balance is never dropped by a profile update).
 	if v := specVoucher(spec); v != nil {
-		c.voucher = v
+		c.setVoucher(v)
 	}
 	np.plan = spec.Plan
 	if np.plan == "" && e.planThroughRefs(p, c.id, &np) == nil && p.DefaultPlan != nil {

@@ -183,7 +183,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	now := e.now()
 	owner := res.owner
 	if commit && call.IdempotencyKey != "" {
-		if rec, ok := owner.idem[call.IdempotencyKey]; ok && now.UnixNano()-rec.at < int64(e.idemTTL) {
+		if rec, ok := owner.idemRecord(call.IdempotencyKey); ok && now.UnixNano()-rec.at < int64(e.idemTTL) {
 			unlockAll(locks)
 			return rec.allowed, nil
 		}
@@ -221,17 +221,17 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 		unlockAll(locks)
 		return allowed, nil
 	}
-	if len(owner.grants) > 0 || len(res.plan.Compiled) > 0 {
+	if len(owner.grants()) > 0 || len(res.plan.Compiled) > 0 {
 		e.syncIncludedLocked(p, owner, now.UnixNano())
 	}
-	if commit && len(owner.grants) > 0 {
+	if commit && len(owner.grants()) > 0 {
 		// Grant periods roll forward on access, like meter periods: an add or rollover
 		// reset that happened while nothing was drawn must not be lost.
 		owner.currentGrants(p, now.UnixNano())
 	}
 	var grantBuf []grantState
 	var capBuf []capRef
-	if len(owner.grants) > 0 || len(locks) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0 {
+	if len(owner.grants()) > 0 || len(locks) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0 {
 		sc := scratchPool.Get().(*callScratch)
 		defer sc.release()
 		grantBuf, capBuf = sc.grants[:0], sc.caps[:0]
@@ -265,7 +265,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 // call makes) — with the same rules as decide, without building a full decision. ok is
 // false when the call needs the full path; nothing has changed then.
 func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool, locked int) (allowed, ok bool) {
-	if m == nil || m.ext != nil || locked > 1 || len(owner.grants) > 0 || owner.capCount.Load() > 0 || owner.voucher != nil ||
+	if m == nil || m.ext != nil || locked > 1 || len(owner.grants()) > 0 || owner.capCount.Load() > 0 || owner.voucher() != nil ||
 		call.SetTo || call.Force || call.Quantity != "" || len(call.Caps) > 0 || call.HasOverhead ||
 		limit.GovernorEnabled || limit.Credit.Cost != nil {
 		return false, false
@@ -404,7 +404,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 		d.held = num.Zero
 	}
 	d.ownValid = limitAllows(limit, d.newValue, d.meterValue)
-	grantsApply := limit.GrantsApply && limit.Mode != policies.Observe && len(owner.grants) > 0
+	grantsApply := limit.GrantsApply && limit.Mode != policies.Observe && len(owner.grants()) > 0
 	capsPossible := len(locked) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0
 	// The common call (within a plain limit, nothing else in play) needs nothing more,
 	// unless its events are wanted: within the limit, those are meter-changed and
@@ -431,7 +431,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	// The pooled balance is only compared against when a hard limit (or held room) may
 	// need grants, or an ignore_grants cap subtracts what they cover; computing it means
 	// converting through the exchange, so it is skipped otherwise.
-	if grantsApply && (limit.Mode == policies.Hard || !d.held.IsZero() || capsPossible || owner.voucher != nil) {
+	if grantsApply && (limit.Mode == policies.Hard || !d.held.IsZero() || capsPossible || owner.voucher() != nil) {
 		states := owner.grantStates(p, nowNs, grantBuf)
 		d.grantsPooled = pooled(p, owner, credit.Name, d.billable, states)
 	}
@@ -487,7 +487,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 		d.denied = deniedByLimit
 		return caps, nil
 	}
-	if owner.voucher != nil && !d.ownValid && !d.coverAll && d.overage.IsPos() {
+	if owner.voucher() != nil && !d.ownValid && !d.coverAll && d.overage.IsPos() {
 		// The voucher pays what grants leave of the overage, priced from where the
 		// grants stop; a call it cannot pay is denied (forced calls go through unpaid).
 		covered := num.Zero
@@ -495,7 +495,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 			covered = num.Min(d.overage, d.grantsPooled)
 		}
 		uncovered := c.Sub(d.overage, covered)
-		debit, ok := voucherPays(owner.voucher, p, credit, uncovered, c.Add(d.billable, covered), nowNs)
+		debit, ok := voucherPays(owner.voucher(), p, credit, uncovered, c.Add(d.billable, covered), nowNs)
 		if c.Err != nil {
 			return caps, c.Err
 		}
@@ -523,11 +523,11 @@ func (e *Engine) collectCaps(caps []capRef, d *decision, p *policies.Policy, res
 	ent, credit := res.ce.Name, d.limit.Credit.Name
 	callerType := res.caller.info.Load().typ
 	for _, h := range locked {
-		if h.deleted || len(h.caps) == 0 {
+		if h.deleted || len(h.caps()) == 0 {
 			continue
 		}
 		loc, anchor := h.location(p), h.info.Load().anchor
-		for _, sc := range h.caps {
+		for _, sc := range h.caps() {
 			if h != res.caller && (!sc.cfg.Shared || (len(sc.cfg.SharedWith) > 0 && !slices.Contains(sc.cfg.SharedWith, callerType))) {
 				continue
 			}
@@ -655,7 +655,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 	}
 	m.burn.push(nowNs/int64(time.Millisecond), toFloat32(d.amount), d.limit.EWMAAlphaF)
 	draw, left := grantDraw{}, d.overage
-	grantsApply := d.limit.GrantsApply && d.limit.Mode != policies.Observe && len(owner.grants) > 0
+	grantsApply := d.limit.GrantsApply && d.limit.Mode != policies.Observe && len(owner.grants()) > 0
 	if (d.coverAll || !d.ownValid) && d.overage.IsPos() && grantsApply {
 		owner.currentGrants(p, nowNs)
 		draw, left = drawGrants(p, owner, d.limit.Credit.Name, d.overage, d.billable, e.usage)
@@ -775,18 +775,28 @@ func limitAllows(l *policies.CompiledLimit, newValue, current num.Dec) bool {
 	return newValue.Cmp(l.Value) <= 0
 }
 
+// idemRecord is the outcome remembered for an idempotency key. Caller holds c.mu.
+func (c *customer) idemRecord(key string) (idemRecord, bool) {
+	if c.x == nil {
+		return idemRecord{}, false
+	}
+	rec, ok := c.x.idem[key]
+	return rec, ok
+}
+
 // remember stores an idempotency outcome, pruning expired keys when the map grows.
 func (e *Engine) remember(c *customer, key string, allowed bool, now time.Time) {
-	if c.idem == nil {
-		c.idem = map[string]idemRecord{}
+	x := c.extras()
+	if x.idem == nil {
+		x.idem = map[string]idemRecord{}
 	}
-	if len(c.idem) >= 1024 && len(c.idem)&(len(c.idem)-1) == 0 {
+	if len(x.idem) >= 1024 && len(x.idem)&(len(x.idem)-1) == 0 {
 		cutoff := now.UnixNano() - int64(e.idemTTL)
-		for k, r := range c.idem {
+		for k, r := range x.idem {
 			if r.at < cutoff {
-				delete(c.idem, k)
+				delete(x.idem, k)
 			}
 		}
 	}
-	c.idem[key] = idemRecord{allowed: allowed, at: now.UnixNano()}
+	x.idem[key] = idemRecord{allowed: allowed, at: now.UnixNano()}
 }

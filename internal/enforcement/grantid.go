@@ -44,7 +44,7 @@ func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string,
 		c.mu.Unlock()
 		return false, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
 	}
-	for _, g := range c.grants {
+	for _, g := range c.grants() {
 		if g.id == grantID {
 			c.mu.Unlock()
 			return false, nil
@@ -86,7 +86,8 @@ func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string,
 			return false, nil // drained for good, as drawGrants would have left it
 		}
 	}
-	c.grants = append(c.grants, g)
+	x := c.extras()
+	x.grants = append(x.grants, g)
 	snap := e.snapshotLocked(p, c)
 	c.mu.Unlock()
 	e.emit(Event{Type: EventCustomerTopupGranted, Customer: snap, Plan: plan.Name, Time: now,

@@ -54,10 +54,10 @@ func (e *Engine) read(id, ent string, o ReadOptions) (reading, error) {
 			}
 		}
 	}
-	if len(owner.grants) > 0 {
+	if len(owner.grants()) > 0 {
 		owner.currentGrants(p, now.UnixNano())
 	}
-	if l := r.limit; l != nil && !o.WithoutGrants && l.GrantsApply && l.Mode != policies.Observe && len(owner.grants) > 0 {
+	if l := r.limit; l != nil && !o.WithoutGrants && l.GrantsApply && l.Mode != policies.Observe && len(owner.grants()) > 0 {
 		var c num.Calc
 		billable := num.Max(num.Zero, c.Sub(r.value, l.Value))
 		r.grants = pooled(p, owner, l.Credit.Name, billable, owner.grantStates(p, now.UnixNano(), nil))

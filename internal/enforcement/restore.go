@@ -84,9 +84,12 @@ func (e *Engine) LoadCustomers(ctx context.Context, snaps []*Customer) error {
 // adopt takes a restored state as the customer's own. Caller holds c.mu, or c is not
 // registered yet.
 func (c *customer) adopt(state *restored) {
-	c.meters, c.overrides, c.grants, c.caps = state.meters, state.overrides, state.grants, state.caps
-	c.voucher = state.voucher
-	c.capCount.Store(int32(len(c.caps)))
+	c.meters = state.meters
+	if c.x != nil || state.overrides != nil || state.grants != nil || state.caps != nil || state.voucher != nil {
+		x := c.extras()
+		x.overrides, x.grants, x.caps, x.voucher = state.overrides, state.grants, state.caps, state.voucher
+	}
+	c.capCount.Store(int32(len(c.caps())))
 }
 
 type restored struct {

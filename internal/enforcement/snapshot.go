@@ -382,16 +382,16 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		Type:          prof.typ,
 		Label:         prof.label,
 		Meters:        make(map[string]Meter, len(c.meters)),
-		Overrides:     make(map[string]Override, len(c.overrides)),
-		Grants:        make(map[string]Grant, len(c.grants)),
-		Caps:          make(map[string]Cap, len(c.caps)),
-		Metadata:      metadataWithVoucher(maps.Clone(prof.metadata), c.voucher),
+		Overrides:     make(map[string]Override, len(c.overrides())),
+		Grants:        make(map[string]Grant, len(c.grants())),
+		Caps:          make(map[string]Cap, len(c.caps())),
+		Metadata:      metadataWithVoucher(maps.Clone(prof.metadata), c.voucher()),
 		Timezone:      prof.tz,
 		BillingAnchor: prof.anchor,
 		Created:       prof.created,
 	}
-	if c.voucher != nil {
-		s.Voucher = c.voucher.public()
+	if c.voucher() != nil {
+		s.Voucher = c.voucher().public()
 	}
 	if pl := e.resolvePlan(p, c.id, prof); pl != nil {
 		s.ResolvedPlan = pl.Name
@@ -437,10 +437,10 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		out.exact = x
 		s.Meters[m.ent] = out
 	}
-	for name, o := range c.overrides {
+	for name, o := range c.overrides() {
 		s.Overrides[name] = o.spec
 	}
-	for _, g := range c.grants {
+	for _, g := range c.grants() {
 		st := g.at(nowNs, loc, prof.anchor)
 		if st.expired {
 			continue
@@ -449,7 +449,7 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		cp.settle(st)
 		s.Grants[g.id] = grantOutput(&cp)
 	}
-	for _, sc := range c.caps {
+	for _, sc := range c.caps() {
 		if cp := e.capSnapshot(p, c, sc, nowNs); sc.expiresOn == 0 || sc.expiresOn >= nowNs {
 			s.Caps[sc.cfg.ID] = cp
 		}
@@ -506,7 +506,7 @@ func (e *Engine) meterLimit(p *policies.Policy, c *customer, prof *profile, ent 
 	if ce == nil {
 		return nil
 	}
-	if o := c.overrides[ent]; o != nil && o.policy == p && (o.spec.ExpiresAt.IsZero() || now.Before(o.spec.ExpiresAt)) {
+	if o := c.overrides()[ent]; o != nil && o.policy == p && (o.spec.ExpiresAt.IsZero() || now.Before(o.spec.ExpiresAt)) {
 		return o.compiled
 	}
 	return ce.Limit

@@ -518,11 +518,11 @@ func (e *Engine) ApplyGrantDraws(ctx context.Context, id string, draws []RemoteG
 	}
 	e.syncIncludedLocked(p, c, now)
 	c.currentGrants(p, now)
-	if len(draws) == 0 || len(c.grants) == 0 {
+	if len(draws) == 0 || len(c.grants()) == 0 {
 		return nil
 	}
 	var calc num.Calc
-	for _, g := range c.grants {
+	for _, g := range c.grants() {
 		drawn, matched, err := e.drawnLocked(p, c, g, draws)
 		if err != nil {
 			return err
