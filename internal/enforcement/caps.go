@@ -383,7 +383,7 @@ func (e *Engine) capAdmin(id, capID, event string, change func(c *customer, i in
 
 // capSnapshot reports a cap at now. Caller holds c.mu.
 func (e *Engine) capSnapshot(p *policies.Policy, c *customer, sc *spendCap, now int64) Cap {
-	st := sc.at(now, c.location(p), c.info.Load().anchor)
+	st := sc.at(now, c.location(p), c.anchor())
 	out := sc.cfg
 	out.Credit = sc.credit
 	out.Value = num.Float64(sc.ceiling)

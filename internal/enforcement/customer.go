@@ -27,9 +27,9 @@ const MaxIDLength = 256
 type customer struct {
 	mu         sync.Mutex
 	id         string
-	seq        uint64 // creation order: locks on several customers are taken in seq order
+	seq        uint64    // creation order: locks on several customers are taken in seq order
+	created    time.Time // set before the customer is shared, changed only by a restore under mu
 	info       atomic.Pointer[profile]
-	planCache  atomic.Pointer[planCacheEntry]
 	ownerCache atomic.Pointer[ownerCacheEntry]
 	capCount   atomic.Int32 // len(caps), readable without the lock
 	deleted    bool
@@ -98,13 +98,12 @@ func (c *customer) setVoucher(st *voucherState) {
 	c.extras().voucher = st
 }
 
-// planCacheEntry is the plan resolved for a policy version and profile. A plan the
-// customer names itself (gen 0) stays valid for them; one inherited through refs only
-// while the engine's refs generation is gen (never 0 once a customer exists, as
-// registering one moves it).
+// planCacheEntry is the plan resolved for a policy version and the profile holding
+// the entry. A plan the profile names itself (gen 0) stays valid; one inherited through
+// refs only while the engine's refs generation is gen (never 0 once a customer exists,
+// as registering one moves it).
 type planCacheEntry struct {
 	policy *policies.Policy
-	prof   *profile
 	plan   *policies.CompiledPlan
 	gen    uint64
 }
@@ -117,7 +116,23 @@ type ownerCacheEntry struct {
 	owner *customer
 }
 
+// profile is what describes a customer (plan, type, refs, ...): immutable once stored,
+// replaced whole on change. Most customers of a deployment have the same few profiles
+// (a plan, type "user", label "User", nothing else), so identical plain profiles are
+// shared (Engine.intern) and nothing per customer lives here: the creation time is the
+// customer's, and the anchor is kept only when it is not the creation time.
 type profile struct {
+	profileData
+	// planCache is the plan this profile resolves to, cached per policy version.
+	// Resolution reads only the profile and, through its refs, other customers, and
+	// customer ids only to stop at cycles; a shared profile has no refs and one with
+	// refs belongs to one customer, so the entry is valid for every holder.
+	planCache atomic.Pointer[planCacheEntry]
+}
+
+// profileData is the profile's value; copying it makes a changed profile without the
+// original's cache.
+type profileData struct {
 	plan     string // "" inherits through refs
 	typ      string
 	label    string
@@ -126,8 +141,55 @@ type profile struct {
 	metadata map[string]any
 	tz       string
 	loc      *time.Location // nil: the policy's zone
-	anchor   time.Time      // billing anchor for monthly:anchor
-	created  time.Time
+	anchor   time.Time      // billing anchor for monthly:anchor; zero: the customer's creation
+}
+
+// clone returns a copy of p to change before storing it.
+func (p *profile) clone() *profile { return &profile{profileData: p.profileData} }
+
+// maxInterned bounds the shared profiles an engine keeps. Profiles are few in practice
+// (plans × types × labels × zones); if labels are per customer, say, sharing stops
+// paying off and later customers simply get their own.
+const maxInterned = 4096
+
+// profileKey identifies a plain profile: the fields left once refs, alt ids, metadata
+// and an own anchor are ruled out (loc follows from tz).
+type profileKey struct{ plan, typ, label, tz string }
+
+// profileTable holds the engine's shared profiles.
+type profileTable struct {
+	mu sync.Mutex
+	m  map[profileKey]*profile
+}
+
+// intern returns the shared profile equal to prof when prof is plain, else prof. The
+// result is stored and never changed: profiles are replaced, not mutated.
+func (e *Engine) intern(prof *profile) *profile {
+	if prof.refs != nil || prof.altIDs != nil || prof.metadata != nil || !prof.anchor.IsZero() {
+		return prof
+	}
+	k := profileKey{plan: prof.plan, typ: prof.typ, label: prof.label, tz: prof.tz}
+	t := &e.profiles
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.m[k]; ok {
+		return shared
+	}
+	if len(t.m) < maxInterned {
+		if t.m == nil {
+			t.m = map[profileKey]*profile{}
+		}
+		t.m[k] = prof
+	}
+	return prof
+}
+
+// anchor is the customer's billing anchor. Caller holds c.mu (or c is not shared yet).
+func (c *customer) anchor() time.Time {
+	if a := c.info.Load().anchor; !a.IsZero() {
+		return a
+	}
+	return c.created
 }
 
 // meter is the usage of one entitlement in the current period.
@@ -369,7 +431,7 @@ func (c *customer) meter(ent string) *meter {
 // c.mu: the cache entry names the profile it was computed from.
 func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledPlan {
 	prof := c.info.Load()
-	if pc := c.planCache.Load(); pc != nil && pc.policy == p && pc.prof == prof && (pc.gen == 0 || pc.gen == e.refsGen.Load()) {
+	if pc := prof.planCache.Load(); pc != nil && pc.policy == p && (pc.gen == 0 || pc.gen == e.refsGen.Load()) {
 		return pc.plan
 	}
 	gen := e.refsGen.Load() // before resolving: a change meanwhile makes the entry stale
@@ -378,14 +440,14 @@ func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledP
 		if prof.plan == pl.Name {
 			gen = 0 // its own plan: no other customer can change it
 		}
-		c.planCache.Store(&planCacheEntry{policy: p, prof: prof, plan: pl, gen: gen})
+		prof.planCache.Store(&planCacheEntry{policy: p, plan: pl, gen: gen})
 	}
 	return pl
 }
 
-// invalidateLocked drops every cache derived from the profile. Caller holds c.mu.
+// invalidateLocked drops every cache derived from the profile (the plan cache lives on
+// the profile, so a new profile starts without one). Caller holds c.mu.
 func (c *customer) invalidateLocked() {
-	c.planCache.Store(nil)
 	if c.x != nil {
 		c.x.topupsFor, c.x.topupsPlan = nil, nil
 	}
@@ -420,8 +482,9 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 	if spec.Created != nil && !spec.Created.IsZero() {
 		created = spec.Created.UTC()
 	}
-	prof := &profile{typ: "user", label: "User", created: created, anchor: created}
+	prof := &profile{profileData: profileData{typ: "user", label: "User"}}
 	applySpec(prof, spec)
+	prof.dropDefaultAnchor(created)
 	prof.plan = spec.Plan
 	if prof.plan == "" {
 		if e.planThroughRefs(p, spec.ID, prof) == nil {
@@ -431,8 +494,9 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			prof.plan = p.DefaultPlan.Name
 		}
 	}
-	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1)}
+	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1), created: created}
 	c.setVoucher(specVoucher(spec))
+	prof = e.intern(prof)
 	c.info.Store(prof)
 	if plan := e.resolvePlan(p, spec.ID, prof); plan != nil {
 		// Sized to the plan: append would round 3 meters up to room for 4.
@@ -478,6 +542,14 @@ func applySpec(prof *profile, spec CustomerSpec) {
 	}
 }
 
+// dropDefaultAnchor clears an anchor that is exactly the creation time (the same
+// value, zone included): zero means that, and keeps the profile shareable.
+func (prof *profile) dropDefaultAnchor(created time.Time) {
+	if prof.anchor == created {
+		prof.anchor = time.Time{}
+	}
+}
+
 // register adds a new customer and its alt ids under the shard locks.
 func (e *Engine) register(c *customer, alts []string) error {
 	s := &e.shards[shardFor(c.id)]
@@ -514,9 +586,9 @@ func (e *Engine) addAltIDs(c *customer, alts []string) error {
 			if slices.Contains(old.altIDs, a) {
 				break
 			}
-			np := *old
+			np := old.clone()
 			np.altIDs = append(slices.Clone(old.altIDs), a)
-			if c.info.CompareAndSwap(old, &np) {
+			if c.info.CompareAndSwap(old, np) {
 				break
 			}
 		}
@@ -530,18 +602,19 @@ func (e *Engine) updateCustomer(p *policies.Policy, c *customer, spec CustomerSp
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrUnknownCustomer, spec.ID)
 	}
-	np := *c.info.Load()
-	applySpec(&np, spec)
+	np := c.info.Load().clone()
+	applySpec(np, spec)
+	np.dropDefaultAnchor(c.created)
 	// Metadata in Limitr's voucher form sets the voucher; metadata without it leaves
 	// the voucher as it is (a prepaid balance is never dropped by a profile update).
 	if v := specVoucher(spec); v != nil {
 		c.setVoucher(v)
 	}
 	np.plan = spec.Plan
-	if np.plan == "" && e.planThroughRefs(p, c.id, &np) == nil && p.DefaultPlan != nil {
+	if np.plan == "" && e.planThroughRefs(p, c.id, np) == nil && p.DefaultPlan != nil {
 		np.plan = p.DefaultPlan.Name
 	}
-	c.info.Store(&np)
+	c.info.Store(e.intern(np))
 	e.refsChanged()
 	c.invalidateLocked()
 	c.mu.Unlock()
@@ -601,9 +674,9 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 			*m = meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano(), pending: m.pending}
 		}
 	}
-	np := *old
+	np := old.clone()
 	np.plan = plan
-	c.info.Store(&np)
+	c.info.Store(e.intern(np))
 	e.refsChanged()
 	c.invalidateLocked()
 	e.syncIncludedLocked(p, c, now.UnixNano())

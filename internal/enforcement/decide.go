@@ -375,14 +375,13 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	if m != nil {
 		d.prior, d.meterValue, d.overheadBefore = m.value, m.value, m.overhead
 		if limit.Resets() && (m.periodOf != limit || nowNs >= m.periodEnd) {
-			prof := owner.info.Load()
-			loc := owner.location(p)
-			start := limit.Reset.CurrentStart(m.startedAt(), now, loc, prof.anchor)
+			loc, anchor := owner.location(p), owner.anchor()
+			start := limit.Reset.CurrentStart(m.startedAt(), now, loc, anchor)
 			if start.UnixNano() != m.started {
 				d.reset, d.resetStart = true, start.UnixNano()
 				d.meterValue, d.overheadBefore = num.Zero, num.Zero
 			} else {
-				m.periodOf, m.periodEnd = limit, periodEnd(limit, start, loc, prof.anchor)
+				m.periodOf, m.periodEnd = limit, periodEnd(limit, start, loc, anchor)
 			}
 		}
 	}
@@ -526,7 +525,7 @@ func (e *Engine) collectCaps(caps []capRef, d *decision, p *policies.Policy, res
 		if h.deleted || len(h.caps()) == 0 {
 			continue
 		}
-		loc, anchor := h.location(p), h.info.Load().anchor
+		loc, anchor := h.location(p), h.anchor()
 		for _, sc := range h.caps() {
 			if h != res.caller && (!sc.cfg.Shared || (len(sc.cfg.SharedWith) > 0 && !slices.Contains(sc.cfg.SharedWith, callerType))) {
 				continue
@@ -603,7 +602,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 	nowNs := now.UnixNano()
 	if d.reset {
 		m.resetPeriod(d.resetStart)
-		m.periodOf, m.periodEnd = d.limit, periodEnd(d.limit, time.Unix(0, d.resetStart), owner.location(p), owner.info.Load().anchor)
+		m.periodOf, m.periodEnd = d.limit, periodEnd(d.limit, time.Unix(0, d.resetStart), owner.location(p), owner.anchor())
 	}
 	if m != nil && m.ext != nil && d.amount.IsPos() {
 		m.pruneHolds(nowNs)

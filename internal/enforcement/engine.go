@@ -30,6 +30,7 @@ type Engine struct {
 	grantSeq    atomic.Uint64
 	holdSeq     atomic.Uint64
 	estimates   estimateBook
+	profiles    profileTable   // shared plain profiles
 	usage       *usageRecorder // nil unless usage is recorded for cloud sync
 	// refsGen moves on every change to any customer's profile and to the set of
 	// customers. Plans inherited through refs and scope owners are cached per customer

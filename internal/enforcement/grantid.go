@@ -100,7 +100,7 @@ func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string,
 // this instance's draws not committed yet. matched reports whether any committed draw
 // matched. Caller holds c.mu.
 func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []RemoteGrantDraw) (drawn num.Dec, matched bool, err error) {
-	start := g.periodStart(c.location(p), c.info.Load().anchor)
+	start := g.periodStart(c.location(p), c.anchor())
 	var calc num.Calc
 	drawn = num.Zero
 	for _, d := range draws {
@@ -110,7 +110,7 @@ func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []
 	}
 	if e.usage != nil {
 		e.usage.mu.Lock()
-		drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.info.Load().created.UnixNano()}))
+		drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.created.UnixNano()}))
 		e.usage.mu.Unlock()
 	}
 	return drawn, matched, calc.Err

@@ -163,7 +163,7 @@ func (c *customer) currentGrants(p *policies.Policy, now int64) {
 	if len(c.grants()) == 0 {
 		return
 	}
-	loc, anchor := c.location(p), c.info.Load().anchor
+	loc, anchor := c.location(p), c.anchor()
 	kept := c.grants()[:0]
 	for _, g := range c.grants() {
 		if g.settle(g.at(now, loc, anchor)) {
@@ -286,7 +286,7 @@ func (c *customer) grantStates(p *policies.Policy, now int64, buf []grantState) 
 	if len(c.grants()) == 0 {
 		return buf
 	}
-	loc, anchor := c.location(p), c.info.Load().anchor
+	loc, anchor := c.location(p), c.anchor()
 	for _, g := range c.grants() {
 		buf = append(buf, g.at(now, loc, anchor))
 	}
@@ -356,7 +356,7 @@ func drawGrants(p *policies.Policy, c *customer, credit string, overage, positio
 			var loc *time.Location
 			var anchor time.Time
 			if !g.def.reset.Schedule.IsZero() {
-				loc, anchor = c.location(p), c.info.Load().anchor
+				loc, anchor = c.location(p), c.anchor()
 			}
 			r.recordDraw(c, g.id, g.periodStart(loc, anchor), taken)
 		}
@@ -483,8 +483,8 @@ func (e *Engine) syncIncludedLocked(p *policies.Policy, c *customer, now int64) 
 			// every instance holds the same grant with the same periods, and draws
 			// synced from other instances can be matched to it.
 			at := now
-			if prof := c.info.Load(); prof != nil && !prof.created.IsZero() {
-				at = prof.created.UnixNano()
+			if !c.created.IsZero() {
+				at = c.created.UnixNano()
 			}
 			g := e.newGrant(t, true, at)
 			g.id = IncludedGrantID(t.Name)

@@ -56,9 +56,9 @@ func (e *Engine) SetCustomer(ctx context.Context, snap *Customer, events bool) e
 				s.mu.Unlock()
 			}
 		}
-		np := *c.info.Load()
+		np := c.info.Load().clone()
 		np.altIDs = nil
-		c.info.Store(&np)
+		c.info.Store(e.intern(np))
 		e.refsChanged()
 	}
 	if err := e.addAltIDs(c, snap.AltIDs); err != nil {
@@ -84,6 +84,7 @@ func (e *Engine) LoadCustomers(ctx context.Context, snaps []*Customer) error {
 // adopt takes a restored state as the customer's own. Caller holds c.mu, or c is not
 // registered yet.
 func (c *customer) adopt(state *restored) {
+	c.created = state.created
 	c.meters = state.meters
 	if c.x != nil || state.overrides != nil || state.grants != nil || state.caps != nil || state.voucher != nil {
 		x := c.extras()
@@ -94,6 +95,7 @@ func (c *customer) adopt(state *restored) {
 
 type restored struct {
 	prof      *profile
+	created   time.Time
 	meters    []meter
 	overrides map[string]*override
 	grants    []*grant
@@ -112,8 +114,8 @@ func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time)
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	prof := &profile{plan: snap.Plan, typ: snap.Type, label: snap.Label, refs: slices.Clone(snap.Refs),
-		altIDs: nil, metadata: maps.Clone(snap.Metadata), tz: snap.Timezone, anchor: snap.BillingAnchor, created: snap.Created}
+	prof := &profile{profileData: profileData{plan: snap.Plan, typ: snap.Type, label: snap.Label, refs: slices.Clone(snap.Refs),
+		altIDs: nil, metadata: maps.Clone(snap.Metadata), tz: snap.Timezone, anchor: snap.BillingAnchor}}
 	if prof.typ == "" {
 		prof.typ = "user"
 	}
@@ -123,13 +125,12 @@ func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time)
 	if prof.tz != "" {
 		prof.loc, _ = time.LoadLocation(prof.tz)
 	}
-	if prof.created.IsZero() {
-		prof.created = now
+	created := snap.Created
+	if created.IsZero() {
+		created = now
 	}
-	if prof.anchor.IsZero() {
-		prof.anchor = prof.created
-	}
-	r := &restored{prof: prof}
+	prof.dropDefaultAnchor(created) // a zero anchor is the creation time already
+	r := &restored{prof: e.intern(prof), created: created}
 	v := snap.Voucher
 	if v == nil {
 		var err error

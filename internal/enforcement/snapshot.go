@@ -387,8 +387,8 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		Caps:          make(map[string]Cap, len(c.caps())),
 		Metadata:      metadataWithVoucher(maps.Clone(prof.metadata), c.voucher()),
 		Timezone:      prof.tz,
-		BillingAnchor: prof.anchor,
-		Created:       prof.created,
+		BillingAnchor: c.anchor(),
+		Created:       c.created,
 	}
 	if c.voucher() != nil {
 		s.Voucher = c.voucher().public()
@@ -403,7 +403,7 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		out := Meter{Credit: m.credit, Started: m.startedAt()}
 		pending := false
 		if l := e.meterLimit(p, c, prof, m.ent, now); l != nil && l.Resets() {
-			if start := l.Reset.CurrentStart(out.Started, now, loc, prof.anchor); !start.Equal(out.Started) {
+			if start := l.Reset.CurrentStart(out.Started, now, loc, s.BillingAnchor); !start.Equal(out.Started) {
 				out.Started, x.value, x.overhead, pending = start, num.Zero, num.Zero, true
 			}
 		}
@@ -441,7 +441,7 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		s.Overrides[name] = o.spec
 	}
 	for _, g := range c.grants() {
-		st := g.at(nowNs, loc, prof.anchor)
+		st := g.at(nowNs, loc, s.BillingAnchor)
 		if st.expired {
 			continue
 		}

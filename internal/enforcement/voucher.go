@@ -229,7 +229,7 @@ func metaDec(x any) (num.Dec, error) {
 // voucherKey is where a voucher's debits are recorded for cloud sync: beside grant
 // draws, under the voucher's id, flagged so the drain sends them as voucher debits.
 func voucherKey(c *customer, id string) grantKey {
-	return grantKey{customer: c.id, grant: id, created: c.info.Load().created.UnixNano(), voucher: true}
+	return grantKey{customer: c.id, grant: id, created: c.created.UnixNano(), voucher: true}
 }
 
 // SetVoucher gives a customer a voucher, replacing any it had; nil removes it.
