@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,11 +193,11 @@ func (c *customer) anchor() time.Time {
 	return c.created
 }
 
-// meter is the usage of one entitlement in the current period.
+// meter is the usage of one entitlement in the current period. A deployment holds
+// millions of them, so every byte counts: see meterKey.
 type meter struct {
-	ent      string
-	credit   string
-	started  int64 // unix nanoseconds: start of the current period
+	key      *meterKey // the entitlement, and the credit it is metered in
+	started  int64     // unix nanoseconds: start of the current period
 	value    num.Dec
 	overhead num.Dec // runes spent this period
 	// periodEnd caches when the current period ends under periodOf, so a warm call
@@ -206,6 +207,55 @@ type meter struct {
 	ext       *meterExt     // holds, governor, attribution; nil until needed
 	pending   *pendingUsage // usage not yet drained for cloud sync
 	burn      burn          // recent calls, for the burn-rate reads
+}
+
+// meterKey is what a meter counts: its entitlement and the credit it was last metered
+// in. Meters share one per distinct pair (Engine.meterKey) instead of holding the two
+// strings: millions of meters, a handful of pairs.
+type meterKey struct {
+	ent, credit string
+}
+
+// meterKeyTable holds an engine's meter keys. Pairs come from the policies enforced
+// and from restored or synced state, so the table stays as small as the names a
+// deployment uses; it is never pruned.
+type meterKeyTable struct {
+	mu sync.RWMutex
+	m  map[meterKey]*meterKey
+}
+
+// meterKey returns the shared key for ent metered in credit.
+func (e *Engine) meterKey(ent, credit string) *meterKey {
+	t := &e.meterKeys
+	k := meterKey{ent: ent, credit: credit}
+	t.mu.RLock()
+	shared := t.m[k]
+	t.mu.RUnlock()
+	if shared != nil {
+		return shared
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared := t.m[k]; shared != nil {
+		return shared
+	}
+	if t.m == nil {
+		t.m = map[meterKey]*meterKey{}
+	}
+	// Cloned: the key outlives whatever buffer the names came from.
+	shared = &meterKey{ent: strings.Clone(ent), credit: strings.Clone(credit)}
+	t.m[k] = shared
+	return shared
+}
+
+func (m *meter) ent() string    { return m.key.ent }
+func (m *meter) credit() string { return m.key.credit }
+
+// setCredit records the credit the meter is metered in. Caller holds the owner's mu.
+func (e *Engine) setCredit(m *meter, credit string) {
+	if m.key.credit != credit {
+		m.key = e.meterKey(m.key.ent, credit)
+	}
 }
 
 // meterExt is the meter state only some entitlements need.
@@ -420,7 +470,7 @@ func (p *profile) refNode(id string) policies.RefNode {
 
 func (c *customer) meter(ent string) *meter {
 	for i := range c.meters {
-		if c.meters[i].ent == ent {
+		if c.meters[i].key.ent == ent {
 			return &c.meters[i]
 		}
 	}
@@ -505,7 +555,7 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			if ce.Scope != "" && ce.Scope != prof.typ {
 				continue // metered on the scoped customer, not here
 			}
-			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: created.UnixNano()})
+			c.meters = append(c.meters, meter{key: e.meterKey(ce.Name, ce.Limit.Credit.Name), started: created.UnixNano()})
 		}
 	}
 	e.syncIncludedLocked(p, c, now.UnixNano())
@@ -668,10 +718,10 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 		m := c.meter(ce.Name)
 		switch {
 		case m == nil:
-			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: anchor})
+			c.meters = append(c.meters, meter{key: e.meterKey(ce.Name, ce.Limit.Credit.Name), started: anchor})
 		case overwriteMeters:
 			// Usage not yet synced keeps its own period; it is still owed to the server.
-			*m = meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano(), pending: m.pending}
+			*m = meter{key: e.meterKey(ce.Name, ce.Limit.Credit.Name), started: now.UnixNano(), pending: m.pending}
 		}
 	}
 	np := old.clone()

@@ -323,9 +323,7 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 		e.record(owner, m, limit.Credit.Name, moved, cost, num.Zero, num.Zero) // no overage here, so no grant draws
 	}
 	m.value = next
-	if m.credit != limit.Credit.Name {
-		m.credit = limit.Credit.Name
-	}
+	e.setCredit(m, limit.Credit.Name)
 	m.burn.push(nowNs/int64(time.Millisecond), toFloat32(amount), limit.EWMAAlphaF)
 	return true, true
 }
@@ -635,12 +633,10 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		return e.meterEvents(p, res, d, call, now, grantDraw{}, d.overage)
 	}
 	if m == nil {
-		owner.meters = append(owner.meters, meter{ent: res.ce.Name, started: nowNs})
+		owner.meters = append(owner.meters, meter{key: e.meterKey(res.ce.Name, d.limit.Credit.Name), started: nowNs})
 		m = &owner.meters[len(owner.meters)-1]
 	}
-	if m.credit != d.limit.Credit.Name {
-		m.credit = d.limit.Credit.Name
-	}
+	e.setCredit(m, d.limit.Credit.Name)
 	m.value = d.newValue
 	if d.voucherDebit.IsPos() {
 		e.debitVoucher(owner, d.voucherDebit)

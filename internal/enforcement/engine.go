@@ -31,6 +31,7 @@ type Engine struct {
 	holdSeq     atomic.Uint64
 	estimates   estimateBook
 	profiles    profileTable   // shared plain profiles
+	meterKeys   meterKeyTable  // shared meter keys
 	usage       *usageRecorder // nil unless usage is recorded for cloud sync
 	// refsGen moves on every change to any customer's profile and to the set of
 	// customers. Plans inherited through refs and scope owners are cached per customer

@@ -147,7 +147,7 @@ func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time)
 	}
 	for _, name := range sortedKeys(snap.Meters) {
 		sm := snap.Meters[name]
-		m := meter{ent: name, credit: sm.Credit, started: sm.Started.UnixNano()}
+		m := meter{key: e.meterKey(name, sm.Credit), started: sm.Started.UnixNano()}
 		if sm.Started.IsZero() {
 			m.started = now.UnixNano()
 		}

@@ -400,9 +400,9 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 	for i := range c.meters {
 		m := &c.meters[i]
 		x := &meterExact{value: m.value, overhead: m.overhead}
-		out := Meter{Credit: m.credit, Started: m.startedAt()}
+		out := Meter{Credit: m.credit(), Started: m.startedAt()}
 		pending := false
-		if l := e.meterLimit(p, c, prof, m.ent, now); l != nil && l.Resets() {
+		if l := e.meterLimit(p, c, prof, m.ent(), now); l != nil && l.Resets() {
 			if start := l.Reset.CurrentStart(out.Started, now, loc, s.BillingAnchor); !start.Equal(out.Started) {
 				out.Started, x.value, x.overhead, pending = start, num.Zero, num.Zero, true
 			}
@@ -412,7 +412,7 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 				out.Holds = map[string]Hold{}
 				for _, h := range m.ext.holds {
 					if h.expires > nowNs {
-						out.Holds[h.id] = holdOut(h, c.id, m.ent)
+						out.Holds[h.id] = holdOut(h, c.id, m.ent())
 					}
 				}
 			}
@@ -435,7 +435,7 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		out.Value, out.Overhead = num.Float64(x.value), num.Float64(x.overhead)
 		out.GrantCovered, out.TopupRevenue = num.Float64(x.grantCovered), num.Float64(x.topupRevenue)
 		out.exact = x
-		s.Meters[m.ent] = out
+		s.Meters[m.ent()] = out
 	}
 	for name, o := range c.overrides() {
 		s.Overrides[name] = o.spec

@@ -165,7 +165,7 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 	if pu.calls > 0 && pu.periodStart != m.started {
 		// The meter moved into a new period with usage of the old one still pending.
 		r.mu.Lock()
-		r.closed = append(r.closed, pu.delta(c, m.ent))
+		r.closed = append(r.closed, pu.delta(c, m.ent()))
 		r.mu.Unlock()
 		pu.reset()
 	}
@@ -179,7 +179,7 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 	if !pu.queued {
 		pu.queued = true
 		r.mu.Lock()
-		r.dirty = append(r.dirty, meterRef{c: c, ent: m.ent})
+		r.dirty = append(r.dirty, meterRef{c: c, ent: m.ent()})
 		r.mu.Unlock()
 	}
 }
@@ -451,7 +451,7 @@ func (e *Engine) ApplyRemoteTotals(ctx context.Context, id string, totals []Remo
 		m := c.meter(t.Entitlement)
 		start := t.PeriodStart.UnixNano()
 		if m == nil {
-			c.meters = append(c.meters, meter{ent: t.Entitlement, credit: t.Credit, started: start, value: num.Zero, overhead: num.Zero})
+			c.meters = append(c.meters, meter{key: e.meterKey(t.Entitlement, t.Credit), started: start, value: num.Zero, overhead: num.Zero})
 			m = &c.meters[len(c.meters)-1]
 		}
 		if l := e.meterLimit(p, c, c.info.Load(), t.Entitlement, now); l != nil && l.Resets() {
@@ -478,8 +478,8 @@ func (e *Engine) ApplyRemoteTotals(ctx context.Context, id string, totals []Remo
 			return calc.Err
 		}
 		m.value, m.overhead = value, overhead
-		if m.credit == "" {
-			m.credit = t.Credit
+		if m.credit() == "" {
+			e.setCredit(m, t.Credit)
 		}
 	}
 	return nil
