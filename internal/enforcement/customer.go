@@ -602,13 +602,14 @@ func (prof *profile) dropDefaultAnchor(created time.Time) {
 
 // register adds a new customer and its alt ids under the shard locks.
 func (e *Engine) register(c *customer, alts []string) error {
-	s := &e.shards[shardFor(c.id)]
+	h := e.hashID(c.id)
+	s := e.shardOf(h)
 	s.mu.Lock()
-	if s.byID[c.id] != nil || s.byAlt[c.id] != nil {
+	if s.byID.get(h, c.id) != nil || s.byAlt[c.id] != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %q was created concurrently", ErrInvalidCustomer, c.id)
 	}
-	s.byID[c.id] = c
+	s.byID.put(e.idSeed, h, c)
 	s.mu.Unlock()
 	e.refsChanged()
 	return e.addAltIDs(c, alts)
@@ -619,9 +620,10 @@ func (e *Engine) addAltIDs(c *customer, alts []string) error {
 		if a == c.id {
 			continue
 		}
-		s := &e.shards[shardFor(a)]
+		h := e.hashID(a)
+		s := e.shardOf(h)
 		s.mu.Lock()
-		owner := s.byID[a]
+		owner := s.byID.get(h, a)
 		if owner == nil {
 			owner = s.byAlt[a]
 		}
@@ -764,15 +766,14 @@ func (e *Engine) DeleteCustomer(ctx context.Context, id string) error {
 	}
 	c.mu.Unlock()
 	e.emit(Event{Type: EventCustomerRemoved, Customer: snap, Time: e.now()})
-	s := &e.shards[shardFor(c.id)]
+	h := e.hashID(c.id)
+	s := e.shardOf(h)
 	s.mu.Lock()
-	if s.byID[c.id] == c {
-		delete(s.byID, c.id)
-	}
+	s.byID.remove(e.idSeed, h, c)
 	s.mu.Unlock()
 	e.refsChanged()
 	for _, a := range c.info.Load().altIDs {
-		s := &e.shards[shardFor(a)]
+		s := e.shardOf(e.hashID(a))
 		s.mu.Lock()
 		if s.byAlt[a] == c {
 			delete(s.byAlt, a)
@@ -797,9 +798,7 @@ func (e *Engine) CustomerIDs() []string {
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.RLock()
-		for id := range s.byID {
-			out = append(out, id)
-		}
+		s.byID.each(func(c *customer) { out = append(out, c.id) })
 		s.mu.RUnlock()
 	}
 	return out

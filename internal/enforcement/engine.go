@@ -2,6 +2,7 @@ package enforcement
 
 import (
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ type Engine struct {
 	policy   atomic.Pointer[policies.Policy]
 	now      func() time.Time
 	shards   [shardCount]shard
+	idSeed   maphash.Seed // hashes customer ids (hashID)
 	handlers atomic.Pointer[handlerSet]
 	hmu      sync.Mutex // serialises handler registration; dispatch reads the atomic set
 	idemTTL  time.Duration
@@ -46,7 +48,7 @@ func (e *Engine) refsChanged() { e.refsGen.Add(1) }
 
 type shard struct {
 	mu    sync.RWMutex
-	byID  map[string]*customer
+	byID  idTable
 	byAlt map[string]*customer
 }
 
@@ -76,12 +78,11 @@ func New(p *policies.Policy, opts ...Option) (*Engine, error) {
 	if p == nil {
 		return nil, fmt.Errorf("enforcement: nil policy")
 	}
-	e := &Engine{now: time.Now, idemTTL: DefaultIdempotencyTTL}
+	e := &Engine{now: time.Now, idemTTL: DefaultIdempotencyTTL, idSeed: maphash.MakeSeed()}
 	for _, o := range opts {
 		o(e)
 	}
 	for i := range e.shards {
-		e.shards[i].byID = map[string]*customer{}
 		e.shards[i].byAlt = map[string]*customer{}
 	}
 	e.policy.Store(p)
@@ -103,22 +104,16 @@ func (e *Engine) SetPolicy(p *policies.Policy) error {
 	return nil
 }
 
-func shardFor(id string) uint32 {
-	// FNV-1a, inlined so a lookup never allocates.
-	h := uint32(2166136261)
-	for i := 0; i < len(id); i++ {
-		h ^= uint32(id[i])
-		h *= 16777619
-	}
-	return h % shardCount
-}
+// shardOf is the shard holding id (hash h), as a primary or an alt id.
+func (e *Engine) shardOf(h idHash) *shard { return &e.shards[h.shard()%shardCount] }
 
 // lookup finds a customer by id or alt id.
 func (e *Engine) lookup(id string) *customer {
-	s := &e.shards[shardFor(id)]
+	h := e.hashID(id)
+	s := e.shardOf(h)
 	s.mu.RLock()
-	c := s.byID[id]
-	if c == nil {
+	c := s.byID.get(h, id)
+	if c == nil && len(s.byAlt) > 0 {
 		c = s.byAlt[id]
 	}
 	s.mu.RUnlock()
@@ -127,9 +122,10 @@ func (e *Engine) lookup(id string) *customer {
 
 // byID finds a customer by its primary id only.
 func (e *Engine) byID(id string) *customer {
-	s := &e.shards[shardFor(id)]
+	h := e.hashID(id)
+	s := e.shardOf(h)
 	s.mu.RLock()
-	c := s.byID[id]
+	c := s.byID.get(h, id)
 	s.mu.RUnlock()
 	return c
 }
@@ -139,10 +135,8 @@ func (e *Engine) forEachCustomer(visit func(*customer)) {
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.RLock()
-		list := make([]*customer, 0, len(s.byID))
-		for _, c := range s.byID {
-			list = append(list, c)
-		}
+		list := make([]*customer, 0, s.byID.n)
+		s.byID.each(func(c *customer) { list = append(list, c) })
 		s.mu.RUnlock()
 		for _, c := range list {
 			visit(c)

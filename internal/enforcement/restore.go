@@ -48,7 +48,7 @@ func (e *Engine) SetCustomer(ctx context.Context, snap *Customer, events bool) e
 		// Alt ids the snapshot no longer lists are released.
 		for _, a := range old.altIDs {
 			if !slices.Contains(snap.AltIDs, a) {
-				s := &e.shards[shardFor(a)]
+				s := e.shardOf(e.hashID(a))
 				s.mu.Lock()
 				if s.byAlt[a] == c {
 					delete(s.byAlt, a)
