@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -242,8 +241,9 @@ func (e *Engine) meterKey(ent, credit string) *meterKey {
 	if t.m == nil {
 		t.m = map[meterKey]*meterKey{}
 	}
-	// Cloned: the key outlives whatever buffer the names came from.
-	shared = &meterKey{ent: strings.Clone(ent), credit: strings.Clone(credit)}
+	// The names are kept as given, usually the policy's own strings: comparing a
+	// meter's names with the policy's then finds the same pointer and skips the bytes.
+	shared = &meterKey{ent: ent, credit: credit}
 	t.m[k] = shared
 	return shared
 }

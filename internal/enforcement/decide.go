@@ -265,7 +265,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 // call makes) — with the same rules as decide, without building a full decision. ok is
 // false when the call needs the full path; nothing has changed then.
 func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool, locked int) (allowed, ok bool) {
-	if m == nil || m.ext != nil || locked > 1 || len(owner.grants()) > 0 || owner.capCount.Load() > 0 || owner.voucher() != nil ||
+	if m == nil || m.ext != nil || locked > 1 || owner.x != nil && (len(owner.x.grants) > 0 || owner.x.voucher != nil) || owner.capCount.Load() > 0 ||
 		call.SetTo || call.Force || call.Quantity != "" || len(call.Caps) > 0 || call.HasOverhead ||
 		limit.GovernorEnabled || limit.Credit.Cost != nil {
 		return false, false
@@ -285,14 +285,14 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if limit.Credit.Int {
 		amount = amount.Trunc(0)
 	}
-	next, err := m.value.Add(amount)
+	next, err := num.Add(m.value, amount)
 	if err != nil {
 		return false, false
 	}
-	if limit.HasMinimum && next.Cmp(limit.Minimum) < 0 {
+	if limit.HasMinimum && num.Cmp(next, limit.Minimum) < 0 {
 		next = limit.Minimum
 	}
-	if e.usage != nil && (next.Cmp(limit.Value) > 0 || m.value.Cmp(limit.Value) > 0) {
+	if e.usage != nil && (num.Cmp(next, limit.Value) > 0 || num.Cmp(m.value, limit.Value) > 0) {
 		return false, false // billable usage is priced on the full path
 	}
 	within := limitAllows(limit, next, m.value)
@@ -761,13 +761,13 @@ func periodEnd(l *policies.CompiledLimit, start time.Time, loc *time.Location, a
 // limitAllows is Limit.check: observe never denies, decrements and no-ops never trip,
 // hard_trailing looks at the meter before the call, everything else is inclusive.
 func limitAllows(l *policies.CompiledLimit, newValue, current num.Dec) bool {
-	if l.Mode == policies.Observe || newValue.Cmp(current) <= 0 {
+	if l.Mode == policies.Observe || num.Cmp(newValue, current) <= 0 {
 		return true
 	}
 	if l.Mode == policies.Hard && l.HardTrailing {
-		return current.Cmp(l.Value) < 0
+		return num.Cmp(current, l.Value) < 0
 	}
-	return newValue.Cmp(l.Value) <= 0
+	return num.Cmp(newValue, l.Value) <= 0
 }
 
 // idemRecord is the outcome remembered for an idempotency key. Caller holds c.mu.
