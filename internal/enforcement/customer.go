@@ -769,7 +769,7 @@ func (e *Engine) DeleteCustomer(ctx context.Context, id string) error {
 	h := e.hashID(c.id)
 	s := e.shardOf(h)
 	s.mu.Lock()
-	s.byID.remove(e.idSeed, h, c)
+	s.byID.remove(h, c)
 	s.mu.Unlock()
 	e.refsChanged()
 	for _, a := range c.info.Load().altIDs {

@@ -46,6 +46,8 @@ type Engine struct {
 // resolution that read the old state cannot be cached under the new generation.
 func (e *Engine) refsChanged() { e.refsGen.Add(1) }
 
+// shard holds a share of the customers. mu serialises every change; byID is read
+// without it.
 type shard struct {
 	mu    sync.RWMutex
 	byID  idTable
@@ -107,15 +109,16 @@ func (e *Engine) SetPolicy(p *policies.Policy) error {
 // shardOf is the shard holding id (hash h), as a primary or an alt id.
 func (e *Engine) shardOf(h idHash) *shard { return &e.shards[h.shard()%shardCount] }
 
-// lookup finds a customer by id or alt id.
+// lookup finds a customer by id or alt id. Primary ids are found without a lock (see
+// idTable); only alt ids, rarely called by, take the shard's read lock.
 func (e *Engine) lookup(id string) *customer {
 	h := e.hashID(id)
 	s := e.shardOf(h)
-	s.mu.RLock()
-	c := s.byID.get(h, id)
-	if c == nil && len(s.byAlt) > 0 {
-		c = s.byAlt[id]
+	if c := s.byID.get(h, id); c != nil {
+		return c
 	}
+	s.mu.RLock()
+	c := s.byAlt[id]
 	s.mu.RUnlock()
 	return c
 }
@@ -123,11 +126,7 @@ func (e *Engine) lookup(id string) *customer {
 // byID finds a customer by its primary id only.
 func (e *Engine) byID(id string) *customer {
 	h := e.hashID(id)
-	s := e.shardOf(h)
-	s.mu.RLock()
-	c := s.byID.get(h, id)
-	s.mu.RUnlock()
-	return c
+	return e.shardOf(h).byID.get(h, id)
 }
 
 // forEachCustomer visits every customer; the visit runs without shard locks held.

@@ -1,6 +1,9 @@
 package enforcement
 
-import "hash/maphash"
+import (
+	"hash/maphash"
+	"sync/atomic"
+)
 
 // idHash is the hash customer ids are found by. One hash picks the shard (top byte),
 // the slot in the shard's table (low bits) and the slot's tag (the 7 bits below the
@@ -20,30 +23,57 @@ func (e *Engine) hashID(id string) idHash { return idHash(maphash.String(e.idSee
 // is the customer's own. A map[string]*customer stores a 16-byte copy of each id's
 // header next to the pointer and leaves freed tables behind as it splits: at a
 // million customers that is about 70 MiB more. Tags keep probes from reading
-// customers whose hash differs. Guarded by the shard's mu.
+// customers whose hash differs.
+//
+// Reads take no lock, so a call finds its customer without the two atomic
+// read-modify-writes of a read lock on the shard. Writers hold the shard's mu and
+// never move an entry: removal leaves a tombstone, and a table that fills up is
+// rebuilt and swapped in whole. A reader therefore sees each slot either before or
+// after a write, and a table it loaded is only ever added to.
 type idTable struct {
-	tags  []uint8     // 0: empty; else the slot's idHash.tag
-	slots []*customer // len(slots) == len(tags), a power of two
-	n     int
+	cur  atomic.Pointer[idSlots]
+	n    int // customers held; read and written under the shard's mu
+	dead int // tombstones in cur; likewise
 }
 
-// maxLoad is the fill, in quarters, past which the table doubles: linear probing
-// stays short below three quarters.
+// idSlots is one generation of a table.
+type idSlots struct {
+	tags  []atomic.Uint64 // eight slots' tags a word: 0 empty, tombstone, or idHash.tag
+	slots []atomic.Pointer[customer]
+}
+
+const tombstone = 1 // a removed customer's slot: probes go on past it
+
+// maxLoad is the fill, in quarters, that slots in use (customers and tombstones) may
+// reach: linear probing stays short below three quarters, and a miss always ends at
+// an empty slot.
 const maxLoad = 3
 
-// get returns the customer with id (hash h), or nil.
+func (s *idSlots) tag(i uint64) uint8 { return uint8(s.tags[i/8].Load() >> (i % 8 * 8)) }
+
+// setTag writes a slot's tag. Writers only: the read-modify-write is safe because
+// they are serialised by the shard's mu.
+func (s *idSlots) setTag(i uint64, tag uint8) {
+	w, sh := &s.tags[i/8], i%8*8
+	w.Store(w.Load()&^(0xff<<sh) | uint64(tag)<<sh)
+}
+
+// get returns the customer with id (hash h), or nil. It takes no lock.
 func (t *idTable) get(h idHash, id string) *customer {
-	if t.n == 0 {
+	s := t.cur.Load()
+	if s == nil {
 		return nil
 	}
-	mask := uint64(len(t.slots) - 1)
+	mask := uint64(len(s.slots) - 1)
 	tag := h.tag()
 	for i := uint64(h) & mask; ; i = (i + 1) & mask {
-		switch t.tags[i] {
+		switch s.tag(i) {
 		case 0:
 			return nil
 		case tag:
-			if c := t.slots[i]; c.id == id {
+			// A slot's pointer is stored before its tag and cleared after it is
+			// tombstoned: nil here is a customer removed meanwhile.
+			if c := s.slots[i].Load(); c != nil && c.id == id {
 				return c
 			}
 		}
@@ -51,71 +81,78 @@ func (t *idTable) get(h idHash, id string) *customer {
 }
 
 // put adds c, whose id (hash h) the table does not hold yet. seed rehashes the
-// customers when the table grows.
+// customers when the table is rebuilt. Caller holds the shard's mu.
 func (t *idTable) put(seed maphash.Seed, h idHash, c *customer) {
-	if (t.n+1)*4 > len(t.slots)*maxLoad {
-		t.grow(seed)
+	s := t.cur.Load()
+	if s == nil || (t.n+t.dead+1)*4 > len(s.slots)*maxLoad {
+		s = t.rebuild(seed)
 	}
-	t.insert(h, c)
+	s.insert(h, c)
 	t.n++
 }
 
-func (t *idTable) insert(h idHash, c *customer) {
-	mask := uint64(len(t.slots) - 1)
+// insert stores c in the first free slot of its probe sequence: pointer first, then
+// the tag that makes readers look at it.
+func (s *idSlots) insert(h idHash, c *customer) {
+	mask := uint64(len(s.slots) - 1)
 	i := uint64(h) & mask
-	for t.tags[i] != 0 {
+	for s.tag(i) != 0 {
 		i = (i + 1) & mask
 	}
-	t.tags[i], t.slots[i] = h.tag(), c
+	s.slots[i].Store(c)
+	s.setTag(i, h.tag())
 }
 
-func (t *idTable) grow(seed maphash.Seed) {
-	tags, slots := t.tags, t.slots
-	size := max(8, 2*len(slots))
-	t.tags, t.slots = make([]uint8, size), make([]*customer, size)
-	for i, c := range slots {
-		if tags[i] != 0 {
-			t.insert(idHash(maphash.String(seed, c.id)), c)
+// rebuild swaps in a table holding the customers without tombstones, at most half
+// full. Readers still probing the old one find what it held.
+func (t *idTable) rebuild(seed maphash.Seed) *idSlots {
+	old := t.cur.Load()
+	size := 8
+	if old != nil {
+		size = len(old.slots)
+	}
+	for (t.n+1)*2 > size {
+		size *= 2
+	}
+	s := &idSlots{tags: make([]atomic.Uint64, size/8), slots: make([]atomic.Pointer[customer], size)}
+	if old != nil {
+		for i := range old.slots {
+			if c := old.slots[i].Load(); c != nil {
+				s.insert(idHash(maphash.String(seed, c.id)), c)
+			}
 		}
 	}
+	t.cur.Store(s)
+	t.dead = 0
+	return s
 }
 
-// remove drops c (id hash h) if the table holds it, shifting the entries after it
-// back so no probe sequence is broken (no tombstones).
-func (t *idTable) remove(seed maphash.Seed, h idHash, c *customer) {
-	if t.n == 0 {
+// remove drops c (id hash h) if the table holds it. Caller holds the shard's mu.
+func (t *idTable) remove(h idHash, c *customer) {
+	s := t.cur.Load()
+	if s == nil {
 		return
 	}
-	mask := uint64(len(t.slots) - 1)
-	i := uint64(h) & mask
-	for t.slots[i] != c {
-		if t.tags[i] == 0 {
+	mask := uint64(len(s.slots) - 1)
+	for i := uint64(h) & mask; s.tag(i) != 0; i = (i + 1) & mask {
+		if s.slots[i].Load() == c {
+			s.setTag(i, tombstone)
+			s.slots[i].Store(nil)
+			t.n--
+			t.dead++
 			return
 		}
-		i = (i + 1) & mask
 	}
-	// Knuth's algorithm R: an entry after the hole moves into it unless its home slot
-	// lies cyclically in (hole, entry].
-	for j := i; ; {
-		j = (j + 1) & mask
-		if t.tags[j] == 0 {
-			break
-		}
-		home := uint64(maphash.String(seed, t.slots[j].id)) & mask
-		if i <= j && i < home && home <= j || i > j && (i < home || home <= j) {
-			continue
-		}
-		t.tags[i], t.slots[i] = t.tags[j], t.slots[j]
-		i = j
-	}
-	t.tags[i], t.slots[i] = 0, nil
-	t.n--
 }
 
-// each calls visit for every customer in the table.
+// each calls visit for every customer in the table. Caller holds the shard's mu.
 func (t *idTable) each(visit func(*customer)) {
-	for i, c := range t.slots {
-		if t.tags[i] != 0 {
+	s := t.cur.Load()
+	if s == nil {
+		return
+	}
+	for i := range s.slots {
+		if c := s.slots[i].Load(); c != nil {
 			visit(c)
 		}
 	}
