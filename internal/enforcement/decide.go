@@ -282,7 +282,7 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 		return false, false // a period may have ended: the full path applies the reset
 	}
 
-	if limit.Credit.Int {
+	if limit.Credit.Int && amount.Scale() > 0 { // Trunc(0) of a whole amount is itself
 		amount = amount.Trunc(0)
 	}
 	next, err := num.Add(m.value, amount)
