@@ -208,7 +208,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	case call.Step == StepDecrement:
 		amount = limit.Increment.Neg()
 	}
-	if allowed, ok := e.fastCall(p, owner, limit, m, amount, call, now, commit, len(locks)); ok {
+	if allowed, ok := e.fastCall(p, owner, limit, m, amount, call, now.UnixNano(), commit, len(locks)); ok {
 		if commit && call.IdempotencyKey != "" {
 			e.remember(owner, call.IdempotencyKey, allowed, now)
 		}
@@ -264,7 +264,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 // or topups, caps, holds, governor, unit strings, and no handler for the events the
 // call makes) — with the same rules as decide, without building a full decision. ok is
 // false when the call needs the full path; nothing has changed then.
-func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool, locked int) (allowed, ok bool) {
+func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, nowNs int64, commit bool, locked int) (allowed, ok bool) {
 	if m == nil || m.ext != nil || locked > 1 || owner.x != nil && (len(owner.x.grants) > 0 || owner.x.voucher != nil) || owner.capCount.Load() > 0 ||
 		call.SetTo || call.Force || call.Quantity != "" || len(call.Caps) > 0 || call.HasOverhead ||
 		limit.GovernorEnabled || limit.Credit.Cost != nil {
@@ -277,7 +277,6 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if want&bitChanged != 0 && !call.NoEvents {
 		return false, false
 	}
-	nowNs := now.UnixNano()
 	if limit.Resets() && (m.periodOf != limit || nowNs >= m.periodEnd) {
 		return false, false // a period may have ended: the full path applies the reset
 	}
@@ -357,6 +356,10 @@ func (e *Engine) lockCall(res *resolution, s *lockScratch) []*customer {
 }
 
 func unlockAll(locks []*customer) {
+	if len(locks) == 1 {
+		locks[0].mu.Unlock() // the common call: its meter owner only
+		return
+	}
 	for i := len(locks) - 1; i >= 0; i-- {
 		locks[i].mu.Unlock()
 	}
