@@ -38,16 +38,21 @@ const MaxMagnitude = 1e18
 // allocating, so the hot path can take float64 arguments.
 func FromFloat64(f float64) (Dec, error) {
 	// Whole amounts (token counts, seats, bytes) are the common case and need no
-	// formatting, nor the range checks below: NaN and infinities fail this test, and
-	// 2^53 is below MaxMagnitude.
-	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-		if f == 0 {
-			return Zero, nil
-		}
-		return decimal.New(int64(f), 0)
+	// formatting, nor the range checks: f converts to an integer and back unchanged
+	// (NaN, infinities and magnitudes past 2^63 do not), and |f| < 2^53 is below
+	// MaxMagnitude. This part is small enough to be inlined into callers.
+	if i := int64(f); float64(i) == f && i != 0 && i > -1<<53 && i < 1<<53 {
+		return decimal.New(i, 0)
 	}
+	return fromFloat64(f)
+}
+
+func fromFloat64(f float64) (Dec, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) >= MaxMagnitude {
 		return Dec{}, fmt.Errorf("%w: %v", ErrOutOfRange, f)
+	}
+	if f == 0 {
+		return Zero, nil
 	}
 	var buf [32]byte
 	b := strconv.AppendFloat(buf[:0], f, 'e', -1, 64)

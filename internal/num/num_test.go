@@ -15,6 +15,7 @@ func TestFromFloat64(t *testing.T) {
 		{0, "0"}, {0.1, "0.1"}, {-0.1, "-0.1"}, {1, "1"}, {120000, "120000"},
 		{6e-6, "0.000006"}, {1.25, "1.25"}, {1e15, "1000000000000000"},
 		{123456.789, "123456.789"}, {-2.5e-3, "-0.0025"}, {1e-19, "0.0000000000000000001"},
+		{math.Copysign(0, -1), "0"}, {-4200, "-4200"}, {1 << 53, "9007199254740992"}, {-(1 << 53) + 1, "-9007199254740991"},
 	}
 	for _, c := range cases {
 		got, err := FromFloat64(c.in)
@@ -25,7 +26,7 @@ func TestFromFloat64(t *testing.T) {
 			t.Errorf("FromFloat64(%v) = %v, want %v", c.in, got, c.want)
 		}
 	}
-	for _, bad := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), 1e18, -1e19} {
+	for _, bad := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), 1e18, -1e19, -(1 << 63), 1 << 63} {
 		if _, err := FromFloat64(bad); err == nil {
 			t.Errorf("FromFloat64(%v): want error", bad)
 		}
