@@ -609,7 +609,7 @@ func (e *Engine) register(c *customer, alts []string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %q was created concurrently", ErrInvalidCustomer, c.id)
 	}
-	s.byID.put(e.idSeed, h, c)
+	s.byID.put(&e.ids, h, c)
 	s.mu.Unlock()
 	e.refsChanged()
 	return e.addAltIDs(c, alts)

@@ -2,7 +2,6 @@ package enforcement
 
 import (
 	"fmt"
-	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +22,7 @@ type Engine struct {
 	policy   atomic.Pointer[policies.Policy]
 	now      func() time.Time
 	shards   [shardCount]shard
-	idSeed   maphash.Seed // hashes customer ids (hashID)
+	ids      idHasher // hashes customer ids (hashID)
 	handlers atomic.Pointer[handlerSet]
 	hmu      sync.Mutex // serialises handler registration; dispatch reads the atomic set
 	idemTTL  time.Duration
@@ -80,7 +79,7 @@ func New(p *policies.Policy, opts ...Option) (*Engine, error) {
 	if p == nil {
 		return nil, fmt.Errorf("enforcement: nil policy")
 	}
-	e := &Engine{now: time.Now, idemTTL: DefaultIdempotencyTTL, idSeed: maphash.MakeSeed()}
+	e := &Engine{now: time.Now, idemTTL: DefaultIdempotencyTTL, ids: newIDHasher()}
 	for _, o := range opts {
 		o(e)
 	}

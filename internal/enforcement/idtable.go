@@ -2,6 +2,7 @@ package enforcement
 
 import (
 	"hash/maphash"
+	"math/bits"
 	"sync/atomic"
 )
 
@@ -15,8 +16,52 @@ func (h idHash) shard() uint32 { return uint32(h >> 56) }
 // tag is never 0, which marks an empty slot.
 func (h idHash) tag() uint8 { return 0x80 | uint8(h>>49) }
 
-// hashID hashes an id with the engine's seed.
-func (e *Engine) hashID(id string) idHash { return idHash(maphash.String(e.idSeed, id)) }
+// idHasher hashes customer ids with keys drawn at random for each engine, so which
+// ids collide cannot be known in advance.
+type idHasher struct {
+	seed       maphash.Seed
+	k0, k1, k2 uint64
+}
+
+func newIDHasher() idHasher {
+	h := idHasher{seed: maphash.MakeSeed()}
+	h.k0, h.k1, h.k2 = maphash.String(h.seed, "k0"), maphash.String(h.seed, "k1"), maphash.String(h.seed, "k2")
+	return h
+}
+
+// hash returns the hash of id. Ids of up to 16 bytes, the usual ones, are hashed
+// inline as wyhash does (two multiply-mixes of the bytes read as words), which costs
+// a fraction of a call into maphash; longer ids go to maphash.
+func (k *idHasher) hash(id string) idHash {
+	n := len(id)
+	if n > 16 {
+		return idHash(maphash.String(k.seed, id))
+	}
+	var a, b uint64
+	switch {
+	case n >= 4:
+		q := n >> 3 << 2 // 0 below 8 bytes, else 4: the four words cover every byte
+		a = read4(id, 0)<<32 | read4(id, q)
+		b = read4(id, n-4)<<32 | read4(id, n-4-q)
+	case n > 0:
+		a = uint64(id[0])<<16 | uint64(id[n>>1])<<8 | uint64(id[n-1])
+	}
+	hi, lo := bits.Mul64(a^k.k1, b^k.k0)
+	return idHash(mix(lo^k.k2^uint64(n), hi^k.k1))
+}
+
+func read4(s string, i int) uint64 {
+	s = s[i : i+4]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24
+}
+
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// hashID hashes an id with the engine's keys.
+func (e *Engine) hashID(id string) idHash { return e.ids.hash(id) }
 
 // idTable is one shard's customers by primary id: an open-addressing hash table with
 // linear probing, holding only customer pointers and a tag byte per slot, since the id
@@ -80,12 +125,12 @@ func (t *idTable) get(h idHash, id string) *customer {
 	}
 }
 
-// put adds c, whose id (hash h) the table does not hold yet. seed rehashes the
+// put adds c, whose id (hash h) the table does not hold yet. k rehashes the
 // customers when the table is rebuilt. Caller holds the shard's mu.
-func (t *idTable) put(seed maphash.Seed, h idHash, c *customer) {
+func (t *idTable) put(k *idHasher, h idHash, c *customer) {
 	s := t.cur.Load()
 	if s == nil || (t.n+t.dead+1)*4 > len(s.slots)*maxLoad {
-		s = t.rebuild(seed)
+		s = t.rebuild(k)
 	}
 	s.insert(h, c)
 	t.n++
@@ -105,7 +150,7 @@ func (s *idSlots) insert(h idHash, c *customer) {
 
 // rebuild swaps in a table holding the customers without tombstones, at most half
 // full. Readers still probing the old one find what it held.
-func (t *idTable) rebuild(seed maphash.Seed) *idSlots {
+func (t *idTable) rebuild(k *idHasher) *idSlots {
 	old := t.cur.Load()
 	size := 8
 	if old != nil {
@@ -118,7 +163,7 @@ func (t *idTable) rebuild(seed maphash.Seed) *idSlots {
 	if old != nil {
 		for i := range old.slots {
 			if c := old.slots[i].Load(); c != nil {
-				s.insert(idHash(maphash.String(seed, c.id)), c)
+				s.insert(k.hash(c.id), c)
 			}
 		}
 	}

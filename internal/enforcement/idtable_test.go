@@ -1,7 +1,6 @@
 package enforcement
 
 import (
-	"hash/maphash"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -10,8 +9,8 @@ import (
 // TestIDTable runs random puts and removes against a map, with few shards' worth of
 // hash bits in play so probe sequences collide and wrap around often.
 func TestIDTable(t *testing.T) {
-	seed := maphash.MakeSeed()
-	hash := func(id string) idHash { return idHash(maphash.String(seed, id)) }
+	k := newIDHasher()
+	hash := k.hash
 	rng := rand.New(rand.NewPCG(1, 2))
 	var tab idTable
 	want := map[string]*customer{}
@@ -52,7 +51,7 @@ func TestIDTable(t *testing.T) {
 				t.Fatalf("step %d: get(%q) found a removed customer", step, id)
 			}
 			c := &customer{id: id}
-			tab.put(seed, h, c)
+			tab.put(&k, h, c)
 			want[id] = c
 		}
 		if step%500 == 0 {
@@ -66,13 +65,13 @@ func TestIDTable(t *testing.T) {
 // removes others (growing, tombstoning and rebuilding the table): a customer that
 // stays in the table must always be found. Run with -race.
 func TestIDTableConcurrentReads(t *testing.T) {
-	seed := maphash.MakeSeed()
-	hash := func(id string) idHash { return idHash(maphash.String(seed, id)) }
+	k := newIDHasher()
+	hash := k.hash
 	var tab idTable
 	stable := make([]*customer, 64)
 	for i := range stable {
 		stable[i] = &customer{id: "stable" + strconv.Itoa(i)}
-		tab.put(seed, hash(stable[i].id), stable[i])
+		tab.put(&k, hash(stable[i].id), stable[i])
 	}
 	done := make(chan struct{})
 	errs := make(chan string, 2)
@@ -101,7 +100,7 @@ func TestIDTableConcurrentReads(t *testing.T) {
 			delete(churn, id)
 		} else {
 			c := &customer{id: id}
-			tab.put(seed, hash(id), c)
+			tab.put(&k, hash(id), c)
 			churn[id] = c
 		}
 	}
@@ -111,4 +110,50 @@ func TestIDTableConcurrentReads(t *testing.T) {
 			t.Fatal(e)
 		}
 	}
+}
+
+// TestIDHash checks the inline hash of short ids: every byte of every length counts,
+// and sequential ids spread evenly over shards, tags and slots.
+func TestIDHash(t *testing.T) {
+	k := newIDHasher()
+	base := "abcdefghijklmnopq"
+	for n := 0; n <= len(base); n++ {
+		id := base[:n]
+		for i := range n {
+			other := id[:i] + "#" + id[i+1:]
+			if k.hash(other) == k.hash(id) {
+				t.Errorf("len %d: byte %d does not change the hash", n, i)
+			}
+		}
+		if n > 0 && k.hash(id) == k.hash(id[:n-1]) {
+			t.Errorf("len %d: same hash as its prefix", n)
+		}
+	}
+	const ids = 1 << 18
+	var shards [256]int
+	var tags [128]int
+	var slots [1024]int
+	seen := make(map[idHash]bool, ids)
+	for i := range ids {
+		h := k.hash("user_" + strconv.Itoa(i))
+		if seen[h] {
+			t.Fatalf("user_%d: repeated hash", i)
+		}
+		seen[h] = true
+		shards[h.shard()]++
+		tags[h.tag()&0x7f]++
+		slots[uint64(h)&1023]++
+	}
+	// Each bucket should be within a few standard deviations of the mean.
+	within := func(name string, counts []int) {
+		mean := float64(ids) / float64(len(counts))
+		for b, c := range counts {
+			if d := float64(c) - mean; d*d > 36*mean { // six σ
+				t.Errorf("%s %d: %d, mean %.0f", name, b, c, mean)
+			}
+		}
+	}
+	within("shard", shards[:])
+	within("tag", tags[:])
+	within("slot", slots[:])
 }
