@@ -158,7 +158,7 @@ type profileKey struct{ plan, typ, label, tz string }
 
 // profileTable holds the engine's shared profiles.
 type profileTable struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[profileKey]*profile
 }
 
@@ -170,9 +170,15 @@ func (e *Engine) intern(prof *profile) *profile {
 	}
 	k := profileKey{plan: prof.plan, typ: prof.typ, label: prof.label, tz: prof.tz}
 	t := &e.profiles
+	t.mu.RLock()
+	shared := t.m[k]
+	t.mu.RUnlock()
+	if shared != nil {
+		return shared
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if shared, ok := t.m[k]; ok {
+	if shared := t.m[k]; shared != nil {
 		return shared
 	}
 	if len(t.m) < maxInterned {
