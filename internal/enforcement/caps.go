@@ -308,14 +308,15 @@ func (e *Engine) AddCustomerCap(ctx context.Context, id string, cfg Cap) (*Custo
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
 	}
-	for _, existing := range c.caps {
+	for _, existing := range c.caps() {
 		if existing.cfg.ID == cfg.ID {
 			c.mu.Unlock()
 			return nil, fmt.Errorf("%w: %q already exists", ErrCapExists, cfg.ID)
 		}
 	}
-	c.caps = append(c.caps, sc)
-	c.capCount.Store(int32(len(c.caps)))
+	x := c.extras()
+	x.caps = append(x.caps, sc)
+	c.capCount.Store(int32(len(x.caps)))
 	snap := e.snapshotLocked(p, c)
 	c.mu.Unlock()
 	e.emit(Event{Type: EventCustomerCapAdded, Customer: snap, Cap: capPtr(snap.Caps[cfg.ID]), Time: now})
@@ -340,7 +341,7 @@ func (e *Engine) CustomerCap(ctx context.Context, id, capID string) (Cap, error)
 // ResetCustomerCap zeroes a cap's meter and starts a new period.
 func (e *Engine) ResetCustomerCap(ctx context.Context, id, capID string) error {
 	return e.capAdmin(id, capID, EventCustomerCapReset, func(c *customer, i int, now int64) {
-		sc := c.caps[i]
+		sc := c.caps()[i]
 		sc.meterValue, sc.started, sc.lastReset = num.Zero, now, now
 	})
 }
@@ -348,8 +349,8 @@ func (e *Engine) ResetCustomerCap(ctx context.Context, id, capID string) error {
 // RemoveCustomerCap removes a cap.
 func (e *Engine) RemoveCustomerCap(ctx context.Context, id, capID string) error {
 	return e.capAdmin(id, capID, EventCustomerCapRemoved, func(c *customer, i int, now int64) {
-		c.caps = slices.Delete(c.caps, i, i+1)
-		c.capCount.Store(int32(len(c.caps)))
+		c.x.caps = slices.Delete(c.x.caps, i, i+1) // i indexes c.caps(), so c.x is set
+		c.capCount.Store(int32(len(c.x.caps)))
 	})
 }
 
@@ -361,12 +362,12 @@ func (e *Engine) capAdmin(id, capID, event string, change func(c *customer, i in
 	}
 	now := e.now()
 	c.mu.Lock()
-	i := slices.IndexFunc(c.caps, func(sc *spendCap) bool { return sc.cfg.ID == capID })
+	i := slices.IndexFunc(c.caps(), func(sc *spendCap) bool { return sc.cfg.ID == capID })
 	if i < 0 || c.deleted {
 		c.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrUnknownCap, capID)
 	}
-	before := e.capSnapshot(p, c, c.caps[i], now.UnixNano())
+	before := e.capSnapshot(p, c, c.caps()[i], now.UnixNano())
 	change(c, i, now.UnixNano())
 	snap := e.snapshotLocked(p, c)
 	c.mu.Unlock()
@@ -382,7 +383,7 @@ func (e *Engine) capAdmin(id, capID, event string, change func(c *customer, i in
 
 // capSnapshot reports a cap at now. Caller holds c.mu.
 func (e *Engine) capSnapshot(p *policies.Policy, c *customer, sc *spendCap, now int64) Cap {
-	st := sc.at(now, c.location(p), c.info.Load().anchor)
+	st := sc.at(now, c.location(p), c.anchor())
 	out := sc.cfg
 	out.Credit = sc.credit
 	out.Value = num.Float64(sc.ceiling)

@@ -19,34 +19,91 @@ const MaxIDLength = 256
 
 // customer is one customer's mutable state. The profile (plan, type, refs, ...) is an
 // immutable value swapped atomically, so plan resolution through refs reads other
-// customers without taking their locks; meters and overrides are guarded by mu.
+// customers without taking their locks; meters and the extras are guarded by mu.
+//
+// A deployment holds millions of these, so the struct keeps only what every customer
+// uses on every call; what few customers have (overrides, grants, caps, idempotency
+// keys, a voucher) lives behind x, allocated on first use.
 type customer struct {
 	mu         sync.Mutex
 	id         string
-	seq        uint64 // creation order: locks on several customers are taken in seq order
+	seq        uint64    // creation order: locks on several customers are taken in seq order
+	created    time.Time // set before the customer is shared, changed only by a restore under mu
 	info       atomic.Pointer[profile]
-	planCache  atomic.Pointer[planCacheEntry]
 	ownerCache atomic.Pointer[ownerCacheEntry]
 	capCount   atomic.Int32 // len(caps), readable without the lock
-	meters     []meter
-	overrides  map[string]*override
-	grants     []*grant
-	caps       []*spendCap
-	idem       map[string]idemRecord
 	deleted    bool
-	voucher    *voucherState
+	meters     []meter
+	x          *customerExtras // nil until the customer has any of it
+}
+
+// customerExtras is the customer state only some customers have. Guarded by the
+// customer's mu, like the fields it came from.
+type customerExtras struct {
+	overrides map[string]*override
+	grants    []*grant
+	caps      []*spendCap
+	idem      map[string]idemRecord
+	voucher   *voucherState
 	// topupsFor/topupsPlan record the policy and plan included topups were last synced to.
 	topupsFor  *policies.Policy
 	topupsPlan *policies.CompiledPlan
 }
 
-// planCacheEntry is the plan resolved for a policy version and profile. A plan the
-// customer names itself (gen 0) stays valid for them; one inherited through refs only
-// while the engine's refs generation is gen (never 0 once a customer exists, as
-// registering one moves it).
+// extras returns the customer's extras, allocating them on first use. Caller holds c.mu.
+func (c *customer) extras() *customerExtras {
+	if c.x == nil {
+		c.x = &customerExtras{}
+	}
+	return c.x
+}
+
+// The getters below read the extras without allocating them; callers hold c.mu.
+
+func (c *customer) grants() []*grant {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.grants
+}
+
+func (c *customer) caps() []*spendCap {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.caps
+}
+
+// overrides is the customer's overrides by entitlement; nil (still readable, and
+// deletable from) when it has none.
+func (c *customer) overrides() map[string]*override {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.overrides
+}
+
+func (c *customer) voucher() *voucherState {
+	if c.x == nil {
+		return nil
+	}
+	return c.x.voucher
+}
+
+// setVoucher sets (nil: drops) the customer's voucher. Caller holds c.mu.
+func (c *customer) setVoucher(st *voucherState) {
+	if st == nil && c.x == nil {
+		return
+	}
+	c.extras().voucher = st
+}
+
+// planCacheEntry is the plan resolved for a policy version and the profile holding
+// the entry. A plan the profile names itself (gen 0) stays valid; one inherited through
+// refs only while the engine's refs generation is gen (never 0 once a customer exists,
+// as registering one moves it).
 type planCacheEntry struct {
 	policy *policies.Policy
-	prof   *profile
 	plan   *policies.CompiledPlan
 	gen    uint64
 }
@@ -59,7 +116,23 @@ type ownerCacheEntry struct {
 	owner *customer
 }
 
+// profile is what describes a customer (plan, type, refs, ...): immutable once stored,
+// replaced whole on change. Most customers of a deployment have the same few profiles
+// (a plan, type "user", label "User", nothing else), so identical plain profiles are
+// shared (Engine.intern) and nothing per customer lives here: the creation time is the
+// customer's, and the anchor is kept only when it is not the creation time.
 type profile struct {
+	profileData
+	// planCache is the plan this profile resolves to, cached per policy version.
+	// Resolution reads only the profile and, through its refs, other customers, and
+	// customer ids only to stop at cycles; a shared profile has no refs and one with
+	// refs belongs to one customer, so the entry is valid for every holder.
+	planCache atomic.Pointer[planCacheEntry]
+}
+
+// profileData is the profile's value; copying it makes a changed profile without the
+// original's cache.
+type profileData struct {
 	plan     string // "" inherits through refs
 	typ      string
 	label    string
@@ -68,15 +141,68 @@ type profile struct {
 	metadata map[string]any
 	tz       string
 	loc      *time.Location // nil: the policy's zone
-	anchor   time.Time      // billing anchor for monthly:anchor
-	created  time.Time
+	anchor   time.Time      // billing anchor for monthly:anchor; zero: the customer's creation
 }
 
-// meter is the usage of one entitlement in the current period.
+// clone returns a copy of p to change before storing it.
+func (p *profile) clone() *profile { return &profile{profileData: p.profileData} }
+
+// maxInterned bounds the shared profiles an engine keeps. Profiles are few in practice
+// (plans × types × labels × zones); if labels are per customer, say, sharing stops
+// paying off and later customers simply get their own.
+const maxInterned = 4096
+
+// profileKey identifies a plain profile: the fields left once refs, alt ids, metadata
+// and an own anchor are ruled out (loc follows from tz).
+type profileKey struct{ plan, typ, label, tz string }
+
+// profileTable holds the engine's shared profiles.
+type profileTable struct {
+	mu sync.RWMutex
+	m  map[profileKey]*profile
+}
+
+// intern returns the shared profile equal to prof when prof is plain, else prof. The
+// result is stored and never changed: profiles are replaced, not mutated.
+func (e *Engine) intern(prof *profile) *profile {
+	if prof.refs != nil || prof.altIDs != nil || prof.metadata != nil || !prof.anchor.IsZero() {
+		return prof
+	}
+	k := profileKey{plan: prof.plan, typ: prof.typ, label: prof.label, tz: prof.tz}
+	t := &e.profiles
+	t.mu.RLock()
+	shared := t.m[k]
+	t.mu.RUnlock()
+	if shared != nil {
+		return shared
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared := t.m[k]; shared != nil {
+		return shared
+	}
+	if len(t.m) < maxInterned {
+		if t.m == nil {
+			t.m = map[profileKey]*profile{}
+		}
+		t.m[k] = prof
+	}
+	return prof
+}
+
+// anchor is the customer's billing anchor. Caller holds c.mu (or c is not shared yet).
+func (c *customer) anchor() time.Time {
+	if a := c.info.Load().anchor; !a.IsZero() {
+		return a
+	}
+	return c.created
+}
+
+// meter is the usage of one entitlement in the current period. A deployment holds
+// millions of them, so every byte counts: see meterKey.
 type meter struct {
-	ent      string
-	credit   string
-	started  int64 // unix nanoseconds: start of the current period
+	key      *meterKey // the entitlement, and the credit it is metered in
+	started  int64     // unix nanoseconds: start of the current period
 	value    num.Dec
 	overhead num.Dec // runes spent this period
 	// periodEnd caches when the current period ends under periodOf, so a warm call
@@ -87,6 +213,56 @@ type meter struct {
 	pending   *pendingUsage // usage not yet drained for cloud sync
 	burn      burn          // recent calls, for the burn-rate reads
 	lease     *meterLease   // this instance's allowance lease (fleet mode Exact), nil until asked
+}
+
+// meterKey is what a meter counts: its entitlement and the credit it was last metered
+// in. Meters share one per distinct pair (Engine.meterKey) instead of holding the two
+// strings: millions of meters, a handful of pairs.
+type meterKey struct {
+	ent, credit string
+}
+
+// meterKeyTable holds an engine's meter keys. Pairs come from the policies enforced
+// and from restored or synced state, so the table stays as small as the names a
+// deployment uses; it is never pruned.
+type meterKeyTable struct {
+	mu sync.RWMutex
+	m  map[meterKey]*meterKey
+}
+
+// meterKey returns the shared key for ent metered in credit.
+func (e *Engine) meterKey(ent, credit string) *meterKey {
+	t := &e.meterKeys
+	k := meterKey{ent: ent, credit: credit}
+	t.mu.RLock()
+	shared := t.m[k]
+	t.mu.RUnlock()
+	if shared != nil {
+		return shared
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared := t.m[k]; shared != nil {
+		return shared
+	}
+	if t.m == nil {
+		t.m = map[meterKey]*meterKey{}
+	}
+	// The names are kept as given, usually the policy's own strings: comparing a
+	// meter's names with the policy's then finds the same pointer and skips the bytes.
+	shared = &meterKey{ent: ent, credit: credit}
+	t.m[k] = shared
+	return shared
+}
+
+func (m *meter) ent() string    { return m.key.ent }
+func (m *meter) credit() string { return m.key.credit }
+
+// setCredit records the credit the meter is metered in. Caller holds the owner's mu.
+func (e *Engine) setCredit(m *meter, credit string) {
+	if m.key.credit != credit {
+		m.key = e.meterKey(m.key.ent, credit)
+	}
 }
 
 // meterExt is the meter state only some entitlements need.
@@ -301,7 +477,7 @@ func (p *profile) refNode(id string) policies.RefNode {
 
 func (c *customer) meter(ent string) *meter {
 	for i := range c.meters {
-		if c.meters[i].ent == ent {
+		if c.meters[i].key.ent == ent {
 			return &c.meters[i]
 		}
 	}
@@ -312,7 +488,7 @@ func (c *customer) meter(ent string) *meter {
 // c.mu: the cache entry names the profile it was computed from.
 func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledPlan {
 	prof := c.info.Load()
-	if pc := c.planCache.Load(); pc != nil && pc.policy == p && pc.prof == prof && (pc.gen == 0 || pc.gen == e.refsGen.Load()) {
+	if pc := prof.planCache.Load(); pc != nil && pc.policy == p && (pc.gen == 0 || pc.gen == e.refsGen.Load()) {
 		return pc.plan
 	}
 	gen := e.refsGen.Load() // before resolving: a change meanwhile makes the entry stale
@@ -321,15 +497,17 @@ func (c *customer) planLocked(e *Engine, p *policies.Policy) *policies.CompiledP
 		if prof.plan == pl.Name {
 			gen = 0 // its own plan: no other customer can change it
 		}
-		c.planCache.Store(&planCacheEntry{policy: p, prof: prof, plan: pl, gen: gen})
+		prof.planCache.Store(&planCacheEntry{policy: p, plan: pl, gen: gen})
 	}
 	return pl
 }
 
-// invalidateLocked drops every cache derived from the profile. Caller holds c.mu.
+// invalidateLocked drops every cache derived from the profile (the plan cache lives on
+// the profile, so a new profile starts without one). Caller holds c.mu.
 func (c *customer) invalidateLocked() {
-	c.planCache.Store(nil)
-	c.topupsFor, c.topupsPlan = nil, nil
+	if c.x != nil {
+		c.x.topupsFor, c.x.topupsPlan = nil, nil
+	}
 	for i := range c.meters {
 		c.meters[i].periodOf = nil
 	}
@@ -361,8 +539,9 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 	if spec.Created != nil && !spec.Created.IsZero() {
 		created = spec.Created.UTC()
 	}
-	prof := &profile{typ: "user", label: "User", created: created, anchor: created}
+	prof := &profile{profileData: profileData{typ: "user", label: "User"}}
 	applySpec(prof, spec)
+	prof.dropDefaultAnchor(created)
 	prof.plan = spec.Plan
 	if prof.plan == "" {
 		if e.planThroughRefs(p, spec.ID, prof) == nil {
@@ -372,7 +551,9 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			prof.plan = p.DefaultPlan.Name
 		}
 	}
-	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1), voucher: specVoucher(spec)}
+	c := &customer{id: spec.ID, seq: e.customerSeq.Add(1), created: created}
+	c.setVoucher(specVoucher(spec))
+	prof = e.intern(prof)
 	c.info.Store(prof)
 	if plan := e.resolvePlan(p, spec.ID, prof); plan != nil {
 		// Sized to the plan: append would round 3 meters up to room for 4.
@@ -381,7 +562,7 @@ func (e *Engine) CreateCustomer(ctx context.Context, spec CustomerSpec) (*Custom
 			if ce.Scope != "" && ce.Scope != prof.typ {
 				continue // metered on the scoped customer, not here
 			}
-			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: created.UnixNano()})
+			c.meters = append(c.meters, meter{key: e.meterKey(ce.Name, ce.Limit.Credit.Name), started: created.UnixNano()})
 		}
 	}
 	e.syncIncludedLocked(p, c, now.UnixNano())
@@ -418,15 +599,24 @@ func applySpec(prof *profile, spec CustomerSpec) {
 	}
 }
 
+// dropDefaultAnchor clears an anchor that is exactly the creation time (the same
+// value, zone included): zero means that, and keeps the profile shareable.
+func (prof *profile) dropDefaultAnchor(created time.Time) {
+	if prof.anchor == created {
+		prof.anchor = time.Time{}
+	}
+}
+
 // register adds a new customer and its alt ids under the shard locks.
 func (e *Engine) register(c *customer, alts []string) error {
-	s := &e.shards[shardFor(c.id)]
+	h := e.hashID(c.id)
+	s := e.shardOf(h)
 	s.mu.Lock()
-	if s.byID[c.id] != nil || s.byAlt[c.id] != nil {
+	if s.byID.get(h, c.id) != nil || s.byAlt[c.id] != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %q was created concurrently", ErrInvalidCustomer, c.id)
 	}
-	s.byID[c.id] = c
+	s.byID.put(&e.ids, h, c)
 	s.mu.Unlock()
 	e.refsChanged()
 	return e.addAltIDs(c, alts)
@@ -437,9 +627,10 @@ func (e *Engine) addAltIDs(c *customer, alts []string) error {
 		if a == c.id {
 			continue
 		}
-		s := &e.shards[shardFor(a)]
+		h := e.hashID(a)
+		s := e.shardOf(h)
 		s.mu.Lock()
-		owner := s.byID[a]
+		owner := s.byID.get(h, a)
 		if owner == nil {
 			owner = s.byAlt[a]
 		}
@@ -454,9 +645,9 @@ func (e *Engine) addAltIDs(c *customer, alts []string) error {
 			if slices.Contains(old.altIDs, a) {
 				break
 			}
-			np := *old
+			np := old.clone()
 			np.altIDs = append(slices.Clone(old.altIDs), a)
-			if c.info.CompareAndSwap(old, &np) {
+			if c.info.CompareAndSwap(old, np) {
 				break
 			}
 		}
@@ -470,18 +661,19 @@ func (e *Engine) updateCustomer(p *policies.Policy, c *customer, spec CustomerSp
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrUnknownCustomer, spec.ID)
 	}
-	np := *c.info.Load()
-	applySpec(&np, spec)
+	np := c.info.Load().clone()
+	applySpec(np, spec)
+	np.dropDefaultAnchor(c.created)
 	// Metadata in Limitr's voucher form sets the voucher; metadata without it leaves
 	// the voucher as it is (a prepaid balance is never dropped by a profile update).
 	if v := specVoucher(spec); v != nil {
-		c.voucher = v
+		c.setVoucher(v)
 	}
 	np.plan = spec.Plan
-	if np.plan == "" && e.planThroughRefs(p, c.id, &np) == nil && p.DefaultPlan != nil {
+	if np.plan == "" && e.planThroughRefs(p, c.id, np) == nil && p.DefaultPlan != nil {
 		np.plan = p.DefaultPlan.Name
 	}
-	c.info.Store(&np)
+	c.info.Store(e.intern(np))
 	e.refsChanged()
 	c.invalidateLocked()
 	c.mu.Unlock()
@@ -535,15 +727,15 @@ func (e *Engine) SetCustomerPlan(ctx context.Context, id, plan string, overwrite
 		m := c.meter(ce.Name)
 		switch {
 		case m == nil:
-			c.meters = append(c.meters, meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: anchor})
+			c.meters = append(c.meters, meter{key: e.meterKey(ce.Name, ce.Limit.Credit.Name), started: anchor})
 		case overwriteMeters:
 			// Usage not yet synced keeps its own period; it is still owed to the server.
-			*m = meter{ent: ce.Name, credit: ce.Limit.Credit.Name, started: now.UnixNano(), pending: m.pending}
+			*m = meter{key: e.meterKey(ce.Name, ce.Limit.Credit.Name), started: now.UnixNano(), pending: m.pending}
 		}
 	}
-	np := *old
+	np := old.clone()
 	np.plan = plan
-	c.info.Store(&np)
+	c.info.Store(e.intern(np))
 	e.refsChanged()
 	c.invalidateLocked()
 	e.syncIncludedLocked(p, c, now.UnixNano())
@@ -581,15 +773,14 @@ func (e *Engine) DeleteCustomer(ctx context.Context, id string) error {
 	}
 	c.mu.Unlock()
 	e.emit(Event{Type: EventCustomerRemoved, Customer: snap, Time: e.now()})
-	s := &e.shards[shardFor(c.id)]
+	h := e.hashID(c.id)
+	s := e.shardOf(h)
 	s.mu.Lock()
-	if s.byID[c.id] == c {
-		delete(s.byID, c.id)
-	}
+	s.byID.remove(h, c)
 	s.mu.Unlock()
 	e.refsChanged()
 	for _, a := range c.info.Load().altIDs {
-		s := &e.shards[shardFor(a)]
+		s := e.shardOf(e.hashID(a))
 		s.mu.Lock()
 		if s.byAlt[a] == c {
 			delete(s.byAlt, a)
@@ -614,9 +805,7 @@ func (e *Engine) CustomerIDs() []string {
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.RLock()
-		for id := range s.byID {
-			out = append(out, id)
-		}
+		s.byID.each(func(c *customer) { out = append(out, c.id) })
 		s.mu.RUnlock()
 	}
 	return out

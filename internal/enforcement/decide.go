@@ -183,7 +183,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	now := e.now()
 	owner := res.owner
 	if commit && call.IdempotencyKey != "" {
-		if rec, ok := owner.idem[call.IdempotencyKey]; ok && now.UnixNano()-rec.at < int64(e.idemTTL) {
+		if rec, ok := owner.idemRecord(call.IdempotencyKey); ok && now.UnixNano()-rec.at < int64(e.idemTTL) {
 			unlockAll(locks)
 			return rec.allowed, nil
 		}
@@ -208,7 +208,7 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 	case call.Step == StepDecrement:
 		amount = limit.Increment.Neg()
 	}
-	if allowed, ok := e.fastCall(p, owner, limit, m, amount, call, now, commit, len(locks)); ok {
+	if allowed, ok := e.fastCall(p, owner, limit, m, amount, call, now.UnixNano(), commit, len(locks)); ok {
 		if commit && call.IdempotencyKey != "" {
 			e.remember(owner, call.IdempotencyKey, allowed, now)
 		}
@@ -221,17 +221,17 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 		unlockAll(locks)
 		return allowed, nil
 	}
-	if len(owner.grants) > 0 || len(res.plan.Compiled) > 0 {
+	if len(owner.grants()) > 0 || len(res.plan.Compiled) > 0 {
 		e.syncIncludedLocked(p, owner, now.UnixNano())
 	}
-	if commit && len(owner.grants) > 0 {
+	if commit && len(owner.grants()) > 0 {
 		// Grant periods roll forward on access, like meter periods: an add or rollover
 		// reset that happened while nothing was drawn must not be lost.
 		owner.currentGrants(p, now.UnixNano())
 	}
 	var grantBuf []grantState
 	var capBuf []capRef
-	if len(owner.grants) > 0 || len(locks) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0 {
+	if len(owner.grants()) > 0 || len(locks) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0 {
 		sc := scratchPool.Get().(*callScratch)
 		defer sc.release()
 		grantBuf, capBuf = sc.grants[:0], sc.caps[:0]
@@ -264,8 +264,8 @@ func (e *Engine) call(call *Call, commit bool) (bool, error) {
 // or topups, caps, holds, governor, unit strings, and no handler for the events the
 // call makes) — with the same rules as decide, without building a full decision. ok is
 // false when the call needs the full path; nothing has changed then.
-func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, now time.Time, commit bool, locked int) (allowed, ok bool) {
-	if m == nil || m.ext != nil || locked > 1 || len(owner.grants) > 0 || owner.capCount.Load() > 0 || owner.voucher != nil ||
+func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.CompiledLimit, m *meter, amount num.Dec, call *Call, nowNs int64, commit bool, locked int) (allowed, ok bool) {
+	if m == nil || m.ext != nil || locked > 1 || owner.x != nil && (len(owner.x.grants) > 0 || owner.x.voucher != nil) || owner.capCount.Load() > 0 ||
 		call.SetTo || call.Force || call.Quantity != "" || len(call.Caps) > 0 || call.HasOverhead ||
 		limit.GovernorEnabled || limit.Credit.Cost != nil {
 		return false, false
@@ -277,22 +277,21 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if want&bitChanged != 0 && !call.NoEvents {
 		return false, false
 	}
-	nowNs := now.UnixNano()
 	if limit.Resets() && (m.periodOf != limit || nowNs >= m.periodEnd) {
 		return false, false // a period may have ended: the full path applies the reset
 	}
 
-	if limit.Credit.Int {
+	if limit.Credit.Int && amount.Scale() > 0 { // Trunc(0) of a whole amount is itself
 		amount = amount.Trunc(0)
 	}
-	next, err := m.value.Add(amount)
+	next, err := num.Add(m.value, amount)
 	if err != nil {
 		return false, false
 	}
-	if limit.HasMinimum && next.Cmp(limit.Minimum) < 0 {
+	if limit.HasMinimum && num.Cmp(next, limit.Minimum) < 0 {
 		next = limit.Minimum
 	}
-	if e.usage != nil && (next.Cmp(limit.Value) > 0 || m.value.Cmp(limit.Value) > 0) {
+	if e.usage != nil && (num.Cmp(next, limit.Value) > 0 || num.Cmp(m.value, limit.Value) > 0) {
 		return false, false // billable usage is priced on the full path
 	}
 	within := limitAllows(limit, next, m.value)
@@ -326,9 +325,7 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 		e.record(owner, m, limit.Credit.Name, moved, cost, num.Zero, num.Zero) // no overage here, so no grant draws
 	}
 	m.value = next
-	if m.credit != limit.Credit.Name {
-		m.credit = limit.Credit.Name
-	}
+	e.setCredit(m, limit.Credit.Name)
 	m.burn.push(nowNs/int64(time.Millisecond), toFloat32(amount), limit.EWMAAlphaF)
 	if m.lease != nil {
 		e.leaseUse(owner, m, amount)
@@ -365,6 +362,10 @@ func (e *Engine) lockCall(res *resolution, s *lockScratch) []*customer {
 }
 
 func unlockAll(locks []*customer) {
+	if len(locks) == 1 {
+		locks[0].mu.Unlock() // the common call: its meter owner only
+		return
+	}
 	for i := len(locks) - 1; i >= 0; i-- {
 		locks[i].mu.Unlock()
 	}
@@ -381,14 +382,13 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	if m != nil {
 		d.prior, d.meterValue, d.overheadBefore = m.value, m.value, m.overhead
 		if limit.Resets() && (m.periodOf != limit || nowNs >= m.periodEnd) {
-			prof := owner.info.Load()
-			loc := owner.location(p)
-			start := limit.Reset.CurrentStart(m.startedAt(), now, loc, prof.anchor)
+			loc, anchor := owner.location(p), owner.anchor()
+			start := limit.Reset.CurrentStart(m.startedAt(), now, loc, anchor)
 			if start.UnixNano() != m.started {
 				d.reset, d.resetStart = true, start.UnixNano()
 				d.meterValue, d.overheadBefore = num.Zero, num.Zero
 			} else {
-				m.periodOf, m.periodEnd = limit, periodEnd(limit, start, loc, prof.anchor)
+				m.periodOf, m.periodEnd = limit, periodEnd(limit, start, loc, anchor)
 			}
 		}
 	}
@@ -410,7 +410,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 		d.held = num.Zero
 	}
 	d.ownValid = limitAllows(limit, d.newValue, d.meterValue)
-	grantsApply := limit.GrantsApply && limit.Mode != policies.Observe && len(owner.grants) > 0
+	grantsApply := limit.GrantsApply && limit.Mode != policies.Observe && len(owner.grants()) > 0
 	capsPossible := len(locked) > 1 || res.caller.capCount.Load() > 0 || len(call.Caps) > 0
 	// The common call (within a plain limit, nothing else in play) needs nothing more,
 	// unless its events are wanted: within the limit, those are meter-changed and
@@ -438,7 +438,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 	// The pooled balance is only compared against when a hard limit (or held room) may
 	// need grants, or an ignore_grants cap subtracts what they cover; computing it means
 	// converting through the exchange, so it is skipped otherwise.
-	if grantsApply && (limit.Mode == policies.Hard || !d.held.IsZero() || capsPossible || owner.voucher != nil) {
+	if grantsApply && (limit.Mode == policies.Hard || !d.held.IsZero() || capsPossible || owner.voucher() != nil) {
 		states := owner.grantStates(p, nowNs, grantBuf)
 		d.grantsPooled = pooled(p, owner, credit.Name, d.billable, states)
 	}
@@ -511,7 +511,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 			return caps, nil
 		}
 	}
-	if owner.voucher != nil && !d.ownValid && !d.coverAll && d.overage.IsPos() {
+	if owner.voucher() != nil && !d.ownValid && !d.coverAll && d.overage.IsPos() {
 		// The voucher pays what grants leave of the overage, priced from where the
 		// grants stop; a call it cannot pay is denied (forced calls go through unpaid).
 		covered := num.Zero
@@ -519,7 +519,7 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 			covered = num.Min(d.overage, d.grantsPooled)
 		}
 		uncovered := c.Sub(d.overage, covered)
-		debit, ok := voucherPays(owner.voucher, p, credit, uncovered, c.Add(d.billable, covered), nowNs)
+		debit, ok := voucherPays(owner.voucher(), p, credit, uncovered, c.Add(d.billable, covered), nowNs)
 		if c.Err != nil {
 			return caps, c.Err
 		}
@@ -547,11 +547,11 @@ func (e *Engine) collectCaps(caps []capRef, d *decision, p *policies.Policy, res
 	ent, credit := res.ce.Name, d.limit.Credit.Name
 	callerType := res.caller.info.Load().typ
 	for _, h := range locked {
-		if h.deleted || len(h.caps) == 0 {
+		if h.deleted || len(h.caps()) == 0 {
 			continue
 		}
-		loc, anchor := h.location(p), h.info.Load().anchor
-		for _, sc := range h.caps {
+		loc, anchor := h.location(p), h.anchor()
+		for _, sc := range h.caps() {
 			if h != res.caller && (!sc.cfg.Shared || (len(sc.cfg.SharedWith) > 0 && !slices.Contains(sc.cfg.SharedWith, callerType))) {
 				continue
 			}
@@ -627,7 +627,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 	nowNs := now.UnixNano()
 	if d.reset {
 		m.resetPeriod(d.resetStart)
-		m.periodOf, m.periodEnd = d.limit, periodEnd(d.limit, time.Unix(0, d.resetStart), owner.location(p), owner.info.Load().anchor)
+		m.periodOf, m.periodEnd = d.limit, periodEnd(d.limit, time.Unix(0, d.resetStart), owner.location(p), owner.anchor())
 	}
 	if m != nil && m.ext != nil && d.amount.IsPos() {
 		m.pruneHolds(nowNs)
@@ -660,12 +660,10 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 		return e.meterEvents(p, res, d, call, now, grantDraw{}, d.overage)
 	}
 	if m == nil {
-		owner.meters = append(owner.meters, meter{ent: res.ce.Name, started: nowNs})
+		owner.meters = append(owner.meters, meter{key: e.meterKey(res.ce.Name, d.limit.Credit.Name), started: nowNs})
 		m = &owner.meters[len(owner.meters)-1]
 	}
-	if m.credit != d.limit.Credit.Name {
-		m.credit = d.limit.Credit.Name
-	}
+	e.setCredit(m, d.limit.Credit.Name)
 	m.value = d.newValue
 	if m.lease != nil {
 		e.leaseUse(owner, m, d.amount)
@@ -682,7 +680,7 @@ func (e *Engine) commit(d *decision, p *policies.Policy, res *resolution, locked
 	}
 	m.burn.push(nowNs/int64(time.Millisecond), toFloat32(d.amount), d.limit.EWMAAlphaF)
 	draw, left := grantDraw{}, d.overage
-	grantsApply := d.limit.GrantsApply && d.limit.Mode != policies.Observe && len(owner.grants) > 0
+	grantsApply := d.limit.GrantsApply && d.limit.Mode != policies.Observe && len(owner.grants()) > 0
 	if (d.coverAll || !d.ownValid) && d.overage.IsPos() && grantsApply {
 		owner.currentGrants(p, nowNs)
 		draw, left = drawGrants(p, owner, d.limit.Credit.Name, d.overage, d.billable, e.usage)
@@ -793,27 +791,37 @@ func periodEnd(l *policies.CompiledLimit, start time.Time, loc *time.Location, a
 // limitAllows is Limit.check: observe never denies, decrements and no-ops never trip,
 // hard_trailing looks at the meter before the call, everything else is inclusive.
 func limitAllows(l *policies.CompiledLimit, newValue, current num.Dec) bool {
-	if l.Mode == policies.Observe || newValue.Cmp(current) <= 0 {
+	if l.Mode == policies.Observe || num.Cmp(newValue, current) <= 0 {
 		return true
 	}
 	if l.Mode == policies.Hard && l.HardTrailing {
-		return current.Cmp(l.Value) < 0
+		return num.Cmp(current, l.Value) < 0
 	}
-	return newValue.Cmp(l.Value) <= 0
+	return num.Cmp(newValue, l.Value) <= 0
+}
+
+// idemRecord is the outcome remembered for an idempotency key. Caller holds c.mu.
+func (c *customer) idemRecord(key string) (idemRecord, bool) {
+	if c.x == nil {
+		return idemRecord{}, false
+	}
+	rec, ok := c.x.idem[key]
+	return rec, ok
 }
 
 // remember stores an idempotency outcome, pruning expired keys when the map grows.
 func (e *Engine) remember(c *customer, key string, allowed bool, now time.Time) {
-	if c.idem == nil {
-		c.idem = map[string]idemRecord{}
+	x := c.extras()
+	if x.idem == nil {
+		x.idem = map[string]idemRecord{}
 	}
-	if len(c.idem) >= 1024 && len(c.idem)&(len(c.idem)-1) == 0 {
+	if len(x.idem) >= 1024 && len(x.idem)&(len(x.idem)-1) == 0 {
 		cutoff := now.UnixNano() - int64(e.idemTTL)
-		for k, r := range c.idem {
+		for k, r := range x.idem {
 			if r.at < cutoff {
-				delete(c.idem, k)
+				delete(x.idem, k)
 			}
 		}
 	}
-	c.idem[key] = idemRecord{allowed: allowed, at: now.UnixNano()}
+	x.idem[key] = idemRecord{allowed: allowed, at: now.UnixNano()}
 }

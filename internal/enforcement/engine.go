@@ -22,6 +22,7 @@ type Engine struct {
 	policy   atomic.Pointer[policies.Policy]
 	now      func() time.Time
 	shards   [shardCount]shard
+	ids      idHasher // hashes customer ids (hashID)
 	handlers atomic.Pointer[handlerSet]
 	hmu      sync.Mutex // serialises handler registration; dispatch reads the atomic set
 	idemTTL  time.Duration
@@ -30,6 +31,8 @@ type Engine struct {
 	grantSeq    atomic.Uint64
 	holdSeq     atomic.Uint64
 	estimates   estimateBook
+	profiles    profileTable   // shared plain profiles
+	meterKeys   meterKeyTable  // shared meter keys
 	usage       *usageRecorder // nil unless usage is recorded for cloud sync
 	leases      *leaseConfig   // nil unless hard limits are kept with allowance leases
 	// refsGen moves on every change to any customer's profile and to the set of
@@ -43,9 +46,11 @@ type Engine struct {
 // resolution that read the old state cannot be cached under the new generation.
 func (e *Engine) refsChanged() { e.refsGen.Add(1) }
 
+// shard holds a share of the customers. mu serialises every change; byID is read
+// without it.
 type shard struct {
 	mu    sync.RWMutex
-	byID  map[string]*customer
+	byID  idTable
 	byAlt map[string]*customer
 }
 
@@ -75,12 +80,11 @@ func New(p *policies.Policy, opts ...Option) (*Engine, error) {
 	if p == nil {
 		return nil, fmt.Errorf("enforcement: nil policy")
 	}
-	e := &Engine{now: time.Now, idemTTL: DefaultIdempotencyTTL}
+	e := &Engine{now: time.Now, idemTTL: DefaultIdempotencyTTL, ids: newIDHasher()}
 	for _, o := range opts {
 		o(e)
 	}
 	for i := range e.shards {
-		e.shards[i].byID = map[string]*customer{}
 		e.shards[i].byAlt = map[string]*customer{}
 	}
 	e.policy.Store(p)
@@ -102,35 +106,27 @@ func (e *Engine) SetPolicy(p *policies.Policy) error {
 	return nil
 }
 
-func shardFor(id string) uint32 {
-	// FNV-1a, inlined so a lookup never allocates.
-	h := uint32(2166136261)
-	for i := 0; i < len(id); i++ {
-		h ^= uint32(id[i])
-		h *= 16777619
-	}
-	return h % shardCount
-}
+// shardOf is the shard holding id (hash h), as a primary or an alt id.
+func (e *Engine) shardOf(h idHash) *shard { return &e.shards[h.shard()%shardCount] }
 
-// lookup finds a customer by id or alt id.
+// lookup finds a customer by id or alt id. Primary ids are found without a lock (see
+// idTable); only alt ids, rarely called by, take the shard's read lock.
 func (e *Engine) lookup(id string) *customer {
-	s := &e.shards[shardFor(id)]
-	s.mu.RLock()
-	c := s.byID[id]
-	if c == nil {
-		c = s.byAlt[id]
+	h := e.hashID(id)
+	s := e.shardOf(h)
+	if c := s.byID.get(h, id); c != nil {
+		return c
 	}
+	s.mu.RLock()
+	c := s.byAlt[id]
 	s.mu.RUnlock()
 	return c
 }
 
 // byID finds a customer by its primary id only.
 func (e *Engine) byID(id string) *customer {
-	s := &e.shards[shardFor(id)]
-	s.mu.RLock()
-	c := s.byID[id]
-	s.mu.RUnlock()
-	return c
+	h := e.hashID(id)
+	return e.shardOf(h).byID.get(h, id)
 }
 
 // forEachCustomer visits every customer; the visit runs without shard locks held.
@@ -138,10 +134,8 @@ func (e *Engine) forEachCustomer(visit func(*customer)) {
 	for i := range e.shards {
 		s := &e.shards[i]
 		s.mu.RLock()
-		list := make([]*customer, 0, len(s.byID))
-		for _, c := range s.byID {
-			list = append(list, c)
-		}
+		list := make([]*customer, 0, s.byID.n)
+		s.byID.each(func(c *customer) { list = append(list, c) })
 		s.mu.RUnlock()
 		for _, c := range list {
 			visit(c)

@@ -372,7 +372,7 @@ func (e *Engine) meterEvents(p *policies.Policy, res *resolution, d *decision, c
 	}
 	ev.Remaining = f64(c.Sub(l.Value, d.newValue))
 	grantsApply := l.GrantsApply && l.Mode != policies.Observe
-	grantsInvolved := draw.applied.IsPos() || (grantsApply && d.overage.IsPos() && !d.ownValid && len(res.owner.grants) > 0)
+	grantsInvolved := draw.applied.IsPos() || (grantsApply && d.overage.IsPos() && !d.ownValid && len(res.owner.grants()) > 0)
 	if grantsInvolved {
 		ev.GrantValueApplied = f64(draw.applied)
 		ev.Overage = f64(left)

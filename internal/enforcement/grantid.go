@@ -44,7 +44,7 @@ func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string,
 		c.mu.Unlock()
 		return false, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
 	}
-	for _, g := range c.grants {
+	for _, g := range c.grants() {
 		if g.id == grantID {
 			c.mu.Unlock()
 			return false, nil
@@ -86,7 +86,8 @@ func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string,
 			return false, nil // drained for good, as drawGrants would have left it
 		}
 	}
-	c.grants = append(c.grants, g)
+	x := c.extras()
+	x.grants = append(x.grants, g)
 	snap := e.snapshotLocked(p, c)
 	c.mu.Unlock()
 	e.emit(Event{Type: EventCustomerTopupGranted, Customer: snap, Plan: plan.Name, Time: now,
@@ -99,7 +100,7 @@ func (e *Engine) GrantTopupDrawn(ctx context.Context, id, topup, grantID string,
 // this instance's draws not committed yet. matched reports whether any committed draw
 // matched. Caller holds c.mu.
 func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []RemoteGrantDraw) (drawn num.Dec, matched bool, err error) {
-	start := g.periodStart(c.location(p), c.info.Load().anchor)
+	start := g.periodStart(c.location(p), c.anchor())
 	var calc num.Calc
 	drawn = num.Zero
 	for _, d := range draws {
@@ -109,7 +110,7 @@ func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []
 	}
 	if e.usage != nil {
 		e.usage.mu.Lock()
-		drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.info.Load().created.UnixNano()}))
+		drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.created.UnixNano()}))
 		e.usage.mu.Unlock()
 	}
 	return drawn, matched, calc.Err

@@ -160,20 +160,20 @@ func (g *grant) settle(st grantState) bool {
 // currentGrants rolls every grant forward and drops expired ones. It is part of a
 // committing call, like a due period reset. Caller holds c.mu.
 func (c *customer) currentGrants(p *policies.Policy, now int64) {
-	if len(c.grants) == 0 {
+	if len(c.grants()) == 0 {
 		return
 	}
-	loc, anchor := c.location(p), c.info.Load().anchor
-	kept := c.grants[:0]
-	for _, g := range c.grants {
+	loc, anchor := c.location(p), c.anchor()
+	kept := c.grants()[:0]
+	for _, g := range c.grants() {
 		if g.settle(g.at(now, loc, anchor)) {
 			kept = append(kept, g)
 		}
 	}
-	for i := len(kept); i < len(c.grants); i++ {
-		c.grants[i] = nil
+	for i := len(kept); i < len(c.grants()); i++ {
+		c.grants()[i] = nil
 	}
-	c.grants = kept
+	c.x.grants = kept // there were grants, so c.x is set
 }
 
 // grantOrder is the total order in which grants are drawn (lower first):
@@ -226,7 +226,7 @@ func unitRunes(p *policies.Policy, credit string) (num.Dec, bool) {
 func bestGrant(p *policies.Policy, c *customer, credit string, states []grantState) int {
 	_, creditPriced := unitRunes(p, credit)
 	best := -1
-	for i, g := range c.grants {
+	for i, g := range c.grants() {
 		st := states[i]
 		if st.expired || !st.value.IsPos() {
 			continue
@@ -239,7 +239,7 @@ func bestGrant(p *policies.Policy, c *customer, credit string, states []grantSta
 				continue
 			}
 		}
-		if best < 0 || grantLess(p, p.Doc.Exchange.GrantStrategy, credit, g, c.grants[best], st, states[best]) {
+		if best < 0 || grantLess(p, p.Doc.Exchange.GrantStrategy, credit, g, c.grants()[best], st, states[best]) {
 			best = i
 		}
 	}
@@ -253,7 +253,7 @@ func pooled(p *policies.Policy, c *customer, credit string, position num.Dec, st
 	var calc num.Calc
 	exact, runes := num.Zero, num.Zero
 	_, creditPriced := unitRunes(p, credit)
-	for i, g := range c.grants {
+	for i, g := range c.grants() {
 		st := states[i]
 		if st.expired || !st.value.IsPos() {
 			continue
@@ -283,11 +283,11 @@ func pooled(p *policies.Policy, c *customer, credit string, position num.Dec, st
 // grantStates computes every grant's state at now into buf (reused to avoid allocating).
 func (c *customer) grantStates(p *policies.Policy, now int64, buf []grantState) []grantState {
 	buf = buf[:0]
-	if len(c.grants) == 0 {
+	if len(c.grants()) == 0 {
 		return buf
 	}
-	loc, anchor := c.location(p), c.info.Load().anchor
-	for _, g := range c.grants {
+	loc, anchor := c.location(p), c.anchor()
+	for _, g := range c.grants() {
 		buf = append(buf, g.at(now, loc, anchor))
 	}
 	return buf
@@ -317,23 +317,23 @@ func (g *grant) periodStart(loc *time.Location, anchor time.Time) int64 {
 func drawGrants(p *policies.Policy, c *customer, credit string, overage, position num.Dec, r *usageRecorder) (grantDraw, num.Dec) {
 	var calc num.Calc
 	draw := grantDraw{applied: num.Zero, topup: num.Zero}
-	if len(c.grants) == 0 {
+	if len(c.grants()) == 0 {
 		return draw, overage
 	}
 	var stateBuf [8]grantState
-	for range len(c.grants) + 1 {
+	for range len(c.grants()) + 1 {
 		if !overage.IsPos() {
 			break
 		}
 		states := stateBuf[:0]
-		for _, g := range c.grants {
+		for _, g := range c.grants() {
 			states = append(states, grantState{value: g.value})
 		}
 		i := bestGrant(p, c, credit, states)
 		if i < 0 {
 			break
 		}
-		g := c.grants[i]
+		g := c.grants()[i]
 		need, err := exchange(p, overage, credit, g.def.credit, position, num.Zero)
 		if err != nil {
 			need = overage
@@ -356,7 +356,7 @@ func drawGrants(p *policies.Policy, c *customer, credit string, overage, positio
 			var loc *time.Location
 			var anchor time.Time
 			if !g.def.reset.Schedule.IsZero() {
-				loc, anchor = c.location(p), c.info.Load().anchor
+				loc, anchor = c.location(p), c.anchor()
 			}
 			r.recordDraw(c, g.id, g.periodStart(loc, anchor), taken)
 		}
@@ -373,10 +373,12 @@ func drawGrants(p *policies.Policy, c *customer, credit string, overage, positio
 	return draw, num.Max(num.Zero, overage)
 }
 
+// removeGrant drops the grant at index i of c.grants(). Caller holds c.mu.
 func (c *customer) removeGrant(i int) {
-	copy(c.grants[i:], c.grants[i+1:])
-	c.grants[len(c.grants)-1] = nil
-	c.grants = c.grants[:len(c.grants)-1]
+	x := c.x // i indexes c.grants(), so c.x is set
+	copy(x.grants[i:], x.grants[i+1:])
+	x.grants[len(x.grants)-1] = nil
+	x.grants = x.grants[:len(x.grants)-1]
 }
 
 // exchange converts v of one credit into another through runes.
@@ -430,16 +432,23 @@ func (e *Engine) newGrant(t *policies.CompiledTopup, included bool, now int64) *
 // customer paid for them (the reference engine deletes them). Caller holds c.mu.
 func (e *Engine) syncIncludedLocked(p *policies.Policy, c *customer, now int64) {
 	plan := c.planLocked(e, p)
-	if c.topupsFor == p && c.topupsPlan == plan {
+	if c.x == nil && (plan == nil || len(plan.Compiled) == 0) {
+		// No grants and nothing to grant: the sync would change nothing. It is not
+		// recorded either, so customers without extras stay without them; grants can
+		// only be added from topups of a plan that has some, which syncs first.
 		return
 	}
-	c.topupsFor, c.topupsPlan = p, plan
+	x := c.extras()
+	if x.topupsFor == p && x.topupsPlan == plan {
+		return
+	}
+	x.topupsFor, x.topupsPlan = p, plan
 	if plan == nil {
 		return
 	}
 	typ := c.info.Load().typ
-	kept := c.grants[:0]
-	for _, g := range c.grants {
+	kept := x.grants[:0]
+	for _, g := range x.grants {
 		t := plan.CompiledTopup(g.topup)
 		if g.included && (t == nil || !t.Included || !IncludedFor(t, typ)) {
 			continue
@@ -453,16 +462,16 @@ func (e *Engine) syncIncludedLocked(p *policies.Policy, c *customer, now int64) 
 		}
 		kept = append(kept, g)
 	}
-	for i := len(kept); i < len(c.grants); i++ {
-		c.grants[i] = nil
+	for i := len(kept); i < len(x.grants); i++ {
+		x.grants[i] = nil
 	}
-	c.grants = kept
+	x.grants = kept
 	for _, t := range plan.Compiled {
 		if !t.Included || !IncludedFor(t, typ) {
 			continue
 		}
 		has := false
-		for _, g := range c.grants {
+		for _, g := range x.grants {
 			if g.included && g.topup == t.Name {
 				has = true
 				break
@@ -474,12 +483,12 @@ func (e *Engine) syncIncludedLocked(p *policies.Policy, c *customer, now int64) 
 			// every instance holds the same grant with the same periods, and draws
 			// synced from other instances can be matched to it.
 			at := now
-			if prof := c.info.Load(); prof != nil && !prof.created.IsZero() {
-				at = prof.created.UnixNano()
+			if !c.created.IsZero() {
+				at = c.created.UnixNano()
 			}
 			g := e.newGrant(t, true, at)
 			g.id = IncludedGrantID(t.Name)
-			c.grants = append(c.grants, g)
+			x.grants = append(x.grants, g)
 		}
 	}
 }
@@ -533,7 +542,8 @@ func (e *Engine) ApplyCustomerTopup(ctx context.Context, id, topup string) (*Cus
 	}
 	e.syncIncludedLocked(p, c, now.UnixNano())
 	g := e.newGrant(t, false, now.UnixNano())
-	c.grants = append(c.grants, g)
+	x := c.extras()
+	x.grants = append(x.grants, g)
 	snap := e.snapshotLocked(p, c)
 	c.mu.Unlock()
 	e.emit(Event{Type: EventCustomerTopupGranted, Customer: snap, Plan: plan.Name, Time: now,

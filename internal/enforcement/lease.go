@@ -133,7 +133,7 @@ func (e *Engine) leaseUse(owner *customer, m *meter, amount num.Dec) {
 	var c num.Calc
 	if c.Sub(l.granted, l.used).Cmp(l.low) < 0 && c.Err == nil {
 		l.asked = true
-		e.leases.Low(LeaseKey{Customer: owner.id, Entitlement: m.ent})
+		e.leases.Low(LeaseKey{Customer: owner.id, Entitlement: m.ent()})
 	}
 }
 
@@ -170,7 +170,7 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 		return LeaseAsk{}, false, nil
 	}
 	ask := LeaseAsk{Owner: owner.id, Entitlement: res.ce.Name, Limit: limit.Value, Used: num.Zero, Need: num.Zero,
-		CustomerCreatedAt: owner.info.Load().created}
+		CustomerCreatedAt: owner.created}
 	m := owner.meter(res.ce.Name)
 	period := now.UnixNano()
 	if m != nil {
@@ -261,7 +261,7 @@ func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
 	}
 	m := owner.meter(res.ce.Name)
 	if m == nil {
-		owner.meters = append(owner.meters, meter{ent: res.ce.Name, credit: limit.Credit.Name, started: now.UnixNano()})
+		owner.meters = append(owner.meters, meter{key: e.meterKey(res.ce.Name, limit.Credit.Name), started: now.UnixNano()})
 		m = &owner.meters[len(owner.meters)-1]
 	}
 	period := e.currentPeriod(p, owner, m, limit, now)

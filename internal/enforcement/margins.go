@@ -149,7 +149,7 @@ func (e *Engine) CustomerMarginSnapshot(ctx context.Context, id string) (Margin,
 			granted, topup = m.ext.grantCovered, m.ext.topupRevenue
 		}
 		if limit.Resets() {
-			start := limit.Reset.CurrentStart(m.startedAt(), now, c.location(p), c.info.Load().anchor)
+			start := limit.Reset.CurrentStart(m.startedAt(), now, c.location(p), c.anchor())
 			if start.UnixNano() != m.started {
 				usage, cost, granted, topup = num.Zero, num.Zero, num.Zero, num.Zero
 			}

@@ -118,12 +118,15 @@ func (o Override) Compile(p *policies.Policy, base *policies.CompiledEntitlement
 // effectiveLimit returns the override if one is live, else the plan limit. An expired
 // override is dropped on access, as in the reference engine. Caller holds c.mu.
 func (c *customer) effectiveLimit(p *policies.Policy, ce *policies.CompiledEntitlement, now time.Time) *policies.CompiledLimit {
-	o := c.overrides[ce.Name]
+	if c.x == nil || len(c.x.overrides) == 0 {
+		return ce.Limit // the common case, without hashing the name
+	}
+	o := c.x.overrides[ce.Name]
 	if o == nil {
 		return ce.Limit
 	}
 	if !o.spec.ExpiresAt.IsZero() && !now.Before(o.spec.ExpiresAt) {
-		delete(c.overrides, ce.Name)
+		delete(c.overrides(), ce.Name)
 		return ce.Limit
 	}
 	if o.policy != p {
@@ -164,10 +167,11 @@ func (e *Engine) CreateCustomerOverride(ctx context.Context, id, ent string, o O
 		owner.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
 	}
-	if owner.overrides == nil {
-		owner.overrides = map[string]*override{}
+	x := owner.extras()
+	if x.overrides == nil {
+		x.overrides = map[string]*override{}
 	}
-	owner.overrides[ent] = &override{spec: o, compiled: cl, policy: p}
+	x.overrides[ent] = &override{spec: o, compiled: cl, policy: p}
 	snap := e.snapshotLocked(p, owner)
 	owner.mu.Unlock()
 	e.emit(Event{Type: EventCustomerSet, Customer: snap, Time: now})
@@ -186,8 +190,8 @@ func (e *Engine) RemoveCustomerOverride(ctx context.Context, id, ent string) err
 	}
 	owner := res.owner
 	owner.mu.Lock()
-	_, had := owner.overrides[ent]
-	delete(owner.overrides, ent)
+	_, had := owner.overrides()[ent]
+	delete(owner.overrides(), ent)
 	snap := e.snapshotLocked(p, owner)
 	owner.mu.Unlock()
 	if had {

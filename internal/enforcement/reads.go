@@ -48,16 +48,16 @@ func (e *Engine) read(id, ent string, o ReadOptions) (reading, error) {
 	if m != nil {
 		r.meter, r.value, r.started = true, m.value, m.startedAt()
 		if r.limit != nil && r.limit.Resets() {
-			start := r.limit.Reset.CurrentStart(r.started, now, owner.location(p), owner.info.Load().anchor)
+			start := r.limit.Reset.CurrentStart(r.started, now, owner.location(p), owner.anchor())
 			if !start.Equal(r.started) {
 				r.value, r.started, r.pending = num.Zero, start, true
 			}
 		}
 	}
-	if len(owner.grants) > 0 {
+	if len(owner.grants()) > 0 {
 		owner.currentGrants(p, now.UnixNano())
 	}
-	if l := r.limit; l != nil && !o.WithoutGrants && l.GrantsApply && l.Mode != policies.Observe && len(owner.grants) > 0 {
+	if l := r.limit; l != nil && !o.WithoutGrants && l.GrantsApply && l.Mode != policies.Observe && len(owner.grants()) > 0 {
 		var c num.Calc
 		billable := num.Max(num.Zero, c.Sub(r.value, l.Value))
 		r.grants = pooled(p, owner, l.Credit.Name, billable, owner.grantStates(p, now.UnixNano(), nil))
@@ -196,7 +196,9 @@ func (e *Engine) Resets(ctx context.Context, id, ent string) (time.Time, error) 
 		return time.Time{}, err
 	}
 	owner := res.owner
-	loc, anchor := owner.location(p), owner.info.Load().anchor
+	owner.mu.Lock() // the anchor may be the creation time, which a restore changes under mu
+	loc, anchor := owner.location(p), owner.anchor()
+	owner.mu.Unlock()
 	if r.limit.Reset.Every > 0 && !r.meter {
 		return now.Add(r.limit.Reset.Every).UTC(), nil
 	}

@@ -83,7 +83,7 @@ func (e *Engine) Reserve(ctx context.Context, id, ent string, amount num.Dec, op
 		return Hold{}, fmt.Errorf("%w: %s would not allow %s", ErrReservationDenied, ent, amount)
 	}
 	if m == nil {
-		owner.meters = append(owner.meters, meter{ent: res.ce.Name, credit: limit.Credit.Name, started: now.UnixNano()})
+		owner.meters = append(owner.meters, meter{key: e.meterKey(res.ce.Name, limit.Credit.Name), started: now.UnixNano()})
 		m = &owner.meters[len(owner.meters)-1]
 	}
 	ttl := opts.TTL

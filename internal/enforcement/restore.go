@@ -48,7 +48,7 @@ func (e *Engine) SetCustomer(ctx context.Context, snap *Customer, events bool) e
 		// Alt ids the snapshot no longer lists are released.
 		for _, a := range old.altIDs {
 			if !slices.Contains(snap.AltIDs, a) {
-				s := &e.shards[shardFor(a)]
+				s := e.shardOf(e.hashID(a))
 				s.mu.Lock()
 				if s.byAlt[a] == c {
 					delete(s.byAlt, a)
@@ -56,9 +56,9 @@ func (e *Engine) SetCustomer(ctx context.Context, snap *Customer, events bool) e
 				s.mu.Unlock()
 			}
 		}
-		np := *c.info.Load()
+		np := c.info.Load().clone()
 		np.altIDs = nil
-		c.info.Store(&np)
+		c.info.Store(e.intern(np))
 		e.refsChanged()
 	}
 	if err := e.addAltIDs(c, snap.AltIDs); err != nil {
@@ -84,13 +84,18 @@ func (e *Engine) LoadCustomers(ctx context.Context, snaps []*Customer) error {
 // adopt takes a restored state as the customer's own. Caller holds c.mu, or c is not
 // registered yet.
 func (c *customer) adopt(state *restored) {
-	c.meters, c.overrides, c.grants, c.caps = state.meters, state.overrides, state.grants, state.caps
-	c.voucher = state.voucher
-	c.capCount.Store(int32(len(c.caps)))
+	c.created = state.created
+	c.meters = state.meters
+	if c.x != nil || state.overrides != nil || state.grants != nil || state.caps != nil || state.voucher != nil {
+		x := c.extras()
+		x.overrides, x.grants, x.caps, x.voucher = state.overrides, state.grants, state.caps, state.voucher
+	}
+	c.capCount.Store(int32(len(c.caps())))
 }
 
 type restored struct {
 	prof      *profile
+	created   time.Time
 	meters    []meter
 	overrides map[string]*override
 	grants    []*grant
@@ -109,8 +114,8 @@ func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time)
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	prof := &profile{plan: snap.Plan, typ: snap.Type, label: snap.Label, refs: slices.Clone(snap.Refs),
-		altIDs: nil, metadata: maps.Clone(snap.Metadata), tz: snap.Timezone, anchor: snap.BillingAnchor, created: snap.Created}
+	prof := &profile{profileData: profileData{plan: snap.Plan, typ: snap.Type, label: snap.Label, refs: slices.Clone(snap.Refs),
+		altIDs: nil, metadata: maps.Clone(snap.Metadata), tz: snap.Timezone, anchor: snap.BillingAnchor}}
 	if prof.typ == "" {
 		prof.typ = "user"
 	}
@@ -120,13 +125,12 @@ func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time)
 	if prof.tz != "" {
 		prof.loc, _ = time.LoadLocation(prof.tz)
 	}
-	if prof.created.IsZero() {
-		prof.created = now
+	created := snap.Created
+	if created.IsZero() {
+		created = now
 	}
-	if prof.anchor.IsZero() {
-		prof.anchor = prof.created
-	}
-	r := &restored{prof: prof}
+	prof.dropDefaultAnchor(created) // a zero anchor is the creation time already
+	r := &restored{prof: e.intern(prof), created: created}
 	v := snap.Voucher
 	if v == nil {
 		var err error
@@ -143,7 +147,7 @@ func (e *Engine) restoreState(p *policies.Policy, snap *Customer, now time.Time)
 	}
 	for _, name := range sortedKeys(snap.Meters) {
 		sm := snap.Meters[name]
-		m := meter{ent: name, credit: sm.Credit, started: sm.Started.UnixNano()}
+		m := meter{key: e.meterKey(name, sm.Credit), started: sm.Started.UnixNano()}
 		if sm.Started.IsZero() {
 			m.started = now.UnixNano()
 		}

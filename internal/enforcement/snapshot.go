@@ -382,16 +382,16 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		Type:          prof.typ,
 		Label:         prof.label,
 		Meters:        make(map[string]Meter, len(c.meters)),
-		Overrides:     make(map[string]Override, len(c.overrides)),
-		Grants:        make(map[string]Grant, len(c.grants)),
-		Caps:          make(map[string]Cap, len(c.caps)),
-		Metadata:      metadataWithVoucher(maps.Clone(prof.metadata), c.voucher),
+		Overrides:     make(map[string]Override, len(c.overrides())),
+		Grants:        make(map[string]Grant, len(c.grants())),
+		Caps:          make(map[string]Cap, len(c.caps())),
+		Metadata:      metadataWithVoucher(maps.Clone(prof.metadata), c.voucher()),
 		Timezone:      prof.tz,
-		BillingAnchor: prof.anchor,
-		Created:       prof.created,
+		BillingAnchor: c.anchor(),
+		Created:       c.created,
 	}
-	if c.voucher != nil {
-		s.Voucher = c.voucher.public()
+	if c.voucher() != nil {
+		s.Voucher = c.voucher().public()
 	}
 	if pl := e.resolvePlan(p, c.id, prof); pl != nil {
 		s.ResolvedPlan = pl.Name
@@ -400,10 +400,10 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 	for i := range c.meters {
 		m := &c.meters[i]
 		x := &meterExact{value: m.value, overhead: m.overhead}
-		out := Meter{Credit: m.credit, Started: m.startedAt()}
+		out := Meter{Credit: m.credit(), Started: m.startedAt()}
 		pending := false
-		if l := e.meterLimit(p, c, prof, m.ent, now); l != nil && l.Resets() {
-			if start := l.Reset.CurrentStart(out.Started, now, loc, prof.anchor); !start.Equal(out.Started) {
+		if l := e.meterLimit(p, c, prof, m.ent(), now); l != nil && l.Resets() {
+			if start := l.Reset.CurrentStart(out.Started, now, loc, s.BillingAnchor); !start.Equal(out.Started) {
 				out.Started, x.value, x.overhead, pending = start, num.Zero, num.Zero, true
 			}
 		}
@@ -412,7 +412,7 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 				out.Holds = map[string]Hold{}
 				for _, h := range m.ext.holds {
 					if h.expires > nowNs {
-						out.Holds[h.id] = holdOut(h, c.id, m.ent)
+						out.Holds[h.id] = holdOut(h, c.id, m.ent())
 					}
 				}
 			}
@@ -435,13 +435,13 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		out.Value, out.Overhead = num.Float64(x.value), num.Float64(x.overhead)
 		out.GrantCovered, out.TopupRevenue = num.Float64(x.grantCovered), num.Float64(x.topupRevenue)
 		out.exact = x
-		s.Meters[m.ent] = out
+		s.Meters[m.ent()] = out
 	}
-	for name, o := range c.overrides {
+	for name, o := range c.overrides() {
 		s.Overrides[name] = o.spec
 	}
-	for _, g := range c.grants {
-		st := g.at(nowNs, loc, prof.anchor)
+	for _, g := range c.grants() {
+		st := g.at(nowNs, loc, s.BillingAnchor)
 		if st.expired {
 			continue
 		}
@@ -449,7 +449,7 @@ func (e *Engine) snapshotLocked(p *policies.Policy, c *customer) *Customer {
 		cp.settle(st)
 		s.Grants[g.id] = grantOutput(&cp)
 	}
-	for _, sc := range c.caps {
+	for _, sc := range c.caps() {
 		if cp := e.capSnapshot(p, c, sc, nowNs); sc.expiresOn == 0 || sc.expiresOn >= nowNs {
 			s.Caps[sc.cfg.ID] = cp
 		}
@@ -506,7 +506,7 @@ func (e *Engine) meterLimit(p *policies.Policy, c *customer, prof *profile, ent 
 	if ce == nil {
 		return nil
 	}
-	if o := c.overrides[ent]; o != nil && o.policy == p && (o.spec.ExpiresAt.IsZero() || now.Before(o.spec.ExpiresAt)) {
+	if o := c.overrides()[ent]; o != nil && o.policy == p && (o.spec.ExpiresAt.IsZero() || now.Before(o.spec.ExpiresAt)) {
 		return o.compiled
 	}
 	return ce.Limit

@@ -104,7 +104,7 @@ type grantKey struct {
 
 // recordDraw adds a draw from a grant of c to its pending sum. Caller holds c.mu.
 func (r *usageRecorder) recordDraw(c *customer, grantID string, period int64, units num.Dec) {
-	k := grantKey{customer: c.id, grant: grantID, period: period, created: c.info.Load().created.UnixNano()}
+	k := grantKey{customer: c.id, grant: grantID, period: period, created: c.created.UnixNano()}
 	var calc num.Calc
 	r.mu.Lock()
 	cur, ok := r.draws[k]
@@ -165,7 +165,7 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 	if pu.calls > 0 && pu.periodStart != m.started {
 		// The meter moved into a new period with usage of the old one still pending.
 		r.mu.Lock()
-		r.closed = append(r.closed, pu.delta(c, m.ent))
+		r.closed = append(r.closed, pu.delta(c, m.ent()))
 		r.mu.Unlock()
 		pu.reset()
 	}
@@ -179,7 +179,7 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 	if !pu.queued {
 		pu.queued = true
 		r.mu.Lock()
-		r.dirty = append(r.dirty, meterRef{c: c, ent: m.ent})
+		r.dirty = append(r.dirty, meterRef{c: c, ent: m.ent()})
 		r.mu.Unlock()
 	}
 }
@@ -188,7 +188,7 @@ func (e *Engine) record(c *customer, m *meter, credit string, units, overhead, p
 func (pu *pendingUsage) delta(c *customer, ent string) UsageDelta {
 	return UsageDelta{Customer: c.id, Entitlement: ent, Credit: pu.credit, PeriodStart: time.Unix(0, pu.periodStart).UTC(),
 		Units: pu.units, Overhead: pu.overhead, Price: pu.price, GrantCovered: pu.granted, Calls: pu.calls,
-		CustomerCreatedAt: c.info.Load().created}
+		CustomerCreatedAt: c.created}
 }
 
 // reset empties the pending sums (the meter stays on the dirty list if it is there).
@@ -218,7 +218,7 @@ func (r *usageRecorder) discard(c *customer) {
 			pu.queued = false
 		}
 	}
-	created := c.info.Load().created.UnixNano()
+	created := c.created.UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.dirty = slices.DeleteFunc(r.dirty, func(ref meterRef) bool { return ref.c == c })
@@ -451,11 +451,11 @@ func (e *Engine) ApplyRemoteTotals(ctx context.Context, id string, totals []Remo
 		m := c.meter(t.Entitlement)
 		start := t.PeriodStart.UnixNano()
 		if m == nil {
-			c.meters = append(c.meters, meter{ent: t.Entitlement, credit: t.Credit, started: start, value: num.Zero, overhead: num.Zero})
+			c.meters = append(c.meters, meter{key: e.meterKey(t.Entitlement, t.Credit), started: start, value: num.Zero, overhead: num.Zero})
 			m = &c.meters[len(c.meters)-1]
 		}
 		if l := e.meterLimit(p, c, c.info.Load(), t.Entitlement, now); l != nil && l.Resets() {
-			cur := l.Reset.CurrentStart(m.startedAt(), now, c.location(p), c.info.Load().anchor)
+			cur := l.Reset.CurrentStart(m.startedAt(), now, c.location(p), c.anchor())
 			if cur.UnixNano() != m.started {
 				m.resetPeriod(cur.UnixNano())
 			}
@@ -469,7 +469,7 @@ func (e *Engine) ApplyRemoteTotals(ctx context.Context, id string, totals []Remo
 		}
 		if e.usage != nil {
 			e.usage.mu.Lock()
-			if in, ok := e.usage.inflight[usageKey{customer: c.id, ent: t.Entitlement, period: start, created: c.info.Load().created.UnixNano()}]; ok {
+			if in, ok := e.usage.inflight[usageKey{customer: c.id, ent: t.Entitlement, period: start, created: c.created.UnixNano()}]; ok {
 				value, overhead = calc.Add(value, in.Units), calc.Add(overhead, in.Overhead)
 			}
 			e.usage.mu.Unlock()
@@ -478,8 +478,8 @@ func (e *Engine) ApplyRemoteTotals(ctx context.Context, id string, totals []Remo
 			return calc.Err
 		}
 		m.value, m.overhead = value, overhead
-		if m.credit == "" {
-			m.credit = t.Credit
+		if m.credit() == "" {
+			e.setCredit(m, t.Credit)
 		}
 	}
 	return nil
@@ -518,11 +518,11 @@ func (e *Engine) ApplyGrantDraws(ctx context.Context, id string, draws []RemoteG
 	}
 	e.syncIncludedLocked(p, c, now)
 	c.currentGrants(p, now)
-	if len(draws) == 0 || len(c.grants) == 0 {
+	if len(draws) == 0 || len(c.grants()) == 0 {
 		return nil
 	}
 	var calc num.Calc
-	for _, g := range c.grants {
+	for _, g := range c.grants() {
 		drawn, matched, err := e.drawnLocked(p, c, g, draws)
 		if err != nil {
 			return err

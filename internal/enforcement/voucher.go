@@ -229,7 +229,7 @@ func metaDec(x any) (num.Dec, error) {
 // voucherKey is where a voucher's debits are recorded for cloud sync: beside grant
 // draws, under the voucher's id, flagged so the drain sends them as voucher debits.
 func voucherKey(c *customer, id string) grantKey {
-	return grantKey{customer: c.id, grant: id, created: c.info.Load().created.UnixNano(), voucher: true}
+	return grantKey{customer: c.id, grant: id, created: c.created.UnixNano(), voucher: true}
 }
 
 // SetVoucher gives a customer a voucher, replacing any it had; nil removes it.
@@ -271,7 +271,7 @@ func (e *Engine) ApplyVoucher(ctx context.Context, id string, v *Voucher, debite
 		}
 		st.balance = num.Max(num.Zero, left)
 	}
-	c.voucher = st
+	c.setVoucher(st)
 	return nil
 }
 
@@ -286,10 +286,10 @@ func (e *Engine) CustomerVoucher(ctx context.Context, id string) (*Voucher, erro
 	if c.deleted {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
 	}
-	if c.voucher == nil {
+	if c.voucher() == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNoVoucher, id)
 	}
-	return c.voucher.public(), nil
+	return c.voucher().public(), nil
 }
 
 // voucherPays decides whether the owner's voucher pays a call's uncovered overage:
@@ -315,7 +315,7 @@ func voucherPays(st *voucherState, p *policies.Policy, credit *policies.Compiled
 // debitVoucher takes a paid overage off the owner's voucher and records it for sync.
 // Caller holds c.mu.
 func (e *Engine) debitVoucher(c *customer, runes num.Dec) {
-	st := c.voucher
+	st := c.voucher()
 	if st == nil || st.expiryOnly || !runes.IsPos() {
 		return
 	}

@@ -38,23 +38,25 @@ func WithIdempotencyKey(key string) CallOption {
 	return func(c *enforcement.Call) { c.IdempotencyKey = key }
 }
 
-func (p *Policy) do(ctx context.Context, call enforcement.Call, commit bool, opts []CallOption) (bool, error) {
+// do runs a call. It takes the call by pointer so the callers' call, built on their
+// stack, is neither copied (a Call is a couple of hundred bytes) nor moved to the heap:
+// options, which take a pointer, get a heap copy only when there are any, which keeps
+// the common call allocation-free.
+func (p *Policy) do(ctx context.Context, call *enforcement.Call, commit bool, opts []CallOption) (bool, error) {
 	if err := p.open(); err != nil {
 		return false, err
 	}
 	if len(opts) > 0 {
-		// Options take a pointer; copying through the heap only when there are any keeps
-		// the common call allocation-free.
 		c := new(enforcement.Call)
-		*c = call
+		*c = *call
 		for _, o := range opts {
 			o(c)
 		}
-		call = *c
+		call = c
 	}
-	ok, err := p.eng.Decide(ctx, &call, commit)
+	ok, err := p.eng.Decide(ctx, call, commit)
 	if err != nil && p.hydrated(ctx, call.Customer, &err) {
-		ok, err = p.eng.Decide(ctx, &call, commit)
+		ok, err = p.eng.Decide(ctx, call, commit)
 	}
 	// Fleet mode Exact: no lease with room for the call. Ask (the call waits) and
 	// decide again; the engine then has a grant, a denial or the unreachable rule. A
@@ -62,7 +64,7 @@ func (p *Policy) do(ctx context.Context, call enforcement.Call, commit bool, opt
 	if err != nil && p.cloud != nil {
 		for i := 0; i < 4 && errors.Is(err, enforcement.ErrLeaseNeeded); i++ {
 			p.cloud.leases.acquire(ctx, call.Customer, call.Entitlement, call.Amount)
-			ok, err = p.eng.Decide(ctx, &call, commit)
+			ok, err = p.eng.Decide(ctx, call, commit)
 		}
 		if errors.Is(err, enforcement.ErrLeaseNeeded) {
 			return false, nil // still no room after asking: the fleet's limit is in use
@@ -87,7 +89,7 @@ func (p *Policy) Allow(ctx context.Context, customer, entitlement string, amt fl
 	if err != nil {
 		return false, err
 	}
-	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d}, true, opts)
+	return p.do(ctx, &enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d}, true, opts)
 }
 
 // AllowUnits is Allow with a quantity string such as "500MB", converted exactly into
@@ -96,7 +98,7 @@ func (p *Policy) AllowUnits(ctx context.Context, customer, entitlement, quantity
 	if quantity == "" {
 		return false, fmt.Errorf("%w: empty quantity", ErrInvalidQuantity)
 	}
-	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Quantity: quantity}, true, opts)
+	return p.do(ctx, &enforcement.Call{Customer: customer, Entitlement: entitlement, Quantity: quantity}, true, opts)
 }
 
 // Check makes the decision Allow would make, without changing anything.
@@ -105,7 +107,7 @@ func (p *Policy) Check(ctx context.Context, customer, entitlement string, amt fl
 	if err != nil {
 		return false, err
 	}
-	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d}, false, opts)
+	return p.do(ctx, &enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d}, false, opts)
 }
 
 // CheckUnits is Check with a quantity string.
@@ -113,17 +115,17 @@ func (p *Policy) CheckUnits(ctx context.Context, customer, entitlement, quantity
 	if quantity == "" {
 		return false, fmt.Errorf("%w: empty quantity", ErrInvalidQuantity)
 	}
-	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Quantity: quantity}, false, opts)
+	return p.do(ctx, &enforcement.Call{Customer: customer, Entitlement: entitlement, Quantity: quantity}, false, opts)
 }
 
 // Increment meters the limit's increment (default 1). False for a feature gate.
 func (p *Policy) Increment(ctx context.Context, customer, entitlement string, opts ...CallOption) (bool, error) {
-	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Step: enforcement.StepIncrement}, true, opts)
+	return p.do(ctx, &enforcement.Call{Customer: customer, Entitlement: entitlement, Step: enforcement.StepIncrement}, true, opts)
 }
 
 // Decrement gives back the limit's increment. Decrements are never denied by a limit.
 func (p *Policy) Decrement(ctx context.Context, customer, entitlement string, opts ...CallOption) (bool, error) {
-	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Step: enforcement.StepDecrement}, true, opts)
+	return p.do(ctx, &enforcement.Call{Customer: customer, Entitlement: entitlement, Step: enforcement.StepDecrement}, true, opts)
 }
 
 // Set moves the meter to value, as a call of (value − current usage).
@@ -132,7 +134,7 @@ func (p *Policy) Set(ctx context.Context, customer, entitlement string, value fl
 	if err != nil {
 		return false, err
 	}
-	return p.do(ctx, enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d, SetTo: true}, true, opts)
+	return p.do(ctx, &enforcement.Call{Customer: customer, Entitlement: entitlement, Amount: d, SetTo: true}, true, opts)
 }
 
 // Value returns the customer's usage in the current period, in the credit's units.
