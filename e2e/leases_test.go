@@ -197,7 +197,7 @@ func TestLeasesWhileTheAPIIsDown(t *testing.T) {
 	down := allowed.Load()
 	time.Sleep(time.Second)
 	during := allowed.Load() - down
-	a = startAPIWithLeaseTTL(t, pool, rurl, apiLog, addr, 5*time.Second)
+	startAPIWithLeaseTTL(t, pool, rurl, apiLog, addr, 5*time.Second) // the same address: the instances reconnect
 	waitFor(t, 30*time.Second, "the fleet to reach the limit", func() bool { return allowed.Load() >= 2000 })
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
