@@ -117,16 +117,7 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 	tenant := pgtype.UUID{Bytes: b.TenantID, Valid: true}
 	env := pgtype.UUID{Bytes: b.EnvironmentID, Valid: true}
 	if len(b.Deltas) > 0 {
-		i := 0
-		n, err := tx.CopyFrom(ctx, pgx.Identifier{"usage_deltas"}, UsageDeltaColumns, pgx.CopyFromFunc(func() ([]any, error) {
-			if i >= len(b.Deltas) {
-				return nil, nil
-			}
-			d := &b.Deltas[i]
-			i++
-			return []any{tenant, env, b.InstanceID, b.Sequence, d.CustomerID, pgtype.UUID{Bytes: d.CustomerUID, Valid: true}, d.Entitlement, d.Credit,
-				d.PeriodStart, pgNumeric(d.Units), pgNumeric(d.Overhead), pgNumeric(d.Price), d.Calls, pgNumeric(d.GrantCovered)}, nil
-		}))
+		n, err := copyDeltas(ctx, tx, b)
 		if err != nil {
 			return false, fmt.Errorf("store: copy usage deltas: %w", err)
 		}
@@ -209,6 +200,34 @@ func InsertUsageBatch(ctx context.Context, tx pgx.Tx, b UsageBatch) (duplicate b
 		}
 	}
 	return false, nil
+}
+
+// deltaRowSize is about the binary size of a usage_deltas row: fourteen field lengths,
+// three uuids, three int8s and a timestamp, four numerics and the texts.
+const deltaRowSize = 256
+
+// copyDeltas copies b's deltas into usage_deltas (UsageDeltaColumns).
+func copyDeltas(ctx context.Context, tx pgx.Tx, b UsageBatch) (int64, error) {
+	c := newCopyBuf(len(b.Deltas), deltaRowSize)
+	for i := range b.Deltas {
+		d := &b.Deltas[i]
+		c.row(len(UsageDeltaColumns))
+		c.uuid(b.TenantID)
+		c.uuid(b.EnvironmentID)
+		c.text(b.InstanceID)
+		c.int8(b.Sequence)
+		c.text(d.CustomerID)
+		c.uuid(d.CustomerUID)
+		c.text(d.Entitlement)
+		c.text(d.Credit)
+		c.timestamptz(d.PeriodStart)
+		c.numeric(d.Units)
+		c.numeric(d.Overhead)
+		c.numeric(d.Price)
+		c.int8(d.Calls)
+		c.numeric(d.GrantCovered)
+	}
+	return c.copyIn(ctx, tx, "usage_deltas", UsageDeltaColumns)
 }
 
 // pgNumeric converts an exact decimal for the binary COPY protocol.
