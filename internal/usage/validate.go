@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -32,10 +33,14 @@ const (
 )
 
 // DecodeBatch decodes a usage batch strictly: unknown fields, wrong types and trailing
-// data are errors (validation.ErrMalformed or *validation.Error).
+// data are errors (validation.ErrMalformed or *validation.Error). Batches as SDKs
+// write them take decodeFast; the rest, errors included, encoding/json.
 func DecodeBatch(raw []byte) (*wire.UsageBatch, error) {
-	if len(strings.TrimSpace(string(raw))) == 0 {
+	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, fmt.Errorf("%w: the body is empty: send a JSON usage batch", validation.ErrMalformed)
+	}
+	if b, ok := decodeFast(raw); ok {
+		return b, nil
 	}
 	var b wire.UsageBatch
 	if err := validation.DecodeJSON(raw, &b); err != nil {
