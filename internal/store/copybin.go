@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/limitr/limitr/internal/num"
 )
@@ -128,15 +129,15 @@ func (c *copyBuf) numeric(d num.Dec) {
 	}
 }
 
-// copyIn sends the payload as COPY into table's columns on tx's connection, and
-// returns the rows written.
-func (c *copyBuf) copyIn(ctx context.Context, tx pgx.Tx, table string, columns []string) (int64, error) {
+// copyIn sends the payload as COPY into table's columns on conn, and returns the rows
+// written.
+func (c *copyBuf) copyIn(ctx context.Context, conn *pgconn.PgConn, table string, columns []string) (int64, error) {
 	c.b = binary.BigEndian.AppendUint16(c.b, 0xFFFF) // the trailer
 	cols := make([]string, len(columns))
 	for i, col := range columns {
 		cols[i] = pgx.Identifier{col}.Sanitize()
 	}
 	sql := fmt.Sprintf("copy %s (%s) from stdin binary", pgx.Identifier{table}.Sanitize(), strings.Join(cols, ", "))
-	tag, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(c.b), sql)
+	tag, err := conn.CopyFrom(ctx, bytes.NewReader(c.b), sql)
 	return tag.RowsAffected(), err
 }

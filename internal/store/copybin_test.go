@@ -75,7 +75,7 @@ func TestCopyBufMatchesPgx(t *testing.T) {
 			c.bool((i+1)%2 == 0)
 			c.null()
 		}
-		n, err := c.copyIn(ctx, tx, "copied", cols)
+		n, err := c.copyIn(ctx, tx.Conn().PgConn(), "copied", cols)
 		if err != nil {
 			return err
 		}
