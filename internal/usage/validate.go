@@ -303,7 +303,7 @@ func parseDecimal(path, s string) (num.Dec, *validation.FieldError) {
 	if len(s) > maxDecimalText {
 		return bad(fmt.Sprintf("is longer than %d characters", maxDecimalText))
 	}
-	if strings.ContainsAny(s, "eE") {
+	if strings.IndexByte(s, 'e') >= 0 || strings.IndexByte(s, 'E') >= 0 { // faster than ContainsAny
 		return bad(fmt.Sprintf("must be a plain decimal such as \"12.5\" (no exponent), got %q", s))
 	}
 	if i := strings.IndexByte(s, '.'); i >= 0 && len(strings.TrimRight(s[i+1:], "0")) > 19 {
