@@ -277,7 +277,10 @@ func TestCommitUsageBatchAttributes(t *testing.T) {
 	}
 
 	// Duplicates: attribute is not called, and every connection is idle afterwards.
-	for range 2 * int(pool.Config().MaxConns) {
+	// Enough of them that a connection runs the resolving statement six times, after
+	// which Postgres may switch a prepared statement to its generic plan: ingest plans
+	// it with its parameters instead (see resolveUsageCustomers).
+	for range 6*int(pool.Config().MaxConns) + 1 {
 		b := batch(1)
 		dup, err := store.CommitUsageBatch(ctx, pool, &b, []string{"cus_alice"}, func(context.Context, store.DBTX, map[string]store.UsageCustomer) error {
 			t.Fatal("attribute was called for a duplicate")
@@ -290,6 +293,10 @@ func TestCommitUsageBatchAttributes(t *testing.T) {
 	for _, c := range pool.AcquireAllIdle(ctx) {
 		if s := c.Conn().PgConn().TxStatus(); s != 'I' {
 			t.Errorf("a pooled connection is in transaction state %c", s)
+		}
+		var generic int
+		if err := c.QueryRow(ctx, `select coalesce(sum(generic_plans), 0) from pg_prepared_statements where statement like '%a.alt_id = any($3::text[])%' and statement not like '%pg_prepared_statements%'`).Scan(&generic); err != nil || generic != 0 {
+			t.Errorf("resolving customers took %d generic plans (%v)", generic, err)
 		}
 		c.Release()
 	}
