@@ -434,17 +434,24 @@ const usageCustomerClock = `c.plan, c.timezone, c.billing_anchor, t.frozen_time,
 func scanUsageCustomers(rows pgx.Rows, names int) (map[string]UsageCustomer, error) {
 	defer rows.Close()
 	out := make(map[string]UsageCustomer, names)
+	// The scan targets are reused: each escapes to the heap, and a batch resolves
+	// hundreds of customers. pgtype's, because uuid.UUID scans through database/sql's
+	// Scanner (text), and pointers to times allocate.
+	var (
+		name       string
+		c          UsageCustomer
+		k          ClockedCustomer
+		uid        pgtype.UUID
+		now, start pgtype.Timestamptz
+	)
 	for rows.Next() {
-		var name string
-		var c UsageCustomer
-		var k ClockedCustomer
-		var now, start *time.Time
-		if err := rows.Scan(&name, &c.ID, &c.UID, &c.CreatedAt, &k.Plan, &k.Timezone, &k.BillingAnchor, &now, &start); err != nil {
+		if err := rows.Scan(&name, &c.ID, &uid, &c.CreatedAt, &k.Plan, &k.Timezone, &k.BillingAnchor, &now, &start); err != nil {
 			return nil, err
 		}
-		if now != nil && start != nil {
-			k.Now, k.Start = *now, *start
-			c.Clock = &k
+		c.UID, c.Clock = uid.Bytes, nil
+		if now.Valid && start.Valid {
+			k.Now, k.Start = now.Time, start.Time
+			c.Clock = new(k)
 		}
 		out[name] = c
 	}
