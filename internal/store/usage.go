@@ -22,7 +22,7 @@ import (
 // migrations/0006_grant_covered.up.sql), its grant draws (added to grant_draw_totals,
 // migrations/0003_grant_draws.up.sql), its voucher debits (added to
 // voucher_debit_totals, migrations/0014_vouchers.up.sql) and its audit events go in
-// together, in the caller's transaction, or not at all.
+// together, in one transaction (CommitUsageBatch), or not at all.
 
 // UsageBatch is a validated batch, ready to commit. Customer ids are canonical (alt
 // ids already resolved).
@@ -89,7 +89,7 @@ type UsageEvent struct {
 	At          time.Time
 }
 
-// UsageDeltaColumns are the columns InsertUsageBatch copies deltas into.
+// UsageDeltaColumns are the columns CommitUsageBatch copies deltas into.
 var UsageDeltaColumns = []string{"tenant_id", "environment_id", "instance_id", "sequence", "customer_id", "customer_uid",
 	"entitlement", "credit", "period_start", "units", "overhead", "price", "calls", "grant_covered"}
 
