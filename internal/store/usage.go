@@ -114,17 +114,17 @@ type AttributeFunc func(ctx context.Context, tx DBTX, found map[string]UsageCust
 //
 // received_at defaults to now(), the transaction's start, so a batch's rows share one
 // arrival time.
-func CommitUsageBatch(ctx context.Context, pool *pgxpool.Pool, b *UsageBatch, names []string, attribute AttributeFunc) (duplicate bool, err error) {
+func CommitUsageBatch(ctx context.Context, pool *pgxpool.Pool, b *UsageBatch, names []string, attribute AttributeFunc) (bool, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer conn.Release()
 	c := conn.Conn()
-	if duplicate, err = commitUsageBatch(ctx, c, b, names, attribute); err != nil || duplicate {
-		rollback(ctx, c)
-	}
-	return duplicate, err
+	// Whatever did not commit (an error, a duplicate, a panic in attribute) rolls back
+	// before the connection goes back to the pool.
+	defer rollback(ctx, c)
+	return commitUsageBatch(ctx, c, b, names, attribute)
 }
 
 func commitUsageBatch(ctx context.Context, c *pgx.Conn, b *UsageBatch, names []string, attribute AttributeFunc) (duplicate bool, err error) {
@@ -143,9 +143,8 @@ func commitUsageBatch(ctx context.Context, c *pgx.Conn, b *UsageBatch, names []s
 	return false, finishUsageBatch(ctx, c, b, deltas != len(b.Deltas) || events != len(b.Events))
 }
 
-// rollback ends a transaction left open by an error or a duplicate. A connection that
-// cannot roll back is closed, so the pool drops it rather than hand out an open
-// transaction.
+// rollback ends the transaction on c, if one is open. A connection that cannot roll
+// back is closed, so the pool drops it rather than hand out an open transaction.
 func rollback(ctx context.Context, c *pgx.Conn) {
 	if c.PgConn().TxStatus() == 'I' {
 		return

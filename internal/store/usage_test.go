@@ -276,7 +276,9 @@ func TestCommitUsageBatchAttributes(t *testing.T) {
 		t.Fatalf("a failed batch left %d rows", n)
 	}
 
-	// Duplicates: attribute is not called, and every connection is idle afterwards.
+	// Duplicates: attribute is not called, and their connections are rolled back and
+	// reused (the pool would replace one released in a transaction).
+	conns := pool.Stat().NewConnsCount()
 	// Enough of them that a connection runs the resolving statement six times, after
 	// which Postgres may switch a prepared statement to its generic plan: ingest plans
 	// it with its parameters instead (see resolveUsageCustomers).
@@ -289,6 +291,18 @@ func TestCommitUsageBatchAttributes(t *testing.T) {
 		if err != nil || !dup {
 			t.Fatalf("duplicate: %v %v", dup, err)
 		}
+	}
+	// A panic in attribute rolls back too.
+	func() {
+		defer func() { _ = recover() }()
+		b := batch(3)
+		_, _ = store.CommitUsageBatch(ctx, pool, &b, []string{"cus_alice"}, func(context.Context, store.DBTX, map[string]store.UsageCustomer) error {
+			panic("attribute")
+		})
+		t.Fatal("the panic did not reach the caller")
+	}()
+	if n := pool.Stat().NewConnsCount() - conns; n > 1 {
+		t.Errorf("%d new connections for batches run one at a time: they were not rolled back", n)
 	}
 	for _, c := range pool.AcquireAllIdle(ctx) {
 		if s := c.Conn().PgConn().TxStatus(); s != 'I' {
