@@ -102,8 +102,8 @@ var usageEventColumns = []string{"tenant_id", "environment_id", "instance_id", "
 type AttributeFunc func(ctx context.Context, tx DBTX, found map[string]UsageCustomer) error
 
 // CommitUsageBatch commits b at most once per key, in a transaction of its own on one
-// of pool's connections. duplicate is true when the key was committed before: nothing
-// is written then. The transaction takes three round trips, each a pipeline, where
+// of pool's connections, and reports a duplicate when the key was committed before:
+// nothing is written then. The transaction takes three round trips, each a pipeline, where
 // statement by statement took five or more:
 //
 //  1. begin (planning with parameters, forceCustomPlans); b's usage_batches row (ON
