@@ -65,6 +65,7 @@ fuzz: check-go
 	$(GO) test -run '^$$' -fuzz FuzzParseKeyring -fuzztime 20s ./internal/secrets/
 	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 20s ./internal/secrets/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeBatch -fuzztime 30s ./internal/usage/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeFast -fuzztime 30s ./internal/usage/
 	$(GO) test -run '^$$' -fuzz FuzzUsageBody -fuzztime 20s ./internal/api/
 	$(GO) test -run '^$$' -fuzz FuzzPreviewCSV -fuzztime 30s ./cmd/limitr/
 

@@ -3,11 +3,13 @@ package api
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/labstack/echo/v4"
 
@@ -114,22 +116,49 @@ func readBatchBody(r *http.Request, what string) ([]byte, error) {
 	return nil, problem.New(http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %q is not supported: send gzip or an uncompressed body", enc))
 }
 
+// gzipReaders keeps decompressors for reuse: a new one allocates tens of kilobytes of
+// tables per batch.
+var gzipReaders sync.Pool
+
+// maxGzipRatio bounds how much larger than its input a gzip stream can decompress to
+// (deflate's limit is about 1,032:1).
+const maxGzipRatio = 1032
+
 // gunzipBounded decompresses body, refusing more than max bytes of output (a gzip
 // bomb stops after max+1 bytes).
 func gunzipBounded(body []byte, max int64, what string) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(body))
+	zr, _ := gzipReaders.Get().(*gzip.Reader)
+	var err error
+	if zr == nil {
+		zr, err = gzip.NewReader(bytes.NewReader(body))
+	} else {
+		err = zr.Reset(bytes.NewReader(body))
+	}
 	if err != nil {
 		return nil, problem.New(http.StatusBadRequest, "the body is not valid gzip: "+err.Error())
 	}
-	defer zr.Close()
-	out, err := io.ReadAll(io.LimitReader(zr, max+1))
-	if int64(len(out)) > max {
+	defer gzipReaders.Put(zr)
+	var out bytes.Buffer
+	out.Grow(gunzippedSize(body, max) + bytes.MinRead) // ReadFrom wants MinRead free to see the end
+	_, err = out.ReadFrom(io.LimitReader(zr, max+1))
+	if int64(out.Len()) > max {
 		return nil, problem.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the %s decompresses to more than %d bytes", what, max))
 	}
 	if err != nil {
 		return nil, problem.New(http.StatusBadRequest, "the body is not valid gzip: "+err.Error())
 	}
-	return out, nil
+	return out.Bytes(), nil
+}
+
+// gunzippedSize is what body says it decompresses to (its trailer's size, of the last
+// member), so the output is allocated once rather than grown by doubling. It is only a
+// hint: it is capped by max and by what body could decompress to.
+func gunzippedSize(body []byte, max int64) int {
+	if len(body) < 4 {
+		return 0
+	}
+	n := int64(binary.LittleEndian.Uint32(body[len(body)-4:]))
+	return int(min(n, max, int64(len(body))*maxGzipRatio))
 }
 
 // sdkCustomerState hydrates a customer: its record, its meters' committed totals and

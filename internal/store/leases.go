@@ -191,14 +191,29 @@ func ReturnLeases(ctx context.Context, db DBTX, env Environment, instanceID stri
 	return tag.RowsAffected(), nil
 }
 
-// CommitLeasedUsage adds a leased batch's delta units to the committed part of the
-// instance's leases of the same meter periods (same customer incarnation), in the
-// batch's transaction, in one statement. Its rows are locked in LeaseMeterLess order,
-// as grants lock them. Meters without a lease are left alone.
-func CommitLeasedUsage(ctx context.Context, tx pgx.Tx, b UsageBatch) error {
-	if len(b.Deltas) == 0 {
-		return nil
-	}
+// leasedUsageSQL adds a leased batch's delta units to the committed part of the
+// instance's leases of the same meter periods (same customer incarnation), in one
+// statement. Its rows are locked in LeaseMeterLess order, as grants lock them. Meters
+// without a lease are left alone.
+const leasedUsageSQL = `with d as (
+		select customer_id, customer_uid, entitlement, period_start, sum(units::numeric) as units
+		from unnest($4::text[], $5::uuid[], $6::text[], $7::timestamptz[], $8::text[]) as d(customer_id, customer_uid, entitlement, period_start, units)
+		group by 1, 2, 3, 4
+	), locked as materialized (
+		select l.customer_id, l.entitlement, l.period_start from fleet_leases l
+		join d on d.customer_id = l.customer_id and d.customer_uid = l.customer_uid and d.entitlement = l.entitlement and d.period_start = l.period_start
+		where l.tenant_id = $1 and l.environment_id = $2 and l.instance_id = $3
+		order by l.customer_id collate "C", l.entitlement collate "C", l.period_start
+		for update of l
+	)
+	update fleet_leases l set committed = l.committed + d.units, updated_at = now()
+	from d join locked k on k.customer_id = d.customer_id and k.entitlement = d.entitlement and k.period_start = d.period_start
+	where l.tenant_id = $1 and l.environment_id = $2 and l.instance_id = $3 and l.customer_id = d.customer_id
+		and l.customer_uid = d.customer_uid and l.entitlement = d.entitlement and l.period_start = d.period_start`
+
+// leasedUsageArgs are leasedUsageSQL's arguments for b (summed per meter by the
+// statement: one statement cannot update a row twice).
+func leasedUsageArgs(b *UsageBatch) []any {
 	customers := make([]string, len(b.Deltas))
 	uids := make([]uuid.UUID, len(b.Deltas))
 	ents := make([]string, len(b.Deltas))
@@ -207,23 +222,23 @@ func CommitLeasedUsage(ctx context.Context, tx pgx.Tx, b UsageBatch) error {
 	for i, d := range b.Deltas {
 		customers[i], uids[i], ents[i], starts[i], units[i] = d.CustomerID, d.CustomerUID, d.Entitlement, d.PeriodStart, d.Units.String()
 	}
-	// Summed per meter first: one statement cannot update a row twice.
-	if _, err := tx.Exec(ctx, `with d as (
-			select customer_id, customer_uid, entitlement, period_start, sum(units::numeric) as units
-			from unnest($4::text[], $5::uuid[], $6::text[], $7::timestamptz[], $8::text[]) as d(customer_id, customer_uid, entitlement, period_start, units)
-			group by 1, 2, 3, 4
-		), locked as materialized (
-			select l.customer_id, l.entitlement, l.period_start from fleet_leases l
-			join d on d.customer_id = l.customer_id and d.customer_uid = l.customer_uid and d.entitlement = l.entitlement and d.period_start = l.period_start
-			where l.tenant_id = $1 and l.environment_id = $2 and l.instance_id = $3
-			order by l.customer_id collate "C", l.entitlement collate "C", l.period_start
-			for update of l
-		)
-		update fleet_leases l set committed = l.committed + d.units, updated_at = now()
-		from d join locked k on k.customer_id = d.customer_id and k.entitlement = d.entitlement and k.period_start = d.period_start
-		where l.tenant_id = $1 and l.environment_id = $2 and l.instance_id = $3 and l.customer_id = d.customer_id
-			and l.customer_uid = d.customer_uid and l.entitlement = d.entitlement and l.period_start = d.period_start`,
-		b.TenantID, b.EnvironmentID, b.InstanceID, customers, uids, ents, starts, units); err != nil {
+	return []any{b.TenantID, b.EnvironmentID, b.InstanceID, customers, uids, ents, starts, units}
+}
+
+// queueLeasedUsage queues leasedUsageSQL into a usage batch's commit pipeline.
+func queueLeasedUsage(batch *pgx.Batch, b *UsageBatch) {
+	if len(b.Deltas) > 0 {
+		batch.Queue(leasedUsageSQL, leasedUsageArgs(b)...)
+	}
+}
+
+// CommitLeasedUsage runs leasedUsageSQL for b in tx (usage ingest queues it into its
+// commit pipeline instead).
+func CommitLeasedUsage(ctx context.Context, tx pgx.Tx, b UsageBatch) error {
+	if len(b.Deltas) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, leasedUsageSQL, leasedUsageArgs(&b)...); err != nil {
 		return fmt.Errorf("store: commit leased usage: %w", err)
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/num"
@@ -22,6 +21,9 @@ func usageCount(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 	}
 	return n
 }
+
+// attributed leaves a batch's records as they are: their customers are set already.
+func attributed(context.Context, store.DBTX, map[string]store.UsageCustomer) error { return nil }
 
 func TestUsageBatchInsertOnce(t *testing.T) {
 	pool, ten, env := customerFixture(t)
@@ -40,12 +42,8 @@ func TestUsageBatchInsertOnce(t *testing.T) {
 	}
 	insert := func(b store.UsageBatch) bool {
 		t.Helper()
-		var dup bool
-		if err := inTx(t, pool, func(tx pgx.Tx) error {
-			var err error
-			dup, err = store.InsertUsageBatch(ctx, tx, b)
-			return err
-		}); err != nil {
+		dup, err := store.CommitUsageBatch(ctx, pool, &b, nil, attributed)
+		if err != nil {
 			t.Fatal(err)
 		}
 		return dup
@@ -90,10 +88,7 @@ func TestUsageBatchInsertOnce(t *testing.T) {
 	b3 := b
 	b3.Sequence = 9
 	b3.Events = append(b3.Events, b3.Events[0]) // duplicate event id: primary key violation
-	if err := inTx(t, pool, func(tx pgx.Tx) error {
-		_, err := store.InsertUsageBatch(ctx, tx, b3)
-		return err
-	}); err == nil {
+	if _, err := store.CommitUsageBatch(ctx, pool, &b3, nil, attributed); err == nil {
 		t.Fatal("duplicate event ids were accepted")
 	}
 	if done, _ := store.UsageBatchCommitted(ctx, pool, ten, env, "i-1", 9); done {
@@ -207,5 +202,116 @@ func TestLatestChangeID(t *testing.T) {
 	}
 	if id, err := store.LatestChangeID(ctx, pool, ten, env); err != nil || id != last {
 		t.Fatalf("latest %d, want %d (%v)", id, last, err)
+	}
+}
+
+// CommitUsageBatch resolves the batch's names in its first round trip, hands them to
+// attribute inside the transaction, and counts in the batch's row what attribution
+// kept. A failure in the last round trip leaves nothing, and the key free; a duplicate
+// leaves no transaction open on the connection.
+func TestCommitUsageBatchAttributes(t *testing.T) {
+	pool, ten, env := customerFixture(t)
+	ctx := context.Background()
+	anchor := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := insert(t, pool, ten, env, &store.Customer{Customer: wire.Customer{ID: "alice", AltIDs: []string{"cus_alice"}, BillingAnchor: anchor}}); err != nil {
+		t.Fatal(err)
+	}
+	period := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	delta := func(customer string) store.UsageDelta {
+		return store.UsageDelta{CustomerID: customer, Entitlement: "tokens", Credit: "tok", PeriodStart: period,
+			Units: num.MustParse("1"), Overhead: num.Zero, Price: num.Zero, GrantCovered: num.Zero, Calls: 1}
+	}
+	batch := func(seq int64) store.UsageBatch {
+		return store.UsageBatch{TenantID: ten, EnvironmentID: env, InstanceID: "i-1", Sequence: seq,
+			Deltas: []store.UsageDelta{delta("cus_alice"), delta("ghost")}}
+	}
+	attribute := func(_ context.Context, tx store.DBTX, found map[string]store.UsageCustomer) error {
+		if len(found) != 1 || found["cus_alice"].ID != "alice" {
+			t.Fatalf("found %+v", found)
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `select count(*) from usage_batches where sequence = 1`).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("the batch's row is not visible to attribute: %d %v", n, err)
+		}
+		return nil
+	}
+	keepAlice := func(b *store.UsageBatch) store.AttributeFunc {
+		return func(ctx context.Context, tx store.DBTX, found map[string]store.UsageCustomer) error {
+			if err := attribute(ctx, tx, found); err != nil {
+				return err
+			}
+			c := found["cus_alice"]
+			b.Deltas = []store.UsageDelta{b.Deltas[0]}
+			b.Deltas[0].CustomerID, b.Deltas[0].CustomerUID = c.ID, c.UID
+			b.Unattributed = []store.Unattributed{{Kind: wire.RecordDelta, Index: 1, Customer: "ghost", Reason: wire.ReasonUnknownCustomer, Record: []byte(`{"customer":"ghost"}`)}}
+			return nil
+		}
+	}
+	b := batch(1)
+	if dup, err := store.CommitUsageBatch(ctx, pool, &b, []string{"cus_alice", "ghost"}, keepAlice(&b)); err != nil || dup {
+		t.Fatalf("commit: %v %v", dup, err)
+	}
+	if n := usageCount(t, pool, `select deltas from usage_batches where sequence = 1`); n != 1 {
+		t.Fatalf("the batch's row counts %d deltas, want 1", n)
+	}
+	if n := usageCount(t, pool, `select count(*) from usage_deltas where customer_id = 'alice'`); n != 1 {
+		t.Fatalf("%d deltas of alice, want 1", n)
+	}
+	if n := usageCount(t, pool, `select count(*) from unattributed_usage where customer = 'ghost'`); n != 1 {
+		t.Fatalf("%d unattributed records, want 1", n)
+	}
+
+	// A record Postgres refuses in the last round trip (not JSON) fails the batch.
+	b2 := batch(2)
+	bad := func(ctx context.Context, tx store.DBTX, found map[string]store.UsageCustomer) error {
+		b2.Deltas = b2.Deltas[:1]
+		b2.Deltas[0].CustomerUID = found["cus_alice"].UID
+		b2.Unattributed = []store.Unattributed{{Kind: wire.RecordDelta, Index: 1, Customer: "ghost", Reason: wire.ReasonUnknownCustomer, Record: []byte(`{`)}}
+		return nil
+	}
+	if _, err := store.CommitUsageBatch(ctx, pool, &b2, []string{"cus_alice"}, bad); err == nil {
+		t.Fatal("an unattributed record that is not JSON was accepted")
+	}
+	if n := usageCount(t, pool, `select count(*) from usage_batches where sequence = 2`) + usageCount(t, pool, `select count(*) from usage_deltas where sequence = 2`); n != 0 {
+		t.Fatalf("a failed batch left %d rows", n)
+	}
+
+	// Duplicates: attribute is not called, and their connections are rolled back and
+	// reused (the pool would replace one released in a transaction).
+	conns := pool.Stat().NewConnsCount()
+	// Enough of them that a connection runs the resolving statement six times, after
+	// which Postgres may switch a prepared statement to its generic plan: ingest plans
+	// it with its parameters instead (see resolveUsageCustomers).
+	for range 6*int(pool.Config().MaxConns) + 1 {
+		b := batch(1)
+		dup, err := store.CommitUsageBatch(ctx, pool, &b, []string{"cus_alice"}, func(context.Context, store.DBTX, map[string]store.UsageCustomer) error {
+			t.Fatal("attribute was called for a duplicate")
+			return nil
+		})
+		if err != nil || !dup {
+			t.Fatalf("duplicate: %v %v", dup, err)
+		}
+	}
+	// A panic in attribute rolls back too.
+	func() {
+		defer func() { _ = recover() }()
+		b := batch(3)
+		_, _ = store.CommitUsageBatch(ctx, pool, &b, []string{"cus_alice"}, func(context.Context, store.DBTX, map[string]store.UsageCustomer) error {
+			panic("attribute")
+		})
+		t.Fatal("the panic did not reach the caller")
+	}()
+	if n := pool.Stat().NewConnsCount() - conns; n > 1 {
+		t.Errorf("%d new connections for batches run one at a time: they were not rolled back", n)
+	}
+	for _, c := range pool.AcquireAllIdle(ctx) {
+		if s := c.Conn().PgConn().TxStatus(); s != 'I' {
+			t.Errorf("a pooled connection is in transaction state %c", s)
+		}
+		var generic int
+		if err := c.QueryRow(ctx, `select coalesce(sum(generic_plans), 0) from pg_prepared_statements where statement like '%a.alt_id = any($3::text[])%' and statement not like '%pg_prepared_statements%'`).Scan(&generic); err != nil || generic != 0 {
+			t.Errorf("resolving customers took %d generic plans (%v)", generic, err)
+		}
+		c.Release()
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // Customer vouchers (migrations/0014_vouchers.up.sql): at most one per customer, in
 // customer_vouchers; what SDKs debited from each voucher, per customer uid and voucher
-// id, in voucher_debit_totals (added by InsertUsageBatch).
+// id, in voucher_debit_totals (added by CommitUsageBatch).
 
 // CustomerVoucher is a customer's voucher as the API returns it (wire.CustomerVoucher).
 type CustomerVoucher = wire.CustomerVoucher

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -112,38 +111,20 @@ func (s *Service) Commit(ctx context.Context, env store.Environment, in *wire.Us
 	if err != nil {
 		return wire.UsageAck{}, err
 	}
-	var duplicate bool
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	names := v.names
+	if expired {
+		names = nil
+	}
+	duplicate, err := store.CommitUsageBatch(ctx, s.pool, b, names, func(ctx context.Context, tx store.DBTX, found map[string]store.UsageCustomer) error {
 		if expired {
 			// Too old to deduplicate by key alone: a retry of a committed batch is still
 			// a duplicate while its key is kept; otherwise nothing is counted.
-			done, err := store.UsageBatchCommitted(ctx, tx, env.TenantID, env.ID, b.InstanceID, b.Sequence)
-			if err != nil || done {
-				duplicate = done
-				return err
-			}
-			if err := v.expire(); err != nil {
-				return err
-			}
-		} else {
-			found, err := store.ResolveUsageCustomers(ctx, tx, env.TenantID, env.ID, v.names)
-			if err != nil {
-				return err
-			}
-			if err := v.attribute(found); err != nil {
-				return err
-			}
-			if err := s.redate(ctx, tx, env, v, found); err != nil {
-				return err
-			}
+			return v.expire()
 		}
-		duplicate, err = store.InsertUsageBatch(ctx, tx, *b)
-		if err != nil || duplicate || !in.Leased {
+		if err := v.attribute(found); err != nil {
 			return err
 		}
-		// Allowance leases: the committed deltas leave the instance's leases' outstanding
-		// part as they join the meters' committed usage, in this transaction.
-		return store.CommitLeasedUsage(ctx, tx, *b)
+		return s.redate(ctx, tx, env, v, found)
 	})
 	if err != nil {
 		return wire.UsageAck{}, err
@@ -335,7 +316,7 @@ func (v *checked) unattributed(kind string, i int, customer, reason string, reco
 // contains the clock's time: an SDK meters by real time, while such a customer's
 // periods, invoices and grace follow its clock. Levels (limits that never reset) keep
 // their period.
-func (s *Service) redate(ctx context.Context, tx pgx.Tx, env store.Environment, v *checked, found map[string]store.UsageCustomer) error {
+func (s *Service) redate(ctx context.Context, tx store.DBTX, env store.Environment, v *checked, found map[string]store.UsageCustomer) error {
 	if s.policies == nil {
 		return nil
 	}
