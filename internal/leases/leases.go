@@ -188,7 +188,7 @@ func (s *Service) count(reply wire.LeaseReply, fresh []num.Dec) {
 // are free for the fleet at once. The instance's batches must all be acknowledged
 // first: usage arriving after its lease is gone only counts as committed usage.
 func (s *Service) Return(ctx context.Context, env store.Environment, instanceID string) error {
-	if fe := checkInstanceID(instanceID); fe != nil {
+	if fe := validation.InstanceID(instanceID); fe != nil {
 		return validation.New("the lease return is invalid (1 problem)", fe.Path, fe.Message)
 	}
 	if _, err := store.ReturnLeases(ctx, s.pool, env, instanceID); err != nil {

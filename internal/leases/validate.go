@@ -3,7 +3,6 @@ package leases
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/limitr/limitr/internal/num"
@@ -13,8 +12,6 @@ import (
 )
 
 const (
-	// maxDecimalText bounds a decimal's text.
-	maxDecimalText = 64
 	// maxFieldErrors bounds the problems listed for one request.
 	maxFieldErrors = 100
 	// recreatedTolerance absorbs the precision a customer's creation time loses on its
@@ -56,7 +53,7 @@ func askPath(i int, field string) string {
 // check validates every field that can be checked without the database.
 func check(in *wire.LeaseRequest, now time.Time) *checked {
 	v := &checked{}
-	v.field(checkInstanceID(in.InstanceID))
+	v.field(validation.InstanceID(in.InstanceID))
 	switch {
 	case len(in.Leases) == 0:
 		v.add("leases", "is empty: ask for 1 to "+strconv.Itoa(wire.MaxLeases)+" meters")
@@ -99,7 +96,7 @@ func check(in *wire.LeaseRequest, now time.Time) *checked {
 
 // amount parses a non-negative exact decimal field of leases[i].
 func (v *checked) amount(i int, field, s string) num.Dec {
-	d, fe := parseDecimal(askPath(i, field), s)
+	d, fe := validation.ExactDecimal(askPath(i, field), s)
 	if fe != nil {
 		v.field(fe)
 		return num.Zero
@@ -116,47 +113,4 @@ func invalidRequest(problems int) string {
 		return "the lease request is invalid (1 problem)"
 	}
 	return fmt.Sprintf("the lease request is invalid (%d problems)", problems)
-}
-
-// checkInstanceID: 1 to wire.MaxInstance characters of [A-Za-z0-9._-], as usage
-// batches have.
-func checkInstanceID(id string) *validation.FieldError {
-	if id == "" {
-		return &validation.FieldError{Path: "instance_id", Message: "is required"}
-	}
-	if len(id) > wire.MaxInstance {
-		return &validation.FieldError{Path: "instance_id", Message: fmt.Sprintf("is longer than %d characters", wire.MaxInstance)}
-	}
-	for i := 0; i < len(id); i++ {
-		ch := id[i]
-		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '.' || ch == '_' || ch == '-') {
-			return &validation.FieldError{Path: "instance_id", Message: "may contain only letters, digits, '.', '_' and '-'"}
-		}
-	}
-	return nil
-}
-
-// parseDecimal parses an exact decimal as the SDK writes it ("12.5"): no exponent, at
-// most 19 fractional digits and 19 integer digits, so nothing is rounded.
-func parseDecimal(path, s string) (num.Dec, *validation.FieldError) {
-	bad := func(msg string) (num.Dec, *validation.FieldError) {
-		return num.Zero, &validation.FieldError{Path: path, Message: msg}
-	}
-	if s == "" {
-		return bad("is required: an exact decimal written as a string, such as \"12.5\"")
-	}
-	if len(s) > maxDecimalText {
-		return bad(fmt.Sprintf("is longer than %d characters", maxDecimalText))
-	}
-	if strings.ContainsAny(s, "eE") {
-		return bad(fmt.Sprintf("must be a plain decimal such as \"12.5\" (no exponent), got %q", s))
-	}
-	if i := strings.IndexByte(s, '.'); i >= 0 && len(strings.TrimRight(s[i+1:], "0")) > 19 {
-		return bad(fmt.Sprintf("has more than 19 decimal places, got %q", s))
-	}
-	d, err := num.Parse(s)
-	if err != nil {
-		return bad(fmt.Sprintf("must be an exact decimal such as \"12.5\", got %q", s))
-	}
-	return d, nil
 }

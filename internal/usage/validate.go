@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/limitr/limitr/internal/num"
@@ -23,8 +22,6 @@ const (
 	// MaxEvents bounds audit events per batch (the decompressed size bounds them first
 	// in practice).
 	MaxEvents = 100_000
-	// maxDecimalText bounds a decimal's text.
-	maxDecimalText = 64
 	// maxFieldErrors bounds the problems listed for one batch.
 	maxFieldErrors = wire.MaxDeltas
 	// recreatedTolerance absorbs the precision a customer's creation time loses on its
@@ -81,7 +78,7 @@ func itemPath(kind string, i int, field string) string {
 func check(in *wire.UsageBatch, now time.Time) *checked {
 	v := &checked{in: in, now: now}
 	b := &v.batch
-	v.at2(checkInstanceID(in.InstanceID))
+	v.at2(validation.InstanceID(in.InstanceID))
 	if in.Sequence < 1 {
 		v.add("sequence", "must be 1 or more: sequences start at 1")
 	}
@@ -166,19 +163,19 @@ func (v *checked) checkDelta(i int) bool {
 	}
 	v.checkPeriodStart("deltas", i, d.PeriodStart)
 	var fe *validation.FieldError
-	if out.Units, fe = parseDecimal("units", d.Units); fe != nil {
+	if out.Units, fe = validation.ExactDecimal("units", d.Units); fe != nil {
 		v.at("deltas", i, fe)
 	}
-	if out.Overhead, fe = parseDecimal("overhead", d.Overhead); fe != nil {
+	if out.Overhead, fe = validation.ExactDecimal("overhead", d.Overhead); fe != nil {
 		v.at("deltas", i, fe)
 	}
-	if out.Price, fe = parseDecimal("price", d.Price); fe != nil {
+	if out.Price, fe = validation.ExactDecimal("price", d.Price); fe != nil {
 		v.at("deltas", i, fe)
 	}
 	// grant_covered is optional (SDKs before it leave it out): absent is 0.
 	out.GrantCovered = num.Zero
 	if d.GrantCovered != "" {
-		if out.GrantCovered, fe = parseDecimal("grant_covered", d.GrantCovered); fe != nil {
+		if out.GrantCovered, fe = validation.ExactDecimal("grant_covered", d.GrantCovered); fe != nil {
 			v.at("deltas", i, fe)
 		} else if out.GrantCovered.IsNeg() {
 			v.add(itemPath("deltas", i, "grant_covered"), "must not be negative: it counts units grants paid for")
@@ -204,7 +201,7 @@ func (v *checked) checkDraw(i int) bool {
 	}
 	v.checkPeriodStart("grant_draws", i, d.PeriodStart)
 	var fe *validation.FieldError
-	if out.Units, fe = parseDecimal("units", d.Units); fe != nil {
+	if out.Units, fe = validation.ExactDecimal("units", d.Units); fe != nil {
 		v.at("grant_draws", i, fe)
 	} else if out.Units.IsNeg() {
 		v.add(itemPath("grant_draws", i, "units"), "must not be negative: a draw takes from a grant")
@@ -224,7 +221,7 @@ func (v *checked) checkDebit(i int) bool {
 		}
 	}
 	var fe *validation.FieldError
-	if out.Runes, fe = parseDecimal("runes", d.Runes); fe != nil {
+	if out.Runes, fe = validation.ExactDecimal("runes", d.Runes); fe != nil {
 		v.at("voucher_debits", i, fe)
 	} else if out.Runes.Sign() <= 0 {
 		v.add(itemPath("voucher_debits", i, "runes"), "must be more than 0: a debit takes from a voucher")
@@ -247,10 +244,10 @@ func (v *checked) checkEvent(i int) bool {
 		v.at("events", i, validation.Required("caller", e.Caller))
 	}
 	var fe *validation.FieldError
-	if out.Units, fe = parseDecimal("units", e.Units); fe != nil {
+	if out.Units, fe = validation.ExactDecimal("units", e.Units); fe != nil {
 		v.at("events", i, fe)
 	}
-	if out.Overhead, fe = parseDecimal("overhead", e.Overhead); fe != nil {
+	if out.Overhead, fe = validation.ExactDecimal("overhead", e.Overhead); fe != nil {
 		v.at("events", i, fe)
 	}
 	switch {
@@ -271,47 +268,4 @@ func (v *checked) checkPeriodStart(kind string, i int, start time.Time) {
 	case start.After(v.now.Add(PeriodWindow)):
 		v.add(itemPath(kind, i, "period_start"), fmt.Sprintf("%s is more than %d days in the future", start.UTC().Format(time.RFC3339), int(PeriodWindow/(24*time.Hour))))
 	}
-}
-
-// checkInstanceID: 1 to wire.MaxInstance characters of [A-Za-z0-9._-].
-func checkInstanceID(id string) *validation.FieldError {
-	if id == "" {
-		return &validation.FieldError{Path: "instance_id", Message: "is required"}
-	}
-	if len(id) > wire.MaxInstance {
-		return &validation.FieldError{Path: "instance_id", Message: fmt.Sprintf("is longer than %d characters", wire.MaxInstance)}
-	}
-	for i := 0; i < len(id); i++ {
-		ch := id[i]
-		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '.' || ch == '_' || ch == '-') {
-			return &validation.FieldError{Path: "instance_id", Message: "may contain only letters, digits, '.', '_' and '-'"}
-		}
-	}
-	return nil
-}
-
-// parseDecimal parses an exact decimal as the SDK writes it ("12.5", "-3"): no
-// exponent, at most 19 fractional digits (after dropping trailing zeros) and 19
-// integer digits, so nothing is rounded.
-func parseDecimal(path, s string) (num.Dec, *validation.FieldError) {
-	bad := func(msg string) (num.Dec, *validation.FieldError) {
-		return num.Zero, &validation.FieldError{Path: path, Message: msg}
-	}
-	if s == "" {
-		return bad("is required: an exact decimal written as a string, such as \"12.5\"")
-	}
-	if len(s) > maxDecimalText {
-		return bad(fmt.Sprintf("is longer than %d characters", maxDecimalText))
-	}
-	if strings.IndexByte(s, 'e') >= 0 || strings.IndexByte(s, 'E') >= 0 { // faster than ContainsAny
-		return bad(fmt.Sprintf("must be a plain decimal such as \"12.5\" (no exponent), got %q", s))
-	}
-	if i := strings.IndexByte(s, '.'); i >= 0 && len(strings.TrimRight(s[i+1:], "0")) > 19 {
-		return bad(fmt.Sprintf("has more than 19 decimal places, got %q", s))
-	}
-	d, err := num.Parse(s)
-	if err != nil {
-		return bad(fmt.Sprintf("must be an exact decimal such as \"12.5\", got %q", s))
-	}
-	return d, nil
 }
