@@ -181,3 +181,42 @@ func TestLeaseUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// What an instance asks for: its recent rate × the horizon, at most its share of what
+// remains beyond what the control plane has committed from it; a waiting call that
+// the lease's rest cannot serve stops the rest's use, so the answer may release it.
+func TestLeaseAskSizing(t *testing.T) {
+	l := newLeaseEnv(t, false)
+	ctx := context.Background()
+	ask, _, _ := l.e.LeaseAsk(ctx, "c", "hard", num.FromInt(2), time.Hour)
+	if ask.Target.Cmp(num.FromInt(2)) != 0 || ask.Need.Cmp(num.FromInt(2)) != 0 {
+		t.Fatalf("first ask %+v: want target 2 and need 2 (no rate yet)", ask)
+	}
+	if err := l.e.ApplyLease(ctx, LeaseGrant{Owner: "c", Entitlement: "hard", PeriodStart: ask.PeriodStart, Granted: num.FromInt(40),
+		Expires: l.now.Add(time.Minute), Remaining: num.FromInt(80), Holders: 4, Committed: num.FromInt(10)}); err != nil {
+		t.Fatal(err)
+	}
+	for range 30 { // a steady rate: a unit a millisecond
+		if ok, err := l.allow("hard", 1); !ok || err != nil {
+			t.Fatalf("inside the lease: %v, %v", ok, err)
+		}
+		*l.now = l.now.Add(time.Millisecond)
+	}
+	// The rate asks for 3.6M in an hour, the limit allows 100; the share (80 / 4 = 20)
+	// beyond the 10 committed caps the target at 30.
+	ask, _, _ = l.e.LeaseAsk(ctx, "c", "hard", num.Zero, time.Hour)
+	if ask.Used.Cmp(num.FromInt(30)) != 0 || ask.Target.Cmp(num.FromInt(30)) != 0 {
+		t.Errorf("renewal ask %+v: want used 30 and the target capped at committed + share = 30", ask)
+	}
+	if !ask.Need.IsZero() {
+		t.Errorf("a renewal has no need: %+v", ask)
+	}
+	// 10 left; a call needing 15 asks with its need, and the rest is no longer used.
+	ask, _, _ = l.e.LeaseAsk(ctx, "c", "hard", num.FromInt(15), time.Hour)
+	if ask.Need.Cmp(num.FromInt(15)) != 0 || ask.Target.Cmp(num.FromInt(45)) != 0 {
+		t.Errorf("ask for a waiting call %+v: want need 15, target used + need = 45", ask)
+	}
+	if _, err := l.allow("hard", 1); !errors.Is(err, ErrLeaseNeeded) {
+		t.Errorf("the rest was used after it was offered back: %v", err)
+	}
+}
