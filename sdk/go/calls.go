@@ -139,24 +139,10 @@ func (p *Policy) Set(ctx context.Context, customer, entitlement string, value fl
 
 // Value returns the customer's usage in the current period, in the credit's units.
 func (p *Policy) Value(ctx context.Context, customer, entitlement string) (float64, error) {
-	if err := p.open(); err != nil {
-		return 0, err
-	}
-	v, err := p.eng.Value(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, &err) {
-		v, err = p.eng.Value(ctx, customer, entitlement)
-	}
-	return float(v, err)
+	return p.readDec(ctx, customer, func() (num.Dec, error) { return p.eng.Value(ctx, customer, entitlement) })
 }
 
 // Resets returns when the current period ends; the zero time if the limit never resets.
 func (p *Policy) Resets(ctx context.Context, customer, entitlement string) (time.Time, error) {
-	if err := p.open(); err != nil {
-		return time.Time{}, err
-	}
-	t, err := p.eng.Resets(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, &err) {
-		t, err = p.eng.Resets(ctx, customer, entitlement)
-	}
-	return t, err
+	return read(ctx, p, customer, func() (time.Time, error) { return p.eng.Resets(ctx, customer, entitlement) })
 }

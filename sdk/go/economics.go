@@ -105,14 +105,7 @@ func (p *Policy) ApplyCustomerTopup(ctx context.Context, customer, topup string)
 
 // RemainingCredit is the customer's pooled grant balance, expressed in credit.
 func (p *Policy) RemainingCredit(ctx context.Context, customer, credit string) (float64, error) {
-	if err := p.open(); err != nil {
-		return 0, err
-	}
-	v, err := p.eng.RemainingCredit(ctx, customer, credit)
-	if p.hydrated(ctx, customer, &err) {
-		v, err = p.eng.RemainingCredit(ctx, customer, credit)
-	}
-	return float(v, err)
+	return p.readDec(ctx, customer, func() (num.Dec, error) { return p.eng.RemainingCredit(ctx, customer, credit) })
 }
 
 // CreditExchange converts value of one credit into another through the exchange table
@@ -131,14 +124,7 @@ func (p *Policy) CreditExchange(in, out string, value float64) (float64, error) 
 
 // Allowance is what a call could use right now: Remaining, bounded by the governor.
 func (p *Policy) Allowance(ctx context.Context, customer, entitlement string) (float64, error) {
-	if err := p.open(); err != nil {
-		return 0, err
-	}
-	v, err := p.eng.Allowance(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, &err) {
-		v, err = p.eng.Allowance(ctx, customer, entitlement)
-	}
-	return float(v, err)
+	return p.readDec(ctx, customer, func() (num.Dec, error) { return p.eng.Allowance(ctx, customer, entitlement) })
 }
 
 // Reserve holds capacity for a call whose size is known later. With amount <= 0 the
@@ -179,87 +165,41 @@ func (p *Policy) Settle(ctx context.Context, customer, entitlement string, hold 
 
 // Release drops a reservation without metering.
 func (p *Policy) Release(ctx context.Context, customer, entitlement string, hold Hold) error {
-	if err := p.open(); err != nil {
-		return err
-	}
-	err := p.eng.Release(ctx, customer, entitlement, hold)
-	if p.hydrated(ctx, customer, &err) {
-		err = p.eng.Release(ctx, customer, entitlement, hold)
-	}
-	return err
+	return act(ctx, p, customer, func() error { return p.eng.Release(ctx, customer, entitlement, hold) })
 }
 
 // Held sums the live reservations on a customer's entitlement.
 func (p *Policy) Held(ctx context.Context, customer, entitlement string) (float64, error) {
-	if err := p.open(); err != nil {
-		return 0, err
-	}
-	v, err := p.eng.Held(ctx, customer, entitlement)
-	if p.hydrated(ctx, customer, &err) {
-		v, err = p.eng.Held(ctx, customer, entitlement)
-	}
-	return float(v, err)
+	return p.readDec(ctx, customer, func() (num.Dec, error) { return p.eng.Held(ctx, customer, entitlement) })
 }
 
 // AddCustomerCap adds a spend cap. Shared caps also bind customers whose refs lead to
 // this one (an org budget); SharedWith limits that to some customer types.
 func (p *Policy) AddCustomerCap(ctx context.Context, customer string, c Cap) error {
-	if err := p.open(); err != nil {
+	return act(ctx, p, customer, func() error {
+		_, err := p.eng.AddCustomerCap(ctx, customer, c)
 		return err
-	}
-	_, err := p.eng.AddCustomerCap(ctx, customer, c)
-	if p.hydrated(ctx, customer, &err) {
-		_, err = p.eng.AddCustomerCap(ctx, customer, c)
-	}
-	return err
+	})
 }
 
 // CustomerCap returns a cap with its current state.
 func (p *Policy) CustomerCap(ctx context.Context, customer, id string) (Cap, error) {
-	if err := p.open(); err != nil {
-		return Cap{}, err
-	}
-	r, err := p.eng.CustomerCap(ctx, customer, id)
-	if p.hydrated(ctx, customer, &err) {
-		r, err = p.eng.CustomerCap(ctx, customer, id)
-	}
-	return r, err
+	return read(ctx, p, customer, func() (Cap, error) { return p.eng.CustomerCap(ctx, customer, id) })
 }
 
 // ResetCustomerCap zeroes a cap's meter.
 func (p *Policy) ResetCustomerCap(ctx context.Context, customer, id string) error {
-	if err := p.open(); err != nil {
-		return err
-	}
-	err := p.eng.ResetCustomerCap(ctx, customer, id)
-	if p.hydrated(ctx, customer, &err) {
-		err = p.eng.ResetCustomerCap(ctx, customer, id)
-	}
-	return err
+	return act(ctx, p, customer, func() error { return p.eng.ResetCustomerCap(ctx, customer, id) })
 }
 
 // RemoveCustomerCap removes a cap.
 func (p *Policy) RemoveCustomerCap(ctx context.Context, customer, id string) error {
-	if err := p.open(); err != nil {
-		return err
-	}
-	err := p.eng.RemoveCustomerCap(ctx, customer, id)
-	if p.hydrated(ctx, customer, &err) {
-		err = p.eng.RemoveCustomerCap(ctx, customer, id)
-	}
-	return err
+	return act(ctx, p, customer, func() error { return p.eng.RemoveCustomerCap(ctx, customer, id) })
 }
 
 // CustomerMarginSnapshot reports the customer's margin for the current period.
 func (p *Policy) CustomerMarginSnapshot(ctx context.Context, customer string) (Margin, error) {
-	if err := p.open(); err != nil {
-		return Margin{}, err
-	}
-	r, err := p.eng.CustomerMarginSnapshot(ctx, customer)
-	if p.hydrated(ctx, customer, &err) {
-		r, err = p.eng.CustomerMarginSnapshot(ctx, customer)
-	}
-	return r, err
+	return read(ctx, p, customer, func() (Margin, error) { return p.eng.CustomerMarginSnapshot(ctx, customer) })
 }
 
 // MarginSnapshot models a hypothetical customer's usage on a plan, scaled to the plan's period.
@@ -273,14 +213,7 @@ func (p *Policy) MarginSnapshot(ctx context.Context, plan string, usage map[stri
 // EnsurePlanSubscription meters the plan fee (the plan's subscription entitlement) once
 // the trial is over, if it has not been yet. It reports whether it did.
 func (p *Policy) EnsurePlanSubscription(ctx context.Context, customer string) (bool, error) {
-	if err := p.open(); err != nil {
-		return false, err
-	}
-	r, err := p.eng.EnsurePlanSubscription(ctx, customer)
-	if p.hydrated(ctx, customer, &err) {
-		r, err = p.eng.EnsurePlanSubscription(ctx, customer)
-	}
-	return r, err
+	return read(ctx, p, customer, func() (bool, error) { return p.eng.EnsurePlanSubscription(ctx, customer) })
 }
 
 // SetCustomer restores a customer from a snapshot (Customer, Customers or their JSON),

@@ -32,8 +32,8 @@ func readOptions(opts []ReadOption) enforcement.BurnOptions {
 	return o
 }
 
-// read runs an engine read, hydrating the customer first in cloud mode when this
-// instance has not seen it.
+// read runs an engine call about a customer: once, and in cloud mode once more after
+// hydrating the customer when this instance had not seen it.
 func read[T any](ctx context.Context, p *Policy, customer string, f func() (T, error)) (T, error) {
 	if err := p.open(); err != nil {
 		var zero T
@@ -44,6 +44,12 @@ func read[T any](ctx context.Context, p *Policy, customer string, f func() (T, e
 		v, err = f()
 	}
 	return v, err
+}
+
+// act is read for calls that return only an error.
+func act(ctx context.Context, p *Policy, customer string, f func() error) error {
+	_, err := read(ctx, p, customer, func() (struct{}, error) { return struct{}{}, f() })
+	return err
 }
 
 func (p *Policy) readDec(ctx context.Context, customer string, f func() (num.Dec, error)) (float64, error) {
