@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -287,9 +288,9 @@ func (l *leaser) renewer() {
 		}
 		slices.SortFunc(keys, func(a, b enforcement.LeaseKey) int {
 			if a.Customer != b.Customer {
-				return cmpString(a.Customer, b.Customer)
+				return strings.Compare(a.Customer, b.Customer)
 			}
-			return cmpString(a.Entitlement, b.Entitlement)
+			return strings.Compare(a.Entitlement, b.Entitlement)
 		})
 		keys = l.claim(slices.Compact(keys))
 		for len(keys) > 0 {
@@ -329,16 +330,6 @@ func (l *leaser) release(keys []enforcement.LeaseKey) {
 			delete(l.flights, k)
 		}
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // inUse lists the leased meters used within d, forgetting the others.
