@@ -243,36 +243,16 @@ type LeaseGrant struct {
 // period other than the meter's current one is ignored. When the grant leaves no room
 // for the call that asked, calls needing more are denied until Recheck has passed.
 func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
-	p := e.policy.Load()
-	res, err := e.resolve(p, g.Owner, g.Entitlement)
-	if err != nil || res.ce == nil {
-		return err
-	}
-	now := e.now()
-	owner := res.owner
-	owner.mu.Lock()
-	defer owner.mu.Unlock()
-	if owner.deleted {
-		return fmt.Errorf("%w: %q", ErrUnknownCustomer, g.Owner)
-	}
-	limit := owner.effectiveLimit(p, res.ce, now)
-	if limit == nil {
-		return nil
-	}
-	m := owner.meter(res.ce.Name)
-	if m == nil {
-		owner.meters = append(owner.meters, meter{key: e.meterKey(res.ce.Name, limit.Credit.Name), started: now.UnixNano()})
-		m = &owner.meters[len(owner.meters)-1]
-	}
-	period := e.currentPeriod(p, owner, m, limit, now)
-	if period != g.PeriodStart.UnixNano() && period/int64(time.Microsecond) != g.PeriodStart.UnixNano()/int64(time.Microsecond) {
-		return nil // the period moved on meanwhile
-	}
-	l := m.lease
-	if l == nil || l.period != period {
-		l = &meterLease{period: period, used: num.Zero, granted: num.Zero, fallback: num.Zero}
-		m.lease = l
-	}
+	return e.withLease(g.Owner, g.Entitlement, func(l *meterLease, now time.Time) error {
+		if l.period != g.PeriodStart.UnixNano() && l.period/int64(time.Microsecond) != g.PeriodStart.UnixNano()/int64(time.Microsecond) {
+			return nil // the period moved on meanwhile
+		}
+		return l.apply(g, now)
+	})
+}
+
+// apply sets the lease to a grant. Caller holds the owner's lock.
+func (l *meterLease) apply(g LeaseGrant, now time.Time) error {
 	// The control plane's answer is the lease (asks of one meter are never in flight
 	// together, so answers come in order); it is smaller only when this instance gave
 	// its rest back.
@@ -296,27 +276,48 @@ func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
 // more than the lease has left are denied until retryAt, except for up to fallback
 // units past the lease (AllowBounded; 0 to deny).
 func (e *Engine) LeaseUnreachable(ctx context.Context, owner, ent string, fallback num.Dec, retryAt time.Time) error {
-	c := e.lookup(owner)
-	if c == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownCustomer, owner)
+	return e.withLease(owner, ent, func(l *meterLease, _ time.Time) error {
+		if !l.fallback.IsPos() && fallback.IsPos() {
+			// Granted once per outage, past what the lease had reached: what an instance
+			// spends unconfirmed is bounded by it.
+			var calc num.Calc
+			l.fallback = calc.Add(num.Max(num.Zero, calc.Sub(l.used, l.granted)), fallback)
+		}
+		l.denyTill = retryAt.UnixNano()
+		return nil
+	})
+}
+
+// withLease runs f on the lease of a customer's entitlement in the period a call falls
+// in now (a due reset counted), with the meter's owner locked; the meter and the lease
+// are created when missing. Nothing runs for an entitlement without a limit.
+func (e *Engine) withLease(id, ent string, f func(l *meterLease, now time.Time) error) error {
+	p := e.policy.Load()
+	res, err := e.resolve(p, id, ent)
+	if err != nil || res.ce == nil {
+		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m := c.meter(ent)
-	if m == nil {
+	now := e.now()
+	owner := res.owner
+	owner.mu.Lock()
+	defer owner.mu.Unlock()
+	if owner.deleted {
+		return fmt.Errorf("%w: %q", ErrUnknownCustomer, id)
+	}
+	limit := owner.effectiveLimit(p, res.ce, now)
+	if limit == nil {
 		return nil
 	}
+	m := owner.meter(res.ce.Name)
+	if m == nil {
+		owner.meters = append(owner.meters, meter{key: e.meterKey(res.ce.Name, limit.Credit.Name), started: now.UnixNano()})
+		m = &owner.meters[len(owner.meters)-1]
+	}
+	period := e.currentPeriod(p, owner, m, limit, now)
 	l := m.lease
-	if l == nil || l.period != m.started {
-		l = &meterLease{period: m.started, used: num.Zero, granted: num.Zero, fallback: num.Zero}
+	if l == nil || l.period != period {
+		l = &meterLease{period: period, used: num.Zero, granted: num.Zero, fallback: num.Zero}
 		m.lease = l
 	}
-	if !l.fallback.IsPos() && fallback.IsPos() {
-		// Granted once per outage, past what the lease had reached: what an instance
-		// spends unconfirmed is bounded by it.
-		var calc num.Calc
-		l.fallback = calc.Add(num.Max(num.Zero, calc.Sub(l.used, l.granted)), fallback)
-	}
-	l.denyTill = retryAt.UnixNano()
-	return nil
+	return f(l, now)
 }
