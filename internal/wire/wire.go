@@ -70,6 +70,87 @@ type UsageBatch struct {
 	// deltas as committed against this instance's leases of the same meter periods, in
 	// the same transaction, so what a lease has left is exact.
 	Leased bool `json:"leased,omitempty"`
+	// CapUses are what calls consumed of customers' spend caps held by the control
+	// plane since the last flush (at most MaxDeltas), so every instance counts a cap
+	// against the fleet's total. In a leased batch they are also committed against the
+	// instance's leases of the same caps.
+	CapUses []CapUse `json:"cap_uses,omitempty"`
+}
+
+// CapUse sums what calls consumed of one cap in one cap period, in the cap's credit
+// (an exact decimal string; negative for a follow_decrements cap that moved down).
+// Customer is the cap's holder and CapKey the cap's key (CustomerCap.Key): a cap reset
+// gets a new key, so use of the old one never counts against the new period.
+// PeriodStart is the cap period's start: when the key was minted for a cap that does
+// not reset.
+type CapUse struct {
+	Customer    string    `json:"customer"`
+	CapKey      string    `json:"cap_key"`
+	PeriodStart time.Time `json:"period_start"`
+	Units       string    `json:"units"`
+	// CustomerCreatedAt is when the holder was created, as the SDK knows it (see
+	// UsageDelta.CustomerCreatedAt).
+	CustomerCreatedAt *time.Time `json:"customer_created_at,omitempty"`
+}
+
+// CustomerCap is a spend cap the control plane holds for a customer: every SDK
+// instance enforces it, in fleet mode Exact against the fleet's total with leases of
+// the cap's allowance (LeaseAsk.Cap), else against the committed consumption it knows
+// of plus its own. ID names the cap on its customer; Key is minted by the server when
+// the cap is created and again when it is reset, and consumption and leases are
+// counted per key and cap period. ResetAt is when Key was minted: the start of the
+// first cap period. Value is the ceiling in Credit, an exact decimal. Usage is the
+// committed consumption of the key's last two periods (newest first).
+type CustomerCap struct {
+	ID               string      `json:"id"`
+	Key              string      `json:"key"`
+	Credit           string      `json:"credit"`
+	Value            json.Number `json:"value"`
+	IgnoreGrants     bool        `json:"ignore_grants"`
+	OverageOnly      bool        `json:"overage_only"`
+	ObserveOnly      bool        `json:"observe_only"`
+	OverheadCost     bool        `json:"overhead_cost"`
+	FollowDecrements bool        `json:"follow_decrements"`
+	HardTrailing     bool        `json:"hard_trailing"`
+	Shared           bool        `json:"shared"`
+	SharedWith       []string    `json:"shared_with"`
+	Scope            []string    `json:"scope"`
+	Resets           bool        `json:"resets"`
+	ResetInc         string      `json:"reset_inc,omitempty"`
+	ResetSch         string      `json:"reset_sch,omitempty"`
+	ExpiresAt        *time.Time  `json:"expires_at,omitempty"`
+	CreatedAt        time.Time   `json:"created_at"`
+	ResetAt          time.Time   `json:"reset_at"`
+	Usage            []CapUsage  `json:"usage"`
+}
+
+// CapUsage is a cap's committed consumption in one cap period.
+type CapUsage struct {
+	PeriodStart time.Time `json:"period_start"`
+	Units       string    `json:"units"`
+}
+
+// CapRequest creates a customer's cap or replaces its configuration (PUT
+// …/customers/{id}/caps/{cap}). Replacing keeps the cap's key, so what was consumed
+// still counts; POST …/caps/{cap}/reset starts it from zero. Credit defaults to
+// "rune"; Value (an exact decimal >= 0) is required; ExpiresAt is RFC 3339. Resets
+// with neither ResetInc nor ResetSch resets every 30 days, as in Limitr.
+type CapRequest struct {
+	Credit           string       `json:"credit,omitempty"`
+	Value            *json.Number `json:"value"`
+	IgnoreGrants     bool         `json:"ignore_grants,omitempty"`
+	OverageOnly      bool         `json:"overage_only,omitempty"`
+	ObserveOnly      bool         `json:"observe_only,omitempty"`
+	OverheadCost     bool         `json:"overhead_cost,omitempty"`
+	FollowDecrements bool         `json:"follow_decrements,omitempty"`
+	HardTrailing     bool         `json:"hard_trailing,omitempty"`
+	Shared           bool         `json:"shared,omitempty"`
+	SharedWith       []string     `json:"shared_with,omitempty"`
+	Scope            []string     `json:"scope,omitempty"`
+	Resets           bool         `json:"resets,omitempty"`
+	ResetInc         string       `json:"reset_inc,omitempty"`
+	ResetSch         string       `json:"reset_sch,omitempty"`
+	ExpiresAt        *string      `json:"expires_at,omitempty"`
 }
 
 // Allowance leases (fleet mode Exact). A hard limit served by several instances is
@@ -97,8 +178,12 @@ const MaxLeases = 1_000
 // committed stays reserved (it may still arrive). Limit is the limit the instance
 // enforces (its policy version and the customer's overrides).
 type LeaseAsk struct {
-	Customer    string    `json:"customer"`
-	Entitlement string    `json:"entitlement"`
+	Customer    string `json:"customer"`
+	Entitlement string `json:"entitlement"`
+	// Cap, when set, asks for a lease of a spend cap's allowance instead of a meter's:
+	// the cap's key (CustomerCap.Key), Customer its holder and Entitlement empty.
+	// Limit is then the cap's ceiling, and the amounts are in the cap's credit.
+	Cap         string    `json:"cap,omitempty"`
 	PeriodStart time.Time `json:"period_start"`
 	Limit       string    `json:"limit"`
 	Target      string    `json:"target"`
@@ -131,6 +216,7 @@ type LeaseReply struct {
 type LeaseGrant struct {
 	Customer    string    `json:"customer"`
 	Entitlement string    `json:"entitlement"`
+	Cap         string    `json:"cap,omitempty"`
 	PeriodStart time.Time `json:"period_start"`
 	Granted     string    `json:"granted"`
 	Available   string    `json:"available"`
@@ -232,6 +318,7 @@ const (
 	RecordDelta        = "delta"
 	RecordGrantDraw    = "grant_draw"
 	RecordVoucherDebit = "voucher_debit"
+	RecordCapUse       = "cap_use"
 	RecordEvent        = "event"
 )
 
@@ -251,7 +338,7 @@ const (
 
 // Unattributed is one record of a batch the server committed without a customer.
 type Unattributed struct {
-	Kind     string `json:"kind"`  // RecordDelta, RecordGrantDraw, RecordVoucherDebit or RecordEvent
+	Kind     string `json:"kind"`  // RecordDelta, RecordGrantDraw, RecordVoucherDebit, RecordCapUse or RecordEvent
 	Index    int    `json:"index"` // position in the batch's list of that kind
 	Customer string `json:"customer"`
 	Reason   string `json:"reason"`
@@ -329,7 +416,7 @@ type PolicyChanged struct {
 // (absent for deletes); the SDK applies it locally.
 type CustomerChanged struct {
 	ID              string          `json:"id"`
-	Op              string          `json:"op"` // upsert, delete, plan, override, topup, voucher
+	Op              string          `json:"op"` // upsert, delete, plan, override, topup, voucher, cap
 	Revision        int64           `json:"revision"`
 	Customer        json.RawMessage `json:"customer,omitempty"`
 	Plan            string          `json:"plan,omitempty"`
@@ -365,6 +452,8 @@ type Customer struct {
 	Topups    []CustomerTopup            `json:"topups"`
 	// Voucher is the customer's prepaid voucher, if one is set.
 	Voucher *CustomerVoucher `json:"voucher,omitempty"`
+	// Caps are the customer's spend caps, by id.
+	Caps []CustomerCap `json:"caps,omitempty"`
 }
 
 // CustomerVoucher is a prepaid allowance for soft-limit overage (Limitr Cloud's
