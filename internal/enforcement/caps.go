@@ -31,6 +31,9 @@ type Cap struct {
 	ResetInc         string    `json:"reset_inc,omitempty"`
 	ResetSch         string    `json:"reset_sch,omitempty"`
 	ExpiresAt        time.Time `json:"-"`
+	// Key is set on a cap the control plane holds (cloud mode): the key it minted for
+	// the cap's current incarnation (see ApplyCaps). Empty for a cap added locally.
+	Key string `json:"key,omitempty"`
 
 	MeterValue float64   `json:"meter_value"`
 	Started    time.Time `json:"-"`
@@ -54,6 +57,8 @@ type spendCap struct {
 	lastReset  int64
 	expiresOn  int64
 	createdOn  int64
+	key        string      // the control plane's key for a held cap ("" for a local one)
+	lease      *meterLease // this instance's lease of a held cap (fleet mode Exact)
 }
 
 // Validate checks a cap's configuration; errors name the field.

@@ -150,6 +150,7 @@ func (e *Engine) commitCaps(d *decision, p *policies.Policy, res *resolution, lo
 		sc.settle(cr.state)
 		before := sc.meterValue
 		sc.meterValue = c.Add(sc.meterValue, use)
+		e.capUsed(cr.holder, sc, use)
 		if report != 0 {
 			crossed := before.Cmp(sc.ceiling) < 0 && sc.meterValue.Cmp(sc.ceiling) >= 0
 			if report&bitSet != 0 || crossed && report&bitCrossed != 0 {

@@ -394,6 +394,16 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 				d.denied, d.deniedCap = deniedByCap, i
 				return caps, nil
 			}
+			if cr.ok && cr.cap.key != "" {
+				denied, err := e.capLeaseGate(cr, nowNs)
+				if err != nil {
+					return caps, err
+				}
+				if denied {
+					d.denied, d.deniedCap = deniedByCap, i
+					return caps, nil
+				}
+			}
 		}
 	}
 
@@ -429,7 +439,9 @@ func (e *Engine) decide(d *decision, p *policies.Policy, res *resolution, locked
 				period = d.resetStart
 			}
 		}
-		switch m.leaseOf().room(period, amount, nowNs) {
+		// Holds on the meter count against the lease, as against the limit: a hold
+		// reserves allowance the fleet has granted this instance.
+		switch m.leaseOf().room(period, gateValue, nowNs) {
 		case leaseNeeded:
 			return caps, ErrLeaseNeeded
 		case leaseDenied:
@@ -509,15 +521,28 @@ func (e *Engine) collectCaps(caps []capRef, d *decision, p *policies.Policy, res
 
 // governorTokens is the bucket's level at now: full when first used or after a reset,
 // refilled by elapsed milliseconds × rate up to capacity.
+//
+// In fleet mode Exact the bucket is the fleet's: each of the instances holding a live
+// lease of the meter runs its share of it (capacity and rate divided by their number),
+// so together they admit no more than the governor allows one instance.
 func governorTokens(l *policies.CompiledLimit, m *meter, reset bool, now int64) num.Dec {
+	capacity, refill := l.GovernorCapacity, l.GovernorRefill
+	if ls := m.leaseOf(); ls != nil && ls.holders > 1 && now < ls.expires {
+		var c num.Calc
+		h := num.FromInt(int64(ls.holders))
+		capacity, refill = c.Quo(capacity, h), c.Quo(refill, h)
+		if c.Err != nil {
+			capacity, refill = l.GovernorCapacity, l.GovernorRefill
+		}
+	}
 	if m == nil || m.ext == nil || !m.ext.govInit || reset {
-		return l.GovernorCapacity
+		return capacity
 	}
 	var c num.Calc
 	elapsedMs := num.FromInt((now - m.ext.govLast) / int64(time.Millisecond))
-	tokens := c.Add(m.ext.govTokens, c.Mul(elapsedMs, l.GovernorRefill))
-	if c.Err != nil || tokens.Cmp(l.GovernorCapacity) > 0 {
-		return l.GovernorCapacity
+	tokens := c.Add(m.ext.govTokens, c.Mul(elapsedMs, refill))
+	if c.Err != nil || tokens.Cmp(capacity) > 0 {
+		return capacity
 	}
 	return tokens
 }

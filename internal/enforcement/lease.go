@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,25 @@ import (
 // (fleet mode Exact) when this instance holds no live lease with room for it: the SDK
 // asks the control plane for allowance and decides the call again. Nothing changed.
 var ErrLeaseNeeded = errors.New("allowance lease needed")
+
+// LeaseNeededError names the lease a call waits for and the room it needs, when that
+// is not simply the call's meter and amount: a spend cap's lease (fleet mode Exact
+// keeps caps held by the control plane with leases too), or a reservation's estimated
+// size. It matches ErrLeaseNeeded.
+type LeaseNeededError struct {
+	Key  LeaseKey
+	Need num.Dec // the room the call needs, in the cap's credit
+}
+
+func (e *LeaseNeededError) Error() string {
+	if e.Key.Cap != "" {
+		return fmt.Sprintf("%s: cap %q of %q", ErrLeaseNeeded, e.Key.Cap, e.Key.Customer)
+	}
+	return fmt.Sprintf("%s: %q of %q", ErrLeaseNeeded, e.Key.Entitlement, e.Key.Customer)
+}
+
+// Is makes errors.Is(err, ErrLeaseNeeded) hold.
+func (e *LeaseNeededError) Is(target error) bool { return target == ErrLeaseNeeded }
 
 // LeaseOptions makes the engine keep hard limits with allowance leases: a call inside
 // the limit is allowed only within the allowance this instance was granted for the
@@ -28,8 +48,20 @@ type LeaseOptions struct {
 	Low func(LeaseKey)
 }
 
-// LeaseKey names a leased meter: its owner and entitlement.
-type LeaseKey struct{ Customer, Entitlement string }
+// LeaseKey names a leased meter (a customer and entitlement) or a leased cap (Cap,
+// the cap's key; Customer its holder; Entitlement empty).
+type LeaseKey struct{ Customer, Entitlement, Cap string }
+
+// Compare orders keys by customer, entitlement and cap.
+func (k LeaseKey) Compare(o LeaseKey) int {
+	if c := strings.Compare(k.Customer, o.Customer); c != 0 {
+		return c
+	}
+	if c := strings.Compare(k.Entitlement, o.Entitlement); c != 0 {
+		return c
+	}
+	return strings.Compare(k.Cap, o.Cap)
+}
 
 type leaseConfig struct {
 	LeaseOptions
@@ -61,8 +93,13 @@ type meterLease struct {
 	fallback  num.Dec // allowance past the lease while the control plane is unreachable
 	share     num.Dec // this instance's share of what remains (remaining / holders), as of the last grant
 	committed num.Dec // what the control plane had committed from this instance, as of the last grant
+	holders   int     // instances holding a live lease of the meter, as of the last grant
 	knowShare bool
 	asked     bool // Low was called for this grant
+	// For a cap's lease, which has no burn history: when the last grant came and what
+	// was used by then, for the rate a renewal asks at.
+	grantedAt   int64
+	usedAtGrant num.Dec
 }
 
 // leased reports whether a limit is kept with leases.
@@ -137,9 +174,10 @@ func (e *Engine) leaseUse(owner *customer, m *meter, amount num.Dec) {
 	}
 }
 
-// LeaseAsk is what an instance asks the control plane for one meter.
+// LeaseAsk is what an instance asks the control plane for one meter or cap.
 type LeaseAsk struct {
 	Owner, Entitlement string
+	Cap                string // the cap's key, for a cap's lease (Owner is its holder)
 	PeriodStart        time.Time
 	Limit              num.Dec
 	Used               num.Dec // used under the lease in the period
@@ -151,13 +189,23 @@ type LeaseAsk struct {
 	CustomerCreatedAt time.Time
 }
 
-// LeaseAsk works out the ask for a customer's leased entitlement: for its owner's
-// meter in the current period, the allowance used so far plus headroom for at least
-// need units, or what this instance's recent rate uses in horizon, whichever is more
-// (and at most the limit). ok is false when the entitlement is not leased here.
-func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, horizon time.Duration) (LeaseAsk, bool, error) {
+// Key is the lease the ask is for.
+func (a *LeaseAsk) Key() LeaseKey {
+	return LeaseKey{Customer: a.Owner, Entitlement: a.Entitlement, Cap: a.Cap}
+}
+
+// LeaseAsk works out the ask for a lease: for a customer's leased entitlement, its
+// owner's meter in the current period, the allowance used so far plus headroom for at
+// least need units (and the meter's holds, which count against the lease), or what
+// this instance's recent rate uses in horizon, whichever is more (and at most the
+// limit); for a cap (k.Cap), the same against the cap's ceiling in its period. ok is
+// false when nothing is leased there.
+func (e *Engine) LeaseAsk(ctx context.Context, k LeaseKey, need num.Dec, horizon time.Duration) (LeaseAsk, bool, error) {
+	if k.Cap != "" {
+		return e.capLeaseAsk(k, need, horizon)
+	}
 	p := e.policy.Load()
-	res, err := e.resolve(p, id, ent)
+	res, err := e.resolve(p, k.Customer, k.Entitlement)
 	if err != nil || res.ce == nil {
 		return LeaseAsk{}, false, err
 	}
@@ -175,12 +223,28 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 	period := now.UnixNano()
 	if m != nil {
 		period = e.currentPeriod(p, owner, m, limit, now)
+		if need.IsPos() && m.ext != nil {
+			// Holds on the meter take room in the lease, as calls do.
+			var c num.Calc
+			need = c.Add(need, m.held(now.UnixNano()))
+		}
 	}
 	ask.PeriodStart = time.Unix(0, period).UTC()
-	var rate float64
-	if l := m.leaseOf(); l != nil && l.period == period {
+	rate := 0.0
+	if m != nil && m.started == period {
+		rate = m.burn.rateNow()
+	}
+	err = sizeAsk(&ask, m.leaseOf(), period, need, limit.Increment, rate, horizon)
+	return ask, true, err
+}
+
+// sizeAsk fills in an ask's Used, Need and Target from the lease it renews (nil: none
+// yet), the room a waiting call needs, the smallest step worth asking for and the
+// recent rate (units per millisecond). Caller holds the lease holder's lock.
+func sizeAsk(ask *LeaseAsk, l *meterLease, period int64, need, step num.Dec, rate float64, horizon time.Duration) error {
+	var c num.Calc
+	if l != nil && l.period == period {
 		ask.Used = l.used
-		var c num.Calc
 		if need.IsPos() && c.Sub(l.granted, l.used).Cmp(need) < 0 {
 			// Its rest cannot serve the call: stop using it, so the answer may release it.
 			l.expires, l.denyTill, ask.Need = 0, 0, need
@@ -188,30 +252,26 @@ func (e *Engine) LeaseAsk(ctx context.Context, id, ent string, need num.Dec, hor
 	} else if need.IsPos() {
 		ask.Need = need
 	}
-	if m != nil && m.started == period {
-		rate = m.burn.rateNow()
-	}
-	var c num.Calc
 	// A renewal (no call waiting) asks only for what the recent rate uses: an idle
 	// meter holds nothing more.
 	size := need
 	if need.IsPos() {
-		size = num.Max(need, limit.Increment)
+		size = num.Max(need, step)
 	}
 	if ahead, err := num.FromFloat64(rate * float64(horizon.Milliseconds())); err == nil && ahead.Cmp(size) > 0 {
 		// Whole units: fractions of a unit left on several instances serve none of them.
 		size = ahead.Ceil(0)
 	}
-	size = num.Min(size, num.Max(limit.Value, need))
+	size = num.Min(size, num.Max(ask.Limit, need))
 	ask.Target = c.Add(ask.Used, size)
-	if l := m.leaseOf(); l != nil && l.period == period && l.knowShare {
+	if l != nil && l.period == period && l.knowShare {
 		// What this instance holds beyond what the control plane has committed from it
 		// (usage in flight and the unused rest) stays within its share of what remains:
 		// allowance is not parked on a few instances while others are refused, and near
 		// the limit leases shrink.
 		ask.Target = num.Max(c.Add(ask.Used, need), num.Min(ask.Target, c.Add(l.committed, l.share)))
 	}
-	return ask, true, c.Err
+	return c.Err
 }
 
 // currentPeriod is the start of the period a call now falls in (a due reset already
@@ -226,6 +286,7 @@ func (e *Engine) currentPeriod(p *policies.Policy, owner *customer, m *meter, li
 // LeaseGrant is the control plane's answer to a LeaseAsk.
 type LeaseGrant struct {
 	Owner, Entitlement string
+	Cap                string // the cap's key, for a cap's lease
 	PeriodStart        time.Time
 	Granted            num.Dec       // cumulative, in the period
 	Expires            time.Time     // local time after which the lease is void
@@ -243,7 +304,7 @@ type LeaseGrant struct {
 // period other than the meter's current one is ignored. When the grant leaves no room
 // for the call that asked, calls needing more are denied until Recheck has passed.
 func (e *Engine) ApplyLease(ctx context.Context, g LeaseGrant) error {
-	return e.withLease(g.Owner, g.Entitlement, func(l *meterLease, now time.Time) error {
+	return e.withLease(LeaseKey{Customer: g.Owner, Entitlement: g.Entitlement, Cap: g.Cap}, func(l *meterLease, now time.Time) error {
 		if l.period != g.PeriodStart.UnixNano() && l.period/int64(time.Microsecond) != g.PeriodStart.UnixNano()/int64(time.Microsecond) {
 			return nil // the period moved on meanwhile
 		}
@@ -258,7 +319,8 @@ func (l *meterLease) apply(g LeaseGrant, now time.Time) error {
 	// its rest back.
 	var c num.Calc
 	l.granted = g.Granted
-	l.knowShare = g.Holders > 0
+	l.knowShare, l.holders = g.Holders > 0, g.Holders
+	l.grantedAt, l.usedAtGrant = now.UnixNano(), l.used
 	if l.knowShare {
 		l.share = c.Quo(g.Remaining, num.FromInt(int64(g.Holders))).Ceil(0)
 		l.committed = g.Committed
@@ -275,8 +337,8 @@ func (l *meterLease) apply(g LeaseGrant, now time.Time) error {
 // LeaseUnreachable records that the control plane could not be asked: calls needing
 // more than the lease has left are denied until retryAt, except for up to fallback
 // units past the lease (AllowBounded; 0 to deny).
-func (e *Engine) LeaseUnreachable(ctx context.Context, owner, ent string, fallback num.Dec, retryAt time.Time) error {
-	return e.withLease(owner, ent, func(l *meterLease, _ time.Time) error {
+func (e *Engine) LeaseUnreachable(ctx context.Context, k LeaseKey, fallback num.Dec, retryAt time.Time) error {
+	return e.withLease(k, func(l *meterLease, _ time.Time) error {
 		if !l.fallback.IsPos() && fallback.IsPos() {
 			// Granted once per outage, past what the lease had reached: what an instance
 			// spends unconfirmed is bounded by it.
@@ -290,10 +352,15 @@ func (e *Engine) LeaseUnreachable(ctx context.Context, owner, ent string, fallba
 
 // withLease runs f on the lease of a customer's entitlement in the period a call falls
 // in now (a due reset counted), with the meter's owner locked; the meter and the lease
-// are created when missing. Nothing runs for an entitlement without a limit.
-func (e *Engine) withLease(id, ent string, f func(l *meterLease, now time.Time) error) error {
+// are created when missing. Nothing runs for an entitlement without a limit. A cap's
+// key runs f on the cap's lease instead (withCapLease).
+func (e *Engine) withLease(k LeaseKey, f func(l *meterLease, now time.Time) error) error {
+	if k.Cap != "" {
+		return e.withCapLease(k, f)
+	}
+	id := k.Customer
 	p := e.policy.Load()
-	res, err := e.resolve(p, id, ent)
+	res, err := e.resolve(p, id, k.Entitlement)
 	if err != nil || res.ce == nil {
 		return err
 	}

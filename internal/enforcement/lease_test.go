@@ -54,7 +54,7 @@ func (l *leaseEnv) allow(ent string, n int64) (bool, error) {
 
 func (l *leaseEnv) grant(ent string, granted, need int64) {
 	l.t.Helper()
-	ask, ok, err := l.e.LeaseAsk(context.Background(), "c", ent, num.FromInt(need), time.Second)
+	ask, ok, err := l.e.LeaseAsk(context.Background(), LeaseKey{Customer: "c", Entitlement: ent}, num.FromInt(need), time.Second)
 	if err != nil || !ok {
 		l.t.Fatalf("LeaseAsk: %v %v", ok, err)
 	}
@@ -78,7 +78,7 @@ func TestLeaseGatesHardLimit(t *testing.T) {
 		if v, _ := l.e.Value(context.Background(), "c", "hard"); !v.IsZero() {
 			t.Fatalf("a call that asked for a lease moved the meter to %v", v)
 		}
-		ask, _, _ := l.e.LeaseAsk(context.Background(), "c", "hard", num.FromInt(5), time.Second)
+		ask, _, _ := l.e.LeaseAsk(context.Background(), LeaseKey{Customer: "c", Entitlement: "hard"}, num.FromInt(5), time.Second)
 		if !ask.Used.IsZero() || ask.Target.Cmp(num.FromInt(5)) != 0 || ask.Limit.Cmp(num.FromInt(100)) != 0 {
 			t.Errorf("handler=%v: first ask %+v", handler, ask)
 		}
@@ -94,7 +94,7 @@ func TestLeaseGatesHardLimit(t *testing.T) {
 		if ok, err := l.allow("hard", 1); ok || !errors.Is(err, ErrLeaseNeeded) {
 			t.Fatalf("handler=%v: past the lease: %v, %v", handler, ok, err)
 		}
-		ask, _, _ = l.e.LeaseAsk(context.Background(), "c", "hard", num.FromInt(1), time.Second)
+		ask, _, _ = l.e.LeaseAsk(context.Background(), LeaseKey{Customer: "c", Entitlement: "hard"}, num.FromInt(1), time.Second)
 		if ask.Used.Cmp(num.FromInt(10)) != 0 {
 			t.Errorf("handler=%v: ask after 10 used: %+v", handler, ask)
 		}
@@ -130,7 +130,7 @@ func TestLeaseGatesHardLimit(t *testing.T) {
 		if _, err := l.allow("hard", 1); !errors.Is(err, ErrLeaseNeeded) {
 			t.Errorf("handler=%v: new period: %v", handler, err)
 		}
-		if ask, _, _ := l.e.LeaseAsk(context.Background(), "c", "hard", num.One, time.Second); !ask.Used.IsZero() || !ask.PeriodStart.After(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		if ask, _, _ := l.e.LeaseAsk(context.Background(), LeaseKey{Customer: "c", Entitlement: "hard"}, num.One, time.Second); !ask.Used.IsZero() || !ask.PeriodStart.After(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) {
 			t.Errorf("handler=%v: ask in the new period %+v", handler, ask)
 		}
 	}
@@ -143,7 +143,7 @@ func TestLeaseOnlyForExactHardLimits(t *testing.T) {
 		if ok, err := l.allow(ent, 50); !ok || err != nil {
 			t.Errorf("%s: %v, %v", ent, ok, err)
 		}
-		if _, ok, _ := l.e.LeaseAsk(context.Background(), "c", ent, num.One, time.Second); ok {
+		if _, ok, _ := l.e.LeaseAsk(context.Background(), LeaseKey{Customer: "c", Entitlement: ent}, num.One, time.Second); ok {
 			t.Errorf("%s: asks for a lease", ent)
 		}
 	}
@@ -162,7 +162,7 @@ func TestLeaseUnreachable(t *testing.T) {
 		t.Fatal("inside the lease")
 	}
 	retry := l.now.Add(time.Second)
-	if err := l.e.LeaseUnreachable(context.Background(), "c", "hard", num.Zero, retry); err != nil {
+	if err := l.e.LeaseUnreachable(context.Background(), LeaseKey{Customer: "c", Entitlement: "hard"}, num.Zero, retry); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := l.allow("hard", 1); ok || err != nil {
@@ -172,7 +172,7 @@ func TestLeaseUnreachable(t *testing.T) {
 	if _, err := l.allow("hard", 1); !errors.Is(err, ErrLeaseNeeded) {
 		t.Errorf("after the retry time: %v", err)
 	}
-	if err := l.e.LeaseUnreachable(context.Background(), "c", "hard", num.FromInt(3), l.now.Add(time.Second)); err != nil {
+	if err := l.e.LeaseUnreachable(context.Background(), LeaseKey{Customer: "c", Entitlement: "hard"}, num.FromInt(3), l.now.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []bool{true, true, true, false} {
@@ -188,7 +188,7 @@ func TestLeaseUnreachable(t *testing.T) {
 func TestLeaseAskSizing(t *testing.T) {
 	l := newLeaseEnv(t, false)
 	ctx := context.Background()
-	ask, _, _ := l.e.LeaseAsk(ctx, "c", "hard", num.FromInt(2), time.Hour)
+	ask, _, _ := l.e.LeaseAsk(ctx, LeaseKey{Customer: "c", Entitlement: "hard"}, num.FromInt(2), time.Hour)
 	if ask.Target.Cmp(num.FromInt(2)) != 0 || ask.Need.Cmp(num.FromInt(2)) != 0 {
 		t.Fatalf("first ask %+v: want target 2 and need 2 (no rate yet)", ask)
 	}
@@ -204,7 +204,7 @@ func TestLeaseAskSizing(t *testing.T) {
 	}
 	// The rate asks for 3.6M in an hour, the limit allows 100; the share (80 / 4 = 20)
 	// beyond the 10 committed caps the target at 30.
-	ask, _, _ = l.e.LeaseAsk(ctx, "c", "hard", num.Zero, time.Hour)
+	ask, _, _ = l.e.LeaseAsk(ctx, LeaseKey{Customer: "c", Entitlement: "hard"}, num.Zero, time.Hour)
 	if ask.Used.Cmp(num.FromInt(30)) != 0 || ask.Target.Cmp(num.FromInt(30)) != 0 {
 		t.Errorf("renewal ask %+v: want used 30 and the target capped at committed + share = 30", ask)
 	}
@@ -212,7 +212,7 @@ func TestLeaseAskSizing(t *testing.T) {
 		t.Errorf("a renewal has no need: %+v", ask)
 	}
 	// 10 left; a call needing 15 asks with its need, and the rest is no longer used.
-	ask, _, _ = l.e.LeaseAsk(ctx, "c", "hard", num.FromInt(15), time.Hour)
+	ask, _, _ = l.e.LeaseAsk(ctx, LeaseKey{Customer: "c", Entitlement: "hard"}, num.FromInt(15), time.Hour)
 	if ask.Need.Cmp(num.FromInt(15)) != 0 || ask.Target.Cmp(num.FromInt(45)) != 0 {
 		t.Errorf("ask for a waiting call %+v: want need 15, target used + need = 45", ask)
 	}

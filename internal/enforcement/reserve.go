@@ -77,6 +77,10 @@ func (e *Engine) Reserve(ctx context.Context, id, ent string, amount num.Dec, op
 	var d decision
 	call.Customer, call.Entitlement = id, ent
 	if _, err := e.decide(&d, p, &res, locks, limit, m, amount, &call, now, scratch.grants[:0], scratch.caps[:0]); err != nil {
+		if err == ErrLeaseNeeded {
+			// The amount may be an estimate the caller does not know.
+			err = &LeaseNeededError{Key: LeaseKey{Customer: id, Entitlement: ent}, Need: amount}
+		}
 		return Hold{}, err
 	}
 	if !d.checked() {

@@ -93,6 +93,21 @@ type GrantDraw struct {
 	// and PeriodStart zero. Debits travel with grant draws because they are settled
 	// the same way (pending, in flight, corrected from the fleet's committed sum).
 	Voucher bool
+	// Cap marks a held cap's consumption: GrantID is then the cap's key, Units in the
+	// cap's credit (negative for a follow_decrements cap that moved down), and
+	// PeriodStart the cap period's start.
+	Cap bool
+}
+
+// kind orders a drain's draws: grant draws, then cap uses, then voucher debits.
+func (d *GrantDraw) kind() int {
+	switch {
+	case d.Voucher:
+		return 2
+	case d.Cap:
+		return 1
+	}
+	return 0
 }
 
 type grantKey struct {
@@ -100,6 +115,7 @@ type grantKey struct {
 	period          int64
 	created         int64 // the holder's creation, as in usageKey
 	voucher         bool  // a voucher debit (grant is the voucher's id)
+	cap             bool  // a held cap's consumption (grant is the cap's key)
 }
 
 // recordDraw adds a draw from a grant of c to its pending sum. Caller holds c.mu.
@@ -126,6 +142,19 @@ func (r *usageRecorder) recordVoucherDebit(c *customer, voucherID string, runes 
 		cur = num.Zero
 	}
 	r.draws[k] = calc.Add(cur, runes)
+	r.mu.Unlock()
+}
+
+// recordCapUse adds a held cap's consumption to its pending sum. Caller holds the
+// holder's lock.
+func (r *usageRecorder) recordCapUse(k grantKey, units num.Dec) {
+	var calc num.Calc
+	r.mu.Lock()
+	cur, ok := r.draws[k]
+	if !ok {
+		cur = num.Zero
+	}
+	r.draws[k] = calc.Add(cur, units)
 	r.mu.Unlock()
 }
 
@@ -201,7 +230,7 @@ func (d *UsageDelta) key() usageKey {
 }
 
 func (d *GrantDraw) key() grantKey {
-	k := grantKey{customer: d.Customer, grant: d.GrantID, created: d.CustomerCreatedAt.UnixNano(), voucher: d.Voucher}
+	k := grantKey{customer: d.Customer, grant: d.GrantID, created: d.CustomerCreatedAt.UnixNano(), voucher: d.Voucher, cap: d.Cap}
 	if !d.Voucher {
 		k.period = d.PeriodStart.UnixNano()
 	}
@@ -299,7 +328,10 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 				break
 			}
 			delete(r.draws, k)
-			d := GrantDraw{Customer: k.customer, GrantID: k.grant, Units: v, CustomerCreatedAt: time.Unix(0, k.created).UTC(), Voucher: k.voucher}
+			if v.IsZero() {
+				continue // a cap's ups and downs that cancelled out
+			}
+			d := GrantDraw{Customer: k.customer, GrantID: k.grant, Units: v, CustomerCreatedAt: time.Unix(0, k.created).UTC(), Voucher: k.voucher, Cap: k.cap}
 			if !k.voucher {
 				d.PeriodStart = time.Unix(0, k.period).UTC()
 			}
@@ -311,11 +343,8 @@ func (e *Engine) drainUsage(max, maxDraws int) (uint64, []UsageDelta) {
 			r.drawsFlight[k] = calc.Add(cur, v)
 		}
 		slices.SortFunc(draws, func(a, b GrantDraw) int {
-			if a.Voucher != b.Voucher {
-				if a.Voucher {
-					return 1
-				}
-				return -1
+			if ka, kb := a.kind(), b.kind(); ka != kb {
+				return ka - kb
 			}
 			if a.Customer != b.Customer {
 				return strings.Compare(a.Customer, b.Customer)
@@ -365,7 +394,7 @@ func (e *Engine) AckUsage(id uint64, deltas []UsageDelta) {
 	for _, d := range r.drawBatches[id] {
 		k := d.key()
 		if cur, ok := r.drawsFlight[k]; ok {
-			if left := calc.Sub(cur, d.Units); left.IsPos() {
+			if left := calc.Sub(cur, d.Units); !left.IsZero() { // a cap's use may be negative
 				r.drawsFlight[k] = left
 			} else {
 				delete(r.drawsFlight, k)

@@ -62,10 +62,10 @@ func (p *Policy) do(ctx context.Context, call *enforcement.Call, commit bool, op
 	// decide again; the engine then has a grant, a denial or the unreachable rule. A
 	// few rounds cover others' calls taking the new room first.
 	if err != nil && p.cloud != nil {
-		for i := 0; i < 4 && errors.Is(err, enforcement.ErrLeaseNeeded); i++ {
-			p.cloud.leases.acquire(ctx, call.Customer, call.Entitlement, call.Amount)
+		err = p.cloud.leases.retry(ctx, call.Customer, call.Entitlement, call.Amount, err, func() error {
 			ok, err = p.eng.Decide(ctx, call, commit)
-		}
+			return err
+		})
 		if errors.Is(err, enforcement.ErrLeaseNeeded) {
 			return false, nil // still no room after asking: the fleet's limit is in use
 		}

@@ -160,6 +160,10 @@ func (c *cloud) applyChange(ctx context.Context, ch wire.CustomerChanged) {
 		if rec != nil {
 			err = c.applyWireVoucher(ctx, id, rec.Voucher)
 		}
+	case "cap":
+		if rec != nil {
+			err = c.applyWireCaps(ctx, id, rec.Caps)
+		}
 	default: // upsert
 		if rec != nil {
 			err = c.applyProfile(ctx, cur, rec)
@@ -186,7 +190,10 @@ func (c *cloud) applyProfile(ctx context.Context, cur *Customer, rec *wire.Custo
 	if _, err := c.eng.CreateCustomer(ctx, s); err != nil {
 		return err
 	}
-	return c.applyWireVoucher(ctx, cur.ID, rec.Voucher)
+	if err := c.applyWireVoucher(ctx, cur.ID, rec.Voucher); err != nil {
+		return err
+	}
+	return c.applyWireCaps(ctx, cur.ID, rec.Caps)
 }
 
 func (c *cloud) grant(ctx context.Context, id string, t wire.CustomerTopup) error {
@@ -372,8 +379,9 @@ func (c *cloud) applyRecord(ctx context.Context, rec *wire.Customer, fresh bool)
 			return nil, err
 		}
 		c.setRev(rec.ID, rec.Revision)
-		if rec.Voucher != nil {
+		if rec.Voucher != nil || len(rec.Caps) > 0 {
 			c.applyRecordVoucher(ctx, rec.ID, rec)
+			c.applyRecordCaps(ctx, rec.ID, rec)
 			return c.eng.Customer(ctx, rec.ID)
 		}
 		return snap, nil

@@ -54,6 +54,7 @@ type fakeCP struct {
 	seqViolations  []string
 	totals         map[fakeMeterKey]*fakeTotal
 	draws          map[fakeDrawKey]dec.Dec
+	capUse         map[fakeMeterKey]dec.Dec // committed cap uses, keyed by holder, "cap:"+key and period
 	unattributed   []wire.Unattributed // records committed without a customer, as the server keeps them
 
 	leases fakeLeases // allowance leases (cloud_leases_test.go); off (404) unless enabled
@@ -113,6 +114,7 @@ type fakeRecord struct {
 	Revision      int64                      `json:"revision"`
 	Overrides     map[string]json.RawMessage `json:"overrides"`
 	Topups        []fakeTopup                `json:"topups"`
+	Caps          []wire.CustomerCap         `json:"caps,omitempty"`
 }
 
 type fakeTopup struct {
@@ -134,7 +136,7 @@ func newFakeCP(t testing.TB, doc string) *fakeCP {
 	f := &fakeCP{t: t, token: "sdk_test_key", env: "production", notify: make(chan struct{}), drop: make(chan struct{}),
 		shutdown: make(chan struct{}), committed: map[string]wire.UsageBatch{}, lastSeq: map[string]int64{},
 		totals: map[fakeMeterKey]*fakeTotal{}, customers: map[string]*fakeRecord{}, stateCalls: map[string]int{},
-		draws: map[fakeDrawKey]dec.Dec{}}
+		draws: map[fakeDrawKey]dec.Dec{}, capUse: map[fakeMeterKey]dec.Dec{}}
 	if doc != "" {
 		f.publish(doc)
 	}
@@ -155,6 +157,9 @@ func newFakeCP(t testing.TB, doc string) *fakeCP {
 	mux.HandleFunc("PUT "+base+"/{id}/overrides/{ent}", f.auth(f.custOp(f.putOverride)))
 	mux.HandleFunc("DELETE "+base+"/{id}/overrides/{ent}", f.auth(f.custOp(f.deleteOverride)))
 	mux.HandleFunc("POST "+base+"/{id}/topups", f.auth(f.custOp(f.applyTopup)))
+	mux.HandleFunc("PUT "+base+"/{id}/caps/{cap}", f.auth(f.custOp(f.putCap)))
+	mux.HandleFunc("POST "+base+"/{id}/caps/{cap}/reset", f.auth(f.custOp(f.resetCap)))
+	mux.HandleFunc("DELETE "+base+"/{id}/caps/{cap}", f.auth(f.custOp(f.deleteCap)))
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		close(f.shutdown)
@@ -363,7 +368,7 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 		problemReply(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if b.InstanceID == "" || b.Sequence <= 0 || len(b.Deltas)+len(b.GrantDraws)+len(b.Events) == 0 || len(b.Deltas) > wire.MaxDeltas {
+	if b.InstanceID == "" || b.Sequence <= 0 || len(b.Deltas)+len(b.GrantDraws)+len(b.Events)+len(b.VoucherDebits)+len(b.CapUses) == 0 || len(b.Deltas) > wire.MaxDeltas {
 		problemReply(w, http.StatusUnprocessableEntity, "bad batch identity or size")
 		return
 	}
@@ -409,6 +414,12 @@ func (f *fakeCP) postUsage(w http.ResponseWriter, r *http.Request) {
 				cur = dec.Zero
 			}
 			f.draws[k], _ = cur.Add(dec.MustParse(d.Units))
+		}
+		for i, u := range b.CapUses {
+			if unattributed(wire.RecordCapUse, i, u.Customer, u.CustomerCreatedAt) {
+				continue
+			}
+			f.commitCapUse(b.InstanceID, b.Leased, u)
 		}
 		for i, d := range b.Deltas {
 			if unattributed(wire.RecordDelta, i, d.Customer, d.CustomerCreatedAt) {

@@ -148,6 +148,7 @@ func (c *cloud) loadCustomer(id string, depth int) (bool, error) {
 			c.log.Warn("limitr: applying committed grant draws failed", "customer", rec.ID, "err", err)
 		}
 		c.applyRecordVoucher(ctx, rec.ID, rec)
+		c.applyRecordCaps(ctx, rec.ID, rec)
 		c.setRev(rec.ID, rec.Revision)
 		c.hmu.Lock()
 		c.lastRefresh[rec.ID] = time.Now()
@@ -422,4 +423,5 @@ func (c *cloud) refreshTotals(id string) {
 		c.log.Warn("limitr: applying committed grant draws failed", "customer", id, "err", err)
 	}
 	c.applyRecordVoucher(ctx, id, rec)
+	c.applyRecordCaps(ctx, id, rec)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,9 +101,8 @@ func (l *leaser) low(k enforcement.LeaseKey) {
 // acquire asks for allowance for a call that found no room in its lease and waits for
 // the answer; concurrent calls on one meter share one request. It always leaves the
 // engine able to decide: a grant, a denial until a recheck, or the unreachable rule.
-func (l *leaser) acquire(ctx context.Context, customer, ent string, need num.Dec) {
+func (l *leaser) acquire(ctx context.Context, k enforcement.LeaseKey, need num.Dec) {
 	start := time.Now()
-	k := enforcement.LeaseKey{Customer: customer, Entitlement: ent}
 	l.mu.Lock()
 	if ch, ok := l.flights[k]; ok {
 		l.mu.Unlock()
@@ -127,6 +125,23 @@ func (l *leaser) acquire(ctx context.Context, customer, ent string, need num.Dec
 	}()
 	l.touch(k)
 	l.ask(ctx, []enforcement.LeaseKey{k}, map[enforcement.LeaseKey]num.Dec{k: need})
+}
+
+// retry is how a call that found no room in a lease (err) waits for allowance: it
+// asks for the lease the engine named (a cap's), else the meter's, and decides again
+// (decide), a few rounds, since the call may need several leases and others' calls
+// may take the new room first. It returns decide's last error.
+func (l *leaser) retry(ctx context.Context, customer, ent string, amount num.Dec, err error, decide func() error) error {
+	for i := 0; i < 8 && errors.Is(err, enforcement.ErrLeaseNeeded); i++ {
+		var ln *enforcement.LeaseNeededError
+		if errors.As(err, &ln) {
+			l.acquire(ctx, ln.Key, ln.Need)
+		} else {
+			l.acquire(ctx, enforcement.LeaseKey{Customer: customer, Entitlement: ent}, amount)
+		}
+		err = decide()
+	}
+	return err
 }
 
 // touch marks a meter as in demand: the renewer keeps its lease alive for two TTLs.
@@ -159,12 +174,16 @@ func (l *leaser) ask(ctx context.Context, keys []enforcement.LeaseKey, needs map
 		if !ok {
 			need = num.Zero
 		}
-		a, leased, err := c.eng.LeaseAsk(ctx, k.Customer, k.Entitlement, need, horizon)
+		a, leased, err := c.eng.LeaseAsk(ctx, k, need, horizon)
 		if err != nil || !leased {
 			continue
 		}
 		asked = append(asked, a)
-		wa := wire.LeaseAsk{Customer: a.Owner, Entitlement: a.Entitlement,
+		if a.Key() != k && needs != nil {
+			// The call named its caller; the lease is its meter owner's.
+			needs[a.Key()] = need
+		}
+		wa := wire.LeaseAsk{Customer: a.Owner, Entitlement: a.Entitlement, Cap: a.Cap,
 			PeriodStart: a.PeriodStart.Truncate(time.Microsecond), Limit: a.Limit.String(), Target: a.Target.String(),
 			Used: a.Used.String(), CustomerCreatedAt: timePtr(a.CustomerCreatedAt)}
 		if a.Need.IsPos() {
@@ -209,17 +228,17 @@ func (l *leaser) ask(ctx context.Context, keys []enforcement.LeaseKey, needs map
 	expires := sent.Add(ttl - min(ttl/10, time.Second))
 	for i, g := range reply.Leases {
 		a := asked[i]
-		need := needs[enforcement.LeaseKey{Customer: a.Owner, Entitlement: a.Entitlement}]
-		if need.IsZero() {
+		need, ok := needs[a.Key()]
+		if !ok {
 			need = num.Zero
 		}
 		granted, perr := num.Parse(g.Granted)
 		if g.Error != "" || perr != nil {
-			c.log.Warn("limitr: allowance lease refused", "customer", a.Owner, "entitlement", a.Entitlement, "error", g.Error)
-			_ = c.eng.LeaseUnreachable(ctx, a.Owner, a.Entitlement, num.Zero, time.Now().Add(time.Second))
+			c.log.Warn("limitr: allowance lease refused", "customer", a.Owner, "entitlement", a.Entitlement, "cap", a.Cap, "error", g.Error)
+			_ = c.eng.LeaseUnreachable(ctx, a.Key(), num.Zero, time.Now().Add(time.Second))
 			continue
 		}
-		lg := enforcement.LeaseGrant{Owner: a.Owner, Entitlement: a.Entitlement, PeriodStart: a.PeriodStart,
+		lg := enforcement.LeaseGrant{Owner: a.Owner, Entitlement: a.Entitlement, Cap: a.Cap, PeriodStart: a.PeriodStart,
 			Granted: granted, Expires: expires, Need: need, Recheck: leaseRecheck}
 		rem, err1 := num.Parse(g.Remaining)
 		committed, err2 := num.Parse(g.Committed)
@@ -248,7 +267,7 @@ func (l *leaser) unreachable(ctx context.Context, asked []enforcement.LeaseAsk, 
 	}
 	retry := time.Now().Add(c.cfg.backoffBase * 4)
 	for _, a := range asked {
-		_ = c.eng.LeaseUnreachable(ctx, a.Owner, a.Entitlement, fallback, retry)
+		_ = c.eng.LeaseUnreachable(ctx, a.Key(), fallback, retry)
 	}
 }
 
@@ -286,12 +305,7 @@ func (l *leaser) renewer() {
 		if l.unsupported.Load() || len(keys) == 0 {
 			continue
 		}
-		slices.SortFunc(keys, func(a, b enforcement.LeaseKey) int {
-			if a.Customer != b.Customer {
-				return strings.Compare(a.Customer, b.Customer)
-			}
-			return strings.Compare(a.Entitlement, b.Entitlement)
-		})
+		slices.SortFunc(keys, enforcement.LeaseKey.Compare)
 		keys = l.claim(slices.Compact(keys))
 		for len(keys) > 0 {
 			n := min(len(keys), wire.MaxLeases)

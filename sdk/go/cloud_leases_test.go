@@ -69,6 +69,12 @@ func (f *fakeCP) postLeases(w http.ResponseWriter, r *http.Request) {
 		if tot := f.totals[m]; tot != nil {
 			u = tot.units
 		}
+		if a.Cap != "" {
+			m = capMeterKey(a.Customer, a.Cap, a.PeriodStart)
+			if v, ok := f.capUse[m]; ok {
+				u = v
+			}
+		}
 		var c dec.Calc
 		reserved := dec.Zero
 		for k, row := range f.leases.rows {
@@ -97,7 +103,7 @@ func (f *fakeCP) postLeases(w http.ResponseWriter, r *http.Request) {
 			own.granted = own.used // the instance gave its rest back
 		}
 		own.expires = now.Add(f.leases.ttl)
-		reply.Leases = append(reply.Leases, wire.LeaseGrant{Customer: a.Customer, Entitlement: a.Entitlement, PeriodStart: a.PeriodStart,
+		reply.Leases = append(reply.Leases, wire.LeaseGrant{Customer: a.Customer, Entitlement: a.Entitlement, Cap: a.Cap, PeriodStart: a.PeriodStart,
 			Granted: own.granted.String(), Committed: own.committed.String(), Available: dec.Max(dec.Zero, c.Sub(maxGranted, own.granted)).String()})
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -150,11 +150,17 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-// toWireDraws splits the engine's drained draws into grant draws and voucher debits.
-func toWireDraws(gd []enforcement.GrantDraw) ([]wire.GrantDraw, []wire.VoucherDebit) {
+// toWireDraws splits the engine's drained draws into grant draws, voucher debits and
+// cap uses.
+func toWireDraws(gd []enforcement.GrantDraw) ([]wire.GrantDraw, []wire.VoucherDebit, []wire.CapUse) {
 	var draws []wire.GrantDraw
 	var debits []wire.VoucherDebit
+	var uses []wire.CapUse
 	for _, d := range gd {
+		if d.Cap {
+			uses = append(uses, toWireCapUse(d))
+			continue
+		}
 		if d.Voucher {
 			debits = append(debits, wire.VoucherDebit{Customer: d.Customer, VoucherID: d.GrantID, Runes: d.Units.String(),
 				CustomerCreatedAt: timePtr(d.CustomerCreatedAt)})
@@ -163,7 +169,7 @@ func toWireDraws(gd []enforcement.GrantDraw) ([]wire.GrantDraw, []wire.VoucherDe
 		draws = append(draws, wire.GrantDraw{Customer: d.Customer, GrantID: d.GrantID, PeriodStart: d.PeriodStart, Units: d.Units.String(),
 			CustomerCreatedAt: timePtr(d.CustomerCreatedAt)})
 	}
-	return draws, debits
+	return draws, debits, uses
 }
 
 func toWireEvents(evs []enforcement.CallEvent) []wire.UsageEvent {
@@ -179,10 +185,10 @@ func toWireEvents(evs []enforcement.CallEvent) []wire.UsageEvent {
 }
 
 func (c *cloud) enqueue(id uint64, ds []enforcement.UsageDelta, gd []enforcement.GrantDraw, evs []enforcement.CallEvent, final bool) {
-	draws, debits := toWireDraws(gd)
+	draws, debits, uses := toWireDraws(gd)
 	b := &batch{engID: id, deltas: ds, n: len(ds) + len(gd) + len(evs),
 		body: wire.UsageBatch{PolicyVersion: int(c.version.Load()), Deltas: toWire(ds), GrantDraws: draws, VoucherDebits: debits, Events: toWireEvents(evs),
-			Leased: c.leases.holding()}}
+			CapUses: uses, Leased: c.leases.holding()}}
 	for _, d := range gd {
 		if len(b.owners) == 0 || b.owners[len(b.owners)-1] != d.Customer {
 			b.owners = append(b.owners, d.Customer)

@@ -2,7 +2,9 @@ package limitr
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/limitr/limitr/internal/enforcement"
@@ -143,6 +145,16 @@ func (p *Policy) Reserve(ctx context.Context, customer, entitlement string, amt 
 	if p.hydrated(ctx, customer, &err) {
 		r, err = p.eng.Reserve(ctx, customer, entitlement, d, call.Reservation, call)
 	}
+	if err != nil && p.cloud != nil {
+		// Fleet mode Exact: a hold takes room in the lease, as a call does.
+		err = p.cloud.leases.retry(ctx, customer, entitlement, d, err, func() error {
+			r, err = p.eng.Reserve(ctx, customer, entitlement, d, call.Reservation, call)
+			return err
+		})
+		if errors.Is(err, enforcement.ErrLeaseNeeded) {
+			return Hold{}, fmt.Errorf("%w: %s: the fleet's allowance is in use", ErrReservationDenied, entitlement)
+		}
+	}
 	return r, err
 }
 
@@ -175,8 +187,16 @@ func (p *Policy) Held(ctx context.Context, customer, entitlement string) (float6
 
 // AddCustomerCap adds a spend cap. Shared caps also bind customers whose refs lead to
 // this one (an org budget); SharedWith limits that to some customer types.
+//
+// In cloud mode caps live on the control plane: the cap is created there (PUT
+// …/customers/{id}/caps/{cap}) and every instance enforces it against the fleet's
+// total consumption (in fleet mode Exact, with leases of its allowance, so the fleet
+// together never passes it).
 func (p *Policy) AddCustomerCap(ctx context.Context, customer string, c Cap) error {
 	return act(ctx, p, customer, func() error {
+		if p.cloud != nil {
+			return p.cloud.addCap(ctx, customer, c)
+		}
 		_, err := p.eng.AddCustomerCap(ctx, customer, c)
 		return err
 	})
@@ -187,14 +207,32 @@ func (p *Policy) CustomerCap(ctx context.Context, customer, id string) (Cap, err
 	return read(ctx, p, customer, func() (Cap, error) { return p.eng.CustomerCap(ctx, customer, id) })
 }
 
-// ResetCustomerCap zeroes a cap's meter.
+// ResetCustomerCap zeroes a cap's meter (in cloud mode, on the control plane: the cap
+// gets a new key and every instance starts it from zero).
 func (p *Policy) ResetCustomerCap(ctx context.Context, customer, id string) error {
-	return act(ctx, p, customer, func() error { return p.eng.ResetCustomerCap(ctx, customer, id) })
+	return act(ctx, p, customer, func() error {
+		if p.cloud != nil && p.heldCap(ctx, customer, id) {
+			return p.cloud.capCall(ctx, customer, http.MethodPost, id, "/reset", nil)
+		}
+		return p.eng.ResetCustomerCap(ctx, customer, id)
+	})
 }
 
-// RemoveCustomerCap removes a cap.
+// RemoveCustomerCap removes a cap (in cloud mode, from the control plane).
 func (p *Policy) RemoveCustomerCap(ctx context.Context, customer, id string) error {
-	return act(ctx, p, customer, func() error { return p.eng.RemoveCustomerCap(ctx, customer, id) })
+	return act(ctx, p, customer, func() error {
+		if p.cloud != nil && p.heldCap(ctx, customer, id) {
+			return p.cloud.capCall(ctx, customer, http.MethodDelete, id, "", nil)
+		}
+		return p.eng.RemoveCustomerCap(ctx, customer, id)
+	})
+}
+
+// heldCap reports whether a customer's cap is one the control plane holds (a cap
+// restored from a snapshot in cloud mode is local).
+func (p *Policy) heldCap(ctx context.Context, customer, id string) bool {
+	cp, err := p.eng.CustomerCap(ctx, customer, id)
+	return err == nil && cp.Key != ""
 }
 
 // CustomerMarginSnapshot reports the customer's margin for the current period.
