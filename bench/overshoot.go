@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -11,15 +13,18 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/limitr/limitr/internal/aggregate"
+	"github.com/limitr/limitr/internal/num"
 	"github.com/limitr/limitr/internal/wire"
 	limitr "github.com/limitr/limitr/sdk/go"
 )
 
 // FleetPolicy is a one-plan policy whose entitlement "api" has a hard, non-resetting
-// limit of limit units of credit "req".
+// limit of limit units of credit "req", and whose entitlement "chat" (credit "tok", a
+// rune each) has a soft limit far away, for a spend cap to stop.
 func FleetPolicy(limit int) []byte {
-	return fmt.Appendf(nil, `{"policy": {"credits": {"req": {}}, "plans": {"fleet": {"default": true,
-  "entitlements": {"api": {"description": "requests (hard limit)", "limit": {"credit": "req", "value": %d}}}}}}}`, limit)
+	return fmt.Appendf(nil, `{"policy": {"credits": {"req": {}, "tok": {"price": {"amount": 1}}}, "plans": {"fleet": {"default": true,
+  "entitlements": {"api": {"description": "requests (hard limit)", "limit": {"credit": "req", "value": %d}},
+    "chat": {"description": "tokens (soft limit; an org's spend cap stops them)", "limit": {"credit": "tok", "mode": "soft", "value": 1000000000000}}}}}}}`, limit)
 }
 
 // OvershootOptions shape a fleet-overshoot run.
@@ -37,6 +42,10 @@ type OvershootOptions struct {
 	// Skew, when > 0, is the share of the fleet's calls the first instance makes (0.9:
 	// 90 %); the others share the rest evenly. The fleet's total rate stays N·r.
 	Skew float64
+	// Cap makes L a shared org spend cap instead of a hard limit: an org holds a cap of
+	// L runes (set through the REST API) shared with its members, and each instance
+	// calls Allow(1) on "chat" (a rune a unit) for a member of its own.
+	Cap bool
 }
 
 // OvershootResult compares the units a fleet admitted over a hard limit with the bound
@@ -60,6 +69,7 @@ type OvershootResult struct {
 	Bound            int64  // min(L + (N−1)·r·W, N·L); L in mode Exact
 	Mode             string // "exact" or "bounded"
 	Skew             float64
+	Cap              bool // L is a shared org cap (Server: the cap's committed consumption)
 	// Lease waits (mode Exact): calls that waited for a lease, the share of all calls,
 	// the slowest instance's p99 wait, and the lease requests sent.
 	LeaseWaits    int64
@@ -84,6 +94,9 @@ func (r OvershootResult) String() string {
 	}
 	if r.Skew > 0 {
 		mode += fmt.Sprintf(", %.0f %% on one instance", r.Skew*100)
+	}
+	if r.Cap {
+		mode += ", a shared org cap of L runes, one member per instance"
 	}
 	if r.Mode == "exact" {
 		return fmt.Sprintf("overshoot exact N=%d L=%d F=%s (%s): admitted %v = %d, server %s (aggregated %s) → overshoot %d (budget 0); %d lease requests; %d of %d calls waited for a lease (%.3f %%), p99 wait %s; first denials %v",
@@ -133,6 +146,18 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 	if err := AddCustomers(ctx, c, t, []string{cust, probe}, "", 2); err != nil {
 		return r, err
 	}
+	r.Cap = opt.Cap
+	ent, callers := "api", make([]string, opt.Instances)
+	for i := range callers {
+		callers[i] = cust
+	}
+	if opt.Cap {
+		// cust is the org; each instance calls for a member of its own.
+		ent = "chat"
+		if err := orgBudget(ctx, c, t, cust, callers, opt.Limit); err != nil {
+			return r, err
+		}
+	}
 	// T: what one instance's unit needs to reach another after it was cut: the POST
 	// that commits it and the GET that reads the committed totals.
 	var probes []time.Duration
@@ -164,7 +189,7 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 		}
 	}()
 	for i, p := range ps { // hydrate the customer everywhere before the clock starts
-		if _, err := p.Limit(ctx, cust, "api"); err != nil {
+		if _, err := p.Limit(ctx, callers[i], ent); err != nil {
 			return r, fmt.Errorf("sdk %d: %w", i, err)
 		}
 	}
@@ -197,7 +222,7 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 			var calls, admitted int64
 			defer func() { r.Calls[i], r.Admitted[i] = calls, admitted }()
 			one := func() bool {
-				ok, err := p.Allow(ctx, cust, "api", 1)
+				ok, err := p.Allow(ctx, callers[i], ent, 1)
 				if err != nil {
 					errs[i] = err
 					return false
@@ -267,13 +292,19 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 	if err := CloseSDKs(ps); err != nil {
 		return r, fmt.Errorf("close: %w", err)
 	}
-	st, err := CustomerState(ctx, c, t, cust)
-	if err != nil {
-		return r, err
-	}
-	r.Server = "0"
-	for _, m := range st.Meters["api"] {
-		r.Server = m.Units
+	if opt.Cap {
+		if r.Server, err = capSpent(ctx, c, t, cust); err != nil {
+			return r, err
+		}
+	} else {
+		st, err := CustomerState(ctx, c, t, cust)
+		if err != nil {
+			return r, err
+		}
+		r.Server = "0"
+		for _, m := range st.Meters["api"] {
+			r.Server = m.Units
+		}
 	}
 	srv, err := strconv.ParseInt(r.Server, 10, 64)
 	if err != nil {
@@ -309,4 +340,45 @@ func Overshoot(ctx context.Context, c *http.Client, t Target, pool *pgxpool.Pool
 		}
 	}
 	return r, nil
+}
+
+// orgBudget makes org an org with a spend cap of limit runes shared with its members,
+// and creates one member per entry of members (filling in their ids).
+func orgBudget(ctx context.Context, c *http.Client, t Target, org string, members []string, limit int) error {
+	base := t.BaseURL + "/v1/environments/" + url.PathEscape(t.Environment) + "/customers"
+	if err := call(ctx, c, http.MethodPatch, base+"/"+url.PathEscape(org), t.SDKKey, "application/json", []byte(`{"type": "org"}`), http.StatusOK, nil); err != nil {
+		return fmt.Errorf("org: %w", err)
+	}
+	for i := range members {
+		members[i] = fmt.Sprintf("%s-member-%d", org, i)
+		b, _ := json.Marshal(map[string]any{"id": members[i], "refs": []string{org}})
+		if err := call(ctx, c, http.MethodPost, base, t.SDKKey, "application/json", b, http.StatusCreated, nil); err != nil {
+			return fmt.Errorf("member: %w", err)
+		}
+	}
+	b := fmt.Appendf(nil, `{"credit": "rune", "value": %d, "shared": true}`, limit)
+	if err := call(ctx, c, http.MethodPut, base+"/"+url.PathEscape(org)+"/caps/budget", t.SDKKey, "application/json", b, http.StatusCreated, nil); err != nil {
+		return fmt.Errorf("cap: %w", err)
+	}
+	return nil
+}
+
+// capSpent is the committed consumption of org's cap "budget", as the server reports it.
+func capSpent(ctx context.Context, c *http.Client, t Target, org string) (string, error) {
+	var cp wire.CustomerCap
+	u := t.BaseURL + "/v1/environments/" + url.PathEscape(t.Environment) + "/customers/" + url.PathEscape(org) + "/caps/budget"
+	if err := call(ctx, c, http.MethodGet, u, t.SDKKey, "", nil, http.StatusOK, &cp); err != nil {
+		return "", fmt.Errorf("cap: %w", err)
+	}
+	total := num.Zero
+	for _, us := range cp.Usage {
+		v, err := num.Parse(us.Units)
+		if err != nil {
+			return "", fmt.Errorf("cap usage %q: %w", us.Units, err)
+		}
+		if total, err = total.Add(v); err != nil {
+			return "", err
+		}
+	}
+	return total.String(), nil
 }

@@ -67,6 +67,7 @@ type config struct {
 	fleetConfigs     []flushRefresh
 	fleetModes       []limitr.FleetMode
 	skew             float64
+	fleetTargets     []bool // overshoot: false for the hard limit, true for a shared org cap
 
 	alertCustomers int
 	alertPaths     []string
@@ -128,6 +129,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	configs := fs.String("fleet-configs", "1s/2s,100ms/2s,100ms/100ms", "overshoot: flush/refresh interval pairs, one run each")
 	modes := fs.String("fleet-mode", "exact", "overshoot: exact (allowance leases; budget: overshoot 0), bounded (local decisions; budget: the documented bound), or both")
 	fs.Float64Var(&c.skew, "skew", 0, "overshoot: share of the fleet's calls on one instance (0.9: 90 %); 0 spreads them evenly")
+	targets := fs.String("fleet-target", "limit", "overshoot: limit (one customer's hard limit of L), cap (members of an org, one per instance, spending the org's shared spend cap of L runes), or both")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -142,6 +144,16 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		default:
 			return c, fmt.Errorf("-fleet-mode: %q: want exact, bounded or both", m)
 		}
+	}
+	switch *targets {
+	case "limit":
+		c.fleetTargets = []bool{false}
+	case "cap":
+		c.fleetTargets = []bool{true}
+	case "both":
+		c.fleetTargets = []bool{false, true}
+	default:
+		return c, fmt.Errorf("-fleet-target: %q: want limit, cap or both", *targets)
 	}
 	if c.skew < 0 || c.skew >= 1 {
 		return c, fmt.Errorf("-skew: %v: want a share in [0, 1)", c.skew)
@@ -436,18 +448,20 @@ func scenario(ctx context.Context, cfg config, name string, stdout io.Writer) (a
 	case "overshoot":
 		var out []bench.OvershootResult
 		met := true
-		for _, mode := range cfg.fleetModes {
-			for _, fr := range cfg.fleetConfigs {
-				r, err := bench.Overshoot(ctx, client, t, stack.Pool, bench.OvershootOptions{Instances: cfg.instances, Limit: cfg.limit,
-					Rate: cfg.fleetRate, Flush: fr.flush, Refresh: fr.refresh, Mode: mode, Skew: cfg.skew})
-				if err != nil {
-					return nil, false, err
-				}
-				fmt.Fprintln(stdout, r)
-				out = append(out, r)
-				met = met && r.Meets()
-				if mode == limitr.Exact {
-					break // the flush and refresh intervals do not change an exact run's outcome
+		for _, capped := range cfg.fleetTargets {
+			for _, mode := range cfg.fleetModes {
+				for _, fr := range cfg.fleetConfigs {
+					r, err := bench.Overshoot(ctx, client, t, stack.Pool, bench.OvershootOptions{Instances: cfg.instances, Limit: cfg.limit,
+						Rate: cfg.fleetRate, Flush: fr.flush, Refresh: fr.refresh, Mode: mode, Skew: cfg.skew, Cap: capped})
+					if err != nil {
+						return nil, false, err
+					}
+					fmt.Fprintln(stdout, r)
+					out = append(out, r)
+					met = met && r.Meets()
+					if mode == limitr.Exact {
+						break // the flush and refresh intervals do not change an exact run's outcome
+					}
 				}
 			}
 		}
