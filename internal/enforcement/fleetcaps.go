@@ -3,6 +3,7 @@ package enforcement
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -195,19 +196,42 @@ func (e *Engine) capLeaseAsk(k LeaseKey, need num.Dec, horizon time.Duration) (L
 	}
 	ask := LeaseAsk{Owner: c.id, Cap: sc.key, PeriodStart: time.Unix(0, sc.started).UTC(), Limit: sc.ceiling,
 		Used: num.Zero, Need: num.Zero, CustomerCreatedAt: c.created}
-	rate := 0.0
 	l := sc.lease
-	if l != nil && samePeriod(l.period, sc.started) && l.grantedAt > 0 && now > l.grantedAt {
-		var calc num.Calc
-		if d := calc.Sub(l.used, l.usedAtGrant); calc.Err == nil && d.IsPos() {
-			rate = num.Float64(d) / (float64(now-l.grantedAt) / float64(time.Millisecond))
-		}
-	}
 	if l != nil && !samePeriod(l.period, sc.started) {
 		l = nil
 	}
+	rate := 0.0
+	if l != nil {
+		rate = l.smoothRate(now)
+	}
 	err := sizeAsk(&ask, l, sc.started, need, num.Zero, rate, horizon)
 	return ask, true, err
+}
+
+// rateWindow is the time constant of a cap lease's smoothed rate: a burst right after
+// a grant moves it a little, a steady rate within a few windows.
+const rateWindow = time.Second
+
+// smoothRate updates the lease's smoothed rate of use with what was used since the
+// last update and returns it, in units per millisecond. Caller holds the holder's lock.
+func (l *meterLease) smoothRate(now int64) float64 {
+	if l.rateAt == 0 || now <= l.rateAt {
+		if l.rateAt == 0 {
+			l.rateAt, l.rateUsed = now, l.used
+		}
+		return l.rate
+	}
+	elapsed := time.Duration(now - l.rateAt)
+	var c num.Calc
+	used := c.Sub(l.used, l.rateUsed)
+	if c.Err != nil {
+		return l.rate
+	}
+	inst := num.Float64(used) / float64(max(elapsed, 10*time.Millisecond).Milliseconds())
+	w := 1 - math.Exp(-float64(elapsed)/float64(rateWindow))
+	l.rate += (max(inst, 0) - l.rate) * w
+	l.rateAt, l.rateUsed = now, l.used
+	return l.rate
 }
 
 // withCapLease runs f on this instance's lease of a held cap in its current period,

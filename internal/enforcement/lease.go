@@ -96,10 +96,11 @@ type meterLease struct {
 	holders   int     // instances holding a live lease of the meter, as of the last grant
 	knowShare bool
 	asked     bool // Low was called for this grant
-	// For a cap's lease, which has no burn history: when the last grant came and what
-	// was used by then, for the rate a renewal asks at.
-	grantedAt   int64
-	usedAtGrant num.Dec
+	// A cap's lease, which has no burn history, keeps its own smoothed rate of use
+	// (units per millisecond), updated at each ask from what was used since the last.
+	rate     float64
+	rateAt   int64
+	rateUsed num.Dec
 }
 
 // leased reports whether a limit is kept with leases.
@@ -320,7 +321,6 @@ func (l *meterLease) apply(g LeaseGrant, now time.Time) error {
 	var c num.Calc
 	l.granted = g.Granted
 	l.knowShare, l.holders = g.Holders > 0, g.Holders
-	l.grantedAt, l.usedAtGrant = now.UnixNano(), l.used
 	if l.knowShare {
 		l.share = c.Quo(g.Remaining, num.FromInt(int64(g.Holders))).Ceil(0)
 		l.committed = g.Committed

@@ -187,6 +187,7 @@ func TestCloudSharedCapKeptByTheFleet(t *testing.T) {
 	if got := f.capCommitted("org"); got != 300 {
 		t.Errorf("committed %v of the cap, want exactly 300", got)
 	}
+	t.Logf("per instance: %d %d %d", own[0].Load(), own[1].Load(), own[2].Load())
 	// Every instance's meter of the cap counts its own use and what it has read of
 	// the others' (re-read after it sends usage), never more than the fleet's.
 	for i, p := range ps {
