@@ -15,6 +15,7 @@ func TestBadFlags(t *testing.T) {
 		{"-scenario", "ingest,nap"},
 		{"-issue-interval", "soon"},
 		{"-fleet-configs", "1s"},
+		{"-fleet-target", "budget"},
 		{"-database-url", ""},
 		{"stray"},
 	} {
@@ -55,8 +56,9 @@ func TestScenarios(t *testing.T) {
 			[]string{"sustained: aggregation lag at 300 deltas/s", "20 customers, 40 meters, 300 rows", "after the last POST"}},
 		{"river", []string{"-river-duration", "500ms"},
 			[]string{"river: 20 jobs/s (fetch cooldown default), 10 jobs: commit → job start p50 ", "river: 200 jobs/s (fetch cooldown 5ms), 100 jobs"}},
-		{"overshoot", []string{"-limit", "300", "-fleet-rate", "500", "-fleet-configs", "50ms/50ms", "-fleet-mode", "both", "-check"},
-			[]string{"overshoot exact N=3 L=300", "overshoot 0 (budget 0)", "overshoot bounded N=3 L=300 F=50ms R=50ms", "bound min("}},
+		{"overshoot", []string{"-limit", "300", "-fleet-rate", "500", "-fleet-configs", "50ms/50ms", "-fleet-mode", "both", "-fleet-target", "both", "-check"},
+			[]string{"overshoot exact N=3 L=300", "overshoot 0 (budget 0)", "overshoot bounded N=3 L=300 F=50ms R=50ms", "bound min(",
+				"a shared org cap of L runes, one member per instance): admitted"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
