@@ -88,7 +88,7 @@ const leaseOwnSQL = `select 1 from fleet_leases where tenant_id = $1 and environ
 //	granted         = max(base, min(target, max_granted)), or used when that leaves less room than need
 //
 // Rows of an earlier customer of the same id (another uid) count for nothing: the
-// instance's own is replaced. For a cap ($14, the cap key, set; entitlement ''), U is
+// instance's own is replaced. For a cap ($14, the cap key, set; an empty entitlement), U is
 // the cap period's committed consumption (cap_usage_totals) instead of the meter's.
 const leaseGrantSQL = `with
 	u as (
@@ -203,7 +203,7 @@ func ReturnLeases(ctx context.Context, db DBTX, env Environment, instanceID stri
 }
 
 // leasedUsageSQL adds a leased batch's delta units, and its cap uses, to the committed
-// part of the instance's leases of the same meter periods (cap periods: entitlement ''
+// part of the instance's leases of the same meter periods (cap periods: an empty entitlement
 // and the cap key), same customer incarnation, in one statement. Its rows are locked in
 // LeaseMeterLess order, as grants lock them. Meters and caps without a lease are left
 // alone.
