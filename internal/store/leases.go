@@ -11,7 +11,7 @@ import (
 
 // Allowance leases (migrations/0015_fleet_leases.up.sql): the share of a meter's
 // remaining allowance granted to each SDK instance in a period, and of a spend cap's
-// (migrations/0016_customer_caps.up.sql: a cap's rows have entitlement '' and the
+// (migrations/0016_customer_caps.up.sql: a cap's rows have an empty entitlement and the
 // cap's key). internal/leases grants them; a leased usage batch commits against them
 // (CommitLeasedUsage).
 //
