@@ -317,6 +317,9 @@ func (s *Server) resetCustomerCap(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := bindNothing(c); err != nil {
+		return err
+	}
 	capID, err := pathParam(c, "cap")
 	if err != nil {
 		return err

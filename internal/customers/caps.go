@@ -70,7 +70,7 @@ func (in CapInput) prepare(id string, p *policies.Policy) (capSpec, error) {
 	}
 	if in.ResetInc != "" {
 		if err := (&enforcement.Cap{ID: "x", Credit: "rune", ResetInc: in.ResetInc}).Validate(nil); err != nil {
-			errs.Add("reset_inc", capMessage(err, "reset_inc", fmt.Sprintf("%q is not a positive duration such as \"30d\"", in.ResetInc)))
+			errs.Add("reset_inc", capMessage(err, "reset_inc", fmt.Sprintf("%q is not a positive duration such as \"30days\"", in.ResetInc)))
 		}
 	}
 	if in.ResetSch != "" {
