@@ -615,7 +615,8 @@ func TestOpenAPIResponsesConform(t *testing.T) {
 	call("DELETE", ci+"/caps/{cap}", kp+"/spare", admin, "", 204)
 	call("DELETE", ci+"/caps/{cap}", kp+"/spare", admin, "", 404)
 	call("GET", "/v1/environments/{env}/usage/unattributed", "/v1/environments/production/usage/unattributed", admin, "", 200) // a cap_use
-	call("GET", ci, "/v1/environments/production/customers/u_1", admin, "", 200) // with overrides, topups, a voucher and caps
+	// With overrides, topups, a voucher and caps.
+	call("GET", ci, "/v1/environments/production/customers/u_1", admin, "", 200)
 	call("DELETE", ci+"/overrides/{entitlement}", "/v1/environments/production/customers/u_1/overrides/ai_input", admin, "", 204)
 	call("DELETE", ci+"/overrides/{entitlement}", "/v1/environments/production/customers/u_1/overrides/ai_input", admin, "", 404)
 	call("GET", "/v1/sdk/customers/{id}/state", "/v1/sdk/customers/u_1/state", field(sdk, "secret"), "", 200)
