@@ -88,8 +88,9 @@ const leaseOwnSQL = `select 1 from fleet_leases where tenant_id = $1 and environ
 //	granted         = max(base, min(target, max_granted)), or used when that leaves less room than need
 //
 // Rows of an earlier customer of the same id (another uid) count for nothing: the
-// instance's own is replaced. For a cap ($14, the cap key, set; an empty entitlement), U is
-// the cap period's committed consumption (cap_usage_totals) instead of the meter's.
+// instance's own is replaced. For a cap ($14, the cap key, set; an empty entitlement),
+// U is the cap period's committed consumption (cap_usage_totals) instead of the
+// meter's.
 const leaseGrantSQL = `with
 	u as (
 		select case when $14::text = '' then
@@ -203,10 +204,10 @@ func ReturnLeases(ctx context.Context, db DBTX, env Environment, instanceID stri
 }
 
 // leasedUsageSQL adds a leased batch's delta units, and its cap uses, to the committed
-// part of the instance's leases of the same meter periods (cap periods: an empty entitlement
-// and the cap key), same customer incarnation, in one statement. Its rows are locked in
-// LeaseMeterLess order, as grants lock them. Meters and caps without a lease are left
-// alone.
+// part of the instance's leases of the same meter periods (cap periods: an empty
+// entitlement and the cap key), same customer incarnation, in one statement. Its rows
+// are locked in LeaseMeterLess order, as grants lock them. Meters and caps without a
+// lease are left alone.
 const leasedUsageSQL = `with d as (
 		select customer_id, customer_uid, entitlement, cap_key, period_start, sum(units) as units from (
 			select customer_id, customer_uid, entitlement, ''::text as cap_key, period_start, units::numeric as units
