@@ -56,8 +56,10 @@ func biRoutes() map[string]biRoute {
 		"POST /v1/sdk/usage": {sdk: true, fields: []biField{{"instance_id", "string", "bi-instance"}, {"sequence", "int", 1},
 			{"sent_at", "string", time.Now().UTC().Format(time.RFC3339)}, {"policy_version", "count", 3},
 			{"deltas", "list", usage.Deltas}, {"events", "list", nil},
-			{"voucher_debits", "list", []map[string]any{{"customer": biCustomer, "voucher_id": "vch_bi", "runes": "0.5"}}}}},
-		"POST /v1/sdk/leases":        {sdk: true, fields: []biField{{"instance_id", "string", "bi-instance"}, {"leases", "list", lease.Leases}}},
+			{"voucher_debits", "list", []map[string]any{{"customer": biCustomer, "voucher_id": "vch_bi", "runes": "0.5"}}},
+			{"cap_uses", "list", []map[string]any{{"customer": biCustomer, "cap_key": "cap_bi", "period_start": usage.Deltas[0]["period_start"], "units": "0.5"}}}}},
+		"POST /v1/sdk/leases": {sdk: true, fields: []biField{{"instance_id", "string", "bi-instance"}, {"leases", "list", append(lease.Leases,
+			map[string]any{"customer": biCustomer, "cap": "cap_bi", "period_start": lease.Leases[0]["period_start"], "limit": "10", "target": "1", "used": "0"})}}},
 		"POST /v1/sdk/leases/return": {sdk: true, fields: []biField{{"instance_id", "string", "bi-instance"}}},
 		"POST /v1/tenants":           {operator: true, fields: []biField{{"slug", "string", "bi-tenant"}, {"name", "text", "Bi"}}},
 		"POST /v1/environments":      {fields: []biField{{"name", "string", "bi-env"}, {"live", "bool", true}}},
@@ -81,6 +83,12 @@ func biRoutes() map[string]biRoute {
 		"POST /v1/environments/{env}/customers/{id}/topups": {fields: []biField{{"topup", "string", "boost"}, {"price", "number", 4.5}}},
 		"PUT /v1/environments/{env}/customers/{id}/voucher": {fields: []biField{{"runes", "number", 12.5},
 			{"expires_at", "string", "2999-01-01T00:00:00Z"}}},
+		"PUT /v1/environments/{env}/customers/{id}/caps/{cap}": {fields: []biField{{"credit", "string", "rune"}, {"value", "number", 12.5},
+			{"ignore_grants", "bool", nil}, {"overage_only", "bool", nil}, {"observe_only", "bool", nil}, {"overhead_cost", "bool", nil},
+			{"follow_decrements", "bool", nil}, {"hard_trailing", "bool", nil}, {"shared", "bool", nil}, {"shared_with", "strings", nil},
+			{"scope", "strings", []string{"ai_input"}}, {"resets", "bool", true}, {"reset_inc", "string", "1day"}, {"reset_sch", "string", nil},
+			{"expires_at", "string", "2999-01-01T00:00:00Z"}}},
+		"POST /v1/environments/{env}/customers/{id}/caps/{cap}/reset": {optionalBody: true},
 
 		"PUT /v1/environments/{env}/billing": {fields: []biField{{"currency", "string", "EUR"},
 			{"rune_rate", "string", "0.9"}, {"grace_period", "string", "30m"}, {"days_until_due", "count", 15},
@@ -226,7 +234,7 @@ func (e *biEnv) keyFor(template string) string {
 
 func (e *biEnv) path(template string) string {
 	template = e.w.alertIDs(template)
-	return strings.NewReplacer("{env}", secEnv, "{id}", biCustomer, "{entitlement}", "ai_input",
+	return strings.NewReplacer("{env}", secEnv, "{id}", biCustomer, "{entitlement}", "ai_input", "{cap}", "acme-cap-4412",
 		"{invoice}", e.invoiceFor(template), "{clock}", e.w.aClock, "{environment_id}", e.w.a.envs[secEnv].String()).Replace(template)
 }
 
@@ -562,7 +570,7 @@ func TestBadInputHostileStrings(t *testing.T) {
 		if rt, ok := table[route]; ok {
 			body = biBody(rt, "", nil)
 		}
-		for _, param := range []string{"{env}", "{id}", "{entitlement}", "{number}"} {
+		for _, param := range []string{"{env}", "{id}", "{entitlement}", "{number}", "{cap}"} {
 			if !strings.Contains(template, param) {
 				continue
 			}
@@ -573,7 +581,7 @@ func TestBadInputHostileStrings(t *testing.T) {
 				r := secDo(t, e.srv, method, p, e.keyFor(template), body)
 				if r.Code >= 400 {
 					biReject(t, method+" "+p, r)
-				} else if param != "{entitlement}" {
+				} else if param != "{entitlement}" && param != "{cap}" { // cap ids are the caller's: stored as given
 					t.Errorf("%s %s: %d, want a 4xx for a hostile %s", method, p, r.Code, param)
 				}
 			}

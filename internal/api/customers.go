@@ -30,6 +30,11 @@ import (
 //	PUT    /v1/environments/:env/customers/:id/voucher                set the voucher (replacing any)
 //	GET    /v1/environments/:env/customers/:id/voucher                get it, with what was debited
 //	DELETE /v1/environments/:env/customers/:id/voucher                remove it
+//	PUT    /v1/environments/:env/customers/:id/caps/:cap              create or replace a cap (201 created, 200 replaced)
+//	GET    /v1/environments/:env/customers/:id/caps                   list the caps
+//	GET    /v1/environments/:env/customers/:id/caps/:cap              get a cap, with its committed usage
+//	DELETE /v1/environments/:env/customers/:id/caps/:cap              remove it
+//	POST   /v1/environments/:env/customers/:id/caps/:cap/reset        start it from zero (a new key)
 func (s *Server) customerRoutes(g *echo.Group) {
 	cg := g.Group("/environments/:env/customers")
 	cg.POST("", s.createCustomer)
@@ -44,6 +49,11 @@ func (s *Server) customerRoutes(g *echo.Group) {
 	cg.PUT("/:id/voucher", s.putCustomerVoucher)
 	cg.GET("/:id/voucher", s.getCustomerVoucher)
 	cg.DELETE("/:id/voucher", s.deleteCustomerVoucher)
+	cg.PUT("/:id/caps/:cap", s.putCustomerCap)
+	cg.GET("/:id/caps", s.listCustomerCaps)
+	cg.GET("/:id/caps/:cap", s.getCustomerCap)
+	cg.DELETE("/:id/caps/:cap", s.deleteCustomerCap)
+	cg.POST("/:id/caps/:cap/reset", s.resetCustomerCap)
 }
 
 func (s *Server) createCustomer(c echo.Context) error {
@@ -234,6 +244,91 @@ func (s *Server) deleteCustomerVoucher(c echo.Context) error {
 		return customerProblem(err)
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) putCustomerCap(c echo.Context) error {
+	env, id, err := s.customerTarget(c)
+	if err != nil {
+		return err
+	}
+	var in customers.CapInput
+	if err := bindJSON(c, &in); err != nil {
+		return err
+	}
+	capID, err := pathParam(c, "cap")
+	if err != nil {
+		return err
+	}
+	out, created, err := s.customers.PutCap(c.Request().Context(), env, id, capID, in)
+	if err != nil {
+		return customerProblem(err)
+	}
+	if created {
+		return c.JSON(http.StatusCreated, out)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) listCustomerCaps(c echo.Context) error {
+	env, id, err := s.customerTarget(c)
+	if err != nil {
+		return err
+	}
+	out, err := s.customers.ListCaps(c.Request().Context(), env, id)
+	if err != nil {
+		return customerProblem(err)
+	}
+	return c.JSON(http.StatusOK, list[wire.CustomerCap]{Data: out})
+}
+
+func (s *Server) getCustomerCap(c echo.Context) error {
+	env, id, err := s.customerTarget(c)
+	if err != nil {
+		return err
+	}
+	capID, err := pathParam(c, "cap")
+	if err != nil {
+		return err
+	}
+	out, err := s.customers.GetCap(c.Request().Context(), env, id, capID)
+	if err != nil {
+		return customerProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) deleteCustomerCap(c echo.Context) error {
+	env, id, err := s.customerTarget(c)
+	if err != nil {
+		return err
+	}
+	capID, err := pathParam(c, "cap")
+	if err != nil {
+		return err
+	}
+	if err := s.customers.RemoveCap(c.Request().Context(), env, id, capID); err != nil {
+		return customerProblem(err)
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) resetCustomerCap(c echo.Context) error {
+	env, id, err := s.customerTarget(c)
+	if err != nil {
+		return err
+	}
+	if err := bindNothing(c); err != nil {
+		return err
+	}
+	capID, err := pathParam(c, "cap")
+	if err != nil {
+		return err
+	}
+	out, err := s.customers.ResetCap(c.Request().Context(), env, id, capID)
+	if err != nil {
+		return customerProblem(err)
+	}
+	return c.JSON(http.StatusOK, out)
 }
 
 // pathParam returns a path parameter, percent-decoded. Echo routes on the raw path

@@ -70,7 +70,8 @@ func customerProblem(err error) error {
 		return pb
 	case errors.Is(err, customers.ErrExists):
 		return problem.New(http.StatusConflict, err.Error()).WithType("conflict")
-	case errors.Is(err, customers.ErrNotFound), errors.Is(err, customers.ErrNoOverride), errors.Is(err, customers.ErrNoVoucher):
+	case errors.Is(err, customers.ErrNotFound), errors.Is(err, customers.ErrNoOverride), errors.Is(err, customers.ErrNoVoucher),
+		errors.Is(err, customers.ErrNoCap):
 		return problem.New(http.StatusNotFound, err.Error())
 	case errors.Is(err, customers.ErrNoActivePolicy):
 		return problem.New(http.StatusConflict, err.Error()).WithType("no-active-policy")

@@ -32,6 +32,7 @@ const (
 	opOverride = "override"
 	opTopup    = "topup"
 	opVoucher  = "voucher"
+	opCap      = "cap"
 )
 
 // maxLabelLength is the longest label the API accepts.

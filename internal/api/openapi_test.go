@@ -595,7 +595,28 @@ func TestOpenAPIResponsesConform(t *testing.T) {
 	call("POST", cp, "/v1/environments/production/customers", admin, `{"id":"u_3","metadata":{"limitr_voucher":"V1","limitr_voucher_expires":32503680000000}}`, 201)
 	call("DELETE", ci+"/voucher", "/v1/environments/production/customers/u_3/voucher", admin, "", 204)
 	call("DELETE", ci+"/voucher", "/v1/environments/production/customers/u_3/voucher", admin, "", 404)
-	call("GET", ci, "/v1/environments/production/customers/u_1", admin, "", 200) // with overrides, topups and a voucher
+	kp := "/v1/environments/production/customers/u_1/caps"
+	call("GET", ci+"/caps", kp, admin, "", 200) // none yet
+	call("GET", ci+"/caps/{cap}", kp+"/monthly", admin, "", 404)
+	call("PUT", ci+"/caps/{cap}", kp+"/monthly", admin, `{"value":"100.5","resets":true,"reset_inc":"30days","scope":["ai_input"],"expires_at":"2999-01-01T00:00:00Z"}`, 201)
+	call("PUT", ci+"/caps/{cap}", kp+"/monthly", field(sdk, "secret"), `{"value":200,"credit":"usd","hard_trailing":true}`, 200)
+	call("PUT", ci+"/caps/{cap}", kp+"/monthly", admin, `{"value":"-1","reset_inc":"1day","reset_sch":"monthly"}`, 422)
+	call("PUT", ci+"/caps/{cap}", "/v1/environments/production/customers/nobody/caps/monthly", admin, `{"value":1}`, 404)
+	call("PUT", ci+"/caps/{cap}", kp+"/spare", admin, `{"value":1}`, 201)
+	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), `{"instance_id":"oa-caps","sequence":1,"deltas":[],
+		"cap_uses":[{"customer":"u_1","cap_key":"cap_x","period_start":"2026-01-01T00:00:00Z","units":"1.5"},{"customer":"nobody","cap_key":"cap_y","period_start":"2026-01-01T00:00:00Z","units":"2"}]}`, 200)
+	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), `{"instance_id":"oa-caps","sequence":2,"deltas":[],
+		"cap_uses":[{"customer":"u_1","cap_key":"","units":"x"}]}`, 422)
+	call("GET", ci+"/caps/{cap}", kp+"/monthly", admin, "", 200)
+	call("GET", ci+"/caps", kp, admin, "", 200)
+	call("POST", ci+"/caps/{cap}/reset", kp+"/monthly/reset", admin, "", 200)
+	call("POST", ci+"/caps/{cap}/reset", kp+"/nope/reset", admin, "", 404)
+	call("POST", ci+"/caps/{cap}/reset", kp+"/monthly/reset", admin, `{"x":1}`, 422)
+	call("DELETE", ci+"/caps/{cap}", kp+"/spare", admin, "", 204)
+	call("DELETE", ci+"/caps/{cap}", kp+"/spare", admin, "", 404)
+	call("GET", "/v1/environments/{env}/usage/unattributed", "/v1/environments/production/usage/unattributed", admin, "", 200) // a cap_use
+	// With overrides, topups, a voucher and caps.
+	call("GET", ci, "/v1/environments/production/customers/u_1", admin, "", 200)
 	call("DELETE", ci+"/overrides/{entitlement}", "/v1/environments/production/customers/u_1/overrides/ai_input", admin, "", 204)
 	call("DELETE", ci+"/overrides/{entitlement}", "/v1/environments/production/customers/u_1/overrides/ai_input", admin, "", 404)
 	call("GET", "/v1/sdk/customers/{id}/state", "/v1/sdk/customers/u_1/state", field(sdk, "secret"), "", 200)
@@ -610,6 +631,8 @@ func TestOpenAPIResponsesConform(t *testing.T) {
 	call("GET", "/v1/sdk/customers/{id}/state", "/v1/sdk/customers/u_1/state", field(sdk, "secret"), "", 200) // with meters
 	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", field(sdk, "secret"), secLeaseRequest("u_1"), 200)
 	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", field(sdk, "secret"), secLeaseRequest("nobody"), 200) // error: unknown_customer
+	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", field(sdk, "secret"), strings.Replace(secLeaseRequest("u_1"), `"entitlement":"ai_input"`, `"cap":"cap_x"`, 1), 200)
+	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", field(sdk, "secret"), strings.Replace(secLeaseRequest("u_1"), `"entitlement":"ai_input"`, `"entitlement":"ai_input","cap":"cap_x"`, 1), 422)
 	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", field(sdk, "secret"), `{"instance_id":"matrix-1","leases":[]}`, 422)
 	call("POST", "/v1/sdk/leases", "/v1/sdk/leases", admin, secLeaseRequest("u_1"), 403)
 	call("POST", "/v1/sdk/usage", "/v1/sdk/usage", field(sdk, "secret"), strings.Replace(secUsageBatch("u_1"), `"sequence":1,`, `"sequence":7,"leased":true,`, 1), 200)

@@ -75,6 +75,7 @@ func TestUsageBatchBeforeTheDedupWindow(t *testing.T) {
 	sent := time.Now().Add(-50 * 24 * time.Hour)
 	b := batch("web-9", 1, delta("alice", "ai-chat-input", "10"))
 	b.SentAt = sent
+	b.CapUses = []wire.CapUse{{Customer: "alice", CapKey: "cap_expiry", PeriodStart: thisMonth(), Units: "2"}}
 	// Committed while its key is kept.
 	if a := f.ack(f.usage(f.sdk, b, true)); a.Accepted != 1 {
 		t.Fatalf("first: %+v", a)
@@ -93,8 +94,12 @@ func TestUsageBatchBeforeTheDedupWindow(t *testing.T) {
 	}
 	before := f.count(`select count(*) from usage_deltas`)
 	a := f.ack(f.usage(f.sdk, b, true))
-	if a.Duplicate || a.Accepted != 0 || len(a.Unattributed) != 1 || a.Unattributed[0].Reason != wire.ReasonBatchExpired {
+	if a.Duplicate || a.Accepted != 0 || len(a.Unattributed) != 2 || a.Unattributed[0].Reason != wire.ReasonBatchExpired ||
+		a.Unattributed[1].Kind != wire.RecordCapUse || a.Unattributed[1].Reason != wire.ReasonBatchExpired {
 		t.Fatalf("expired batch: %+v", a)
+	}
+	if n := f.count(`select count(*) from cap_usage_totals where cap_key = 'cap_expiry' and units = 2`); n != 1 {
+		t.Fatalf("the cap use was counted again (or not at first): %d rows of 2", n)
 	}
 	if n := f.count(`select count(*) from usage_deltas`); n != before {
 		t.Fatalf("an expired batch wrote usage")

@@ -163,6 +163,7 @@ type secWorld struct {
 	// A's invoice (of its priced topup) and test clock.
 	aInvoice, aClock string
 	aVoucher         string // the voucher id of acme-user-4412
+	aCapKey          string // the key of acme-user-4412's cap acme-cap-4412
 	// A's alert channel, rule, and a delivery the rule made (pending).
 	aChannel, aRule, aDelivery string
 	// aSecrets are strings that identify tenant A's data: none may reach tenant B.
@@ -220,6 +221,11 @@ func newSecWorld(t *testing.T) *secWorld {
 	}
 	_ = json.Unmarshal(w.mustDo("PUT", cp+"/acme-user-4412/voucher", w.aSDK, map[string]any{"runes": "4412.25", "expires_at": "2099-01-01T00:00:00Z"}, 200), &voucher)
 	w.aVoucher = voucher.ID
+	var cp4412 struct {
+		Key string `json:"key"`
+	}
+	_ = json.Unmarshal(w.mustDo("PUT", cp+"/acme-user-4412/caps/acme-cap-4412", w.aSDK, map[string]any{"value": "4412.75"}, 201), &cp4412)
+	w.aCapKey = cp4412.Key
 	w.mustDo("POST", custPath("production"), w.a.secret, map[string]any{"id": "acme-prod-4412"}, 201)
 	w.mustDo("POST", custPath("production"), w.b.secret, map[string]any{"id": "globex-cust-1"}, 201)
 
@@ -243,7 +249,7 @@ func newSecWorld(t *testing.T) *secWorld {
 	w.aSecrets = []string{w.aChannel, w.aRule, w.aDelivery, "acme-chan-4412", "acme-rule-4412", "acme-hook-4412", w.a.tenantID.String(), w.a.keyID.String(), w.a.secret, w.a.secret[:17], sdkID.String(),
 		w.aSDK, w.aSDK[:15], w.aStaging, w.aStaging[:15], w.aRevoked, spare.ID.String(),
 		"acme-org-4412", "acme-user-4412", "acme-alt-4412", "acme-meta-4412", "Acme Label 4412", "acme-prod-4412", topup.GrantID,
-		voucher.ID, "4412.25", w.aInvoice, w.aClock}
+		voucher.ID, "4412.25", w.aInvoice, w.aClock, "acme-cap-4412", w.aCapKey, "4412.75"}
 	for _, id := range w.a.envs {
 		w.aSecrets = append(w.aSecrets, id.String())
 	}
@@ -391,6 +397,11 @@ func secRoutes(t *testing.T) map[string]secRoute {
 		"PUT /v1/environments/{env}/customers/{id}/voucher":                    {body: `{"runes":"1","expires_at":"2099-01-01T00:00:00Z"}`},
 		"GET /v1/environments/{env}/customers/{id}/voucher":                    {},
 		"DELETE /v1/environments/{env}/customers/{id}/voucher":                 {},
+		"PUT /v1/environments/{env}/customers/{id}/caps/{cap}":                 {body: `{"value":"1"}`},
+		"GET /v1/environments/{env}/customers/{id}/caps":                       {},
+		"GET /v1/environments/{env}/customers/{id}/caps/{cap}":                 {},
+		"DELETE /v1/environments/{env}/customers/{id}/caps/{cap}":              {},
+		"POST /v1/environments/{env}/customers/{id}/caps/{cap}/reset":          {},
 
 		"GET /v1/environments/{env}/billing":                                {adminOnly: true},
 		"PUT /v1/environments/{env}/billing":                                {adminOnly: true, body: `{"currency":"EUR"}`},
@@ -456,7 +467,7 @@ func secLeaseRequest(customer string) string {
 
 // secPath fills a route template with tenant A's resources.
 func (w *secWorld) secPath(template, env string) string {
-	p := strings.NewReplacer("{env}", env, "{number}", "3", "{entitlement}", "ai_input", "{invoice}", w.aInvoice,
+	p := strings.NewReplacer("{env}", env, "{number}", "3", "{entitlement}", "ai_input", "{cap}", "acme-cap-4412", "{invoice}", w.aInvoice,
 		"{clock}", w.aClock, "{environment_id}", w.a.envs[secEnv].String()).Replace(template)
 	if strings.HasPrefix(p, "/v1/keys/") {
 		p = strings.Replace(p, "{id}", w.aSDKID.String(), 1)
@@ -637,7 +648,8 @@ func TestSecurityMatrix(t *testing.T) {
 
 	// The customer under attack is as it was.
 	code, body := w.h.do("GET", "/v1/environments/"+secEnv+"/customers/acme-user-4412", w.aSDK, nil)
-	if c := decodeCustomer(t, body); code != 200 || c.Label != "Acme Label 4412" || c.Revision != 4 || len(c.Topups) != 1 || len(c.Overrides) != 1 || c.Voucher == nil || c.Voucher.ID != w.aVoucher {
+	if c := decodeCustomer(t, body); code != 200 || c.Label != "Acme Label 4412" || c.Revision != 5 || len(c.Topups) != 1 || len(c.Overrides) != 1 || c.Voucher == nil || c.Voucher.ID != w.aVoucher ||
+		len(c.Caps) != 1 || c.Caps[0].Key != w.aCapKey || c.Caps[0].Value != "4412.75" {
 		t.Errorf("after the matrix: %d %s", code, body)
 	}
 }

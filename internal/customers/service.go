@@ -1,6 +1,6 @@
 // Package customers is the control plane's customers domain: creating, reading,
 // updating and deleting customers of an environment, changing their plans, overrides,
-// topups and vouchers. Every mutation runs in one transaction that writes its rows, bumps the
+// topups, vouchers and spend caps. Every mutation runs in one transaction that writes its rows, bumps the
 // customer's revision, appends a change-feed entry (which connected SDKs apply) and an
 // audit entry; after the commit the Notifier wakes the feed's followers.
 //

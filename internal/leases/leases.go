@@ -16,6 +16,11 @@
 // serialize on a transaction advisory lock; a request takes its meters' locks in one
 // order, so requests never deadlock. A leased usage batch moves its units from the
 // lease's outstanding part to U in the transaction that commits it (internal/usage).
+//
+// A customer's spend cap held by the control plane is leased the same way (an ask with
+// Cap set to the cap's key and no entitlement): the "meter period" is the cap key's
+// period, U what usage batches committed of it (cap_uses, in cap_usage_totals), and
+// the limit the cap's ceiling.
 package leases
 
 import (
@@ -97,7 +102,7 @@ func (s *Service) Grant(ctx context.Context, env store.Environment, in wire.Leas
 	}
 	reply := wire.LeaseReply{Leases: make([]wire.LeaseGrant, len(in.Leases)), TTLMillis: s.ttl.Milliseconds()}
 	for i, a := range in.Leases {
-		reply.Leases[i] = wire.LeaseGrant{Customer: a.Customer, Entitlement: a.Entitlement, PeriodStart: a.PeriodStart.UTC()}
+		reply.Leases[i] = wire.LeaseGrant{Customer: a.Customer, Entitlement: a.Entitlement, Cap: a.Cap, PeriodStart: a.PeriodStart.UTC()}
 	}
 	fresh := make([]num.Dec, len(in.Leases)) // newly granted, for the metrics
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -116,7 +121,7 @@ func (s *Service) Grant(ctx context.Context, env store.Environment, in wire.Leas
 				continue
 			}
 			asks = append(asks, store.LeaseAsk{LeaseMeter: store.LeaseMeter{CustomerID: c.ID, CustomerUID: c.UID,
-				Entitlement: a.Entitlement, PeriodStart: a.PeriodStart.UTC()},
+				Entitlement: a.Entitlement, CapKey: a.Cap, PeriodStart: a.PeriodStart.UTC()},
 				Limit: v.asks[i].limit.String(), Target: v.asks[i].target.String(), Used: v.asks[i].used.String(),
 				Need: v.asks[i].need.String()})
 			index = append(index, i)

@@ -56,7 +56,7 @@ func check(in *wire.LeaseRequest, now time.Time) *checked {
 	v.field(validation.InstanceID(in.InstanceID))
 	switch {
 	case len(in.Leases) == 0:
-		v.add("leases", "is empty: ask for 1 to "+strconv.Itoa(wire.MaxLeases)+" meters")
+		v.add("leases", "is empty: ask for 1 to "+strconv.Itoa(wire.MaxLeases)+" meters or caps")
 		return v
 	case len(in.Leases) > wire.MaxLeases:
 		v.add("leases", fmt.Sprintf("has %d entries; at most %d per request", len(in.Leases), wire.MaxLeases))
@@ -66,10 +66,16 @@ func check(in *wire.LeaseRequest, now time.Time) *checked {
 	seen := map[string]bool{}
 	for i := range in.Leases {
 		a := &in.Leases[i]
-		for _, f := range []struct{ name, val string }{{"customer", a.Customer}, {"entitlement", a.Entitlement}} {
-			if fe := validation.Required(f.name, f.val); fe != nil {
-				v.add(askPath(i, fe.Path), fe.Message)
-			}
+		v.field(prefixed(i, validation.Required("customer", a.Customer)))
+		switch {
+		case a.Cap == "":
+			v.field(prefixed(i, validation.Required("entitlement", a.Entitlement)))
+		case a.Entitlement != "":
+			v.add(askPath(i, "entitlement"), "must be empty when cap is set: a lease is of a meter or of a cap")
+		case len(a.Cap) > usage.MaxCapKeyLength:
+			v.add(askPath(i, "cap"), fmt.Sprintf("is longer than %d bytes", usage.MaxCapKeyLength))
+		default:
+			v.field(prefixed(i, validation.Required("cap", a.Cap)))
 		}
 		if a.Customer != "" && !seen[a.Customer] {
 			seen[a.Customer] = true
@@ -92,6 +98,14 @@ func check(in *wire.LeaseRequest, now time.Time) *checked {
 		}
 	}
 	return v
+}
+
+// prefixed is fe about a field of leases[i].
+func prefixed(i int, fe *validation.FieldError) *validation.FieldError {
+	if fe == nil {
+		return nil
+	}
+	return &validation.FieldError{Path: askPath(i, fe.Path), Message: fe.Message}
 }
 
 // amount parses a non-negative exact decimal field of leases[i].

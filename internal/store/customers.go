@@ -178,8 +178,8 @@ const resolveID = `(select coalesce(
 	(select id from customers where tenant_id = $1 and environment_id = $2 and id = $3),
 	(select customer_id from customer_alt_ids where tenant_id = $1 and environment_id = $2 and alt_id = $3)))`
 
-// GetCustomer loads a customer by id or alt id, with its live overrides, its topups and
-// its voucher.
+// GetCustomer loads a customer by id or alt id, with its live overrides, its topups, its
+// voucher and its caps.
 // With forUpdate (in a transaction) the row is locked until the transaction ends.
 func GetCustomer(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, idOrAlt string, forUpdate bool) (Customer, error) {
 	q := `select ` + customerColumns + ` from customers where tenant_id = $1 and environment_id = $2 and id = ` + resolveID
@@ -241,8 +241,8 @@ func listCustomers(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, afte
 	return out, nil
 }
 
-// loadChildren fills the live overrides, the topups and the vouchers of customers, in
-// three queries.
+// loadChildren fills the live overrides, the topups, the vouchers and the caps of
+// customers, in four queries.
 func loadChildren(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, cs []Customer) error {
 	if len(cs) == 0 {
 		return nil
@@ -291,7 +291,10 @@ func loadChildren(ctx context.Context, db DBTX, tenantID, envID uuid.UUID, cs []
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	return loadVouchers(ctx, db, tenantID, envID, ids, at, cs)
+	if err := loadVouchers(ctx, db, tenantID, envID, ids, at, cs); err != nil {
+		return err
+	}
+	return loadCaps(ctx, db, tenantID, envID, ids, at, cs)
 }
 
 func scanTopup(row pgx.Row, customerID *string) (CustomerTopup, error) {

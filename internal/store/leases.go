@@ -10,29 +10,36 @@ import (
 )
 
 // Allowance leases (migrations/0015_fleet_leases.up.sql): the share of a meter's
-// remaining allowance granted to each SDK instance in a period. internal/leases grants
-// them; a leased usage batch commits against them (CommitLeasedUsage).
+// remaining allowance granted to each SDK instance in a period, and of a spend cap's
+// (migrations/0016_customer_caps.up.sql: a cap's rows have an empty entitlement and the
+// cap's key). internal/leases grants them; a leased usage batch commits against them
+// (CommitLeasedUsage).
 //
 // Locks, always in this order so grants, batches and returns never deadlock: per meter
 // period the advisory lock of LockLeaseMeter (grants only, meters in LeaseMeterLess
 // order), then the instance's own rows (in the same order).
 
-// LeaseMeter names one meter period of an instance's lease, its customer resolved.
+// LeaseMeter names one meter period of an instance's lease, its customer resolved; a
+// cap period when CapKey is set (Entitlement is then empty).
 type LeaseMeter struct {
 	CustomerID  string // canonical id
 	CustomerUID uuid.UUID
 	Entitlement string
+	CapKey      string
 	PeriodStart time.Time
 }
 
 // LeaseMeterLess orders meters the way every lock on them is taken: customer id (bytes,
-// as collate "C" sorts), entitlement, period start.
+// as collate "C" sorts), entitlement, cap key, period start.
 func LeaseMeterLess(a, b LeaseMeter) bool {
 	if a.CustomerID != b.CustomerID {
 		return a.CustomerID < b.CustomerID
 	}
 	if a.Entitlement != b.Entitlement {
 		return a.Entitlement < b.Entitlement
+	}
+	if a.CapKey != b.CapKey {
+		return a.CapKey < b.CapKey
 	}
 	return a.PeriodStart.Before(b.PeriodStart)
 }
@@ -60,15 +67,15 @@ type LeaseGrant struct {
 }
 
 // leaseLockSQL serializes every grant of one meter period (environment, customer,
-// entitlement, period start).
+// entitlement, cap key, period start).
 const leaseLockSQL = `select pg_advisory_xact_lock(hashtextextended(
-	'limitr:lease:' || $1::text || ':' || $2::text || ':' || $3::text || ':' || $4::timestamptz::text, 0))`
+	'limitr:lease:' || $1::text || ':' || $2::text || ':' || $3::text || ':' || $5::text || ':' || $4::timestamptz::text, 0))`
 
 // leaseOwnSQL locks the instance's row of the meter period, if it has one, before the
 // grant reads: a batch of the instance committing meanwhile then lands entirely before
 // the grant's snapshot or waits for the grant.
 const leaseOwnSQL = `select 1 from fleet_leases where tenant_id = $1 and environment_id = $2 and customer_id = $3
-	and entitlement = $4 and period_start = $5 and instance_id = $6 for update`
+	and entitlement = $4 and cap_key = $7 and period_start = $5 and instance_id = $6 for update`
 
 // leaseGrantSQL computes and writes one grant in one statement (one snapshot, so the
 // meter's committed usage U and the leases' committed parts are read consistently: a
@@ -81,24 +88,29 @@ const leaseOwnSQL = `select 1 from fleet_leases where tenant_id = $1 and environ
 //	granted         = max(base, min(target, max_granted)), or used when that leaves less room than need
 //
 // Rows of an earlier customer of the same id (another uid) count for nothing: the
-// instance's own is replaced.
+// instance's own is replaced. For a cap ($14, the cap key, set; an empty entitlement),
+// U is the cap period's committed consumption (cap_usage_totals) instead of the
+// meter's.
 const leaseGrantSQL = `with
 	u as (
-		select coalesce((select sum(units) from meter_aggregates
+		select case when $14::text = '' then
+			coalesce((select sum(units) from meter_aggregates
 				where customer_uid = $4 and entitlement = $5 and period_start = $6), 0)
 			+ coalesce((select sum(units) from usage_deltas
-				where customer_uid = $4 and entitlement = $5 and period_start = $6 and aggregated_at is null), 0) as u
+				where customer_uid = $4 and entitlement = $5 and period_start = $6 and aggregated_at is null), 0)
+		else coalesce((select sum(units) from cap_usage_totals
+				where customer_uid = $4 and cap_key = $14 and period_start = $6), 0) end as u
 	),
 	others as (
 		select coalesce(sum(case when l.expires_at > $8 then greatest(0, l.granted - l.committed)
 			else greatest(0, l.used - l.committed) end), 0) as r
 		from fleet_leases l
-		where l.tenant_id = $1 and l.environment_id = $2 and l.customer_id = $3 and l.entitlement = $5
+		where l.tenant_id = $1 and l.environment_id = $2 and l.customer_id = $3 and l.entitlement = $5 and l.cap_key = $14
 			and l.period_start = $6 and l.instance_id <> $7 and l.customer_uid = $4
 	),
 	own as (
 		select granted, used, committed, expires_at > $8 as live from fleet_leases
-		where tenant_id = $1 and environment_id = $2 and customer_id = $3 and entitlement = $5
+		where tenant_id = $1 and environment_id = $2 and customer_id = $3 and entitlement = $5 and cap_key = $14
 			and period_start = $6 and instance_id = $7 and customer_uid = $4
 	),
 	calc as (
@@ -116,10 +128,10 @@ const leaseGrantSQL = `with
 			case when $13::numeric > 0 and granted - used < $13::numeric then used else granted end as granted from cand
 	),
 	ins as (
-		insert into fleet_leases as l (tenant_id, environment_id, customer_id, customer_uid, entitlement, period_start, instance_id,
+		insert into fleet_leases as l (tenant_id, environment_id, customer_id, customer_uid, entitlement, cap_key, period_start, instance_id,
 			granted, used, committed, lim, expires_at, updated_at)
-		select $1, $2, $3, $4, $5, $6, $7, next.granted, next.used, 0, $9::numeric, $12, $8 from next
-		on conflict (tenant_id, environment_id, customer_id, entitlement, period_start, instance_id) do update set
+		select $1, $2, $3, $4, $5, $14, $6, $7, next.granted, next.used, 0, $9::numeric, $12, $8 from next
+		on conflict (tenant_id, environment_id, customer_id, entitlement, cap_key, period_start, instance_id) do update set
 			granted = excluded.granted,
 			used = case when l.customer_uid = excluded.customer_uid then greatest(l.used, excluded.used) else excluded.used end,
 			committed = case when l.customer_uid = excluded.customer_uid then l.committed else 0 end,
@@ -130,7 +142,7 @@ const leaseGrantSQL = `with
 		coalesce((select granted from own), 0)::text,
 		greatest(0, $9::numeric - (select u from u))::text,
 		1 + (select count(*) from fleet_leases l where l.tenant_id = $1 and l.environment_id = $2 and l.customer_id = $3
-			and l.entitlement = $5 and l.period_start = $6 and l.instance_id <> $7 and l.customer_uid = $4 and l.expires_at > $8)
+			and l.entitlement = $5 and l.cap_key = $14 and l.period_start = $6 and l.instance_id <> $7 and l.customer_uid = $4 and l.expires_at > $8)
 	from ins cross join next`
 
 // GrantLeases grants the asks of one instance in tx, in the order given (the caller
@@ -143,10 +155,10 @@ func GrantLeases(ctx context.Context, tx pgx.Tx, env Environment, instanceID str
 	}
 	b := &pgx.Batch{}
 	for _, a := range asks {
-		b.Queue(leaseLockSQL, env.ID, a.CustomerID, a.Entitlement, a.PeriodStart)
-		b.Queue(leaseOwnSQL, env.TenantID, env.ID, a.CustomerID, a.Entitlement, a.PeriodStart, instanceID)
+		b.Queue(leaseLockSQL, env.ID, a.CustomerID, a.Entitlement, a.PeriodStart, a.CapKey)
+		b.Queue(leaseOwnSQL, env.TenantID, env.ID, a.CustomerID, a.Entitlement, a.PeriodStart, instanceID, a.CapKey)
 		b.Queue(leaseGrantSQL, env.TenantID, env.ID, a.CustomerID, a.CustomerUID, a.Entitlement, a.PeriodStart, instanceID,
-			now, a.Limit, a.Target, a.Used, expiresAt, needOrZero(a.Need))
+			now, a.Limit, a.Target, a.Used, expiresAt, needOrZero(a.Need), a.CapKey)
 	}
 	br := tx.SendBatch(ctx, b)
 	out := make([]LeaseGrant, len(asks))
@@ -191,25 +203,34 @@ func ReturnLeases(ctx context.Context, db DBTX, env Environment, instanceID stri
 	return tag.RowsAffected(), nil
 }
 
-// leasedUsageSQL adds a leased batch's delta units to the committed part of the
-// instance's leases of the same meter periods (same customer incarnation), in one
-// statement. Its rows are locked in LeaseMeterLess order, as grants lock them. Meters
-// without a lease are left alone.
+// leasedUsageSQL adds a leased batch's delta units, and its cap uses, to the committed
+// part of the instance's leases of the same meter periods (cap periods: an empty
+// entitlement and the cap key), same customer incarnation, in one statement. Its rows
+// are locked in LeaseMeterLess order, as grants lock them. Meters and caps without a
+// lease are left alone.
 const leasedUsageSQL = `with d as (
-		select customer_id, customer_uid, entitlement, period_start, sum(units::numeric) as units
-		from unnest($4::text[], $5::uuid[], $6::text[], $7::timestamptz[], $8::text[]) as d(customer_id, customer_uid, entitlement, period_start, units)
-		group by 1, 2, 3, 4
+		select customer_id, customer_uid, entitlement, cap_key, period_start, sum(units) as units from (
+			select customer_id, customer_uid, entitlement, ''::text as cap_key, period_start, units::numeric as units
+			from unnest($4::text[], $5::uuid[], $6::text[], $7::timestamptz[], $8::text[]) as d(customer_id, customer_uid, entitlement, period_start, units)
+			union all
+			select customer_id, customer_uid, ''::text, cap_key, period_start, units::numeric
+			from unnest($9::text[], $10::uuid[], $11::text[], $12::timestamptz[], $13::text[]) as c(customer_id, customer_uid, cap_key, period_start, units)
+		) x
+		group by 1, 2, 3, 4, 5
 	), locked as materialized (
-		select l.customer_id, l.entitlement, l.period_start from fleet_leases l
-		join d on d.customer_id = l.customer_id and d.customer_uid = l.customer_uid and d.entitlement = l.entitlement and d.period_start = l.period_start
+		select l.customer_id, l.entitlement, l.cap_key, l.period_start from fleet_leases l
+		join d on d.customer_id = l.customer_id and d.customer_uid = l.customer_uid and d.entitlement = l.entitlement
+			and d.cap_key = l.cap_key and d.period_start = l.period_start
 		where l.tenant_id = $1 and l.environment_id = $2 and l.instance_id = $3
-		order by l.customer_id collate "C", l.entitlement collate "C", l.period_start
+		order by l.customer_id collate "C", l.entitlement collate "C", l.cap_key collate "C", l.period_start
 		for update of l
 	)
 	update fleet_leases l set committed = l.committed + d.units, updated_at = now()
-	from d join locked k on k.customer_id = d.customer_id and k.entitlement = d.entitlement and k.period_start = d.period_start
+	from d join locked k on k.customer_id = d.customer_id and k.entitlement = d.entitlement and k.cap_key = d.cap_key
+		and k.period_start = d.period_start
 	where l.tenant_id = $1 and l.environment_id = $2 and l.instance_id = $3 and l.customer_id = d.customer_id
-		and l.customer_uid = d.customer_uid and l.entitlement = d.entitlement and l.period_start = d.period_start`
+		and l.customer_uid = d.customer_uid and l.entitlement = d.entitlement and l.cap_key = d.cap_key
+		and l.period_start = d.period_start`
 
 // leasedUsageArgs are leasedUsageSQL's arguments for b (summed per meter by the
 // statement: one statement cannot update a row twice).
@@ -222,12 +243,21 @@ func leasedUsageArgs(b *UsageBatch) []any {
 	for i, d := range b.Deltas {
 		customers[i], uids[i], ents[i], starts[i], units[i] = d.CustomerID, d.CustomerUID, d.Entitlement, d.PeriodStart, d.Units.String()
 	}
-	return []any{b.TenantID, b.EnvironmentID, b.InstanceID, customers, uids, ents, starts, units}
+	capCustomers := make([]string, len(b.CapUses))
+	capUIDs := make([]uuid.UUID, len(b.CapUses))
+	keys := make([]string, len(b.CapUses))
+	capStarts := make([]time.Time, len(b.CapUses))
+	capUnits := make([]string, len(b.CapUses))
+	for i, u := range b.CapUses {
+		capCustomers[i], capUIDs[i], keys[i], capStarts[i], capUnits[i] = u.CustomerID, u.CustomerUID, u.CapKey, u.PeriodStart, u.Units.String()
+	}
+	return []any{b.TenantID, b.EnvironmentID, b.InstanceID, customers, uids, ents, starts, units,
+		capCustomers, capUIDs, keys, capStarts, capUnits}
 }
 
 // queueLeasedUsage queues leasedUsageSQL into a usage batch's commit pipeline.
 func queueLeasedUsage(batch *pgx.Batch, b *UsageBatch) {
-	if len(b.Deltas) > 0 {
+	if len(b.Deltas) > 0 || len(b.CapUses) > 0 {
 		batch.Queue(leasedUsageSQL, leasedUsageArgs(b)...)
 	}
 }
@@ -235,7 +265,7 @@ func queueLeasedUsage(batch *pgx.Batch, b *UsageBatch) {
 // CommitLeasedUsage runs leasedUsageSQL for b in tx (usage ingest queues it into its
 // commit pipeline instead).
 func CommitLeasedUsage(ctx context.Context, tx pgx.Tx, b UsageBatch) error {
-	if len(b.Deltas) == 0 {
+	if len(b.Deltas) == 0 && len(b.CapUses) == 0 {
 		return nil
 	}
 	if _, err := tx.Exec(ctx, leasedUsageSQL, leasedUsageArgs(&b)...); err != nil {

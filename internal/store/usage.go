@@ -21,7 +21,8 @@ import (
 // usage_batches, its deltas (with the units of overage grants paid for,
 // migrations/0006_grant_covered.up.sql), its grant draws (added to grant_draw_totals,
 // migrations/0003_grant_draws.up.sql), its voucher debits (added to
-// voucher_debit_totals, migrations/0014_vouchers.up.sql) and its audit events go in
+// voucher_debit_totals, migrations/0014_vouchers.up.sql), its cap uses (added to
+// cap_usage_totals, migrations/0016_customer_caps.up.sql) and its audit events go in
 // together, in one transaction (CommitUsageBatch), or not at all.
 
 // UsageBatch is a validated batch, ready to commit. Customer ids are canonical (alt
@@ -37,7 +38,11 @@ type UsageBatch struct {
 	Events        []UsageEvent
 	GrantDraws    []GrantDraw
 	VoucherDebits []VoucherDebit
-	// Leased: the instance holds allowance leases; the deltas count against them.
+	// CapUses are what the batch consumed of customers' caps (added to
+	// cap_usage_totals, migrations/0016_customer_caps.up.sql).
+	CapUses []CapUse
+	// Leased: the instance holds allowance leases; the deltas (and cap uses) count
+	// against them.
 	Leased bool
 	// Unattributed are the batch's records that name no customer of the environment:
 	// committed with the batch into unattributed_usage, for an operator.
@@ -46,7 +51,7 @@ type UsageBatch struct {
 
 // Unattributed is a record of a batch that could not be attributed to a customer.
 type Unattributed struct {
-	Kind     string // wire.RecordDelta, wire.RecordGrantDraw, wire.RecordVoucherDebit or wire.RecordEvent
+	Kind     string // wire.RecordDelta, wire.RecordGrantDraw, wire.RecordVoucherDebit, wire.RecordCapUse or wire.RecordEvent
 	Index    int
 	Customer string
 	Reason   string
@@ -238,9 +243,9 @@ func copyUsage(ctx context.Context, c *pgx.Conn, b *UsageBatch) error {
 }
 
 // finishUsageBatch is the last round trip, one pipeline: the row's counts when
-// attribution changed them, the grant draws and voucher debits added to their totals,
-// the unattributed records, then commit. Whatever else a batch must write in its
-// transaction goes in this pipeline. An error skips the rest (commit included), and
+// attribution changed them, the grant draws, voucher debits and cap uses added to
+// their totals, the leased usage, the unattributed records, then commit. Whatever else
+// a batch must write in its transaction goes in this pipeline. An error skips the rest (commit included), and
 // leaves the transaction to roll back.
 func finishUsageBatch(ctx context.Context, c *pgx.Conn, b *UsageBatch, recount bool) error {
 	batch := &pgx.Batch{}
@@ -251,9 +256,10 @@ func finishUsageBatch(ctx context.Context, c *pgx.Conn, b *UsageBatch, recount b
 	}
 	queueGrantDraws(batch, b)
 	queueVoucherDebits(batch, b)
+	queueCapUses(batch, b)
 	if b.Leased {
-		// Allowance leases: the committed deltas leave the instance's leases'
-		// outstanding part as they join the meters' committed usage.
+		// Allowance leases: the committed deltas (and cap uses) leave the instance's
+		// leases' outstanding part as they join the meters' (caps') committed usage.
 		queueLeasedUsage(batch, b)
 	}
 	queueUnattributed(batch, b)

@@ -56,6 +56,8 @@ func (s *scanner) batchField(b *wire.UsageBatch, key []byte) (int, bool) {
 		return 7, list(s, &b.VoucherDebits, s.voucherDebit)
 	case "leased":
 		return 8, s.bool(&b.Leased)
+	case "cap_uses":
+		return 9, list(s, &b.CapUses, s.capUse)
 	}
 	return 0, false
 }
@@ -141,6 +143,24 @@ func (s *scanner) voucherDebit(d *wire.VoucherDebit) bool {
 			return 2, s.str(&d.Runes)
 		case "customer_created_at":
 			return 3, s.timePtr(&d.CustomerCreatedAt)
+		}
+		return 0, false
+	})
+}
+
+func (s *scanner) capUse(u *wire.CapUse) bool {
+	return s.object(func(key []byte) (int, bool) {
+		switch string(key) {
+		case "customer":
+			return 0, s.name(&u.Customer)
+		case "cap_key":
+			return 1, s.name(&u.CapKey)
+		case "period_start":
+			return 2, s.time(&u.PeriodStart)
+		case "units":
+			return 3, s.str(&u.Units)
+		case "customer_created_at":
+			return 4, s.timePtr(&u.CustomerCreatedAt)
 		}
 		return 0, false
 	})

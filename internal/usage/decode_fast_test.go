@@ -35,6 +35,7 @@ func FuzzDecodeFast(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Add([]byte(`{"instance_id":null,"sequence":null,"sent_at":null,"deltas":[null,{"customer_created_at":null}],"events":null,"grant_draws":[{"units":null}]}`))
+	f.Add([]byte(`{"instance_id":"a","sequence":1,"cap_uses":[null,{"customer":"c","cap_key":"k","period_start":"2026-01-01T00:00:00Z","units":"-1.5","customer_created_at":null}]}`))
 	f.Add([]byte(`{"instance_id":"a","sequence":-9223372036854775808,"deltas":[{"calls":9223372036854775807}]}`))
 	f.Add([]byte(`{"deltas":[{"customer":"caf\xc3\xa9","units":"\u00e9\ud83d\ude00"}],"events":[{"allowed":true,"at":"2026-01-01T00:00:00+01:00"}]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
@@ -93,7 +94,8 @@ func TestDecodeFastKnowsEveryField(t *testing.T) {
 	b.Leased = true
 	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	b.Deltas[0].CustomerCreatedAt, b.GrantDraws[0].CustomerCreatedAt, b.VoucherDebits[0].CustomerCreatedAt = &created, &created, &created
-	for _, v := range []any{b, b.Deltas[0], b.Events[0], b.GrantDraws[0], b.VoucherDebits[0]} {
+	b.CapUses[0].CustomerCreatedAt = &created
+	for _, v := range []any{b, b.Deltas[0], b.Events[0], b.GrantDraws[0], b.VoucherDebits[0], b.CapUses[0]} {
 		rv := reflect.ValueOf(v)
 		for i := range rv.NumField() {
 			if rv.Field(i).IsZero() {
@@ -131,6 +133,10 @@ var fallbackBodies = []string{
 	`{"instance_id":"a\xff","sequence":1}`,
 	`{"instance_id":"\ud800","sequence":01}`,
 	`{"instance_id":"a","sequence":1,"events":[{"allowed":truex}]}`,
+	`{"instance_id":"a","sequence":1,"cap_uses":[{"cap_key":"a","cap_key":"b"}]}`,
+	`{"instance_id":"a","sequence":1,"cap_uses":[{"units":2}]}`,
+	`{"instance_id":"a","sequence":1,"cap_uses":[{"capkey":"k"}]}`,
+	`{"instance_id":"a","sequence":1,"cap_uses":{}}`,
 	`null`,
 	`[]`,
 	"\ufeff{}",
@@ -184,6 +190,7 @@ func randomBatch(rng *rand.Rand, n int) wire.UsageBatch {
 			Units: dec(), Overhead: dec(), Allowed: rng.IntN(2) == 0, At: at()})
 		b.GrantDraws = append(b.GrantDraws, wire.GrantDraw{Customer: pick(), GrantID: "g", PeriodStart: at(), Units: dec(), CustomerCreatedAt: ptr()})
 		b.VoucherDebits = append(b.VoucherDebits, wire.VoucherDebit{Customer: pick(), VoucherID: "v", Runes: dec(), CustomerCreatedAt: ptr()})
+		b.CapUses = append(b.CapUses, wire.CapUse{Customer: pick(), CapKey: "cap_" + pick(), PeriodStart: at(), Units: dec(), CustomerCreatedAt: ptr()})
 	}
 	return b
 }

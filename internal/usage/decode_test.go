@@ -3,6 +3,7 @@ package usage
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,8 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte(`{"instance_id":"a","sequence":1,"deltas":[{"customer":"c","units":"-1e5"}]}`))
 	f.Add([]byte(`{"instance_id":"a","sequence":1,"events":[{"id":"x"},{"id":"x"}]}`))
 	f.Add([]byte(`{"instance_id":"a","sequence":1} trailing`))
+	f.Add([]byte(`{"instance_id":"a","sequence":1,"cap_uses":[{"customer":"c","cap_key":"cap_1","period_start":"2026-01-15T00:00:00Z","units":"-0.5"}]}`))
+	f.Add([]byte(`{"instance_id":"a","sequence":1,"cap_uses":[{"customer":"","cap_key":"","units":"1e3"}]}`))
 	f.Add([]byte(`{"instance_id":"a","sequence":1,"deltas":[{"customer_created_at":"never"}]}`))
 	f.Add([]byte(`{"instance_id":"a","sequence":1,"deltas":[{"customer":"c","entitlement":"e","credit":"c","period_start":"2026-01-15T00:00:00Z","units":"1","overhead":"0","price":"0","grant_covered":"-0.5"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -43,6 +46,11 @@ func FuzzDecodeBatch(f *testing.F) {
 		for _, d := range v.batch.Deltas {
 			if d.Calls < 0 || d.CustomerID == "" || d.PeriodStart.IsZero() || d.Entitlement == "" || d.GrantCovered.IsNeg() {
 				t.Fatalf("accepted %+v", d)
+			}
+		}
+		for _, u := range v.batch.CapUses {
+			if u.CustomerID == "" || u.CapKey == "" || len(u.CapKey) > MaxCapKeyLength || u.PeriodStart.IsZero() {
+				t.Fatalf("accepted cap use %+v", u)
 			}
 		}
 		for _, d := range v.batch.GrantDraws {
@@ -130,5 +138,71 @@ func TestAttribute(t *testing.T) {
 		if err := json.Unmarshal(u.Record, &rec); err != nil || rec.Units != in.Deltas[w.index].Units {
 			t.Fatalf("kept record %s (%v)", u.Record, err)
 		}
+	}
+}
+
+// cap_uses: every problem names its field; negative units (a follow_decrements cap)
+// are accepted; an unknown customer's or an earlier customer's use is set aside as a
+// cap_use.
+func TestCheckCapUses(t *testing.T) {
+	now := time.Date(2026, 1, 15, 0, 0, 0, 0, time.UTC)
+	u := func(cust, key, units string, start time.Time) wire.CapUse {
+		return wire.CapUse{Customer: cust, CapKey: key, PeriodStart: start, Units: units}
+	}
+	longKey := strings.Repeat("k", MaxCapKeyLength+1)
+	for _, tc := range []struct {
+		use  wire.CapUse
+		path string // "" = valid
+	}{
+		{u("a", "cap_1", "1.5", now), ""},
+		{u("a", "cap_1", "-2", now), ""},
+		{u("a", "cap_1", "0", now), ""},
+		{u("", "cap_1", "1", now), "cap_uses[0].customer"},
+		{u("a", "", "1", now), "cap_uses[0].cap_key"},
+		{u("a", longKey, "1", now), "cap_uses[0].cap_key"},
+		{u("a", "cap_1", "1", time.Time{}), "cap_uses[0].period_start"},
+		{u("a", "cap_1", "1", now.AddDate(2, 0, 0)), "cap_uses[0].period_start"},
+		{u("a", "cap_1", "", now), "cap_uses[0].units"},
+		{u("a", "cap_1", "1e3", now), "cap_uses[0].units"},
+		{u("a", "cap_1", "ten", now), "cap_uses[0].units"},
+	} {
+		v := check(&wire.UsageBatch{InstanceID: "i", Sequence: 1, CapUses: []wire.CapUse{tc.use}}, now)
+		err := v.errs.Err("x")
+		var ve *validation.Error
+		switch {
+		case tc.path == "" && err != nil:
+			t.Errorf("%+v: %v", tc.use, err)
+		case tc.path != "" && (!errors.As(err, &ve) || len(ve.Fields) != 1 || ve.Fields[0].Path != tc.path):
+			t.Errorf("%+v: %v, want one problem at %s", tc.use, err, tc.path)
+		}
+	}
+	many := &wire.UsageBatch{InstanceID: "i", Sequence: 1, CapUses: make([]wire.CapUse, wire.MaxDeltas+1)}
+	var ve *validation.Error
+	if err := check(many, now).errs.Err("x"); !errors.As(err, &ve) || ve.Fields[0].Path != "cap_uses" {
+		t.Fatalf("too many cap uses: %v", err)
+	}
+
+	created := now.Add(-time.Hour)
+	older := created.Add(-time.Minute)
+	in := &wire.UsageBatch{InstanceID: "i", Sequence: 1, CapUses: []wire.CapUse{
+		u("a", "cap_1", "1", now), u("ghost", "cap_1", "2", now), u("alt-a", "cap_2", "3", now),
+		{Customer: "a", CapKey: "cap_1", PeriodStart: now, Units: "4", CustomerCreatedAt: &older},
+	}}
+	v := check(in, now)
+	if err := v.errs.Err("x"); err != nil {
+		t.Fatal(err)
+	}
+	c := storeCustomer("a", created)
+	if err := v.attribute(map[string]storeUsageCustomer{"a": c, "alt-a": c}); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.batch.CapUses) != 2 || v.batch.CapUses[1].CustomerID != "a" || v.batch.CapUses[1].CustomerUID != c.UID ||
+		v.batch.CapUses[1].CapKey != "cap_2" || v.batch.CapUses[1].Units.String() != "3" {
+		t.Fatalf("attributed cap uses %+v", v.batch.CapUses)
+	}
+	if len(v.batch.Unattributed) != 2 || v.batch.Unattributed[0].Kind != wire.RecordCapUse || v.batch.Unattributed[0].Index != 1 ||
+		v.batch.Unattributed[0].Reason != wire.ReasonUnknownCustomer || v.batch.Unattributed[1].Index != 3 ||
+		v.batch.Unattributed[1].Reason != wire.ReasonCustomerRecreated {
+		t.Fatalf("unattributed %+v", v.batch.Unattributed)
 	}
 }

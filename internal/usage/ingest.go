@@ -4,7 +4,7 @@
 // customer.
 //
 // A batch commits in one transaction: its key in usage_batches, the deltas, grant
-// draws, voucher debits and audit events of every customer the environment knows, and the records
+// draws, voucher debits, cap uses and audit events of every customer the environment knows, and the records
 // naming customers it does not know (deleted, never created on the server, or created
 // again since the usage was recorded) in unattributed_usage. One unknown customer
 // therefore never costs the others their usage, and nothing is dropped silently: the
@@ -241,6 +241,22 @@ func (v *checked) attribute(found map[string]store.UsageCustomer) error {
 		keepDebits = append(keepDebits, d)
 	}
 	b.VoucherDebits = keepDebits
+	// Use of a cap since reset or removed is committed all the same, under its key: the
+	// calls it counted were allowed.
+	keepUses := b.CapUses[:0]
+	for i, u := range b.CapUses {
+		in := &v.in.CapUses[i]
+		c, reason := v.customer(found, in.Customer, in.CustomerCreatedAt, nil)
+		if reason != "" {
+			if err := v.unattributed(wire.RecordCapUse, i, in.Customer, reason, in); err != nil {
+				return err
+			}
+			continue
+		}
+		u.CustomerID, u.CustomerUID = c.ID, c.UID
+		keepUses = append(keepUses, u)
+	}
+	b.CapUses = keepUses
 	keepEvents := b.Events[:0]
 	for i, e := range b.Events {
 		in := &v.in.Events[i]
@@ -276,12 +292,17 @@ func (v *checked) expire() error {
 			return err
 		}
 	}
+	for i := range v.in.CapUses {
+		if err := v.unattributed(wire.RecordCapUse, i, v.in.CapUses[i].Customer, wire.ReasonBatchExpired, &v.in.CapUses[i]); err != nil {
+			return err
+		}
+	}
 	for i := range v.in.Events {
 		if err := v.unattributed(wire.RecordEvent, i, v.in.Events[i].Customer, wire.ReasonBatchExpired, &v.in.Events[i]); err != nil {
 			return err
 		}
 	}
-	b.Deltas, b.GrantDraws, b.VoucherDebits, b.Events = nil, nil, nil, nil
+	b.Deltas, b.GrantDraws, b.VoucherDebits, b.CapUses, b.Events = nil, nil, nil, nil, nil
 	return nil
 }
 

@@ -21,8 +21,10 @@ type Customers interface {
 // (resolved by id or alt id), the committed totals of its meters (aggregated or not
 // yet), the last two periods per entitlement, newest first, and its grants' committed
 // draws. The record carries the customer's voucher with the debits committed against
-// it (Voucher.Debited), so a hydrating instance starts from the fleet's balance. Only this customer's usage counts: a customer deleted and created again under
-// the same id starts at zero.
+// it (Voucher.Debited), so a hydrating instance starts from the fleet's balance, and
+// its spend caps with the committed use of each key's last two periods (Caps[i].Usage).
+// Only this customer's usage counts: a customer deleted and created again under the
+// same id starts at zero.
 func (s *Service) State(ctx context.Context, env store.Environment, id string) (wire.CustomerState, error) {
 	cust, err := s.customers.GetRecord(ctx, env, id)
 	if err != nil {

@@ -22,6 +22,9 @@ const (
 	// MaxEvents bounds audit events per batch (the decompressed size bounds them first
 	// in practice).
 	MaxEvents = 100_000
+	// MaxCapKeyLength bounds a cap key named by a cap use or a lease ask (keys the
+	// server mints are much shorter).
+	MaxCapKeyLength = 128
 	// maxFieldErrors bounds the problems listed for one batch.
 	maxFieldErrors = wire.MaxDeltas
 	// recreatedTolerance absorbs the precision a customer's creation time loses on its
@@ -97,7 +100,11 @@ func check(in *wire.UsageBatch, now time.Time) *checked {
 	if len(in.VoucherDebits) > wire.MaxDeltas {
 		v.add("voucher_debits", fmt.Sprintf("has %d entries; at most %d per batch", len(in.VoucherDebits), wire.MaxDeltas))
 	}
-	if len(in.Deltas) > wire.MaxDeltas || len(in.Events) > MaxEvents || len(in.GrantDraws) > wire.MaxDeltas || len(in.VoucherDebits) > wire.MaxDeltas {
+	if len(in.CapUses) > wire.MaxDeltas {
+		v.add("cap_uses", fmt.Sprintf("has %d entries; at most %d per batch", len(in.CapUses), wire.MaxDeltas))
+	}
+	if len(in.Deltas) > wire.MaxDeltas || len(in.Events) > MaxEvents || len(in.GrantDraws) > wire.MaxDeltas ||
+		len(in.VoucherDebits) > wire.MaxDeltas || len(in.CapUses) > wire.MaxDeltas {
 		return v
 	}
 	b.InstanceID, b.Sequence, b.PolicyVersion, b.Leased = in.InstanceID, in.Sequence, in.PolicyVersion, in.Leased
@@ -128,6 +135,12 @@ func check(in *wire.UsageBatch, now time.Time) *checked {
 	for i := range in.VoucherDebits {
 		if v.checkDebit(i) {
 			addName(in.VoucherDebits[i].Customer)
+		}
+	}
+	b.CapUses = make([]store.CapUse, len(in.CapUses))
+	for i := range in.CapUses {
+		if v.checkCapUse(i) {
+			addName(in.CapUses[i].Customer)
 		}
 	}
 	b.Events = make([]store.UsageEvent, len(in.Events))
@@ -227,6 +240,30 @@ func (v *checked) checkDebit(i int) bool {
 		v.add(itemPath("voucher_debits", i, "runes"), "must be more than 0: a debit takes from a voucher")
 	}
 	out.CustomerID, out.VoucherID = d.Customer, d.VoucherID
+	return ok
+}
+
+// checkCapUse checks cap_uses[i]; false when its customer name is unusable. Units may
+// be negative: a follow_decrements cap moves down with its meters.
+func (v *checked) checkCapUse(i int) bool {
+	u, out := &v.in.CapUses[i], &v.batch.CapUses[i]
+	ok := true
+	if fe := validation.Required("customer", u.Customer); fe != nil {
+		v.at("cap_uses", i, fe)
+		ok = false
+	}
+	switch fe := validation.Required("cap_key", u.CapKey); {
+	case fe != nil:
+		v.at("cap_uses", i, fe)
+	case len(u.CapKey) > MaxCapKeyLength:
+		v.add(itemPath("cap_uses", i, "cap_key"), fmt.Sprintf("is longer than %d bytes", MaxCapKeyLength))
+	}
+	v.checkPeriodStart("cap_uses", i, u.PeriodStart)
+	var fe *validation.FieldError
+	if out.Units, fe = validation.ExactDecimal("units", u.Units); fe != nil {
+		v.at("cap_uses", i, fe)
+	}
+	out.CustomerID, out.CapKey, out.PeriodStart = u.Customer, u.CapKey, u.PeriodStart.UTC()
 	return ok
 }
 
