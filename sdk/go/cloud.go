@@ -361,10 +361,16 @@ type cloud struct {
 //     ErrUnknownCustomer, and is not asked about again for a second. Concurrent first
 //     calls hydrate once.
 //
-//   - Fleet consistency. After each acknowledged batch the SDK refreshes the committed
-//     totals and grant draws of the customers in it (at most once per
+//   - Fleet consistency. In fleet mode Exact (WithFleetMode, the default) hard limits
+//     and spend caps are kept exactly across instances with allowance leases the
+//     control plane grants (see WithFleetMode); holds take room in those leases and a
+//     governor's bucket is shared by the instances holding its meter's lease. Spend
+//     caps live on the control plane: AddCustomerCap, ResetCustomerCap and
+//     RemoveCustomerCap change them there, and every instance holds them.
+//     After each acknowledged batch the SDK refreshes the committed
+//     totals, grant draws and cap consumption of the customers in it (at most once per
 //     WithRefreshInterval per customer), so usage of other instances counts against
-//     limits and grant balances here. With N instances serving one customer, each
+//     limits, caps and grant balances here. In mode Bounded, with N instances serving one customer, each
 //     admitting at most r units per second of an entitlement, a flush interval F, a
 //     refresh interval R and a delivery latency T (POST and commit, plus the refresh
 //     GET), an instance can be blind to another's usage for at most
@@ -380,15 +386,13 @@ type cloud struct {
 //
 // The refresh reads at most 256 customers per acknowledged batch (8 at a time), so the
 // bound above assumes an instance serves at most about 256·max(F, R)/F active
-// customers per flush; beyond that some refreshes come later. Reserving allowance
-// ahead from the server, which would make the bound independent of r, is not
-// implemented.
+// customers per flush; beyond that some refreshes come later.
 //
 // Limitations: a grant's balance (and a voucher's) is drawn locally and corrected from
 // the fleet's committed draws on hydration and refresh, so within W instances may
 // together draw more than a grant or voucher holds. For grants that reset with add or rollover, the correction
 // starts from the topup's value and ignores what the previous period carried over.
-// SetCustomer, LoadCustomers, caps and Update act on local state only.
+// SetCustomer, LoadCustomers and Update act on local state only.
 func Cloud(ctx context.Context, token string, opts ...CloudOption) (_ *Policy, err error) {
 	if strings.TrimSpace(token) == "" {
 		return nil, errors.New("limitr: cloud: empty SDK key")

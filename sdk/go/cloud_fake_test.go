@@ -55,7 +55,7 @@ type fakeCP struct {
 	totals         map[fakeMeterKey]*fakeTotal
 	draws          map[fakeDrawKey]dec.Dec
 	capUse         map[fakeMeterKey]dec.Dec // committed cap uses, keyed by holder, "cap:"+key and period
-	unattributed   []wire.Unattributed // records committed without a customer, as the server keeps them
+	unattributed   []wire.Unattributed      // records committed without a customer, as the server keeps them
 
 	leases fakeLeases // allowance leases (cloud_leases_test.go); off (404) unless enabled
 
