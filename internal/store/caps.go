@@ -176,23 +176,8 @@ func nonNil(s []string) []string {
 
 // queueCapUses adds the batch's cap uses to cap_usage_totals.
 func queueCapUses(batch *pgx.Batch, b *UsageBatch) {
-	if len(b.CapUses) == 0 {
-		return
-	}
-	customers := make([]string, len(b.CapUses))
-	uids := make([]uuid.UUID, len(b.CapUses))
-	keys := make([]string, len(b.CapUses))
-	starts := make([]time.Time, len(b.CapUses))
-	units := make([]string, len(b.CapUses))
-	for i, u := range b.CapUses {
-		customers[i], uids[i], keys[i], starts[i], units[i] = u.CustomerID, u.CustomerUID, u.CapKey, u.PeriodStart, u.Units.String()
-	}
-	// Summed per key first, as grant draws are: one statement cannot update a row twice.
-	batch.Queue(`insert into cap_usage_totals as t (tenant_id, environment_id, customer_id, customer_uid, cap_key, period_start, units)
-		select $1, $2, max(d.customer_id), d.customer_uid, d.cap_key, d.period_start, sum(d.units::numeric)
-		from unnest($3::text[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[]) as d(customer_id, customer_uid, cap_key, period_start, units)
-		group by d.customer_uid, d.cap_key, d.period_start
-		on conflict (customer_uid, cap_key, period_start)
-		do update set units = t.units + excluded.units, updated_at = now()`,
-		b.TenantID, b.EnvironmentID, customers, uids, keys, starts, units)
+	queueKeyedTotals(batch, b, "cap_usage_totals", "cap_key", len(b.CapUses), func(i int) keyedTotal {
+		u := &b.CapUses[i]
+		return keyedTotal{u.CustomerID, u.CustomerUID, u.CapKey, u.PeriodStart, u.Units.String()}
+	})
 }

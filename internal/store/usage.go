@@ -272,25 +272,44 @@ func finishUsageBatch(ctx context.Context, c *pgx.Conn, b *UsageBatch, recount b
 
 // queueGrantDraws adds the batch's grant draws to grant_draw_totals.
 func queueGrantDraws(batch *pgx.Batch, b *UsageBatch) {
-	if len(b.GrantDraws) == 0 {
+	queueKeyedTotals(batch, b, "grant_draw_totals", "grant_id", len(b.GrantDraws), func(i int) keyedTotal {
+		d := &b.GrantDraws[i]
+		return keyedTotal{d.CustomerID, d.CustomerUID, d.GrantID, d.PeriodStart, d.Units.String()}
+	})
+}
+
+// keyedTotal is one record of a batch summed into a totals table keyed by customer
+// incarnation, a key (a grant's id, a cap's key) and a period start.
+type keyedTotal struct {
+	customerID string
+	uid        uuid.UUID
+	key        string
+	start      time.Time
+	units      string
+}
+
+// queueKeyedTotals adds n records (at(i)) to table, whose key column is keyCol.
+func queueKeyedTotals(batch *pgx.Batch, b *UsageBatch, table, keyCol string, n int, at func(i int) keyedTotal) {
+	if n == 0 {
 		return
 	}
-	customers := make([]string, len(b.GrantDraws))
-	uids := make([]uuid.UUID, len(b.GrantDraws))
-	grants := make([]string, len(b.GrantDraws))
-	starts := make([]time.Time, len(b.GrantDraws))
-	units := make([]string, len(b.GrantDraws))
-	for i, d := range b.GrantDraws {
-		customers[i], uids[i], grants[i], starts[i], units[i] = d.CustomerID, d.CustomerUID, d.GrantID, d.PeriodStart, d.Units.String()
+	customers := make([]string, n)
+	uids := make([]uuid.UUID, n)
+	keys := make([]string, n)
+	starts := make([]time.Time, n)
+	units := make([]string, n)
+	for i := range n {
+		r := at(i)
+		customers[i], uids[i], keys[i], starts[i], units[i] = r.customerID, r.uid, r.key, r.start, r.units
 	}
 	// Summed per key first: one statement cannot update a row twice.
-	batch.Queue(`insert into grant_draw_totals as t (tenant_id, environment_id, customer_id, customer_uid, grant_id, period_start, units)
-		select $1, $2, max(d.customer_id), d.customer_uid, d.grant_id, d.period_start, sum(d.units::numeric)
-		from unnest($3::text[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[]) as d(customer_id, customer_uid, grant_id, period_start, units)
-		group by d.customer_uid, d.grant_id, d.period_start
-		on conflict (customer_uid, grant_id, period_start)
+	batch.Queue(`insert into `+table+` as t (tenant_id, environment_id, customer_id, customer_uid, `+keyCol+`, period_start, units)
+		select $1, $2, max(d.customer_id), d.customer_uid, d.key, d.period_start, sum(d.units::numeric)
+		from unnest($3::text[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[]) as d(customer_id, customer_uid, key, period_start, units)
+		group by d.customer_uid, d.key, d.period_start
+		on conflict (customer_uid, `+keyCol+`, period_start)
 		do update set units = t.units + excluded.units, updated_at = now()`,
-		b.TenantID, b.EnvironmentID, customers, uids, grants, starts, units)
+		b.TenantID, b.EnvironmentID, customers, uids, keys, starts, units)
 }
 
 // queueVoucherDebits adds the batch's voucher debits to voucher_debit_totals.
