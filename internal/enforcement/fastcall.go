@@ -41,7 +41,12 @@ func (e *Engine) fastCall(p *policies.Policy, owner *customer, limit *policies.C
 	if e.usage != nil && (num.Cmp(next, limit.Value) > 0 || num.Cmp(m.value, limit.Value) > 0) {
 		return false, false // billable usage is priced on the full path
 	}
-	within := limitAllows(limit, next, m.value)
+	var within bool
+	if amount.IsPos() && limit.Mode != policies.Observe && !limit.HardTrailing {
+		within = num.Cmp(next, limit.Value) <= 0 // limitAllows, for the common call: the meter moves up
+	} else {
+		within = limitAllows(limit, next, m.value)
+	}
 	if within && amount.IsPos() && e.leases != nil && e.leased(limit) && m.lease.room(m.started, amount, nowNs) != leaseRoom {
 		return false, false // the full path asks for allowance or denies
 	}
