@@ -270,3 +270,29 @@ func TestHoldsTakeLeaseRoom(t *testing.T) {
 		t.Fatalf("need with 4 held = %v, want 5", ask.Need)
 	}
 }
+
+// A call inside this instance's lease of a held cap makes no network call (it never
+// leaves the engine) and allocates nothing.
+func TestHeldCapLeaseAllocs(t *testing.T) {
+	ctx := context.Background()
+	f := newFleetCapEnv(t, true)
+	f.applyOrgCap(0)
+	started := f.now.Add(-time.Hour)
+	if err := f.e.ApplyLease(ctx, LeaseGrant{Owner: "org", Cap: "cap_k1", PeriodStart: started, Granted: num.FromInt(50),
+		Expires: f.now.Add(time.Hour), Recheck: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	call := Call{Customer: "u1", Entitlement: "ai", Amount: num.FromInt(1), NoEvents: true}
+	var failed error
+	allocs := testing.AllocsPerRun(40, func() {
+		if ok, err := f.e.Decide(ctx, &call, true); !ok || err != nil {
+			failed = errors.Join(failed, err, errors.New("denied"))
+		}
+	})
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	if allocs != 0 {
+		t.Errorf("a call inside a cap lease allocates %v times", allocs)
+	}
+}
