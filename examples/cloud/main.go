@@ -144,6 +144,9 @@ func run(ctx context.Context) error {
 	if err := step(ctx, policy, "user_growth", "ai-chat-output", 50000); err != nil {
 		return err
 	}
+	if err := capStep(ctx, policy); err != nil {
+		return err
+	}
 
 	local := map[string]map[string]float64{}
 	for _, c := range []string{"user_starter", "user_growth"} {
@@ -193,6 +196,29 @@ func run(ctx context.Context) error {
 		return errors.New("the server's totals differ from the client's meters")
 	}
 	fmt.Println("   every server total equals the client's local meter: nothing lost, nothing counted twice")
+	return nil
+}
+
+// capStep puts a spend cap on the growth customer's output tokens. In cloud mode a cap
+// lives on the control plane, so every instance enforces it against the fleet's total
+// (with leases of its allowance, as hard limits are kept).
+func capStep(ctx context.Context, policy *limitr.Policy) error {
+	fmt.Println("   AddCustomerCap(user_growth, budget: 15,000 output tokens from now) — held by the control plane")
+	err := policy.AddCustomerCap(ctx, "user_growth", limitr.Cap{ID: "budget", Credit: "claude-sonnet-4-output", Value: 15000,
+		Scope: []string{"ai-chat-output"}})
+	if err != nil {
+		return err
+	}
+	for _, amount := range []float64{20000, 10000} {
+		if err := step(ctx, policy, "user_growth", "ai-chat-output", amount); err != nil {
+			return err
+		}
+	}
+	cp, err := policy.CustomerCap(ctx, "user_growth", "budget")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("   the cap denied the call it had no room for; budget used %.0f of %.0f (key %s)\n", cp.MeterValue, cp.Value, cp.Key)
 	return nil
 }
 
