@@ -258,3 +258,35 @@ func TestCloudHeldCapBounded(t *testing.T) {
 		t.Errorf("Bounded leased %d caps", rows)
 	}
 }
+
+// Fleet mode Exact: a hold takes room in its instance's lease, so the fleet's holds and
+// calls together never pass a hard limit.
+func TestCloudHoldsTakeFleetAllowance(t *testing.T) {
+	f := newFakeCP(t, cloudPolicy("100"))
+	f.enableLeases(5 * time.Second)
+	f.addCustomer("c", "free")
+	a, b := connect(t, f), connect(t, f)
+	ctx := context.Background()
+	h, err := a.Reserve(ctx, "c", "api", 60)
+	if err != nil {
+		t.Fatalf("Reserve 60 of 100: %v", err)
+	}
+	n := 0
+	for range 60 {
+		if ok, err := b.Allow(ctx, "c", "api", 1); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			n++
+		}
+	}
+	if n != 40 {
+		t.Errorf("with 60 held on another instance, %d of 100 were allowed here; want 40", n)
+	}
+	if _, err := b.Reserve(ctx, "c", "api", 1); !errors.Is(err, limitr.ErrReservationDenied) {
+		t.Errorf("a hold past the fleet's allowance: %v, want ErrReservationDenied", err)
+	}
+	if ok, err := a.Settle(ctx, "c", "api", h, 55); !ok || err != nil {
+		t.Fatalf("Settle: %v %v", ok, err)
+	}
+	eventually(t, "the fleet's usage committed", func() bool { return f.committedUnits("c") == 95 })
+}
