@@ -39,6 +39,25 @@ func (c *controlPlane) capSpend(customer, capID string) (num.Dec, wire.CustomerC
 	return spent, cp
 }
 
+// orgBudget publishes orgBudgetPolicy and creates the org acme, with a spend cap
+// "budget" of runes shared with its members alice, bob and carol (returned), through
+// the REST API.
+func (c *controlPlane) orgBudget(runes string) []string {
+	c.t.Helper()
+	c.setup([]byte(orgBudgetPolicy))
+	code, data := c.do(http.MethodPost, "/v1/environments/production/customers", c.admin, map[string]any{"id": "acme", "type": "org"})
+	c.decode(code, http.StatusCreated, data, "create org", nil)
+	members := []string{"alice", "bob", "carol"}
+	for _, m := range members {
+		code, data := c.do(http.MethodPost, "/v1/environments/production/customers", c.admin, map[string]any{"id": m, "refs": []string{"acme"}})
+		c.decode(code, http.StatusCreated, data, "create member", nil)
+	}
+	code, data = c.do(http.MethodPut, "/v1/environments/production/customers/acme/caps/budget", c.admin,
+		map[string]any{"credit": "rune", "value": runes, "shared": true})
+	c.decode(code, http.StatusCreated, data, "put cap", nil)
+	return members
+}
+
 // TestSharedOrgCapAcrossTheFleet: an org's budget of 3 runes (3,000 tokens at 0.001) is
 // a spend cap shared by its members, set through the REST API. Three SDK instances
 // serve the members, one of them nine times as busy as the others, in fleet mode Exact.
@@ -51,17 +70,7 @@ func TestSharedOrgCapAcrossTheFleet(t *testing.T) {
 	a := startAPI(t, pool, redisClient(t, rurl), apiLog, "")
 	startWorker(t, pool, bus.NewRedis(redisClient(t, rurl), workerLog.logger(slog.LevelWarn)), 200*time.Millisecond, workerLog)
 	cp := newControlPlane(t, a.URL)
-	cp.setup([]byte(orgBudgetPolicy))
-	code, data := cp.do(http.MethodPost, "/v1/environments/production/customers", cp.admin, map[string]any{"id": "acme", "type": "org"})
-	cp.decode(code, http.StatusCreated, data, "create org", nil)
-	members := []string{"alice", "bob", "carol"}
-	for _, m := range members {
-		code, data := cp.do(http.MethodPost, "/v1/environments/production/customers", cp.admin, map[string]any{"id": m, "refs": []string{"acme"}})
-		cp.decode(code, http.StatusCreated, data, "create member", nil)
-	}
-	code, data = cp.do(http.MethodPut, "/v1/environments/production/customers/acme/caps/budget", cp.admin,
-		map[string]any{"credit": "rune", "value": "3", "shared": true})
-	cp.decode(code, http.StatusCreated, data, "put cap", nil)
+	members := cp.orgBudget("3")
 
 	ps := []*limitr.Policy{connectSDK(t, a.URL, cp.sdk, sdkLog), connectSDK(t, a.URL, cp.sdk, sdkLog), connectSDK(t, a.URL, cp.sdk, sdkLog)}
 	ctx := context.Background()
@@ -124,7 +133,7 @@ func TestSharedOrgCapAcrossTheFleet(t *testing.T) {
 		allowed.Load(), spent, held.Key, requests, waits)
 
 	// A reset on the control plane starts the budget afresh for a new instance.
-	code, data = cp.do(http.MethodPost, "/v1/environments/production/customers/acme/caps/budget/reset", cp.admin, nil)
+	code, data := cp.do(http.MethodPost, "/v1/environments/production/customers/acme/caps/budget/reset", cp.admin, nil)
 	var reset wire.CustomerCap
 	cp.decode(code, http.StatusOK, data, "reset cap", &reset)
 	if reset.Key == held.Key {
@@ -141,4 +150,77 @@ func TestSharedOrgCapAcrossTheFleet(t *testing.T) {
 	if spent, _ := cp.capSpend("acme", "budget"); spent.String() != "2" {
 		t.Errorf("after the reset the server counts %s runes, want 2", spent)
 	}
+}
+
+// TestCapLeaseOfADeadInstanceReturns: an instance holding most of an org budget's
+// allowance dies (its connection is cut for good, without Close). The other instance
+// is held to what is left until the dead one's cap lease expires, then gets its unused
+// part; the server ends at the budget exactly.
+func TestCapLeaseOfADeadInstanceReturns(t *testing.T) {
+	const ttl = 2 * time.Second
+	_, pool := newDB(t)
+	rurl := sharedRedisURL(t)
+	apiLog, sdkLog := newSink(t, "api"), newSink(t, "sdk")
+	a := startAPIWithLeaseTTL(t, pool, rurl, apiLog, "", ttl)
+	cp := newControlPlane(t, a.URL)
+	cp.orgBudget("1") // 1,000 tokens
+	proxy, err := NewProxy(a.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	ctx := context.Background()
+	doomed := connectSDK(t, "http://"+proxy.Addr(), cp.sdk, sdkLog, limitr.WithLeaseHorizon(time.Hour))
+	other := connectSDK(t, a.URL, cp.sdk, sdkLog)
+	for range 100 {
+		if ok, err := doomed.Allow(ctx, "alice", "chat", 1); !ok || err != nil {
+			t.Fatalf("doomed instance: %v, %v", ok, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	waitFor(t, 5*time.Second, "the doomed instance's use to be committed", func() bool {
+		spent, _ := cp.capSpend("acme", "budget")
+		return spent.String() == "0.1"
+	})
+	proxy.Down()
+	killed := time.Now()
+	var allowed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ok, err := other.Allow(ctx, "bob", "chat", 1)
+			if err != nil {
+				t.Errorf("Allow: %v", err)
+				return
+			}
+			if ok {
+				allowed.Add(1)
+			} else {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	})
+	time.Sleep(ttl / 2)
+	before := allowed.Load()
+	waitFor(t, 3*ttl, "the other instance to spend the budget", func() bool { return 100+allowed.Load() >= 1000 })
+	close(stop)
+	wg.Wait()
+	closeAll(t, []*limitr.Policy{other}, 10*time.Second)
+	if before >= 900 {
+		t.Errorf("within half the TTL the other instance got %d: the dead instance's cap lease was not kept for it", before)
+	}
+	if got := 100 + allowed.Load(); got != 1000 {
+		t.Errorf("allowed %d tokens in all, want 1000", got)
+	}
+	if spent, _ := cp.capSpend("acme", "budget"); spent.String() != "1" {
+		t.Errorf("committed %s runes, want exactly 1", spent)
+	}
+	t.Logf("dead instance held part of a 1-rune budget: the other got %d tokens in the first %s, the rest %s after the kill (TTL %s)",
+		before, ttl/2, time.Since(killed).Round(10*time.Millisecond), ttl)
 }
