@@ -29,7 +29,7 @@ import (
 // service's cursor, never loading the environment's customers whole.
 var customerPageSize = 50
 
-// customerRoutes registers the pages of the customers section. Customers: search, detail (meters, overrides, grants, voucher, margin, invoices, alerts) and their actions.
+// customerRoutes registers the pages of the customers section. Customers: search, detail (meters, overrides, grants, voucher, spend caps, margin, invoices, alerts) and their actions.
 func (s *Server) customerRoutes(e *echo.Echo, in permitted) {
 	if s.deps.Customers == nil || s.deps.Billing == nil || s.deps.Analytics == nil || s.deps.Alerts == nil {
 		// A dashboard built without these services (some tests) keeps the placeholder.
@@ -44,6 +44,8 @@ func (s *Server) customerRoutes(e *echo.Echo, in permitted) {
 	e.POST("/customers/:id/topups", s.applyCustomerTopup, in(users.PermManageCustomers)...)
 	e.POST("/customers/:id/voucher", s.setCustomerVoucher, in(users.PermManageCustomers)...)
 	e.POST("/customers/:id/voucher/remove", s.removeCustomerVoucher, in(users.PermManageCustomers)...)
+	e.POST("/customers/:id/caps/:cap/reset", s.resetCustomerCap, in(users.PermManageCustomers)...)
+	e.POST("/customers/:id/caps/:cap/remove", s.removeCustomerCap, in(users.PermManageCustomers)...)
 }
 
 // customerURL is a customer's page; ids may hold characters a path must escape.
@@ -185,12 +187,14 @@ type customerData struct {
 
 // customerNotices are the confirmations a redirect after an action may show.
 var customerNotices = map[string]string{
-	"plan":     "Plan changed.",
-	"override": "Override saved.",
-	"removed":  "Override removed.",
-	"topup":    "Topup applied.",
-	"voucher":  "Voucher saved.",
-	"unvouch":  "Voucher removed.",
+	"plan":       "Plan changed.",
+	"override":   "Override saved.",
+	"removed":    "Override removed.",
+	"topup":      "Topup applied.",
+	"voucher":    "Voucher saved.",
+	"unvouch":    "Voucher removed.",
+	"capreset":   "Spend cap reset.",
+	"capremoved": "Spend cap removed.",
 }
 
 const customerListLimit = 10
@@ -501,6 +505,8 @@ func (s *Server) customerFailure(c echo.Context, id string, err error) error {
 		status, msg = http.StatusNotFound, "The customer has no override of this entitlement."
 	case errors.Is(err, customers.ErrNoVoucher):
 		status, msg = http.StatusNotFound, "The customer has no voucher."
+	case errors.Is(err, customers.ErrNoCap):
+		status, msg = http.StatusNotFound, "The customer has no spend cap of this id."
 	case errors.Is(err, customers.ErrNoActivePolicy):
 		msg = "No policy is published to this environment: publish one first."
 	case errors.Is(err, customers.ErrNameTaken), errors.Is(err, customers.ErrExists):
