@@ -91,25 +91,7 @@ func TestSharedOrgCapAcrossTheFleet(t *testing.T) {
 			n = 9
 		}
 		for range n {
-			wg.Go(func() {
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					ok, err := p.Allow(ctx, members[i], "chat", 1)
-					if err != nil {
-						t.Errorf("Allow: %v", err)
-						return
-					}
-					if ok {
-						allowed.Add(1)
-					} else {
-						time.Sleep(2 * time.Millisecond)
-					}
-				}
-			})
+			wg.Go(func() { hammerOn(ctx, t, p, members[i], "chat", stop, &allowed) })
 		}
 	}
 	waitFor(t, 60*time.Second, "the fleet to spend the budget", func() bool { return allowed.Load() >= 3000 })
@@ -187,25 +169,7 @@ func TestCapLeaseOfADeadInstanceReturns(t *testing.T) {
 	var allowed atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ok, err := other.Allow(ctx, "bob", "chat", 1)
-			if err != nil {
-				t.Errorf("Allow: %v", err)
-				return
-			}
-			if ok {
-				allowed.Add(1)
-			} else {
-				time.Sleep(2 * time.Millisecond)
-			}
-		}
-	})
+	wg.Go(func() { hammerOn(ctx, t, other, "bob", "chat", stop, &allowed) })
 	time.Sleep(ttl / 2)
 	before := allowed.Load()
 	waitFor(t, 3*ttl, "the other instance to spend the budget", func() bool { return 100+allowed.Load() >= 1000 })

@@ -42,15 +42,20 @@ func (c *controlPlane) committed(customer string) int64 {
 	return n
 }
 
-// hammer calls Allow(1) on p until stop is closed, counting what it allowed.
+// hammer calls Allow(1) on "api" on p until stop is closed, counting what it allowed.
 func hammer(ctx context.Context, t *testing.T, p *limitr.Policy, customer string, stop <-chan struct{}, allowed *atomic.Int64) {
+	hammerOn(ctx, t, p, customer, "api", stop, allowed)
+}
+
+// hammerOn is hammer on entitlement ent.
+func hammerOn(ctx context.Context, t *testing.T, p *limitr.Policy, customer, ent string, stop <-chan struct{}, allowed *atomic.Int64) {
 	for {
 		select {
 		case <-stop:
 			return
 		default:
 		}
-		ok, err := p.Allow(ctx, customer, "api", 1)
+		ok, err := p.Allow(ctx, customer, ent, 1)
 		if err != nil {
 			t.Errorf("Allow: %v", err)
 			return
