@@ -67,9 +67,11 @@ type LeaseGrant struct {
 }
 
 // leaseLockSQL serializes every grant of one meter period (environment, customer,
-// entitlement, cap key, period start).
+// entitlement, period start) or cap period (the cap key in place of the entitlement).
+// A meter's key is the one earlier versions take, so replicas of both serialize on it.
 const leaseLockSQL = `select pg_advisory_xact_lock(hashtextextended(
-	'limitr:lease:' || $1::text || ':' || $2::text || ':' || $3::text || ':' || $5::text || ':' || $4::timestamptz::text, 0))`
+	'limitr:lease:' || $1::text || ':' || $2::text || ':' || $3::text || ':' ||
+	case when $5::text = '' then '' else 'cap:' || $5::text || ':' end || $4::timestamptz::text, 0))`
 
 // leaseOwnSQL locks the instance's row of the meter period, if it has one, before the
 // grant reads: a batch of the instance committing meanwhile then lands entirely before
