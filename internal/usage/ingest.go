@@ -194,115 +194,100 @@ func invalidBatch(problems int) string {
 }
 
 // attribute resolves every record's customer (an id or alt id) to the customer's id
-// and uid, and moves the records it cannot attribute to b.Unattributed.
+// and uid, and moves the records it cannot attribute to b.Unattributed. A debit of a
+// voucher that is no longer the customer's current one, and use of a cap since reset or
+// removed, are committed all the same: the calls they paid for or counted were allowed.
 func (v *checked) attribute(found map[string]store.UsageCustomer) error {
-	b := &v.batch
-	keepDeltas := b.Deltas[:0]
-	for i, d := range b.Deltas {
-		in := &v.in.Deltas[i]
-		c, reason := v.customer(found, in.Customer, in.CustomerCreatedAt, &d.PeriodStart)
+	b, in := &v.batch, v.in
+	var err error
+	if b.Deltas, err = attributeEach(v, found, wire.RecordDelta, b.Deltas, in.Deltas,
+		func(w *wire.UsageDelta, r *store.UsageDelta) (string, *time.Time, *time.Time) {
+			return w.Customer, w.CustomerCreatedAt, &r.PeriodStart
+		},
+		func(r *store.UsageDelta, c store.UsageCustomer) { r.CustomerID, r.CustomerUID = c.ID, c.UID }); err != nil {
+		return err
+	}
+	if b.GrantDraws, err = attributeEach(v, found, wire.RecordGrantDraw, b.GrantDraws, in.GrantDraws,
+		func(w *wire.GrantDraw, r *store.GrantDraw) (string, *time.Time, *time.Time) {
+			return w.Customer, w.CustomerCreatedAt, &r.PeriodStart
+		},
+		func(r *store.GrantDraw, c store.UsageCustomer) { r.CustomerID, r.CustomerUID = c.ID, c.UID }); err != nil {
+		return err
+	}
+	if b.VoucherDebits, err = attributeEach(v, found, wire.RecordVoucherDebit, b.VoucherDebits, in.VoucherDebits,
+		func(w *wire.VoucherDebit, _ *store.VoucherDebit) (string, *time.Time, *time.Time) {
+			return w.Customer, w.CustomerCreatedAt, nil
+		},
+		func(r *store.VoucherDebit, c store.UsageCustomer) { r.CustomerID, r.CustomerUID = c.ID, c.UID }); err != nil {
+		return err
+	}
+	if b.CapUses, err = attributeEach(v, found, wire.RecordCapUse, b.CapUses, in.CapUses,
+		func(w *wire.CapUse, _ *store.CapUse) (string, *time.Time, *time.Time) {
+			return w.Customer, w.CustomerCreatedAt, nil
+		},
+		func(r *store.CapUse, c store.UsageCustomer) { r.CustomerID, r.CustomerUID = c.ID, c.UID }); err != nil {
+		return err
+	}
+	b.Events, err = attributeEach(v, found, wire.RecordEvent, b.Events, in.Events,
+		func(w *wire.UsageEvent, _ *store.UsageEvent) (string, *time.Time, *time.Time) {
+			return w.Customer, nil, nil
+		},
+		func(r *store.UsageEvent, c store.UsageCustomer) { r.CustomerID, r.CustomerUID = c.ID, c.UID })
+	return err
+}
+
+// attributeEach keeps the records of one kind (recs, checked from ins) whose customer
+// resolves, with it set by set, and moves the others to b.Unattributed. who names a
+// record's customer, its creation as the SDK knew it and the period the record falls
+// in (nil where the kind has none).
+func attributeEach[R, W any](v *checked, found map[string]store.UsageCustomer, kind string, recs []R, ins []W,
+	who func(in *W, r *R) (string, *time.Time, *time.Time), set func(r *R, c store.UsageCustomer)) ([]R, error) {
+	keep := recs[:0]
+	for i := range recs {
+		r, in := recs[i], &ins[i]
+		name, createdAt, period := who(in, &r)
+		c, reason := v.customer(found, name, createdAt, period)
 		if reason != "" {
-			if err := v.unattributed(wire.RecordDelta, i, in.Customer, reason, in); err != nil {
-				return err
+			if err := v.unattributed(kind, i, name, reason, in); err != nil {
+				return nil, err
 			}
 			continue
 		}
-		d.CustomerID, d.CustomerUID = c.ID, c.UID
-		keepDeltas = append(keepDeltas, d)
+		set(&r, c)
+		keep = append(keep, r)
 	}
-	b.Deltas = keepDeltas
-	keepDraws := b.GrantDraws[:0]
-	for i, d := range b.GrantDraws {
-		in := &v.in.GrantDraws[i]
-		c, reason := v.customer(found, in.Customer, in.CustomerCreatedAt, &d.PeriodStart)
-		if reason != "" {
-			if err := v.unattributed(wire.RecordGrantDraw, i, in.Customer, reason, in); err != nil {
-				return err
-			}
-			continue
-		}
-		d.CustomerID, d.CustomerUID = c.ID, c.UID
-		keepDraws = append(keepDraws, d)
-	}
-	b.GrantDraws = keepDraws
-	// A debit of a voucher that is no longer the customer's current one is committed
-	// all the same: the calls it paid for were allowed, so the runes were spent.
-	keepDebits := b.VoucherDebits[:0]
-	for i, d := range b.VoucherDebits {
-		in := &v.in.VoucherDebits[i]
-		c, reason := v.customer(found, in.Customer, in.CustomerCreatedAt, nil)
-		if reason != "" {
-			if err := v.unattributed(wire.RecordVoucherDebit, i, in.Customer, reason, in); err != nil {
-				return err
-			}
-			continue
-		}
-		d.CustomerID, d.CustomerUID = c.ID, c.UID
-		keepDebits = append(keepDebits, d)
-	}
-	b.VoucherDebits = keepDebits
-	// Use of a cap since reset or removed is committed all the same, under its key: the
-	// calls it counted were allowed.
-	keepUses := b.CapUses[:0]
-	for i, u := range b.CapUses {
-		in := &v.in.CapUses[i]
-		c, reason := v.customer(found, in.Customer, in.CustomerCreatedAt, nil)
-		if reason != "" {
-			if err := v.unattributed(wire.RecordCapUse, i, in.Customer, reason, in); err != nil {
-				return err
-			}
-			continue
-		}
-		u.CustomerID, u.CustomerUID = c.ID, c.UID
-		keepUses = append(keepUses, u)
-	}
-	b.CapUses = keepUses
-	keepEvents := b.Events[:0]
-	for i, e := range b.Events {
-		in := &v.in.Events[i]
-		c, reason := v.customer(found, in.Customer, nil, nil)
-		if reason != "" {
-			if err := v.unattributed(wire.RecordEvent, i, in.Customer, reason, in); err != nil {
-				return err
-			}
-			continue
-		}
-		e.CustomerID, e.CustomerUID = c.ID, c.UID
-		keepEvents = append(keepEvents, e)
-	}
-	b.Events = keepEvents
-	return nil
+	return keep, nil
 }
 
 // expire moves every record of the batch to b.Unattributed as batch_expired.
 func (v *checked) expire() error {
-	b := &v.batch
-	for i := range v.in.Deltas {
-		if err := v.unattributed(wire.RecordDelta, i, v.in.Deltas[i].Customer, wire.ReasonBatchExpired, &v.in.Deltas[i]); err != nil {
-			return err
-		}
+	b, in := &v.batch, v.in
+	if err := expireEach(v, wire.RecordDelta, in.Deltas, func(w *wire.UsageDelta) string { return w.Customer }); err != nil {
+		return err
 	}
-	for i := range v.in.GrantDraws {
-		if err := v.unattributed(wire.RecordGrantDraw, i, v.in.GrantDraws[i].Customer, wire.ReasonBatchExpired, &v.in.GrantDraws[i]); err != nil {
-			return err
-		}
+	if err := expireEach(v, wire.RecordGrantDraw, in.GrantDraws, func(w *wire.GrantDraw) string { return w.Customer }); err != nil {
+		return err
 	}
-	for i := range v.in.VoucherDebits {
-		if err := v.unattributed(wire.RecordVoucherDebit, i, v.in.VoucherDebits[i].Customer, wire.ReasonBatchExpired, &v.in.VoucherDebits[i]); err != nil {
-			return err
-		}
+	if err := expireEach(v, wire.RecordVoucherDebit, in.VoucherDebits, func(w *wire.VoucherDebit) string { return w.Customer }); err != nil {
+		return err
 	}
-	for i := range v.in.CapUses {
-		if err := v.unattributed(wire.RecordCapUse, i, v.in.CapUses[i].Customer, wire.ReasonBatchExpired, &v.in.CapUses[i]); err != nil {
-			return err
-		}
+	if err := expireEach(v, wire.RecordCapUse, in.CapUses, func(w *wire.CapUse) string { return w.Customer }); err != nil {
+		return err
 	}
-	for i := range v.in.Events {
-		if err := v.unattributed(wire.RecordEvent, i, v.in.Events[i].Customer, wire.ReasonBatchExpired, &v.in.Events[i]); err != nil {
-			return err
-		}
+	if err := expireEach(v, wire.RecordEvent, in.Events, func(w *wire.UsageEvent) string { return w.Customer }); err != nil {
+		return err
 	}
 	b.Deltas, b.GrantDraws, b.VoucherDebits, b.CapUses, b.Events = nil, nil, nil, nil, nil
+	return nil
+}
+
+// expireEach moves the records of one kind to b.Unattributed as batch_expired.
+func expireEach[W any](v *checked, kind string, ins []W, customer func(*W) string) error {
+	for i := range ins {
+		if err := v.unattributed(kind, i, customer(&ins[i]), wire.ReasonBatchExpired, &ins[i]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -88,23 +88,21 @@ func check(in *wire.UsageBatch, now time.Time) *checked {
 	if in.PolicyVersion < 0 {
 		v.add("policy_version", "must not be negative")
 	}
-	if len(in.Deltas) > wire.MaxDeltas {
-		v.add("deltas", fmt.Sprintf("has %d entries; at most %d per batch", len(in.Deltas), wire.MaxDeltas))
+	tooMany := false
+	for _, l := range []struct {
+		path   string
+		n, max int
+	}{
+		{"deltas", len(in.Deltas), wire.MaxDeltas}, {"events", len(in.Events), MaxEvents},
+		{"grant_draws", len(in.GrantDraws), wire.MaxDeltas}, {"voucher_debits", len(in.VoucherDebits), wire.MaxDeltas},
+		{"cap_uses", len(in.CapUses), wire.MaxDeltas},
+	} {
+		if l.n > l.max {
+			v.add(l.path, fmt.Sprintf("has %d entries; at most %d per batch", l.n, l.max))
+			tooMany = true
+		}
 	}
-	if len(in.Events) > MaxEvents {
-		v.add("events", fmt.Sprintf("has %d entries; at most %d per batch", len(in.Events), MaxEvents))
-	}
-	if len(in.GrantDraws) > wire.MaxDeltas {
-		v.add("grant_draws", fmt.Sprintf("has %d entries; at most %d per batch", len(in.GrantDraws), wire.MaxDeltas))
-	}
-	if len(in.VoucherDebits) > wire.MaxDeltas {
-		v.add("voucher_debits", fmt.Sprintf("has %d entries; at most %d per batch", len(in.VoucherDebits), wire.MaxDeltas))
-	}
-	if len(in.CapUses) > wire.MaxDeltas {
-		v.add("cap_uses", fmt.Sprintf("has %d entries; at most %d per batch", len(in.CapUses), wire.MaxDeltas))
-	}
-	if len(in.Deltas) > wire.MaxDeltas || len(in.Events) > MaxEvents || len(in.GrantDraws) > wire.MaxDeltas ||
-		len(in.VoucherDebits) > wire.MaxDeltas || len(in.CapUses) > wire.MaxDeltas {
+	if tooMany {
 		return v
 	}
 	b.InstanceID, b.Sequence, b.PolicyVersion, b.Leased = in.InstanceID, in.Sequence, in.PolicyVersion, in.Leased
