@@ -145,21 +145,13 @@ func (e *Engine) capUsed(holder *customer, sc *spendCap, use num.Dec) {
 		return
 	}
 	if r := e.usage; r != nil {
-		r.recordCapUse(capUseKey(holder, sc.key, sc.started), use)
+		r.recordDraw(capUseKey(holder, sc.key, sc.started), use)
 	}
-	l := sc.lease
-	if l == nil || !samePeriod(l.period, sc.started) {
+	l := sc.lease.of(sc.started)
+	if l == nil {
 		return
 	}
-	if u, err := l.used.Add(use); err == nil {
-		l.used = u
-	}
-	if l.asked || e.leases == nil || e.leases.Low == nil {
-		return
-	}
-	var c num.Calc
-	if c.Sub(l.granted, l.used).Cmp(l.low) < 0 && c.Err == nil {
-		l.asked = true
+	if l.use(use) && e.leases != nil && e.leases.Low != nil {
 		e.leases.Low(LeaseKey{Customer: holder.id, Cap: sc.key})
 	}
 }
@@ -196,15 +188,12 @@ func (e *Engine) capLeaseAsk(k LeaseKey, need num.Dec, horizon time.Duration) (L
 	}
 	ask := LeaseAsk{Owner: c.id, Cap: sc.key, PeriodStart: time.Unix(0, sc.started).UTC(), Limit: sc.ceiling,
 		Used: num.Zero, Need: num.Zero, CustomerCreatedAt: c.created}
-	l := sc.lease
-	if l != nil && !samePeriod(l.period, sc.started) {
-		l = nil
-	}
+	l := sc.lease.of(sc.started)
 	rate := 0.0
 	if l != nil {
 		rate = l.smoothRate(now)
 	}
-	err := sizeAsk(&ask, l, sc.started, need, num.Zero, rate, horizon)
+	err := sizeAsk(&ask, l, need, num.Zero, rate, horizon)
 	return ask, true, err
 }
 
@@ -252,10 +241,5 @@ func (e *Engine) withCapLease(k LeaseKey, f func(l *meterLease, now time.Time) e
 	if sc == nil {
 		return nil
 	}
-	l := sc.lease
-	if l == nil || !samePeriod(l.period, sc.started) {
-		l = &meterLease{period: sc.started, used: num.Zero, granted: num.Zero, fallback: num.Zero}
-		sc.lease = l
-	}
-	return f(l, now)
+	return f(leaseIn(&sc.lease, sc.started), now)
 }

@@ -110,7 +110,7 @@ func (e *Engine) drawnLocked(p *policies.Policy, c *customer, g *grant, draws []
 	}
 	if e.usage != nil {
 		e.usage.mu.Lock()
-		drawn = calc.Add(drawn, e.usage.localDrawn(grantKey{customer: c.id, grant: g.id, period: start, created: c.created.UnixNano()}))
+		drawn = calc.Add(drawn, e.usage.localDrawn(grantDrawKey(c, g.id, start)))
 		e.usage.mu.Unlock()
 	}
 	return drawn, matched, calc.Err

@@ -358,7 +358,7 @@ func drawGrants(p *policies.Policy, c *customer, credit string, overage, positio
 			if !g.def.reset.Schedule.IsZero() {
 				loc, anchor = c.location(p), c.anchor()
 			}
-			r.recordDraw(c, g.id, g.periodStart(loc, anchor), taken)
+			r.recordDraw(grantDrawKey(c, g.id, g.periodStart(loc, anchor)), taken)
 		}
 		if g.hasPrice && g.def.starting.IsPos() {
 			draw.topup = calc.Add(draw.topup, calc.Quo(calc.Mul(g.price, taken), g.def.starting))

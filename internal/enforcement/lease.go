@@ -125,9 +125,27 @@ const (
 	leaseDenied
 )
 
+// of is the lease if it is of the period starting at period, else nil.
+func (l *meterLease) of(period int64) *meterLease {
+	if l == nil || l.period != period {
+		return nil
+	}
+	return l
+}
+
+// leaseIn is *slot's lease of the period starting at period; a missing one, or one of
+// another period, is replaced by a new empty lease.
+func leaseIn(slot **meterLease, period int64) *meterLease {
+	if l := (*slot).of(period); l != nil {
+		return l
+	}
+	*slot = &meterLease{period: period, used: num.Zero, granted: num.Zero, fallback: num.Zero}
+	return *slot
+}
+
 // room decides whether a lease lets amount through in the period starting at period.
 func (l *meterLease) room(period int64, amount num.Dec, now int64) leaseVerdict {
-	if l == nil || l.period != period {
+	if l = l.of(period); l == nil {
 		return leaseNeeded
 	}
 	var c num.Calc
@@ -158,21 +176,30 @@ func (m *meter) leaseOf() *meterLease {
 // leaseUse counts a committed call against the meter's lease and asks for more when
 // the room falls below the low-water mark. Caller holds the owner's lock.
 func (e *Engine) leaseUse(owner *customer, m *meter, amount num.Dec) {
-	l := m.lease
-	if l == nil || l.period != m.started {
+	l := m.lease.of(m.started)
+	if l == nil {
 		return
 	}
+	if l.use(amount) && e.leases.Low != nil {
+		e.leases.Low(LeaseKey{Customer: owner.id, Entitlement: m.ent()})
+	}
+}
+
+// use counts amount against the lease and reports whether its room just fell below
+// the low-water mark (once per grant): time to ask for more.
+func (l *meterLease) use(amount num.Dec) (low bool) {
 	if u, err := l.used.Add(amount); err == nil {
 		l.used = u
 	}
-	if l.asked || e.leases.Low == nil {
-		return
+	if l.asked {
+		return false
 	}
 	var c num.Calc
 	if c.Sub(l.granted, l.used).Cmp(l.low) < 0 && c.Err == nil {
 		l.asked = true
-		e.leases.Low(LeaseKey{Customer: owner.id, Entitlement: m.ent()})
+		return true
 	}
+	return false
 }
 
 // LeaseAsk is what an instance asks the control plane for one meter or cap.
@@ -235,16 +262,17 @@ func (e *Engine) LeaseAsk(ctx context.Context, k LeaseKey, need num.Dec, horizon
 	if m != nil && m.started == period {
 		rate = m.burn.rateNow()
 	}
-	err = sizeAsk(&ask, m.leaseOf(), period, need, limit.Increment, rate, horizon)
+	err = sizeAsk(&ask, m.leaseOf().of(period), need, limit.Increment, rate, horizon)
 	return ask, true, err
 }
 
-// sizeAsk fills in an ask's Used, Need and Target from the lease it renews (nil: none
-// yet), the room a waiting call needs, the smallest step worth asking for and the
-// recent rate (units per millisecond). Caller holds the lease holder's lock.
-func sizeAsk(ask *LeaseAsk, l *meterLease, period int64, need, step num.Dec, rate float64, horizon time.Duration) error {
+// sizeAsk fills in an ask's Used, Need and Target from the lease of the ask's period
+// it renews (nil: none yet), the room a waiting call needs, the smallest step worth
+// asking for and the recent rate (units per millisecond). Caller holds the lease
+// holder's lock.
+func sizeAsk(ask *LeaseAsk, l *meterLease, need, step num.Dec, rate float64, horizon time.Duration) error {
 	var c num.Calc
-	if l != nil && l.period == period {
+	if l != nil {
 		ask.Used = l.used
 		if need.IsPos() && c.Sub(l.granted, l.used).Cmp(need) < 0 {
 			// Its rest cannot serve the call: stop using it, so the answer may release it.
@@ -265,7 +293,7 @@ func sizeAsk(ask *LeaseAsk, l *meterLease, period int64, need, step num.Dec, rat
 	}
 	size = num.Min(size, num.Max(ask.Limit, need))
 	ask.Target = c.Add(ask.Used, size)
-	if l != nil && l.period == period && l.knowShare {
+	if l != nil && l.knowShare {
 		// What this instance holds beyond what the control plane has committed from it
 		// (usage in flight and the unused rest) stays within its share of what remains:
 		// allowance is not parked on a few instances while others are refused, and near
@@ -381,10 +409,5 @@ func (e *Engine) withLease(k LeaseKey, f func(l *meterLease, now time.Time) erro
 		m = &owner.meters[len(owner.meters)-1]
 	}
 	period := e.currentPeriod(p, owner, m, limit, now)
-	l := m.lease
-	if l == nil || l.period != period {
-		l = &meterLease{period: period, used: num.Zero, granted: num.Zero, fallback: num.Zero}
-		m.lease = l
-	}
-	return f(l, now)
+	return f(leaseIn(&m.lease, period), now)
 }

@@ -118,9 +118,10 @@ type grantKey struct {
 	cap             bool  // a held cap's consumption (grant is the cap's key)
 }
 
-// recordDraw adds a draw from a grant of c to its pending sum. Caller holds c.mu.
-func (r *usageRecorder) recordDraw(c *customer, grantID string, period int64, units num.Dec) {
-	k := grantKey{customer: c.id, grant: grantID, period: period, created: c.created.UnixNano()}
+// recordDraw adds units to the pending sum under k: a draw from a grant (grantKey),
+// a voucher debit (voucherKey) or a held cap's use (capUseKey). Caller holds the lock of
+// the customer k names.
+func (r *usageRecorder) recordDraw(k grantKey, units num.Dec) {
 	var calc num.Calc
 	r.mu.Lock()
 	cur, ok := r.draws[k]
@@ -131,31 +132,9 @@ func (r *usageRecorder) recordDraw(c *customer, grantID string, period int64, un
 	r.mu.Unlock()
 }
 
-// recordVoucherDebit adds runes paid from c's voucher to its pending sum. Caller holds
-// c.mu.
-func (r *usageRecorder) recordVoucherDebit(c *customer, voucherID string, runes num.Dec) {
-	k := voucherKey(c, voucherID)
-	var calc num.Calc
-	r.mu.Lock()
-	cur, ok := r.draws[k]
-	if !ok {
-		cur = num.Zero
-	}
-	r.draws[k] = calc.Add(cur, runes)
-	r.mu.Unlock()
-}
-
-// recordCapUse adds a held cap's consumption to its pending sum. Caller holds the
-// holder's lock.
-func (r *usageRecorder) recordCapUse(k grantKey, units num.Dec) {
-	var calc num.Calc
-	r.mu.Lock()
-	cur, ok := r.draws[k]
-	if !ok {
-		cur = num.Zero
-	}
-	r.draws[k] = calc.Add(cur, units)
-	r.mu.Unlock()
+// grantDrawKey is where a draw from a grant of c in a grant period is recorded.
+func grantDrawKey(c *customer, grantID string, period int64) grantKey {
+	return grantKey{customer: c.id, grant: grantID, period: period, created: c.created.UnixNano()}
 }
 
 // localDrawn is what this instance drew from a grant in a period that the server has

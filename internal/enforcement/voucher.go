@@ -322,7 +322,7 @@ func (e *Engine) debitVoucher(c *customer, runes num.Dec) {
 	var calc num.Calc
 	st.balance = num.Max(num.Zero, calc.Sub(st.balance, runes))
 	if e.usage != nil {
-		e.usage.recordVoucherDebit(c, st.id, runes)
+		e.usage.recordDraw(voucherKey(c, st.id), runes)
 	}
 }
 
