@@ -140,17 +140,8 @@ func TestSharedOrgCapAcrossTheFleet(t *testing.T) {
 // part; the server ends at the budget exactly.
 func TestCapLeaseOfADeadInstanceReturns(t *testing.T) {
 	const ttl = 2 * time.Second
-	_, pool := newDB(t)
-	rurl := sharedRedisURL(t)
-	apiLog, sdkLog := newSink(t, "api"), newSink(t, "sdk")
-	a := startAPIWithLeaseTTL(t, pool, rurl, apiLog, "", ttl)
-	cp := newControlPlane(t, a.URL)
+	a, cp, proxy, sdkLog := leaseFaultStack(t, ttl)
 	cp.orgBudget("1") // 1,000 tokens
-	proxy, err := NewProxy(a.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
 	ctx := context.Background()
 	doomed := connectSDK(t, "http://"+proxy.Addr(), cp.sdk, sdkLog, limitr.WithLeaseHorizon(time.Hour))
 	other := connectSDK(t, a.URL, cp.sdk, sdkLog)

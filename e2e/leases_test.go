@@ -122,24 +122,30 @@ func startAPIWithLeaseTTL(t *testing.T, pool *pgxpool.Pool, rurl string, sink *l
 	return startAPIConfig(t, pool, redisClient(t, rurl), sink, addr, func(c *api.Config) { c.LeaseTTL = ttl })
 }
 
+// leaseFaultStack starts an API whose leases live ttl, a client of it, and a proxy to
+// it that a test cuts to kill or partition the instances it connects through.
+func leaseFaultStack(t *testing.T, ttl time.Duration) (*apiServer, *controlPlane, *Proxy, *logSink) {
+	t.Helper()
+	_, pool := newDB(t)
+	apiLog, sdkLog := newSink(t, "api"), newSink(t, "sdk")
+	a := startAPIWithLeaseTTL(t, pool, sharedRedisURL(t), apiLog, "", ttl)
+	proxy, err := NewProxy(a.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	return a, newControlPlane(t, a.URL), proxy, sdkLog
+}
+
 // TestLeaseOfADeadInstanceReturns: an instance holding most of a limit's allowance
 // dies (its connection to the control plane is cut for good, without Close). The other
 // instance is held to what is left until the dead one's lease expires, then gets its
 // unused part; the server ends at the limit exactly.
 func TestLeaseOfADeadInstanceReturns(t *testing.T) {
 	const ttl = 2 * time.Second
-	_, pool := newDB(t)
-	rurl := sharedRedisURL(t)
-	apiLog, sdkLog := newSink(t, "api"), newSink(t, "sdk")
-	a := startAPIWithLeaseTTL(t, pool, rurl, apiLog, "", ttl)
-	cp := newControlPlane(t, a.URL)
+	a, cp, proxy, sdkLog := leaseFaultStack(t, ttl)
 	cp.setup(fleetPolicy(1000))
 	cp.createCustomer("fleet", "")
-	proxy, err := NewProxy(a.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
 	ctx := context.Background()
 	// A long horizon: the doomed instance leases far ahead of its rate.
 	doomed := connectSDK(t, "http://"+proxy.Addr(), cp.sdk, sdkLog, limitr.WithLeaseHorizon(time.Hour))
@@ -222,18 +228,9 @@ func TestLeasesWhileTheAPIIsDown(t *testing.T) {
 // what is left; after the partition heals everything adds up to the limit exactly.
 func TestLeasePartitionedInstance(t *testing.T) {
 	const ttl = 4 * time.Second
-	_, pool := newDB(t)
-	rurl := sharedRedisURL(t)
-	apiLog, sdkLog := newSink(t, "api"), newSink(t, "sdk")
-	a := startAPIWithLeaseTTL(t, pool, rurl, apiLog, "", ttl)
-	cp := newControlPlane(t, a.URL)
+	a, cp, proxy, sdkLog := leaseFaultStack(t, ttl)
 	cp.setup(fleetPolicy(2000))
 	cp.createCustomer("fleet", "")
-	proxy, err := NewProxy(a.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
 	ctx := context.Background()
 	cut := connectSDK(t, "http://"+proxy.Addr(), cp.sdk, sdkLog)
 	other := connectSDK(t, a.URL, cp.sdk, sdkLog)
