@@ -160,6 +160,9 @@ func TestBrowserPolicyPublishReachesSDK(t *testing.T) {
 		t.Errorf("the editor lost the text on error: %q %v", kept, err)
 	}
 	if err := chromedp.Do(tab,
+		// The validation's swap may still be settling: a click on a node htmx is about
+		// to replace goes nowhere.
+		webtest.Settled(),
 		chromedp.SetValue(`#editor textarea[name="source"]`, good),
 		chromedp.Click("#save"),
 		chromedp.WaitVisible("table.diff"), webtest.Settled(),
